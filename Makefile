@@ -1,0 +1,36 @@
+# switchyard — the entry points. Thin wrappers over scripts/ and CMake.
+#   make demo    install what is missing, build, train the demo config, report
+#   make test    install what is missing, build, run every test (C++ and the PyTorch parity test)
+#   make bench   build, run the benchmarks (switchyard vs PyTorch on the same machine)
+#   make lint    clang-format check and clang-tidy
+BUILD ?= build
+JOBS ?= 2
+
+.PHONY: all deps build test demo bench lint format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@scripts/run-tests.sh $(BUILD)
+
+demo: build
+	@scripts/demo.sh $(BUILD)
+
+bench: build
+	@scripts/bench.sh $(BUILD)
+
+lint: deps
+	@scripts/lint.sh $(BUILD)
+
+format:
+	@clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD)

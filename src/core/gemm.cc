@@ -1,0 +1,63 @@
+#include "core/gemm.h"
+
+#include <cblas.h>
+#include <dnnl.h>
+
+#include "core/error.h"
+
+namespace sy {
+
+namespace {
+GemmBackend g_backend = GemmBackend::kOneDnn;
+}
+
+void set_gemm_backend(GemmBackend b) { g_backend = b; }
+GemmBackend gemm_backend() { return g_backend; }
+
+GemmBackend parse_gemm_backend(const std::string& name) {
+  if (name == "onednn") return GemmBackend::kOneDnn;
+  if (name == "openblas") return GemmBackend::kOpenBlas;
+  fail(fmt::format("gemm backend must be one of \"onednn\", \"openblas\", got \"{}\"", name));
+}
+
+const char* gemm_backend_name(GemmBackend b) {
+  return b == GemmBackend::kOneDnn ? "onednn" : "openblas";
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    // Backends disagree on k == 0; define it: C = beta * C.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? 0.f : beta * c[i * ldc + j];
+    return;
+  }
+  if (g_backend == GemmBackend::kOneDnn) {
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda,
+                                  b, ldb, beta, c, ldc);
+    SY_CHECK(st == dnnl_success, "gemm: dnnl_sgemm failed with status {} (m={} n={} k={})",
+             static_cast<int>(st), m, n, k);
+  } else {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
+                beta, c, static_cast<int>(ldc));
+  }
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
+              c, static_cast<int>(ldc));
+}
+
+}  // namespace sy

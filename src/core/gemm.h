@@ -1,0 +1,29 @@
+// The one matrix-multiply entry point. Every GEMM in switchyard goes through here.
+//
+// Row-major: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, op(X) = X or Xᵀ.
+// lda/ldb/ldc are row strides of A, B, C as stored. fp32 runs on the backend chosen at start-up
+// (oneDNN's sgemm by default: measured fastest on this machine class, see bench/gemm_bench.cc);
+// fp64 (tests only) runs on OpenBLAS's dgemm.
+// Threading: called from outside a parallel region, the backend uses all OpenMP threads; called
+// from inside one (nested parallelism off), it runs on the calling thread only. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sy {
+
+enum class GemmBackend { kOneDnn, kOpenBlas };
+
+// Selects the fp32 backend for the whole process. Not thread-safe: call at start-up.
+void set_gemm_backend(GemmBackend b);
+GemmBackend gemm_backend();
+GemmBackend parse_gemm_backend(const std::string& name);  // "onednn" | "openblas"
+const char* gemm_backend_name(GemmBackend b);
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+
+}  // namespace sy

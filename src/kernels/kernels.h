@@ -1,0 +1,95 @@
+// Forward/backward kernel pairs of the dense transformer, as free functions over raw arrays.
+//
+// Dimension letters: N tokens (= B·S), B sequences, S sequence length, D model dim, H heads,
+// hd head dim (D = H·hd), F expert/FFN hidden, V vocabulary, IC/OC matmul in/out features.
+// All arrays are row-major and dense unless a row stride `ld` is given (elements between rows).
+//
+// Conventions (read before calling):
+//  * forward functions overwrite their outputs;
+//  * backward functions ACCUMULATE (+=) into every gradient they produce, activations and
+//    parameters alike — the caller zeroes what must start at zero. Exceptions, named in their
+//    comments: rope_backward (in place) and xent_backward (overwrites, may alias its input).
+//  * A null gradient pointer means "not needed": that gradient is skipped.
+//  * T is float (training) or double (finite-difference tests); both are instantiated.
+//  * Kernels parallelise internally with OpenMP; call them from outside a parallel region.
+//    Results do not depend on the thread count except through floating-point summation order
+//    of reductions (and those reductions use a fixed order for a given thread count).
+//  * Inputs are trusted (validated at the boundary); no allocation happens inside.
+#pragma once
+
+#include <cstdint>
+
+namespace sy {
+
+// ---- matmul: out[N,OC] = inp[N,IC] · weight[OC,IC]ᵀ (a Linear layer without bias, HF layout) ----
+template <typename T>
+void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC, int64_t OC);
+// dinp[N,IC] += dout[N,OC] · weight ; dweight[OC,IC] += doutᵀ · inp
+template <typename T>
+void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
+                     int64_t IC, int64_t OC);
+
+// ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* weight, int64_t N, int64_t D, T eps);
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const T* rstd, int64_t N, int64_t D);
+
+// ---- RoPE, Hugging Face "rotate_half" convention ----
+// Tables cos/sin [S, hd/2]: angle(s, i) = s · theta^(-2i/hd).
+template <typename T>
+void rope_tables(T* cos, T* sin, int64_t S, int64_t hd, double theta);
+// x: [B, S, H, hd] with token rows strided by ld (≥ H·hd). Rotates IN PLACE: for each head,
+// (x[i], x[i+hd/2]) ← (x[i]·c − x[i+hd/2]·s, x[i+hd/2]·c + x[i]·s), position = s within sequence.
+template <typename T>
+void rope_forward(T* x, const T* cos, const T* sin, int64_t B, int64_t S, int64_t H, int64_t hd,
+                  int64_t ld);
+// IN PLACE on the gradient: dx ← Rᵀ dx (the inverse rotation). Not accumulating.
+template <typename T>
+void rope_backward(T* dx, const T* cos, const T* sin, int64_t B, int64_t S, int64_t H, int64_t hd,
+                   int64_t ld);
+
+// ---- causal multi-head attention: out = softmax(q kᵀ / sqrt(hd) + causal mask) v ----
+// q, k, v: [B, S, H, hd], token rows strided by ld (they may live side by side in one qkv
+// buffer, ld = 3·H·hd). out: [B, S, H·hd] dense. att: [B, H, S, S] softmax probabilities, saved
+// for the backward pass (entries above the diagonal are written as 0).
+template <typename T>
+void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int64_t B, int64_t S,
+                       int64_t H, int64_t hd, int64_t ld);
+// dq, dk, dv accumulate with row stride ld. scratch: attention_scratch_size() elements.
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k,
+                        const T* v, const T* att, int64_t B, int64_t S, int64_t H, int64_t hd,
+                        int64_t ld);
+// Elements of scratch attention_backward needs when run with up to max_threads OpenMP threads.
+int64_t attention_scratch_size(int64_t S, int max_threads);
+
+// ---- SwiGLU: hu[N, 2F] holds gate in columns [0, F) and up in [F, 2F) ----
+// out[N,F] = silu(gate) · up, silu(x) = x · sigmoid(x)
+template <typename T>
+void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F);
+// dhu[N, 2F] += ∂/∂(gate, up)
+template <typename T>
+void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F);
+
+// ---- token embedding ----
+// out[N,D] = wte[tokens[n], :]; tokens in [0, V) (validated by the caller).
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, int64_t N, int64_t D);
+// dwte[V,D] += scatter of dout by token; deterministic (independent of thread count).
+template <typename T>
+void embedding_backward(T* dwte, const T* dout, const int32_t* tokens, int64_t N, int64_t D);
+
+// ---- cross-entropy over the vocabulary ----
+// losses[n] = logsumexp(logits[n,:]) − logits[n, targets[n]]; targets[n] < 0 means "ignore"
+// (loss 0, gradient 0).
+template <typename T>
+void xent_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V);
+// dlogits[n,:] = scale · (softmax(logits[n,:]) − onehot(targets[n])); 0 for ignored rows.
+// OVERWRITES dlogits; dlogits may equal logits (computed in place, row by row).
+template <typename T>
+void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale, int64_t N,
+                   int64_t V);
+
+}  // namespace sy
