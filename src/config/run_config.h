@@ -1,0 +1,106 @@
+// A run's whole configuration: what `switchyard train --config run.toml --set k=v` produces.
+//
+// Plain structs with defaults; load_run_config() parses TOML, applies --set overrides, and
+// validates every field (errors name the key, the value and what is allowed; unknown keys are
+// rejected with the closest valid name). Every key is documented in docs/config.md.
+// Values only: safe to copy and to read from several threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sy {
+
+struct ModelConfig {
+  int64_t vocab_size = 8192;     // V
+  int64_t d_model = 256;         // D
+  int64_t n_layers = 4;          // L
+  int64_t n_heads = 4;           // H (D % H == 0, head dim even)
+  int64_t seq_len = 256;         // S, tokens per sequence (the model sees S, predicts S)
+  int64_t n_experts = 16;        // E routed experts per MoE layer
+  int64_t top_k = 4;             // K
+  int64_t d_expert = 256;        // F, routed expert hidden size
+  int64_t n_shared_experts = 0;  // always-on, ungated experts per MoE layer
+  int64_t d_shared = 0;          // their hidden size; 0 = d_expert
+  int64_t n_dense_layers = 0;    // the first N blocks use a dense SwiGLU FFN instead of MoE
+  int64_t d_dense = 1024;        // dense FFN hidden size
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;
+};
+
+struct RouterConfig {
+  std::string type = "topk";         // "topk" (this issue); later: expert_choice, bip, hash, ...
+  std::string score = "softmax";     // "softmax" | "sigmoid"
+  std::string gate = "renorm";       // "renorm" | "raw"
+  double gate_scale = 1.0;           // > 0
+  double capacity_factor = 0.0;      // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
+  std::string drop_policy = "probs"; // "probs" | "position" (only with capacity)
+  double z_loss_coef = 0.0;          // router z-loss coefficient; 0 = off (1e-3 typical)
+};
+
+// One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".
+struct BalanceTerm {
+  std::string type = "lbl";
+  std::string scope = "micro";
+  double coef = 0.01;  // α
+};
+
+struct BalanceConfig {
+  std::vector<BalanceTerm> terms = {BalanceTerm{}};  // empty = no balancing loss
+};
+
+struct TrainConfig {
+  int64_t micro_batch = 8;     // B, sequences per micro-batch
+  int64_t grad_accum = 1;      // micro-batches per optimizer step
+  int64_t steps = 100;         // optimizer steps
+  double lr = 1e-3;            // peak learning rate
+  double min_lr_ratio = 0.1;   // cosine floor as a fraction of lr
+  int64_t warmup_steps = 10;   // linear warmup from 0
+  double weight_decay = 0.1;   // decoupled (AdamW); never applied to norm weights
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;      // global-norm clip; 0 = off
+  uint64_t seed = 1234;        // initialisation and data order
+  int64_t eval_every = 50;     // steps between evaluations; 0 = only at the end
+  int64_t eval_batches = 4;    // micro-batches per evaluation
+  int64_t checkpoint_every = 0;// steps between checkpoints; 0 = only at the end
+  int64_t log_every = 1;       // steps between terminal progress lines
+};
+
+struct DataConfig {
+  std::string source = "synthetic";  // "synthetic" | "tokens"
+  std::string train_tokens;          // raw little-endian int32 token file (source = "tokens")
+  std::string valid_tokens;          // same format; empty = hold out from the synthetic stream
+  uint64_t synthetic_seed = 42;      // the synthetic generator's seed (see docs/data.md)
+};
+
+struct SystemConfig {
+  int64_t threads = 2;           // OpenMP threads (kernels and BLAS share one pool)
+  std::string gemm = "onednn";   // "onednn" | "openblas"
+};
+
+struct RunConfig {
+  std::string out_dir = "runs/default";  // metrics.jsonl, checkpoints/, config.toml (resolved)
+  ModelConfig model;
+  RouterConfig router;
+  BalanceConfig balance;
+  TrainConfig train;
+  DataConfig data;
+  SystemConfig system;
+};
+
+// Parses a TOML file (path), applies overrides of the form "section.key=value" in order, and
+// validates. Throws sy::Error naming the file, key, value and what is allowed.
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same, from TOML text (tests; `origin` names the source in messages).
+RunConfig parse_run_config(const std::string& toml_text, const std::vector<std::string>& overrides = {},
+                           const std::string& origin = "<string>");
+// Validates cross-field constraints (K ≤ E, D % H, capacity ≥ 1 token, K=1 with renorm, ...).
+void validate(const RunConfig& cfg);
+// The resolved config as TOML (written beside every run so it can be re-run exactly).
+std::string to_toml(const RunConfig& cfg);
+
+}  // namespace sy
