@@ -1,0 +1,279 @@
+// Token-choice top-K routing: scores, selection, gates, capacity, dispatch plan, LBL, z-loss.
+// The math is ALGORITHMS.md §1–2; the conventions (tie-breaks, drop order) docs/model.md.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "switchyard/routing.h"
+
+namespace sy {
+
+ScoreFn parse_score_fn(const std::string& s) {
+  if (s == "softmax") return ScoreFn::kSoftmax;
+  if (s == "sigmoid") return ScoreFn::kSigmoid;
+  fail(fmt::format("router.score must be one of \"softmax\", \"sigmoid\", got \"{}\"", s));
+}
+GateFn parse_gate_fn(const std::string& s) {
+  if (s == "renorm") return GateFn::kRenorm;
+  if (s == "raw") return GateFn::kRaw;
+  fail(fmt::format("router.gate must be one of \"renorm\", \"raw\", got \"{}\"", s));
+}
+DropPolicy parse_drop_policy(const std::string& s) {
+  if (s == "probs") return DropPolicy::kProbs;
+  if (s == "position") return DropPolicy::kPosition;
+  fail(fmt::format("router.drop_policy must be one of \"probs\", \"position\", got \"{}\"", s));
+}
+
+int64_t expert_capacity(const TopKOptions& o, int64_t n_tokens) {
+  if (o.capacity_factor <= 0) return n_tokens * o.top_k;
+  return static_cast<int64_t>(
+      std::ceil(o.capacity_factor * static_cast<double>(n_tokens * o.top_k) / o.n_experts));
+}
+
+template <typename T>
+void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) {
+  e = n_experts;
+  k = top_k;
+  n = 0;
+  scores.assign(n_max * e, T(0));
+  dscores.assign(n_max * e, T(0));
+  lse.assign(n_max, T(0));
+  expert.assign(n_max * k, 0);
+  gate.assign(n_max * k, T(0));
+  kept.assign(n_max * k, 0);
+  row_of_slot.assign(n_max * k, -1);
+  slot_of_row.assign(n_max * k, 0);
+  offsets.assign(e + 1, 0);
+  load.assign(e, 0);
+  demand.assign(e, 0);
+  score_mean.assign(e, 0.0);
+  dlbl.assign(e, T(0));
+}
+
+namespace {
+
+// Per-token normalised score q = scores / Σ scores (softmax scores are already normalised).
+template <typename T>
+inline T row_sum(const T* p, int64_t e) {
+  T s = 0;
+  for (int64_t i = 0; i < e; ++i) s += p[i];
+  return s;
+}
+
+}  // namespace
+
+template <typename T>
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
+  buf.n = n;
+  T* scores = buf.scores.data();
+  T* lse = buf.lse.data();
+  int32_t* expert = buf.expert.data();
+  T* gate = buf.gate.data();
+  const bool softmax = o.score == ScoreFn::kSoftmax;
+  const T scale = static_cast<T>(o.gate_scale);
+
+  double entropy_sum = 0, topk_sum = 0;
+  // 1–2: scores, selection, gates; rows are independent.
+#pragma omp parallel for schedule(static) reduction(+ : entropy_sum, topk_sum)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* zt = z + t * E;
+    T* pt = scores + t * E;
+    T m = zt[0];
+    for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
+    T sum = 0;
+    for (int64_t i = 0; i < E; ++i) sum += std::exp(zt[i] - m);
+    lse[t] = m + std::log(sum);
+    if (softmax) {
+      for (int64_t i = 0; i < E; ++i) pt[i] = std::exp(zt[i] - lse[t]);
+    } else {
+      for (int64_t i = 0; i < E; ++i) pt[i] = T(1) / (T(1) + std::exp(-zt[i]));
+    }
+    // Entropy of the per-token distribution (sigmoid scores normalised first).
+    const T norm = softmax ? T(1) : row_sum(pt, E);
+    double h = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      const double q = static_cast<double>(pt[i] / norm);
+      if (q > 0) h -= q * std::log(q);
+    }
+    entropy_sum += h;
+    // Top-K by repeated arg-max; strict '>' scanning upward makes the lower index win ties.
+    int32_t* et = expert + t * K;
+    T sel_sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      int32_t best = -1;
+      T best_v = 0;
+      for (int64_t i = 0; i < E; ++i) {
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
+        if (taken) continue;
+        if (best < 0 || pt[i] > best_v) {
+          best = static_cast<int32_t>(i);
+          best_v = pt[i];
+        }
+      }
+      et[k] = best;
+      sel_sum += best_v;
+    }
+    topk_sum += static_cast<double>(sel_sum);
+    T* gt = gate + t * K;
+    for (int64_t k = 0; k < K; ++k) {
+      const T p = pt[et[k]];
+      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum : scale * p;
+    }
+  }
+
+  // 3: dispatch plan. Integer work, sequential, in token order: identical for any thread count.
+  int64_t* demand = buf.demand.data();
+  int64_t* load = buf.load.data();
+  int64_t* offsets = buf.offsets.data();
+  std::fill(demand, demand + E, 0);
+  for (int64_t s = 0; s < n * K; ++s) ++demand[expert[s]];
+  offsets[0] = 0;
+  for (int64_t i = 0; i < E; ++i) offsets[i + 1] = offsets[i] + demand[i];
+  int32_t* slot_of_row = buf.slot_of_row.data();
+  {
+    std::vector<int64_t>& cursor = buf.load;  // reuse as a cursor; overwritten below
+    std::copy(offsets, offsets + E, cursor.begin());
+    for (int64_t s = 0; s < n * K; ++s) slot_of_row[cursor[expert[s]]++] = static_cast<int32_t>(s);
+  }
+  const int64_t cap = expert_capacity(o, n);
+  // Capacity: pick the survivors inside each over-full expert segment, then compact the
+  // segments so that rows stay contiguous per expert and in token order within an expert.
+  int64_t write = 0;
+  uint8_t* kept = buf.kept.data();
+  std::fill(kept, kept + n * K, uint8_t(0));
+  for (int64_t i = 0; i < E; ++i) {
+    int32_t* seg = slot_of_row + offsets[i];
+    int64_t cnt = demand[i];
+    if (cnt > cap) {
+      if (o.drop == DropPolicy::kProbs) {
+        auto better = [&](int32_t a, int32_t b) {
+          const T pa = scores[(a / K) * E + i], pb = scores[(b / K) * E + i];
+          return pa > pb || (pa == pb && a < b);
+        };
+        std::nth_element(seg, seg + cap, seg + cnt, better);
+        std::sort(seg, seg + cap);  // back to token order
+      }
+      cnt = cap;  // "position": the first cap in token order
+    }
+    load[i] = cnt;
+    std::copy(seg, seg + cnt, slot_of_row + write);  // write ≤ offsets[i]: moves left, safe
+    offsets[i] = write;
+    write += cnt;
+  }
+  offsets[E] = write;
+  buf.rows = write;
+  buf.dropped = n * K - write;
+  int64_t* row_of_slot = buf.row_of_slot.data();
+  std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
+  for (int64_t r = 0; r < write; ++r) {
+    row_of_slot[slot_of_row[r]] = r;
+    kept[slot_of_row[r]] = 1;
+  }
+
+  // Auxiliary losses. f uses kept loads (detached); P the mean per-token-normalised score.
+  RoutingStats st;
+  st.entropy_sum = entropy_sum;
+  st.topk_score_sum = topk_sum;
+  if (o.lbl_coef > 0 && n > 0) {
+    double* P = buf.score_mean.data();
+    std::fill(P, P + E, 0.0);
+    for (int64_t t = 0; t < n; ++t) {
+      const T* pt = scores + t * E;
+      const double inv = softmax ? 1.0 : 1.0 / static_cast<double>(row_sum(pt, E));
+      for (int64_t i = 0; i < E; ++i) P[i] += static_cast<double>(pt[i]) * inv;
+    }
+    double acc = 0;
+    for (int64_t i = 0; i < E; ++i)
+      acc += static_cast<double>(load[i]) / static_cast<double>(K * n) * (P[i] / n);
+    st.lbl_raw = E * acc;
+    st.lbl = o.lbl_coef * st.lbl_raw;
+  }
+  if (o.z_loss_coef > 0 && n > 0) {
+    double acc = 0;
+    for (int64_t t = 0; t < n; ++t) acc += static_cast<double>(lse[t]) * lse[t];
+    st.z_loss = o.z_loss_coef * acc / n;
+  }
+  return st;
+}
+
+template <typename T>
+void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux_scale,
+                         RoutingBuffers<T>& buf, T* dz) {
+  const int64_t E = o.n_experts, K = o.top_k, n = buf.n;
+  const T* scores = buf.scores.data();
+  const T* lse = buf.lse.data();
+  const int32_t* expert = buf.expert.data();
+  const bool softmax = o.score == ScoreFn::kSoftmax;
+  const T scale = static_cast<T>(o.gate_scale);
+  // ∂LBL/∂q[t,i] = aux_scale·α·E·f_i/N, the same for every token: precompute per expert.
+  T* dlbl = buf.dlbl.data();
+  std::fill(dlbl, dlbl + E, T(0));
+  if (o.lbl_coef > 0 && n > 0) {
+    for (int64_t i = 0; i < E; ++i)
+      dlbl[i] = static_cast<T>(aux_scale * o.lbl_coef * E *
+                               (static_cast<double>(buf.load[i]) / static_cast<double>(K * n)) / n);
+  }
+  const T zc = o.z_loss_coef > 0 && n > 0 ? static_cast<T>(aux_scale * o.z_loss_coef * 2.0 / n) : T(0);
+
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* pt = scores + t * E;
+    const int32_t* et = expert + t * K;
+    const T* dgt = dgate + t * K;
+    T* ds = buf.dscores.data() + t * E;
+    for (int64_t i = 0; i < E; ++i) ds[i] = 0;
+    // Gates → scores.
+    if (o.gate == GateFn::kRaw) {
+      for (int64_t k = 0; k < K; ++k) ds[et[k]] += scale * dgt[k];
+    } else {
+      T s = 0, dot = 0;
+      for (int64_t k = 0; k < K; ++k) s += pt[et[k]];
+      for (int64_t k = 0; k < K; ++k) dot += dgt[k] * pt[et[k]];
+      dot /= s;
+      for (int64_t k = 0; k < K; ++k) ds[et[k]] += scale / s * (dgt[k] - dot);
+    }
+    // LBL → scores (through the per-token normalisation for sigmoid scores).
+    if (o.lbl_coef > 0) {
+      if (softmax) {
+        for (int64_t i = 0; i < E; ++i) ds[i] += dlbl[i];
+      } else {
+        const T sum = row_sum(pt, E);
+        T dot = 0;
+        for (int64_t i = 0; i < E; ++i) dot += dlbl[i] * pt[i];
+        dot /= sum;
+        for (int64_t i = 0; i < E; ++i) ds[i] += (dlbl[i] - dot) / sum;
+      }
+    }
+    // Scores → logits.
+    T* dzt = dz + t * E;
+    if (softmax) {
+      T dot = 0;
+      for (int64_t i = 0; i < E; ++i) dot += ds[i] * pt[i];
+      for (int64_t i = 0; i < E; ++i) dzt[i] = pt[i] * (ds[i] - dot);
+    } else {
+      for (int64_t i = 0; i < E; ++i) dzt[i] = ds[i] * pt[i] * (T(1) - pt[i]);
+    }
+    // z-loss: ∂/∂z[t,j] = (2/N)·lse_t·softmax(z_t)_j.
+    if (zc != T(0)) {
+      const T* zt = z + t * E;
+      for (int64_t i = 0; i < E; ++i) dzt[i] += zc * lse[t] * std::exp(zt[i] - lse[t]);
+    }
+  }
+}
+
+#define SY_INSTANTIATE(T)                                                                      \
+  template struct RoutingBuffers<T>;                                                           \
+  template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t,           \
+                                              RoutingBuffers<T>&);                             \
+  template void topk_route_backward<T>(const TopKOptions&, const T*, const T*, T,              \
+                                       RoutingBuffers<T>&, T*);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+
+}  // namespace sy

@@ -1,0 +1,150 @@
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "core/error.h"
+#include "core/gradcheck.h"
+#include "switchyard/routing.h"
+
+namespace sy {
+namespace {
+
+TopKOptions opts(int64_t E, int64_t K, ScoreFn s, GateFn g, double cf = 0,
+                 DropPolicy d = DropPolicy::kProbs) {
+  TopKOptions o;
+  o.n_experts = E;
+  o.top_k = K;
+  o.score = s;
+  o.gate = g;
+  o.capacity_factor = cf;
+  o.drop = d;
+  return o;
+}
+
+TEST(TopKRouterTest, TiesGoToTheLowerExpertIndex) {
+  auto o = opts(8, 3, ScoreFn::kSoftmax, GateFn::kRenorm);
+  RoutingBuffers<float> buf;
+  buf.resize(4, 8, 3);
+  std::vector<float> z(4 * 8, 0.5f);
+  topk_route_forward(o, z.data(), 4, buf);
+  for (int t = 0; t < 4; ++t)
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(buf.expert[t * 3 + k], k);
+  for (float g : std::vector<float>(buf.gate.begin(), buf.gate.begin() + 12)) EXPECT_NEAR(g, 1.f / 3, 1e-6);
+}
+
+TEST(TopKRouterTest, SelectsHighestScoresInDescendingOrder) {
+  auto o = opts(5, 2, ScoreFn::kSigmoid, GateFn::kRaw);
+  RoutingBuffers<double> buf;
+  buf.resize(1, 5, 2);
+  std::vector<double> z = {0.1, 2.0, -1.0, 3.0, 0.0};
+  topk_route_forward(o, z.data(), 1, buf);
+  EXPECT_EQ(buf.expert[0], 3);
+  EXPECT_EQ(buf.expert[1], 1);
+  EXPECT_NEAR(buf.gate[0], 1 / (1 + std::exp(-3.0)), 1e-12);
+}
+
+TEST(TopKRouterTest, LblIsAlphaWhenScoresAreUniform) {
+  auto o = opts(8, 2, ScoreFn::kSoftmax, GateFn::kRenorm);
+  o.lbl_coef = 0.01;
+  RoutingBuffers<double> buf;
+  buf.resize(16, 8, 2);
+  std::vector<double> z(16 * 8, 0.0);  // uniform P; f all on experts 0 and 1
+  auto st = topk_route_forward(o, z.data(), 16, buf);
+  EXPECT_NEAR(st.lbl, 0.01, 1e-12);
+  EXPECT_NEAR(st.lbl_raw, 1.0, 1e-12);
+}
+
+TEST(TopKRouterTest, PlanIsACountingSortInTokenOrder) {
+  auto o = opts(6, 2, ScoreFn::kSoftmax, GateFn::kRenorm);
+  RoutingBuffers<float> buf;
+  buf.resize(50, 6, 2);
+  std::vector<double> zd(50 * 6);
+  fill_normal(zd, 3);
+  std::vector<float> z(zd.begin(), zd.end());
+  topk_route_forward(o, z.data(), 50, buf);
+  EXPECT_EQ(buf.rows, 100);
+  EXPECT_EQ(buf.dropped, 0);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(buf.offsets[i + 1] - buf.offsets[i], buf.load[i]);
+    for (int64_t r = buf.offsets[i]; r < buf.offsets[i + 1]; ++r) {
+      EXPECT_EQ(buf.expert[buf.slot_of_row[r]], i);
+      if (r > buf.offsets[i]) {
+        EXPECT_LT(buf.slot_of_row[r - 1], buf.slot_of_row[r]);
+      }
+      EXPECT_EQ(buf.row_of_slot[buf.slot_of_row[r]], r);
+    }
+  }
+}
+
+TEST(TopKRouterTest, CapacityDropsByPolicy) {
+  // All 10 tokens prefer expert 0 then 1; capacity cf=1 → C = ceil(10·1/4) = 3.
+  const int n = 10, E = 4;
+  std::vector<double> z(n * E);
+  for (int t = 0; t < n; ++t) {
+    z[t * E + 0] = 5.0 + 0.1 * ((t * 7) % n);  // distinct, not monotone in t
+    z[t * E + 1] = 1.0;
+    z[t * E + 2] = 0.0;
+    z[t * E + 3] = -1.0;
+  }
+  for (DropPolicy d : {DropPolicy::kProbs, DropPolicy::kPosition}) {
+    auto o = opts(E, 1, ScoreFn::kSoftmax, GateFn::kRaw, 1.0, d);
+    RoutingBuffers<double> buf;
+    buf.resize(n, E, 1);
+    topk_route_forward(o, z.data(), n, buf);
+    ASSERT_EQ(expert_capacity(o, n), 3);
+    EXPECT_EQ(buf.load[0], 3);
+    EXPECT_EQ(buf.dropped, 7);
+    std::vector<int> kept_tokens;
+    for (int t = 0; t < n; ++t)
+      if (buf.kept[t]) kept_tokens.push_back(t);
+    if (d == DropPolicy::kPosition) {
+      EXPECT_EQ(kept_tokens, (std::vector<int>{0, 1, 2}));
+    } else {
+      // highest z[t,0]: (t·7)%10 ∈ {9, 8, 7} → t = 7, 4, 1.
+      EXPECT_EQ(kept_tokens, (std::vector<int>{1, 4, 7}));
+    }
+  }
+}
+
+TEST(TopKRouterTest, ParsersRejectUnknownNames) {
+  EXPECT_THROW(parse_score_fn("tanh"), Error);
+  EXPECT_THROW(parse_gate_fn("softmax"), Error);
+  EXPECT_THROW(parse_drop_policy("random"), Error);
+}
+
+// Loss = Σ kept·gate·R + lbl + z_loss; dz from topk_route_backward vs central differences.
+void check_router_gradient(ScoreFn s, GateFn g, double cf) {
+  const int n = 24, E = 6, K = 2;
+  auto o = opts(E, K, s, g, cf);
+  o.lbl_coef = 0.3;
+  o.z_loss_coef = 0.05;
+  o.gate_scale = 1.7;
+  std::vector<double> z(n * E), R(n * K), dz(n * E), dgate(n * K);
+  fill_normal(z, 11);
+  fill_normal(R, 12);
+  RoutingBuffers<double> buf;
+  buf.resize(n, E, K);
+  auto loss = [&]() {
+    auto st = topk_route_forward(o, z.data(), n, buf);
+    double l = st.lbl + st.z_loss;
+    for (int i = 0; i < n * K; ++i) l += buf.kept[i] * buf.gate[i] * R[i];
+    return l;
+  };
+  loss();
+  if (cf > 0) {
+    ASSERT_GT(buf.dropped, 0) << "test should exercise drops";
+  }
+  for (int i = 0; i < n * K; ++i) dgate[i] = buf.kept[i] * R[i];
+  topk_route_backward(o, z.data(), dgate.data(), 1.0, buf, dz.data());
+  auto r = check_gradient(loss, z.data(), z.size(), dz.data(), 1e-5);
+  EXPECT_LT(r.max_error, 1e-6) << describe(r);
+}
+
+TEST(TopKRouterTest, GradientSoftmaxRenorm) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 0); }
+TEST(TopKRouterTest, GradientSoftmaxRaw) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRaw, 0); }
+TEST(TopKRouterTest, GradientSigmoidRenorm) { check_router_gradient(ScoreFn::kSigmoid, GateFn::kRenorm, 0); }
+TEST(TopKRouterTest, GradientSigmoidRaw) { check_router_gradient(ScoreFn::kSigmoid, GateFn::kRaw, 0); }
+TEST(TopKRouterTest, GradientWithCapacityDrops) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 1.0); }
+
+}  // namespace
+}  // namespace sy
