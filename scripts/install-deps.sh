@@ -11,7 +11,7 @@ packages=(
   # measurement and as the fallback behind the same gemm wrapper
   libdnnl-dev libopenblas-dev libopenblas0-openmp
   # libraries
-  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference tests and the PyTorch peer benchmark (Debian's python, not a pyenv one)

@@ -61,3 +61,28 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
 }
 
 }  // namespace sy
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "core/buffer.h"
+
+namespace sy {
+
+double measure_sgemm_gflops(int64_t m, int64_t n, int64_t k, int reps) {
+  Buffer<float> a(m * k), b(k * n), c(m * n);
+  for (int64_t i = 0; i < m * k; ++i) a[i] = static_cast<float>((i % 17) - 8) * 0.01f;
+  for (int64_t i = 0; i < k * n; ++i) b[i] = static_cast<float>((i % 13) - 6) * 0.01f;
+  gemm(false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);  // warm-up
+  std::vector<double> secs;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    gemm(false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
+    secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(secs.begin(), secs.end());
+  return 2.0 * m * n * k / secs[secs.size() / 2] / 1e9;
+}
+
+}  // namespace sy

@@ -27,3 +27,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
 
 }  // namespace sy
+
+namespace sy {
+// Measures the fp32 GEMM rate (GFLOP/s) of the current backend on this machine with the current
+// OpenMP thread count: the median of `reps` multiplications of [m,k]·[k,n] after a warm-up.
+// The MFU denominator. Allocates its operands (call it outside the step loop).
+double measure_sgemm_gflops(int64_t m = 1024, int64_t n = 1024, int64_t k = 1024, int reps = 7);
+}  // namespace sy

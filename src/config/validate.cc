@@ -1,0 +1,213 @@
+// validate(): every field's range, then the rules that tie fields together.
+//
+// Single-field ranges run first so that the cross-field rules may divide by n_heads and read
+// n_experts knowing they are positive. The first violation throws.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string_view>
+
+#include "config/config_schema.h"
+#include "config/run_config.h"
+#include "core/error.h"
+
+namespace sy::config_schema {
+namespace {
+
+// The accepted names of each enumerated key. Teaching the engine a new router, gate or balancing
+// scope means adding its name here (one line) and its row in docs/config.md.
+constexpr std::string_view kRouterTypes[] = {"topk"};
+constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
+constexpr std::string_view kGates[] = {"renorm", "raw"};
+constexpr std::string_view kDropPolicies[] = {"probs", "position"};
+constexpr std::string_view kBalanceTypes[] = {"lbl"};
+constexpr std::string_view kBalanceScopes[] = {"micro"};
+constexpr std::string_view kDataSources[] = {"synthetic", "tokens"};
+constexpr std::string_view kGemmBackends[] = {"onednn", "openblas"};
+
+// Seeds are uint64 in memory but TOML integers are signed 64-bit; beyond this to_toml() could not
+// write the run back out.
+constexpr uint64_t kMaxSeed = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+std::string num(double x) { return fmt::format("{}", x); }
+
+class Checker {
+ public:
+  explicit Checker(std::string_view origin) : origin_(origin) {}
+
+  void require(bool ok, std::string_view key, std::string_view constraint, std::string_view got,
+               std::string_view hint = {}) const {
+    if (!ok) fail_key(origin_, key, constraint, got, hint);
+  }
+  void at_least(std::string_view key, int64_t v, int64_t lo, std::string_view hint = {}) const {
+    require(v >= lo, key, fmt::format(">= {}", lo), fmt::format("{}", v), hint);
+  }
+  void positive(std::string_view key, double v, std::string_view hint = {}) const {
+    require(v > 0, key, "> 0", num(v), hint);
+  }
+  void non_negative(std::string_view key, double v, std::string_view hint = {}) const {
+    require(v >= 0, key, ">= 0", num(v), hint);
+  }
+  void seed(std::string_view key, uint64_t v) const {
+    require(v <= kMaxSeed, key, fmt::format("<= {} (TOML integers are signed 64-bit)", kMaxSeed),
+            fmt::format("{}", v));
+  }
+  void one_of(std::string_view key, const std::string& v,
+              std::span<const std::string_view> allowed) const {
+    for (std::string_view a : allowed) {
+      if (v == a) return;
+    }
+    std::vector<std::string> names(allowed.begin(), allowed.end());
+    std::string list;
+    for (std::string_view a : allowed) list += fmt::format("{}\"{}\"", list.empty() ? "" : ", ", a);
+    std::string best = closest(v, names);
+    std::string hint = best.empty() ? "" : fmt::format("did you mean \"{}\"?", best);
+    require(false, key, fmt::format("one of {}", list), fmt::format("\"{}\"", v), hint);
+  }
+
+ private:
+  std::string_view origin_;
+};
+
+void check_model(const Checker& c, const ModelConfig& m) {
+  c.at_least("model.vocab_size", m.vocab_size, 1);
+  c.at_least("model.d_model", m.d_model, 1);
+  c.at_least("model.n_layers", m.n_layers, 1);
+  c.at_least("model.n_heads", m.n_heads, 1);
+  c.at_least("model.seq_len", m.seq_len, 1);
+  c.at_least("model.n_experts", m.n_experts, 1);
+  c.at_least("model.top_k", m.top_k, 1);
+  c.at_least("model.d_expert", m.d_expert, 1);
+  c.at_least("model.n_shared_experts", m.n_shared_experts, 0);
+  c.at_least("model.d_shared", m.d_shared, 0, "0 means the same as model.d_expert");
+  c.at_least("model.n_dense_layers", m.n_dense_layers, 0);
+  c.at_least("model.d_dense", m.d_dense, 1);
+  c.positive("model.rope_theta", m.rope_theta);
+  c.positive("model.norm_eps", m.norm_eps);
+  c.positive("model.init_std", m.init_std);
+}
+
+void check_router(const Checker& c, const RouterConfig& r) {
+  c.one_of("router.type", r.type, kRouterTypes);
+  c.one_of("router.score", r.score, kScoreFns);
+  c.one_of("router.gate", r.gate, kGates);
+  c.positive("router.gate_scale", r.gate_scale);
+  c.non_negative("router.capacity_factor", r.capacity_factor, "0 means dropless (no capacity)");
+  c.one_of("router.drop_policy", r.drop_policy, kDropPolicies);
+  c.non_negative("router.z_loss_coef", r.z_loss_coef, "0 turns the z-loss off; 1e-3 is typical");
+}
+
+void check_balance(const Checker& c, const BalanceConfig& b) {
+  for (size_t i = 0; i < b.terms.size(); ++i) {
+    const BalanceTerm& t = b.terms[i];
+    c.one_of(fmt::format("balance.terms.{}.type", i), t.type, kBalanceTypes);
+    c.one_of(fmt::format("balance.terms.{}.scope", i), t.scope, kBalanceScopes);
+    c.non_negative(fmt::format("balance.terms.{}.coef", i), t.coef);
+  }
+}
+
+void check_train(const Checker& c, const TrainConfig& t) {
+  c.at_least("train.micro_batch", t.micro_batch, 1);
+  c.at_least("train.grad_accum", t.grad_accum, 1);
+  c.at_least("train.steps", t.steps, 1);
+  c.positive("train.lr", t.lr);
+  c.require(t.min_lr_ratio >= 0 && t.min_lr_ratio <= 1, "train.min_lr_ratio", "in [0, 1]",
+            num(t.min_lr_ratio), "it is the cosine schedule's floor as a fraction of train.lr");
+  c.at_least("train.warmup_steps", t.warmup_steps, 0);
+  c.non_negative("train.weight_decay", t.weight_decay);
+  c.require(t.beta1 >= 0 && t.beta1 < 1, "train.beta1", "in [0, 1)", num(t.beta1));
+  c.require(t.beta2 >= 0 && t.beta2 < 1, "train.beta2", "in [0, 1)", num(t.beta2));
+  c.positive("train.adam_eps", t.adam_eps);
+  c.non_negative("train.grad_clip", t.grad_clip, "0 turns clipping off");
+  c.seed("train.seed", t.seed);
+  c.at_least("train.eval_every", t.eval_every, 0, "0 evaluates only at the end");
+  c.at_least("train.eval_batches", t.eval_batches, 1);
+  c.at_least("train.checkpoint_every", t.checkpoint_every, 0, "0 checkpoints only at the end");
+  c.at_least("train.log_every", t.log_every, 1);
+}
+
+void check_data_and_system(const Checker& c, const DataConfig& d, const SystemConfig& s) {
+  c.one_of("data.source", d.source, kDataSources);
+  c.seed("data.synthetic_seed", d.synthetic_seed);
+  c.at_least("system.threads", s.threads, 1);
+  c.one_of("system.gemm", s.gemm, kGemmBackends);
+}
+
+void check_cross_field(const Checker& c, const RunConfig& cfg) {
+  const ModelConfig& m = cfg.model;
+  const RouterConfig& r = cfg.router;
+
+  c.require(m.d_model % m.n_heads == 0, "model.d_model",
+            fmt::format("divisible by model.n_heads ({})", m.n_heads), fmt::format("{}", m.d_model),
+            "each head gets d_model / n_heads dims");
+  int64_t head_dim = m.d_model / m.n_heads;
+  c.require(head_dim % 2 == 0, "model.d_model / model.n_heads (the head dim)", "even",
+            fmt::format("{} / {} = {}", m.d_model, m.n_heads, head_dim),
+            "RoPE rotates pairs of dims");
+  c.require(m.top_k <= m.n_experts, "model.top_k",
+            fmt::format("<= model.n_experts ({})", m.n_experts), fmt::format("{}", m.top_k),
+            "impossible: K > E; lower top_k or raise n_experts");
+  c.require(m.n_dense_layers <= m.n_layers, "model.n_dense_layers",
+            fmt::format("<= model.n_layers ({})", m.n_layers), fmt::format("{}", m.n_dense_layers));
+
+  c.require(!(m.top_k == 1 && r.gate == "renorm"), "router.gate", "\"raw\" when model.top_k = 1",
+            "\"renorm\"",
+            "renormalising one selected score gives a constant gate of 1, so the router would get "
+            "no gradient from the LM loss; set router.gate = \"raw\" or model.top_k >= 2");
+
+  if (r.capacity_factor > 0) {
+    // C = ceil(cf·N·K/E) must hold at least one token: cf·N·K/E >= 1. The relative slack lets the
+    // printed minimum, read back, pass despite rounding in the product.
+    double n = static_cast<double>(cfg.train.micro_batch) * static_cast<double>(m.seq_len);
+    double slots = n * static_cast<double>(m.top_k);
+    double e = static_cast<double>(m.n_experts);
+    double min_cf = e / slots;
+    c.require(r.capacity_factor * slots >= e * (1 - 1e-12), "router.capacity_factor",
+              fmt::format("0 (dropless) or >= E/(N*K) = {}/({}*{}) = {}, so that the capacity "
+                          "C = ceil(cf*N*K/E) is at least one token (N = train.micro_batch * "
+                          "model.seq_len)",
+                          m.n_experts, n, m.top_k, num(min_cf)),
+              num(r.capacity_factor));
+  }
+
+  const TrainConfig& t = cfg.train;
+  c.require(t.warmup_steps <= t.steps, "train.warmup_steps",
+            fmt::format("<= train.steps ({})", t.steps), fmt::format("{}", t.warmup_steps));
+
+  c.require(cfg.data.source != "tokens" || !cfg.data.train_tokens.empty(), "data.train_tokens",
+            "a token file path when data.source = \"tokens\"", "\"\"",
+            "set data.train_tokens = \"path/to/train.bin\", or data.source = \"synthetic\"");
+}
+
+}  // namespace
+
+void validate(const RunConfig& cfg_in, std::string_view origin) {
+  Checker c(origin);
+  RunConfig cfg = cfg_in;  // the schema binds mutable pointers
+  // NaN slips through every "x > 0" below and inf through most, so reject both once, for all.
+  for (const Section& s : sections(cfg)) {
+    for (const Field& f : s.fields) {
+      if (auto* p = std::get_if<double*>(&f.ptr)) {
+        c.require(std::isfinite(**p), full_key(s.name, f.name), "a finite number", num(**p));
+      }
+    }
+  }
+  for (size_t i = 0; i < cfg.balance.terms.size(); ++i) {
+    double coef = cfg.balance.terms[i].coef;
+    c.require(std::isfinite(coef), fmt::format("balance.terms.{}.coef", i), "a finite number",
+              num(coef));
+  }
+  c.require(!cfg.out_dir.empty(), "out_dir", "a directory path", "\"\"",
+            "e.g. out_dir = \"runs/tiny\"");
+  check_model(c, cfg.model);
+  check_router(c, cfg.router);
+  check_balance(c, cfg.balance);
+  check_train(c, cfg.train);
+  check_data_and_system(c, cfg.data, cfg.system);
+  check_cross_field(c, cfg);
+}
+
+}  // namespace sy::config_schema

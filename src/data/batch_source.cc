@@ -1,0 +1,132 @@
+#include "data/batch_source.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace sy {
+
+namespace {
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed, uint64_t first_index)
+    : vocab_(vocab), seq_len_(seq_len), seed_(seed), first_(first_index) {
+  SY_CHECK(vocab >= 2, "synthetic data: model.vocab_size must be >= 2, got {}", vocab);
+  successors_.resize(static_cast<size_t>(kDomains) * vocab * 4);
+  for (int d = 0; d < kDomains; ++d)
+    for (int64_t a = 0; a < vocab; ++a)
+      for (int j = 0; j < 4; ++j)
+        successors_[(d * vocab + a) * 4 + j] = static_cast<int32_t>(
+            mix(seed ^ mix((static_cast<uint64_t>(d) << 48) ^ (static_cast<uint64_t>(a) << 8) ^ j)) %
+            static_cast<uint64_t>(vocab));
+}
+
+int32_t SyntheticSource::sequence(uint64_t index, int32_t* out) const {
+  Rng r(mix(seed_ ^ mix(index)));
+  const int32_t d = static_cast<int32_t>(r.below(kDomains));
+  const int32_t* succ = successors_.data() + static_cast<size_t>(d) * vocab_ * 4;
+  int32_t tok = static_cast<int32_t>(r.below(vocab_));
+  for (int64_t s = 0; s <= seq_len_; ++s) {
+    out[s] = tok;
+    const double u = r.uniform();
+    // Successor probabilities 0.45, 0.25, 0.12, 0.08; 0.10 uniform noise.
+    if (u < 0.45) tok = succ[tok * 4 + 0];
+    else if (u < 0.70) tok = succ[tok * 4 + 1];
+    else if (u < 0.82) tok = succ[tok * 4 + 2];
+    else if (u < 0.90) tok = succ[tok * 4 + 3];
+    else tok = static_cast<int32_t>(r.below(vocab_));
+  }
+  return d;
+}
+
+void SyntheticSource::next(int32_t* tokens, int32_t* domains, int64_t B) {
+  for (int64_t b = 0; b < B; ++b) {
+    domains[b] = sequence(first_ + pos_, tokens + b * (seq_len_ + 1));
+    ++pos_;
+  }
+}
+
+std::string SyntheticSource::describe() const {
+  return fmt::format("synthetic corpus (seed {}, {} Markov domains, vocab {})", seed_, kDomains,
+                     vocab_);
+}
+
+TokenFileSource::TokenFileSource(const std::string& path, int64_t vocab, int64_t seq_len,
+                                 bool shuffle, uint64_t seed)
+    : path_(path), seq_len_(seq_len), shuffle_(shuffle), seed_(seed) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  SY_CHECK(in, "{}: cannot open token file (raw little-endian int32 token ids expected)", path);
+  const std::streamsize bytes = in.tellg();
+  SY_CHECK(bytes % 4 == 0,
+           "{}: size must be a multiple of 4 bytes (int32 token ids), got {} bytes; is this a "
+           "raw int32 token file?",
+           path, static_cast<int64_t>(bytes));
+  tokens_.resize(static_cast<size_t>(bytes / 4));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(tokens_.data()), bytes);
+  SY_CHECK(in.good() || tokens_.empty(), "{}: read failed", path);
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    SY_CHECK(tokens_[i] >= 0 && tokens_[i] < vocab,
+             "{}: token id at index {} must be in [0, {}) (model.vocab_size), got {}", path, i,
+             vocab, tokens_[i]);
+  n_seq_ = tokens_.size() / static_cast<size_t>(seq_len + 1);
+  SY_CHECK(n_seq_ >= 1,
+           "{}: the file must hold at least one sequence of seq_len+1 = {} tokens, got {} tokens",
+           path, seq_len + 1, tokens_.size());
+  order_.resize(n_seq_);
+}
+
+void TokenFileSource::make_order(uint64_t epoch) {
+  if (epoch == epoch_) return;
+  epoch_ = epoch;
+  for (uint64_t i = 0; i < n_seq_; ++i) order_[i] = i;
+  if (!shuffle_) return;
+  Rng r(mix(seed_ ^ mix(epoch + 1)));
+  for (uint64_t i = n_seq_ - 1; i > 0; --i) std::swap(order_[i], order_[r.below(i + 1)]);
+}
+
+void TokenFileSource::set_position(uint64_t p) { pos_ = p; }
+
+void TokenFileSource::next(int32_t* tokens, int32_t* domains, int64_t B) {
+  for (int64_t b = 0; b < B; ++b) {
+    make_order(pos_ / n_seq_);
+    const uint64_t seq = order_[pos_ % n_seq_];
+    std::memcpy(tokens + b * (seq_len_ + 1), tokens_.data() + seq * (seq_len_ + 1),
+                sizeof(int32_t) * (seq_len_ + 1));
+    domains[b] = 0;
+    ++pos_;
+  }
+}
+
+std::string TokenFileSource::describe() const {
+  return fmt::format("{} ({} tokens, {} sequences of {})", path_, tokens_.size(), n_seq_,
+                     seq_len_ + 1);
+}
+
+std::unique_ptr<BatchSource> make_train_source(const RunConfig& cfg) {
+  const auto& m = cfg.model;
+  if (cfg.data.source == "synthetic")
+    return std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed);
+  return std::make_unique<TokenFileSource>(cfg.data.train_tokens, m.vocab_size, m.seq_len, true,
+                                           cfg.train.seed);
+}
+
+std::unique_ptr<BatchSource> make_valid_source(const RunConfig& cfg) {
+  const auto& m = cfg.model;
+  if (cfg.data.source == "synthetic")
+    return std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed,
+                                             SyntheticSource::kValidBase);
+  if (cfg.data.valid_tokens.empty()) return nullptr;
+  return std::make_unique<TokenFileSource>(cfg.data.valid_tokens, m.vocab_size, m.seq_len, false, 0);
+}
+
+}  // namespace sy

@@ -1,0 +1,87 @@
+// Checkpoint directories: written atomically, verified by a manifest of SHA-256 checksums.
+//
+// A checkpoint is a flat directory of files (safetensors, JSON, text) plus manifest.json:
+//   {"format": "switchyard-checkpoint", "version": 1,
+//    "files": {name: {"bytes": n, "sha256": "<64 hex digits>"}, ...}}
+// A run directory holds several checkpoints, a `latest` file naming the newest one, and possibly
+// debris from an interrupted write (`<name>.tmp-<pid>`), which readers ignore and
+// prune_checkpoints removes.
+//
+// Crash safety: files are written into `<final>.tmp-<pid>` and only commit() makes them visible,
+// after every file and the directory are fsynced, by one rename (an atomic exchange when `final`
+// already exists). A crash at any point leaves either the old or the new checkpoint complete.
+//
+// One process writes a run directory at a time (rank 0); nothing here is thread-safe.
+// All errors are sy::Error naming the file and the problem.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sy::io {
+
+inline constexpr const char* kCheckpointFormat = "switchyard-checkpoint";
+inline constexpr int kCheckpointVersion = 1;
+inline constexpr const char* kManifestName = "manifest.json";
+
+// Writes one checkpoint directory. Owns its temp directory: the destructor removes it unless
+// commit() succeeded. Neither copyable nor movable; one writer per final directory at a time.
+class CheckpointWriter {
+ public:
+  // Creates `<final_dir>.tmp-<pid>` (and final_dir's parent if missing); a leftover temp dir
+  // of the same name, from a crashed process that had our pid, is removed first.
+  explicit CheckpointWriter(const std::string& final_dir);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Where to write file `name` (a plain file name: no '/', not "manifest.json").
+  // REQUIRES: commit() not yet called.
+  std::string path(const std::string& name) const;
+  // Writes `text` to path(name).
+  void write_text(const std::string& name, const std::string& text) const;
+
+  // Checksums every file, writes manifest.json, fsyncs files and directory, then replaces
+  // final_dir atomically and fsyncs its parent. Subdirectories are an error.
+  void commit();
+
+  const std::string& final_dir() const { return final_; }
+  const std::string& temp_dir() const { return tmp_; }
+
+ private:
+  std::string final_;
+  std::string tmp_;
+  bool committed_ = false;
+};
+
+struct ManifestEntry {
+  int64_t bytes = 0;
+  std::string sha256;  // lowercase hex
+};
+
+// Checks `dir`'s manifest (format, version) and that every listed file exists with the listed
+// size and SHA-256. Returns the manifest's files. Files not in the manifest are not checked.
+std::map<std::string, ManifestEntry> verify_checkpoint(const std::string& dir);
+
+// Lowercase hex SHA-256 of a file's contents.
+std::string sha256_file(const std::string& path);
+
+// Atomically points `<run_dir>/latest` at checkpoint `name` (a committed subdirectory).
+void write_latest_pointer(const std::string& run_dir, const std::string& name);
+// The checkpoint `<run_dir>/latest` names, or nullopt if there is no pointer yet. Throws if it
+// names a directory that does not exist.
+std::optional<std::string> read_latest_pointer(const std::string& run_dir);
+
+// Committed checkpoints in run_dir (subdirectories holding manifest.json, not temp dirs),
+// oldest first by name with digit runs compared as numbers ("step_99" < "step_100").
+std::vector<std::string> list_checkpoints(const std::string& run_dir);
+
+// Removes all but the newest `keep_last` checkpoints (never the one `latest` names) and
+// stale temp dirs left by processes no longer running. Returns the names removed.
+// REQUIRES: keep_last >= 1.
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last);
+
+}  // namespace sy::io

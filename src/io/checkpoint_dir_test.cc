@@ -1,0 +1,241 @@
+#include "io/checkpoint_dir.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace sy::io {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* t = ::testing::UnitTest::GetInstance()->current_test_info();
+    run_ =
+        (fs::temp_directory_path() / ("sy_io_ck_" + std::to_string(::getpid()) + "_" + t->name()))
+            .string();
+    fs::remove_all(run_);
+    fs::create_directories(run_);
+  }
+  void TearDown() override { fs::remove_all(run_); }
+
+  // Commits a checkpoint holding weights.safetensors ([value, value]) and state.json.
+  void save(const std::string& name, float value, const std::string& extra_file = "") {
+    CheckpointWriter w(run_ + "/" + name);
+    const float data[2] = {value, value};
+    write_safetensors(w.path("weights.safetensors"), {{"w", "F32", {2}, data}});
+    w.write_text("state.json", R"({"step": 1})");
+    if (!extra_file.empty()) w.write_text(extra_file, "x");
+    w.commit();
+  }
+
+  float load(const std::string& name) {
+    SafetensorsReader r(run_ + "/" + name + "/weights.safetensors");
+    float data[2];
+    r.read("w", {2}, data);
+    return data[0];
+  }
+
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(run_)) out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::string run_;
+};
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const sy::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+#define EXPECT_HAS(msg, sub) \
+  EXPECT_NE((msg).find(sub), std::string::npos) << "message: " << (msg) << "\nwanted: " << (sub)
+
+TEST_F(CheckpointDirTest, CommitWritesManifestWithSha256) {
+  CheckpointWriter w(run_ + "/ck");
+  w.write_text("abc.txt", "abc");
+  EXPECT_TRUE(fs::exists(w.temp_dir()));
+  EXPECT_FALSE(fs::exists(run_ + "/ck"));  // invisible until commit
+  w.commit();
+  EXPECT_FALSE(fs::exists(w.temp_dir()));
+  const auto m = nlohmann::json::parse(read_all(run_ + "/ck/manifest.json"));
+  EXPECT_EQ(m["format"], "switchyard-checkpoint");
+  EXPECT_EQ(m["version"], 1);
+  EXPECT_EQ(m["files"]["abc.txt"]["bytes"], 3);
+  // FIPS 180-2 test vector for "abc".
+  EXPECT_EQ(m["files"]["abc.txt"]["sha256"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const auto files = verify_checkpoint(run_ + "/ck");
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files.at("abc.txt").bytes, 3);
+}
+
+TEST_F(CheckpointDirTest, CommitReplacesExistingDirAtomically) {
+  save("ck", 1.0f, "only_in_old.txt");
+  save("ck", 2.0f);
+  EXPECT_EQ(load("ck"), 2.0f);
+  EXPECT_FALSE(fs::exists(run_ + "/ck/only_in_old.txt"));
+  EXPECT_EQ(verify_checkpoint(run_ + "/ck").size(), 2u);
+  EXPECT_EQ(entries(), std::vector<std::string>{"ck"});  // no temp or aside dir left behind
+}
+
+TEST_F(CheckpointDirTest, DestructorWithoutCommitRemovesTempDir) {
+  save("ck", 1.0f);
+  std::string tmp;
+  {
+    CheckpointWriter w(run_ + "/ck");
+    w.write_text("state.json", "partial");
+    tmp = w.temp_dir();
+    EXPECT_TRUE(fs::exists(tmp));
+  }
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_EQ(load("ck"), 1.0f);
+  verify_checkpoint(run_ + "/ck");
+}
+
+TEST_F(CheckpointDirTest, CrashBeforeCommitLeavesPreviousCheckpointIntact) {
+  save("ck", 1.0f);
+  write_latest_pointer(run_, "ck");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child dies mid-write: no commit, no destructor.
+    try {
+      auto* w = new CheckpointWriter(run_ + "/ck");
+      const float data[2] = {9.0f, 9.0f};
+      write_safetensors(w->path("weights.safetensors"), {{"w", "F32", {2}, data}});
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string debris = "ck.tmp-" + std::to_string(child);
+  EXPECT_TRUE(fs::exists(run_ + "/" + debris));
+
+  // The previous checkpoint is untouched and still the one to resume from.
+  verify_checkpoint(run_ + "/ck");
+  EXPECT_EQ(load("ck"), 1.0f);
+  EXPECT_EQ(read_latest_pointer(run_), "ck");
+  EXPECT_EQ(list_checkpoints(run_), std::vector<std::string>{"ck"});
+
+  // The debris of the dead process is cleaned.
+  EXPECT_EQ(prune_checkpoints(run_, 3), std::vector<std::string>{debris});
+  EXPECT_EQ(entries(), (std::vector<std::string>{"ck", "latest"}));
+}
+
+TEST_F(CheckpointDirTest, VerifyDetectsTruncation) {
+  save("ck", 1.0f);
+  const std::string p = run_ + "/ck/weights.safetensors";
+  const auto size = fs::file_size(p);
+  fs::resize_file(p, size - 3);
+  const std::string msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, p + ": size must be " + std::to_string(size) + " bytes, got " +
+                      std::to_string(size - 3) + " bytes; the file is truncated");
+}
+
+TEST_F(CheckpointDirTest, VerifyDetectsFlippedByte) {
+  save("ck", 1.0f);
+  const std::string p = run_ + "/ck/weights.safetensors";
+  std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(-1, std::ios::end);
+  f.put('\x55');
+  f.close();
+  const std::string msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, p + ": sha256 must be");
+  EXPECT_HAS(msg, "checksum mismatch");
+}
+
+TEST_F(CheckpointDirTest, VerifyDetectsMissingFile) {
+  save("ck", 1.0f);
+  fs::remove(run_ + "/ck/state.json");
+  const std::string msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, run_ + "/ck/state.json: file listed in the manifest must exist");
+}
+
+TEST_F(CheckpointDirTest, VerifyRejectsWrongManifestVersionAndFormat) {
+  save("ck", 1.0f);
+  const std::string mp = run_ + "/ck/manifest.json";
+  auto m = nlohmann::json::parse(read_all(mp));
+  m["version"] = 2;
+  std::ofstream(mp) << m.dump();
+  std::string msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, "version must be 1, got 2");
+  EXPECT_HAS(msg, "newer switchyard");
+
+  m["version"] = 1;
+  m["format"] = "something-else";
+  std::ofstream(mp) << m.dump();
+  msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, "format must be \"switchyard-checkpoint\", got \"something-else\"");
+
+  fs::remove(mp);
+  msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, "manifest.json must exist");
+}
+
+TEST_F(CheckpointDirTest, WriterRejectsNamesOutsideTheDirectory) {
+  CheckpointWriter w(run_ + "/ck");
+  EXPECT_HAS(error_of([&] { w.path("../evil"); }), "must be a plain name");
+  EXPECT_HAS(error_of([&] { w.path("a/b"); }), "must be a plain name");
+  EXPECT_HAS(error_of([&] { w.path("manifest.json"); }), "other than manifest.json");
+  w.commit();
+  EXPECT_HAS(error_of([&] { w.commit(); }), "commit() must be called once");
+  EXPECT_HAS(error_of([&] { w.path("x"); }), "before commit()");
+}
+
+TEST_F(CheckpointDirTest, LatestPointerRoundTrips) {
+  EXPECT_EQ(read_latest_pointer(run_), std::nullopt);
+  save("step_1", 1.0f);
+  save("step_2", 2.0f);
+  write_latest_pointer(run_, "step_1");
+  EXPECT_EQ(read_latest_pointer(run_), "step_1");
+  write_latest_pointer(run_, "step_2");
+  EXPECT_EQ(read_latest_pointer(run_), "step_2");
+  EXPECT_EQ(read_all(run_ + "/latest"), "step_2\n");
+  EXPECT_HAS(error_of([&] { write_latest_pointer(run_, "step_3"); }),
+             "latest must name a committed checkpoint");
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_1", "step_2"}));
+  fs::remove_all(run_ + "/step_2");
+  EXPECT_HAS(error_of([&] { read_latest_pointer(run_); }), "which does not exist");
+}
+
+TEST_F(CheckpointDirTest, PruneKeepsNewestAndLatest) {
+  for (const char* name : {"step_100", "step_2", "step_10", "step_1"}) save(name, 1.0f);
+  EXPECT_EQ(list_checkpoints(run_),
+            (std::vector<std::string>{"step_1", "step_2", "step_10", "step_100"}));
+  write_latest_pointer(run_, "step_1");  // e.g. resumed from an old checkpoint
+  EXPECT_EQ(prune_checkpoints(run_, 2), std::vector<std::string>{"step_2"});
+  EXPECT_EQ(list_checkpoints(run_), (std::vector<std::string>{"step_1", "step_10", "step_100"}));
+  EXPECT_HAS(error_of([&] { prune_checkpoints(run_, 0); }), "keep_last must be >= 1, got 0");
+}
+
+}  // namespace
+}  // namespace sy::io

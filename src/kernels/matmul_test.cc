@@ -1,0 +1,68 @@
+#include <gtest/gtest.h>
+
+#include "kernels/kernels.h"
+#include "kernels/test_util.h"
+
+namespace sy {
+namespace {
+
+using testing::randn;
+using testing::to_float;
+
+constexpr int64_t kN = 5, kIC = 7, kOC = 6;
+
+std::vector<double> naive_matmul(const std::vector<double>& inp, const std::vector<double>& w) {
+  std::vector<double> out(kN * kOC);
+  for (int64_t n = 0; n < kN; ++n)
+    for (int64_t o = 0; o < kOC; ++o)
+      for (int64_t i = 0; i < kIC; ++i) out[n * kOC + o] += inp[n * kIC + i] * w[o * kIC + i];
+  return out;
+}
+
+TEST(MatmulTest, ForwardMatchesNaiveReference) {
+  auto inp = randn(kN * kIC, 1), w = randn(kOC * kIC, 2);
+  std::vector<float> out(kN * kOC);
+  matmul_forward(out.data(), to_float(inp).data(), to_float(w).data(), kN, kIC, kOC);
+  EXPECT_LT(testing::rel_error(out, naive_matmul(inp, w)), 1e-5);
+}
+
+TEST(MatmulTest, GradientMatchesFiniteDifferences) {
+  auto inp = randn(kN * kIC, 1), w = randn(kOC * kIC, 2), r = randn(kN * kOC, 3);
+  std::vector<double> out(kN * kOC);
+  auto loss = [&] {
+    matmul_forward(out.data(), inp.data(), w.data(), kN, kIC, kOC);
+    return testing::dot(out, r);
+  };
+  std::vector<double> dinp(inp.size()), dw(w.size());
+  matmul_backward(dinp.data(), dw.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC);
+  testing::expect_gradient("dinp", loss, inp, dinp);
+  testing::expect_gradient("dweight", loss, w, dw);
+}
+
+TEST(MatmulTest, BackwardAccumulatesAndSkipsNullGradients) {
+  auto inp = randn(kN * kIC, 1), w = randn(kOC * kIC, 2), r = randn(kN * kOC, 3);
+  std::vector<double> dinp(inp.size()), dw(w.size());
+  matmul_backward(dinp.data(), dw.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC);
+  auto dinp2 = dinp, dw2 = dw;
+  matmul_backward(dinp2.data(), dw2.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC);
+  testing::expect_doubled("dinp", dinp, dinp2);
+  testing::expect_doubled("dweight", dw, dw2);
+
+  std::vector<double> dw_only(w.size());
+  matmul_backward<double>(nullptr, dw_only.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC);
+  EXPECT_LT(testing::max_abs_diff(dw_only, dw), 1e-12);
+}
+
+TEST(MatmulTest, FloatBackwardMatchesDouble) {
+  auto inp = randn(kN * kIC, 1), w = randn(kOC * kIC, 2), r = randn(kN * kOC, 3);
+  std::vector<double> dinp(inp.size()), dw(w.size());
+  matmul_backward(dinp.data(), dw.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC);
+  std::vector<float> dinp_f(inp.size()), dw_f(w.size());
+  matmul_backward(dinp_f.data(), dw_f.data(), to_float(r).data(), to_float(inp).data(),
+                  to_float(w).data(), kN, kIC, kOC);
+  EXPECT_LT(testing::rel_error(dinp_f, dinp), 1e-5);
+  EXPECT_LT(testing::rel_error(dw_f, dw), 1e-5);
+}
+
+}  // namespace
+}  // namespace sy

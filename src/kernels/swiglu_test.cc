@@ -1,0 +1,67 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "kernels/test_util.h"
+
+namespace sy {
+namespace {
+
+using testing::randn;
+using testing::to_float;
+
+constexpr int64_t kN = 4, kF = 19;
+
+TEST(SwigluTest, ForwardMatchesNaiveReference) {
+  auto hu = randn(kN * 2 * kF, 1, 3.0);
+  std::vector<double> want(kN * kF);
+  for (int64_t n = 0; n < kN; ++n)
+    for (int64_t i = 0; i < kF; ++i) {
+      const double g = hu[n * 2 * kF + i], u = hu[n * 2 * kF + kF + i];
+      want[n * kF + i] = g / (1 + std::exp(-g)) * u;
+    }
+  std::vector<float> out(kN * kF);
+  swiglu_forward(out.data(), to_float(hu).data(), kN, kF);
+  EXPECT_LT(testing::rel_error(out, want), 1e-6);
+}
+
+TEST(SwigluTest, GradientMatchesFiniteDifferences) {
+  auto hu = randn(kN * 2 * kF, 1, 3.0), r = randn(kN * kF, 2);
+  std::vector<double> out(kN * kF);
+  auto loss = [&] {
+    swiglu_forward(out.data(), hu.data(), kN, kF);
+    return testing::dot(out, r);
+  };
+  std::vector<double> dhu(hu.size());
+  swiglu_backward(dhu.data(), r.data(), hu.data(), kN, kF);
+  testing::expect_gradient("dhu", loss, hu, dhu);
+}
+
+TEST(SwigluTest, BackwardAccumulatesAndFloatMatchesDouble) {
+  auto hu = randn(kN * 2 * kF, 1, 3.0), r = randn(kN * kF, 2);
+  std::vector<double> dhu(hu.size());
+  swiglu_backward(dhu.data(), r.data(), hu.data(), kN, kF);
+  auto dhu2 = dhu;
+  swiglu_backward(dhu2.data(), r.data(), hu.data(), kN, kF);
+  testing::expect_doubled("dhu", dhu, dhu2);
+
+  std::vector<float> dhu_f(hu.size());
+  swiglu_backward(dhu_f.data(), to_float(r).data(), to_float(hu).data(), kN, kF);
+  EXPECT_LT(testing::rel_error(dhu_f, dhu), 1e-5);
+}
+
+TEST(SwigluTest, StaysFiniteForLargeGates) {
+  const std::vector<float> hu = {-1000.f, -90.f, 90.f, 1000.f, 1.f, 1.f, 1.f, 1.f};  // N=1, F=4
+  std::vector<float> out(4), dhu(8);
+  const std::vector<float> dout(4, 1.f);
+  swiglu_forward(out.data(), hu.data(), 1, 4);
+  swiglu_backward(dhu.data(), dout.data(), hu.data(), 1, 4);
+  EXPECT_NEAR(out[0], 0.f, 1e-30f);
+  EXPECT_EQ(out[3], 1000.f);
+  for (float x : dhu) EXPECT_TRUE(std::isfinite(x));
+  EXPECT_NEAR(dhu[3], 1.f, 1e-6);  // silu'(x) → 1 for large x
+}
+
+}  // namespace
+}  // namespace sy

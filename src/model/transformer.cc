@@ -1,0 +1,337 @@
+#include "model/transformer.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+
+namespace sy {
+
+TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const BalanceConfig& b) {
+  TopKOptions o;
+  o.n_experts = m.n_experts;
+  o.top_k = m.top_k;
+  o.score = parse_score_fn(r.score);
+  o.gate = parse_gate_fn(r.gate);
+  o.gate_scale = r.gate_scale;
+  o.capacity_factor = r.capacity_factor;
+  o.drop = parse_drop_policy(r.drop_policy);
+  o.z_loss_coef = r.z_loss_coef;
+  o.lbl_coef = 0;
+  for (const auto& t : b.terms) {
+    SY_CHECK(t.type == "lbl" && t.scope == "micro",
+             "balance.terms: term (type \"{}\", scope \"{}\") is not implemented in this build; "
+             "supported: type \"lbl\" with scope \"micro\"",
+             t.type, t.scope);
+    o.lbl_coef += t.coef;
+  }
+  return o;
+}
+
+template <typename T>
+void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> shape, bool decay,
+                               int64_t at) {
+  int64_t numel = 1;
+  for (int64_t s : shape) numel *= s;
+  table_.push_back(ParamInfo{name, std::move(shape), at, numel, decay});
+}
+
+template <typename T>
+Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router, int64_t micro_batch)
+    : cfg_(m), ropt_(router), b_max_(micro_batch) {
+  D_ = m.d_model;
+  H_ = m.n_heads;
+  hd_ = D_ / H_;
+  S_ = m.seq_len;
+  V_ = m.vocab_size;
+  Fd_ = m.d_dense;
+  n_max_ = b_max_ * S_;
+  const int64_t E = m.n_experts, F = m.d_expert, K = m.top_k;
+  const int64_t Fs = m.d_shared > 0 ? m.d_shared : m.d_expert, ns = m.n_shared_experts;
+  moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs};
+
+  // Parameter layout. Offsets are padded so that every tensor group starts 64-byte aligned.
+  int64_t off = 0;
+  auto take = [&](int64_t numel) {
+    int64_t at = off;
+    off += static_cast<int64_t>(aligned_count<T>(numel));
+    return at;
+  };
+  wte_ = take(V_ * D_);
+  add_param("model.embed_tokens.weight", {V_, D_}, true, wte_);
+  for (int64_t l = 0; l < m.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer L;
+    L.ln1 = take(D_);
+    add_param(p + "input_layernorm.weight", {D_}, false, L.ln1);
+    L.qkv = take(3 * D_ * D_);
+    add_param(p + "self_attn.q_proj.weight", {D_, D_}, true, L.qkv);
+    add_param(p + "self_attn.k_proj.weight", {D_, D_}, true, L.qkv + D_ * D_);
+    add_param(p + "self_attn.v_proj.weight", {D_, D_}, true, L.qkv + 2 * D_ * D_);
+    L.o = take(D_ * D_);
+    add_param(p + "self_attn.o_proj.weight", {D_, D_}, true, L.o);
+    L.ln2 = take(D_);
+    add_param(p + "post_attention_layernorm.weight", {D_}, false, L.ln2);
+    L.moe = l >= m.n_dense_layers;
+    if (L.moe) {
+      L.router = take(E * D_);
+      add_param(p + "mlp.gate.weight", {E, D_}, true, L.router);
+      L.gate_up = take(E * 2 * F * D_);
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+        add_param(q + "gate_proj.weight", {F, D_}, true, L.gate_up + e * 2 * F * D_);
+        add_param(q + "up_proj.weight", {F, D_}, true, L.gate_up + e * 2 * F * D_ + F * D_);
+      }
+      L.down = take(E * D_ * F);
+      for (int64_t e = 0; e < E; ++e)
+        add_param(p + "mlp.experts." + std::to_string(e) + ".down_proj.weight", {D_, F}, true,
+                  L.down + e * D_ * F);
+      if (ns > 0) {
+        L.shared_gate_up = take(ns * 2 * Fs * D_);
+        L.shared_down = take(ns * D_ * Fs);
+        for (int64_t j = 0; j < ns; ++j) {
+          const std::string q = p + "mlp.shared_experts." + std::to_string(j) + ".";
+          add_param(q + "gate_proj.weight", {Fs, D_}, true, L.shared_gate_up + j * 2 * Fs * D_);
+          add_param(q + "up_proj.weight", {Fs, D_}, true,
+                    L.shared_gate_up + j * 2 * Fs * D_ + Fs * D_);
+          add_param(q + "down_proj.weight", {D_, Fs}, true, L.shared_down + j * D_ * Fs);
+        }
+      }
+      moe_layer_index_.push_back(l);
+    } else {
+      L.dense_gate_up = take(2 * Fd_ * D_);
+      add_param(p + "mlp.gate_proj.weight", {Fd_, D_}, true, L.dense_gate_up);
+      add_param(p + "mlp.up_proj.weight", {Fd_, D_}, true, L.dense_gate_up + Fd_ * D_);
+      L.dense_down = take(D_ * Fd_);
+      add_param(p + "mlp.down_proj.weight", {D_, Fd_}, true, L.dense_down);
+    }
+    layers_.push_back(L);
+  }
+  norm_ = take(D_);
+  add_param("model.norm.weight", {D_}, false, norm_);
+  lm_head_ = take(V_ * D_);
+  add_param("lm_head.weight", {V_, D_}, true, lm_head_);
+  n_params_ = off;
+  params_.reset(n_params_);
+  grads_.reset(n_params_);
+
+  // Activations.
+  const int64_t N = n_max_, Lc = m.n_layers;
+  inputs_.reset(N);
+  targets_.reset(N);
+  rope_cos_.reset(S_ * hd_ / 2);
+  rope_sin_.reset(S_ * hd_ / 2);
+  rope_tables(rope_cos_.data(), rope_sin_.data(), S_, hd_, m.rope_theta);
+  res_.resize(Lc + 1);
+  for (auto& b : res_) b.reset(N * D_);
+  auto per_layer = [&](std::vector<Buffer<T>>& v, int64_t n) {
+    v.resize(Lc);
+    for (auto& b : v) b.reset(n);
+  };
+  per_layer(ln1_, N * D_);
+  per_layer(rstd1_, N);
+  per_layer(qkv_, N * 3 * D_);
+  per_layer(att_, b_max_ * H_ * S_ * S_);
+  per_layer(attn_y_, N * D_);
+  per_layer(res_mid_, N * D_);
+  per_layer(ln2_, N * D_);
+  per_layer(rstd2_, N);
+  dense_hu_.resize(Lc);
+  dense_act_.resize(Lc);
+  for (int64_t l = 0; l < Lc; ++l)
+    if (!layers_[l].moe) {
+      dense_hu_[l].reset(N * 2 * Fd_);
+      dense_act_[l].reset(N * Fd_);
+    }
+  moe_acts_.resize(moe_layer_index_.size());
+  for (auto& a : moe_acts_) a.resize(moe_dims_);
+  moe_stats_.resize(moe_layer_index_.size());
+  lnf_.reset(N * D_);
+  rstdf_.reset(N);
+  logits_.reset(N * V_);
+  losses_.reset(N);
+  tmp_.reset(N * D_);
+  dres_.reset(N * D_);
+  dln_.reset(N * D_);
+  dqkv_.reset(N * 3 * D_);
+  dattn_y_.reset(N * D_);
+  attn_scratch_.reset(attention_scratch_size(S_, omp_get_max_threads()));
+  if (m.n_dense_layers > 0) {
+    ddense_act_.reset(N * Fd_);
+    ddense_hu_.reset(N * 2 * Fd_);
+  }
+  if (!moe_layer_index_.empty()) moe_scratch_.resize(moe_dims_);
+}
+
+template <typename T>
+void Transformer<T>::init(uint64_t seed) {
+  params_.zero();
+  const double std_ = cfg_.init_std;
+  const double std_out = cfg_.init_std / std::sqrt(2.0 * cfg_.n_layers);
+  Rng base(seed);
+  // One independent stream per tensor (by table index): the init of a tensor does not depend on
+  // the shapes of the others.
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamInfo& p = table_[i];
+    T* w = params_.data() + p.offset;
+    if (p.shape.size() == 1) {
+      std::fill(w, w + p.numel, T(1));
+      continue;
+    }
+    const bool out_proj = p.name.find("o_proj") != std::string::npos ||
+                          p.name.find("down_proj") != std::string::npos;
+    const double s = out_proj ? std_out : std_;
+    Rng r = base.fork(i);
+    for (int64_t j = 0; j < p.numel; ++j) w[j] = static_cast<T>(r.normal() * s);
+  }
+}
+
+template <typename T>
+MoeWeights<T> Transformer<T>::moe_weights(const Layer& L) const {
+  const T* p = params_.data();
+  return MoeWeights<T>{p + L.router, p + L.gate_up, p + L.down,
+                       L.shared_gate_up >= 0 ? p + L.shared_gate_up : nullptr,
+                       L.shared_down >= 0 ? p + L.shared_down : nullptr};
+}
+
+template <typename T>
+MoeGrads<T> Transformer<T>::moe_grads(const Layer& L) {
+  T* g = grads_.data();
+  return MoeGrads<T>{g + L.router, g + L.gate_up, g + L.down,
+                     L.shared_gate_up >= 0 ? g + L.shared_gate_up : nullptr,
+                     L.shared_down >= 0 ? g + L.shared_down : nullptr};
+}
+
+template <typename T>
+ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B) {
+  SY_CHECK(B >= 1 && B <= b_max_, "Transformer::forward: batch must be in [1, {}], got {}", b_max_, B);
+  b_ = B;
+  const int64_t S = S_, D = D_, N = B * S;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s) {
+      inputs_[b * S + s] = tokens[b * (S + 1) + s];
+      targets_[b * S + s] = tokens[b * (S + 1) + s + 1];
+    }
+  const T* P = params_.data();
+  const T eps = static_cast<T>(cfg_.norm_eps);
+  embedding_forward(res_[0].data(), inputs_.data(), P + wte_, N, D);
+  ForwardStats st;
+  int64_t mi = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    T* x = res_[l].data();
+    T* qkv = qkv_[l].data();
+    rmsnorm_forward(ln1_[l].data(), rstd1_[l].data(), x, P + L.ln1, N, D, eps);
+    matmul_forward(qkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
+    rope_forward(qkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
+    rope_forward(qkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
+    attention_forward(attn_y_[l].data(), att_[l].data(), qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_,
+                      3 * D);
+    matmul_forward(tmp_.data(), attn_y_[l].data(), P + L.o, N, D, D);
+    T* mid = res_mid_[l].data();
+    const T* t = tmp_.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * D; ++i) mid[i] = x[i] + t[i];
+    rmsnorm_forward(ln2_[l].data(), rstd2_[l].data(), mid, P + L.ln2, N, D, eps);
+    if (L.moe) {
+      moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
+                                   moe_acts_[mi], tmp_.data());
+      st.lbl += moe_stats_[mi].lbl;
+      st.z_loss += moe_stats_[mi].z_loss;
+      ++mi;
+    } else {
+      matmul_forward(dense_hu_[l].data(), ln2_[l].data(), P + L.dense_gate_up, N, D, 2 * Fd_);
+      swiglu_forward(dense_act_[l].data(), dense_hu_[l].data(), N, Fd_);
+      matmul_forward(tmp_.data(), dense_act_[l].data(), P + L.dense_down, N, Fd_, D);
+    }
+    T* next = res_[l + 1].data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * D; ++i) next[i] = mid[i] + t[i];
+  }
+  rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
+  matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
+  xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_);
+  for (int64_t i = 0; i < N; ++i) {
+    if (targets_[i] < 0) continue;
+    st.ce_sum += static_cast<double>(losses_[i]);
+    ++st.n_tokens;
+  }
+  return st;
+}
+
+template <typename T>
+void Transformer<T>::backward(T ce_scale, T aux_scale) {
+  const int64_t B = b_, S = S_, D = D_, N = B * S;
+  const T* P = params_.data();
+  T* G = grads_.data();
+  T* dres = dres_.data();
+  T* dln = dln_.data();
+  // Head: cross-entropy → lm_head → final norm.
+  xent_backward(logits_.data(), logits_.data(), targets_.data(), ce_scale, N, V_);
+  std::fill(dln, dln + N * D, T(0));
+  matmul_backward(dln, G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
+  std::fill(dres, dres + N * D, T(0));
+  rmsnorm_backward(dres, G + norm_, dln, res_.back().data(), P + norm_, rstdf_.data(), N, D);
+  int64_t mi = n_moe_layers();
+  for (int64_t l = static_cast<int64_t>(layers_.size()) - 1; l >= 0; --l) {
+    const Layer& L = layers_[l];
+    // FFN: res[l+1] = mid + ffn(norm(mid)); dres flows to mid unchanged plus through the FFN.
+    std::fill(dln, dln + N * D, T(0));
+    if (L.moe) {
+      --mi;
+      moe_backward(ropt_, moe_dims_, moe_weights(L), moe_grads(L), ln2_[l].data(), N,
+                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln);
+    } else {
+      T* dact = ddense_act_.data();
+      T* dhu = ddense_hu_.data();
+      std::fill(dact, dact + N * Fd_, T(0));
+      matmul_backward(dact, G + L.dense_down, dres, dense_act_[l].data(), P + L.dense_down, N, Fd_, D);
+      std::fill(dhu, dhu + N * 2 * Fd_, T(0));
+      swiglu_backward(dhu, dact, dense_hu_[l].data(), N, Fd_);
+      matmul_backward(dln, G + L.dense_gate_up, dhu, ln2_[l].data(), P + L.dense_gate_up, N, D,
+                      2 * Fd_);
+    }
+    rmsnorm_backward(dres, G + L.ln2, dln, res_mid_[l].data(), P + L.ln2, rstd2_[l].data(), N, D);
+    // Attention: mid = x + o(attn(rope(qkv(norm(x))))).
+    T* dattn = dattn_y_.data();
+    std::fill(dattn, dattn + N * D, T(0));
+    matmul_backward(dattn, G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D);
+    T* dqkv = dqkv_.data();
+    const T* qkv = qkv_[l].data();
+    std::fill(dqkv, dqkv + N * 3 * D, T(0));
+    attention_backward(dqkv, dqkv + D, dqkv + 2 * D, attn_scratch_.data(), dattn, qkv, qkv + D,
+                       qkv + 2 * D, att_[l].data(), B, S, H_, hd_, 3 * D);
+    rope_backward(dqkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
+    rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
+    std::fill(dln, dln + N * D, T(0));
+    matmul_backward(dln, G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
+    rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
+  }
+  embedding_backward(G + wte_, dres, inputs_.data(), N, D);
+}
+
+template <typename T>
+double Transformer<T>::flops_per_token() const {
+  const double d = static_cast<double>(D_);
+  const int64_t Fs = cfg_.d_shared > 0 ? cfg_.d_shared : cfg_.d_expert;
+  double active = static_cast<double>(V_) * d;  // LM head
+  for (const Layer& L : layers_) {
+    active += 4 * d * d;
+    if (L.moe) {
+      active += d * cfg_.n_experts + 3.0 * cfg_.top_k * d * cfg_.d_expert +
+                3.0 * cfg_.n_shared_experts * d * Fs;
+    } else {
+      active += 3.0 * d * Fd_;
+    }
+  }
+  return 6 * active + 12.0 * cfg_.n_layers * d * S_;
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace sy

@@ -1,0 +1,119 @@
+// The MoE transformer (docs/model.md): parameter layout, forward, backward.
+//
+// Memory: parameters, gradients and activations each live in one Buffer laid out once from size
+// tables at construction; forward/backward allocate nothing. The parameter table names every
+// tensor with its Hugging Face Qwen3-MoE name and its offset in the block; fused tensors (q|k|v,
+// each expert's gate|up) are adjacent entries, so one GEMM covers them and checkpoints still hold
+// the separate HF tensors.
+//
+// Ownership: a Transformer owns its parameters, gradients and activations. Not thread-safe: one
+// caller at a time; kernels inside use the OpenMP pool. T = float (training) or double (tests).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/run_config.h"
+#include "core/buffer.h"
+#include "moe/moe_layer.h"
+#include "switchyard/routing.h"
+
+namespace sy {
+
+struct ParamInfo {
+  std::string name;            // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  std::vector<int64_t> shape;  // [out, in] for matrices
+  int64_t offset = 0;          // elements from the start of the parameter block
+  int64_t numel = 0;
+  bool decay = true;           // weight decay applies (false for norm weights)
+};
+
+// Router options implied by a run's config (balance terms of type lbl / scope micro are summed).
+TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const BalanceConfig& b);
+
+// Results of one forward pass over a micro-batch.
+struct ForwardStats {
+  double ce_sum = 0;      // Σ over tokens of the cross-entropy (nats)
+  int64_t n_tokens = 0;   // tokens with a target
+  double lbl = 0;         // Σ over MoE layers of α·LBL
+  double z_loss = 0;      // Σ over MoE layers of coef·z-loss
+};
+
+template <typename T>
+class Transformer {
+ public:
+  // micro_batch: the largest B that forward() will be given.
+  Transformer(const ModelConfig& m, const TopKOptions& router, int64_t micro_batch);
+
+  const ModelConfig& config() const { return cfg_; }
+  const TopKOptions& router_options() const { return ropt_; }
+  const std::vector<ParamInfo>& param_table() const { return table_; }
+  int64_t num_params() const { return n_params_; }
+  int64_t micro_batch() const { return b_max_; }
+  T* params() { return params_.data(); }
+  const T* params() const { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  const T* grads() const { return grads_.data(); }
+  void zero_grad() { grads_.zero(); }
+
+  // Seeded initialisation (docs/model.md): N(0, init_std²), residual outputs scaled by 1/√(2L).
+  void init(uint64_t seed);
+
+  // tokens: [B, S+1] int32, B ≤ micro_batch; inputs tokens[:, :S], targets tokens[:, 1:].
+  // REQUIRES: every token in [0, V) (validated by the caller, e.g. the data loader).
+  // Keeps the activations for backward(). The routing of each MoE layer is in layer_route().
+  ForwardStats forward(const int32_t* tokens, int64_t B);
+  // Gradients of ce_scale·Σ ce + aux_scale·Σ(aux losses) for the last forward, accumulated (+=)
+  // into grads().
+  void backward(T ce_scale, T aux_scale);
+
+  // The logits of the last forward, [B·S, V] (valid until backward(), which overwrites them).
+  const T* logits() const { return logits_.data(); }
+  int64_t n_moe_layers() const { return static_cast<int64_t>(moe_layer_index_.size()); }
+  // Layer l (0-based over all layers) is an MoE layer iff l ≥ n_dense_layers.
+  const RoutingBuffers<T>& layer_route(int64_t moe_layer) const { return moe_acts_[moe_layer].route; }
+  const RoutingStats& layer_stats(int64_t moe_layer) const { return moe_stats_[moe_layer]; }
+  // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
+  double flops_per_token() const;
+
+ private:
+  struct Layer {
+    int64_t ln1, qkv, o, ln2;             // parameter offsets
+    int64_t router = -1, gate_up = -1, down = -1, shared_gate_up = -1, shared_down = -1;
+    int64_t dense_gate_up = -1, dense_down = -1;
+    bool moe = false;
+  };
+  void add_param(const std::string& name, std::vector<int64_t> shape, bool decay, int64_t at);
+  MoeWeights<T> moe_weights(const Layer& L) const;
+  MoeGrads<T> moe_grads(const Layer& L);
+
+  ModelConfig cfg_;
+  TopKOptions ropt_;
+  MoeDims moe_dims_;
+  int64_t b_max_, n_max_;
+  int64_t D_, H_, hd_, S_, V_, Fd_;
+  int64_t wte_ = 0, norm_ = 0, lm_head_ = 0;
+  std::vector<Layer> layers_;
+  std::vector<int64_t> moe_layer_index_;  // layer number of each MoE layer
+  std::vector<ParamInfo> table_;
+  int64_t n_params_ = 0;
+  Buffer<T> params_, grads_;
+
+  // Activations (N = B·S rows), sized for micro_batch.
+  int64_t b_ = 0;                      // B of the last forward
+  Buffer<int32_t> inputs_, targets_;   // [N]
+  Buffer<T> rope_cos_, rope_sin_;      // [S, hd/2]
+  std::vector<Buffer<T>> res_;         // L+1 × [N, D] residual stream
+  std::vector<Buffer<T>> ln1_, rstd1_, qkv_, att_, attn_y_, res_mid_, ln2_, rstd2_;
+  std::vector<Buffer<T>> dense_hu_, dense_act_;  // dense layers only
+  std::vector<MoeActivations<T>> moe_acts_;
+  std::vector<RoutingStats> moe_stats_;
+  Buffer<T> lnf_, rstdf_, logits_, losses_;
+  Buffer<T> tmp_;                      // [N, D] projection / FFN output before the residual add
+  // Backward scratch.
+  Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
+  MoeScratch<T> moe_scratch_;
+};
+
+}  // namespace sy

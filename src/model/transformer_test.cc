@@ -1,0 +1,107 @@
+#include "model/transformer.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <vector>
+
+#include "core/gradcheck.h"
+#include "core/rng.h"
+
+namespace sy {
+namespace {
+
+ModelConfig tiny_model() {
+  ModelConfig m;
+  m.vocab_size = 11;
+  m.d_model = 8;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.seq_len = 5;
+  m.n_experts = 4;
+  m.top_k = 2;
+  m.d_expert = 6;
+  m.n_shared_experts = 1;
+  m.d_shared = 4;
+  m.n_dense_layers = 1;
+  m.d_dense = 7;
+  m.init_std = 0.5;  // large enough that every path carries gradient
+  return m;
+}
+
+std::vector<int32_t> random_tokens(int64_t B, int64_t S, int64_t V, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int32_t> t(B * (S + 1));
+  for (auto& x : t) x = static_cast<int32_t>(r.below(V));
+  return t;
+}
+
+void check_model_gradient(const std::string& score, const std::string& gate, double cf) {
+  ModelConfig m = tiny_model();
+  RouterConfig rc;
+  rc.score = score;
+  rc.gate = gate;
+  rc.capacity_factor = cf;
+  rc.z_loss_coef = 0.01;
+  BalanceConfig bc;
+  bc.terms[0].coef = 0.1;
+  const int64_t B = 2;
+  Transformer<double> model(m, topk_options(m, rc, bc), B);
+  model.init(5);
+  auto tokens = random_tokens(B, m.seq_len, m.vocab_size, 9);
+  const double ce_scale = 1.0 / (B * m.seq_len), aux_scale = 1.0;
+  auto loss = [&]() {
+    ForwardStats st = model.forward(tokens.data(), B);
+    return ce_scale * st.ce_sum + aux_scale * (st.lbl + st.z_loss);
+  };
+  loss();
+  model.zero_grad();
+  model.backward(ce_scale, aux_scale);
+  std::vector<double> g(model.grads(), model.grads() + model.num_params());
+  auto r = check_gradient(loss, model.params(), model.num_params(), g.data(), 1e-5, 600);
+  EXPECT_LT(r.max_error, 1e-5) << describe(r);
+  // Every named tensor received some gradient.
+  for (const auto& p : model.param_table()) {
+    double s = 0;
+    for (int64_t i = 0; i < p.numel; ++i) s += std::abs(g[p.offset + i]);
+    EXPECT_GT(s, 0) << p.name;
+  }
+}
+
+TEST(TransformerTest, WholeModelGradientSoftmaxRenorm) { check_model_gradient("softmax", "renorm", 0); }
+TEST(TransformerTest, WholeModelGradientSigmoidRaw) { check_model_gradient("sigmoid", "raw", 0); }
+TEST(TransformerTest, WholeModelGradientWithCapacity) { check_model_gradient("softmax", "renorm", 1.0); }
+
+TEST(TransformerTest, ParamTableUsesHuggingFaceNamesAndDoesNotOverlap) {
+  ModelConfig m = tiny_model();
+  Transformer<float> model(m, topk_options(m, RouterConfig{}, BalanceConfig{}), 1);
+  std::set<std::string> names;
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (const auto& p : model.param_table()) {
+    EXPECT_TRUE(names.insert(p.name).second) << p.name;
+    spans.push_back({p.offset, p.offset + p.numel});
+    EXPECT_LE(p.offset + p.numel, model.num_params());
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) EXPECT_LE(spans[i - 1].second, spans[i].first);
+  for (const char* n : {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
+                        "model.layers.1.mlp.gate.weight",
+                        "model.layers.1.mlp.experts.3.down_proj.weight",
+                        "model.layers.1.mlp.shared_experts.0.up_proj.weight",
+                        "model.layers.1.self_attn.v_proj.weight", "model.norm.weight", "lm_head.weight"})
+    EXPECT_TRUE(names.count(n)) << n;
+}
+
+TEST(TransformerTest, InitialLossIsNearLogVocab) {
+  ModelConfig m = tiny_model();
+  m.vocab_size = 64;
+  m.init_std = 0.02;
+  Transformer<float> model(m, topk_options(m, RouterConfig{}, BalanceConfig{}), 4);
+  model.init(1);
+  auto tokens = random_tokens(4, m.seq_len, m.vocab_size, 3);
+  auto st = model.forward(tokens.data(), 4);
+  EXPECT_NEAR(st.ce_sum / st.n_tokens, std::log(64.0), 0.05);
+}
+
+}  // namespace
+}  // namespace sy

@@ -1,0 +1,185 @@
+#include "moe/moe_layer.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "core/gemm.h"
+#include "kernels/kernels.h"
+
+namespace sy {
+
+template <typename T>
+void MoeActivations<T>::resize(const MoeDims& d) {
+  const int64_t m = d.n_max * d.k;
+  logits.reset(d.n_max * d.e);
+  route.resize(d.n_max, d.e, d.k);
+  xs.reset(m * d.d);
+  hu.reset(m * 2 * d.f);
+  act.reset(m * d.f);
+  ys.reset(m * d.d);
+  shared_hu.reset(d.n_shared * d.n_max * 2 * d.f_shared);
+  shared_act.reset(d.n_shared * d.n_max * d.f_shared);
+}
+
+template <typename T>
+void MoeScratch<T>::resize(const MoeDims& d) {
+  const int64_t m = d.n_max * d.k;
+  dys.reset(m * d.d);
+  dact.reset(m * d.f);
+  dhu.reset(m * 2 * d.f);
+  dxs.reset(m * d.d);
+  dgate.reset(d.n_max * d.k);
+  dz.reset(d.n_max * d.e);
+  dshared_act.reset(d.n_shared > 0 ? d.n_max * d.f_shared : 0);
+  dshared_hu.reset(d.n_shared > 0 ? d.n_max * 2 * d.f_shared : 0);
+}
+
+template <typename T>
+RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
+                         const T* h, int64_t n, MoeActivations<T>& a, T* y) {
+  const int64_t D = dims.d, E = dims.e, K = dims.k, F = dims.f, Fs = dims.f_shared;
+  // Router: z[N,E] = h · W_rᵀ, then the plan.
+  gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
+  RoutingStats st = topk_route_forward(opt, a.logits.data(), n, a.route);
+  const RoutingBuffers<T>& r = a.route;
+  const int64_t rows = r.rows;
+
+  // Dispatch: gather token rows into expert order.
+  T* xs = a.xs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    const T* src = h + (r.slot_of_row[row] / K) * D;
+    std::copy(src, src + D, xs + row * D);
+  }
+  // Experts: one GEMM chain per expert on its contiguous rows (each GEMM uses every thread).
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = r.offsets[e], ne = r.offsets[e + 1] - r0;
+    if (ne == 0) continue;
+    T* hu = a.hu.data() + r0 * 2 * F;
+    T* act = a.act.data() + r0 * F;
+    gemm(false, true, ne, 2 * F, D, T(1), xs + r0 * D, D, w.gate_up + e * 2 * F * D, D, T(0), hu,
+         2 * F);
+    swiglu_forward(act, hu, ne, F);
+    gemm(false, true, ne, D, F, T(1), act, F, w.down + e * D * F, F, T(0), a.ys.data() + r0 * D, D);
+  }
+  // Combine, token-major, slots in order: the summation order is fixed.
+  const T* ys = a.ys.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    T* yt = y + t * D;
+    std::fill(yt, yt + D, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t row = r.row_of_slot[t * K + k];
+      if (row < 0) continue;
+      const T g = r.gate[t * K + k];
+      const T* yr = ys + row * D;
+      for (int64_t j = 0; j < D; ++j) yt[j] += g * yr[j];
+    }
+  }
+  // Shared experts, ungated, on every token.
+  for (int64_t j = 0; j < dims.n_shared; ++j) {
+    T* hu = a.shared_hu.data() + j * dims.n_max * 2 * Fs;
+    T* act = a.shared_act.data() + j * dims.n_max * Fs;
+    gemm(false, true, n, 2 * Fs, D, T(1), h, D, w.shared_gate_up + j * 2 * Fs * D, D, T(0), hu,
+         2 * Fs);
+    swiglu_forward(act, hu, n, Fs);
+    gemm(false, true, n, D, Fs, T(1), act, Fs, w.shared_down + j * D * Fs, Fs, T(1), y, D);
+  }
+  return st;
+}
+
+template <typename T>
+void moe_backward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
+                  const MoeGrads<T>& g, const T* h, int64_t n, MoeActivations<T>& a,
+                  MoeScratch<T>& s, const T* dy, T aux_scale, T* dh) {
+  const int64_t D = dims.d, E = dims.e, K = dims.k, F = dims.f, Fs = dims.f_shared;
+  RoutingBuffers<T>& r = a.route;
+  const int64_t rows = r.rows;
+  const T* ys = a.ys.data();
+  T* dys = s.dys.data();
+  T* dgate = s.dgate.data();
+
+  // Combine backward: gate gradients and the expert-order output gradients.
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* dyt = dy + t * D;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t row = r.row_of_slot[t * K + k];
+      if (row < 0) {
+        dgate[t * K + k] = 0;
+        continue;
+      }
+      const T gk = r.gate[t * K + k];
+      const T* yr = ys + row * D;
+      T* dyr = dys + row * D;
+      T dot = 0;
+      for (int64_t j = 0; j < D; ++j) {
+        dot += dyt[j] * yr[j];
+        dyr[j] = gk * dyt[j];
+      }
+      dgate[t * K + k] = dot;
+    }
+  }
+  // Experts backward.
+  std::fill(s.dhu.data(), s.dhu.data() + rows * 2 * F, T(0));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = r.offsets[e], ne = r.offsets[e + 1] - r0;
+    if (ne == 0) continue;
+    T* dact = s.dact.data() + r0 * F;
+    T* dhu = s.dhu.data() + r0 * 2 * F;
+    gemm(false, false, ne, F, D, T(1), dys + r0 * D, D, w.down + e * D * F, F, T(0), dact, F);
+    gemm(true, false, D, F, ne, T(1), dys + r0 * D, D, a.act.data() + r0 * F, F, T(1),
+         g.down + e * D * F, F);
+    swiglu_backward(dhu, dact, a.hu.data() + r0 * 2 * F, ne, F);
+    gemm(false, false, ne, D, 2 * F, T(1), dhu, 2 * F, w.gate_up + e * 2 * F * D, D, T(0),
+         s.dxs.data() + r0 * D, D);
+    gemm(true, false, 2 * F, D, ne, T(1), dhu, 2 * F, a.xs.data() + r0 * D, D, T(1),
+         g.gate_up + e * 2 * F * D, D);
+  }
+  // Dispatch backward: token-major, slot order.
+  const T* dxs = s.dxs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    T* dht = dh + t * D;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t row = r.row_of_slot[t * K + k];
+      if (row < 0) continue;
+      const T* src = dxs + row * D;
+      for (int64_t j = 0; j < D; ++j) dht[j] += src[j];
+    }
+  }
+  // Router backward: dz, then the router weight and input gradients.
+  T* dz = s.dz.data();
+  topk_route_backward(opt, a.logits.data(), dgate, aux_scale, r, dz);
+  gemm(true, false, E, D, n, T(1), dz, E, h, D, T(1), g.router, D);
+  gemm(false, false, n, D, E, T(1), dz, E, w.router, D, T(1), dh, D);
+  // Shared experts backward.
+  for (int64_t j = 0; j < dims.n_shared; ++j) {
+    const T* hu = a.shared_hu.data() + j * dims.n_max * 2 * Fs;
+    const T* act = a.shared_act.data() + j * dims.n_max * Fs;
+    T* dact = s.dshared_act.data();
+    T* dhu = s.dshared_hu.data();
+    gemm(false, false, n, Fs, D, T(1), dy, D, w.shared_down + j * D * Fs, Fs, T(0), dact, Fs);
+    gemm(true, false, D, Fs, n, T(1), dy, D, act, Fs, T(1), g.shared_down + j * D * Fs, Fs);
+    std::fill(dhu, dhu + n * 2 * Fs, T(0));
+    swiglu_backward(dhu, dact, hu, n, Fs);
+    gemm(false, false, n, D, 2 * Fs, T(1), dhu, 2 * Fs, w.shared_gate_up + j * 2 * Fs * D, D, T(1),
+         dh, D);
+    gemm(true, false, 2 * Fs, D, n, T(1), dhu, 2 * Fs, h, D, T(1),
+         g.shared_gate_up + j * 2 * Fs * D, D);
+  }
+}
+
+#define SY_INSTANTIATE(T)                                                                       \
+  template struct MoeActivations<T>;                                                            \
+  template struct MoeScratch<T>;                                                                \
+  template RoutingStats moe_forward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&, \
+                                       const T*, int64_t, MoeActivations<T>&, T*);              \
+  template void moe_backward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&,        \
+                                const MoeGrads<T>&, const T*, int64_t, MoeActivations<T>&,      \
+                                MoeScratch<T>&, const T*, T, T*);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+
+}  // namespace sy

@@ -1,0 +1,159 @@
+#include "train/checkpoint.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/checkpoint_dir.h"
+#include "io/safetensors.h"
+
+namespace sy {
+
+using nlohmann::json;
+
+namespace {
+
+json switchyard_json(const RunConfig& c) {
+  const auto& m = c.model;
+  const auto& r = c.router;
+  json terms = json::array();
+  for (const auto& t : c.balance.terms) terms.push_back({{"type", t.type}, {"scope", t.scope}, {"coef", t.coef}});
+  return json{
+      {"model",
+       {{"vocab_size", m.vocab_size}, {"d_model", m.d_model}, {"n_layers", m.n_layers},
+        {"n_heads", m.n_heads}, {"seq_len", m.seq_len}, {"n_experts", m.n_experts},
+        {"top_k", m.top_k}, {"d_expert", m.d_expert}, {"n_shared_experts", m.n_shared_experts},
+        {"d_shared", m.d_shared}, {"n_dense_layers", m.n_dense_layers}, {"d_dense", m.d_dense},
+        {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}, {"init_std", m.init_std}}},
+      {"router",
+       {{"type", r.type}, {"score", r.score}, {"gate", r.gate}, {"gate_scale", r.gate_scale},
+        {"capacity_factor", r.capacity_factor}, {"drop_policy", r.drop_policy},
+        {"z_loss_coef", r.z_loss_coef}}},
+      {"balance", {{"terms", terms}}}};
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  SY_CHECK(in, "{}: cannot open", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string model_signature(const RunConfig& cfg) { return switchyard_json(cfg).dump(); }
+
+std::string hf_config_json(const RunConfig& c) {
+  const auto& m = c.model;
+  json mlp_only = json::array();
+  for (int64_t l = 0; l < m.n_dense_layers; ++l) mlp_only.push_back(l);
+  double lbl = 0;
+  for (const auto& t : c.balance.terms)
+    if (t.type == "lbl") lbl += t.coef;
+  json j = {
+      {"architectures", {"Qwen3MoeForCausalLM"}},
+      {"model_type", "qwen3_moe"},
+      {"vocab_size", m.vocab_size},
+      {"hidden_size", m.d_model},
+      {"num_hidden_layers", m.n_layers},
+      {"num_attention_heads", m.n_heads},
+      {"num_key_value_heads", m.n_heads},
+      {"head_dim", m.d_model / m.n_heads},
+      {"max_position_embeddings", m.seq_len},
+      {"num_experts", m.n_experts},
+      {"num_experts_per_tok", m.top_k},
+      {"moe_intermediate_size", m.d_expert},
+      {"intermediate_size", m.d_dense},
+      {"mlp_only_layers", mlp_only},
+      {"decoder_sparse_step", 1},
+      {"norm_topk_prob", c.router.gate == "renorm"},
+      {"rms_norm_eps", m.norm_eps},
+      {"rope_theta", m.rope_theta},
+      {"hidden_act", "silu"},
+      {"attention_bias", false},
+      {"tie_word_embeddings", false},
+      {"router_aux_loss_coef", lbl},
+      {"torch_dtype", "float32"},
+      {"switchyard_differences",
+       {"no q_norm/k_norm on attention heads (Qwen3 has them): load with identity q_norm/k_norm",
+        "router scores may be sigmoid and gates raw (see switchyard.router)",
+        "optional shared experts under mlp.shared_experts.{j} (Qwen3-MoE has none)",
+        "optional capacity with token dropping (Qwen3-MoE is dropless)"}},
+      {"switchyard", switchyard_json(c)}};
+  return j.dump(2) + "\n";
+}
+
+void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
+                     const AdamW* opt, const TrainerState& st) {
+  io::CheckpointWriter w(dir);
+  std::vector<io::TensorView> tensors;
+  tensors.reserve(model.param_table().size());
+  for (const ParamInfo& p : model.param_table())
+    tensors.push_back({p.name, "F32", p.shape, model.params() + p.offset});
+  io::write_safetensors(w.path("model.safetensors"), tensors, {{"format", "pt"}});
+  if (opt) {
+    std::vector<io::TensorView> moments;
+    moments.reserve(2 * model.param_table().size());
+    for (const ParamInfo& p : model.param_table()) {
+      moments.push_back({p.name + ".exp_avg", "F32", p.shape, opt->exp_avg() + p.offset});
+      moments.push_back({p.name + ".exp_avg_sq", "F32", p.shape, opt->exp_avg_sq() + p.offset});
+    }
+    io::write_safetensors(w.path("optimizer.safetensors"), moments);
+  }
+  json state = {{"step", st.step},
+                {"data_position", st.data_position},
+                {"tokens_seen", st.tokens_seen},
+                {"optimizer_steps", opt ? opt->steps_taken() : 0}};
+  w.write_text("trainer_state.json", state.dump(2) + "\n");
+  w.write_text("config.json", hf_config_json(cfg));
+  w.write_text("config.toml", to_toml(cfg));
+  w.commit();
+}
+
+RunConfig read_checkpoint_config(const std::string& dir) {
+  io::verify_checkpoint(dir);
+  return parse_run_config(read_text(dir + "/config.toml"), {}, dir + "/config.toml");
+}
+
+void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* opt,
+                     TrainerState* st) {
+  io::verify_checkpoint(dir);
+  io::SafetensorsReader weights(dir + "/model.safetensors");
+  for (const ParamInfo& p : model.param_table()) {
+    SY_CHECK(weights.has(p.name),
+             "{}/model.safetensors: tensor {} is missing; was this checkpoint written for a "
+             "different model config?",
+             dir, p.name);
+    weights.read(p.name, p.shape, model.params() + p.offset);
+  }
+  SY_CHECK(weights.names().size() == model.param_table().size(),
+           "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
+           model.param_table().size(), weights.names().size());
+  if (opt) {
+    io::SafetensorsReader moments(dir + "/optimizer.safetensors");
+    for (const ParamInfo& p : model.param_table()) {
+      moments.read(p.name + ".exp_avg", p.shape, opt->exp_avg() + p.offset);
+      moments.read(p.name + ".exp_avg_sq", p.shape, opt->exp_avg_sq() + p.offset);
+    }
+  }
+  if (st || opt) {
+    json j;
+    try {
+      j = json::parse(read_text(dir + "/trainer_state.json"));
+      if (st) {
+        st->step = j.at("step").get<int64_t>();
+        st->data_position = j.at("data_position").get<uint64_t>();
+        st->tokens_seen = j.at("tokens_seen").get<int64_t>();
+      }
+      if (opt) opt->set_steps_taken(j.at("optimizer_steps").get<int64_t>());
+    } catch (const json::exception& e) {
+      fail(fmt::format("{}/trainer_state.json: must hold step, data_position, tokens_seen and "
+                       "optimizer_steps: {}",
+                       dir, e.what()));
+    }
+  }
+}
+
+}  // namespace sy

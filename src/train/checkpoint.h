@@ -1,0 +1,47 @@
+// A training checkpoint: everything needed to resume bit-exactly, in the ecosystem's formats.
+//
+// One directory (written atomically by io::CheckpointWriter, verified by its manifest):
+//   model.safetensors      weights, Hugging Face Qwen3-MoE names, F32
+//   config.json            Hugging Face-style model config + "switchyard" section (our run config)
+//   optimizer.safetensors  AdamW moments: "<param name>.exp_avg", "<param name>.exp_avg_sq"
+//   trainer_state.json     step, data position, optimizer step count, tokens seen
+//   config.toml            the resolved run config (switchyard train --config can re-run it)
+//   manifest.json          SHA-256 of every file
+// Functions here are called by one thread; they read or write the model's parameter block.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "config/run_config.h"
+#include "model/transformer.h"
+#include "train/optimizer.h"
+
+namespace sy {
+
+struct TrainerState {
+  int64_t step = 0;            // optimizer steps completed
+  uint64_t data_position = 0;  // sequences the training source has yielded
+  int64_t tokens_seen = 0;
+};
+
+// Writes dir atomically (replacing an existing one). opt may be null (weights-only export).
+void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
+                     const AdamW* opt, const TrainerState& st);
+
+// The run config stored in a checkpoint (after verifying the manifest).
+RunConfig read_checkpoint_config(const std::string& dir);
+
+// Loads weights (and, when non-null, optimizer moments and trainer state) into objects built
+// from a compatible config. Errors name the file and tensor that is missing or mismatched.
+void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* opt,
+                     TrainerState* st);
+
+// The model-defining part of a config as JSON text (model, router, balance); two configs whose
+// strings differ cannot share weights and optimizer state.
+std::string model_signature(const RunConfig& cfg);
+
+// config.json for a checkpoint: Hugging Face Qwen3-MoE keys plus a "switchyard" object.
+std::string hf_config_json(const RunConfig& cfg);
+
+}  // namespace sy

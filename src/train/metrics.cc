@@ -1,0 +1,86 @@
+#include "train/metrics.h"
+
+#include <algorithm>
+
+namespace sy {
+
+double maxvio(const int64_t* load, int64_t n) {
+  int64_t total = 0, mx = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    total += load[i];
+    mx = std::max(mx, load[i]);
+  }
+  if (total == 0) return 0;
+  return static_cast<double>(mx) * n / static_cast<double>(total) - 1.0;
+}
+
+double ep_imbalance(const int64_t* load, int64_t n, int64_t r) {
+  const int64_t per = n / r;
+  int64_t total = 0, mx = 0;
+  for (int64_t k = 0; k < r; ++k) {
+    int64_t s = 0;
+    for (int64_t i = k * per; i < (k + 1) * per; ++i) s += load[i];
+    total += s;
+    mx = std::max(mx, s);
+  }
+  return total == 0 ? 1.0 : static_cast<double>(mx) * r / static_cast<double>(total);
+}
+
+StepMetrics::StepMetrics(int64_t n_moe_layers, int64_t n_experts)
+    : layers_(n_moe_layers), experts_(n_experts) {
+  load_.assign(layers_, std::vector<int64_t>(experts_, 0));
+  maxvio_micro_sum_.assign(layers_, 0);
+  entropy_sum_.assign(layers_, 0);
+  topk_sum_.assign(layers_, 0);
+  lbl_sum_.assign(layers_, 0);
+  z_sum_.assign(layers_, 0);
+  dropped_.assign(layers_, 0);
+  assignments_.assign(layers_, 0);
+  tokens_.assign(layers_, 0);
+}
+
+void StepMetrics::reset() {
+  micro_ = 0;
+  for (auto& l : load_) std::fill(l.begin(), l.end(), 0);
+  for (auto* v : {&maxvio_micro_sum_, &entropy_sum_, &topk_sum_, &lbl_sum_, &z_sum_})
+    std::fill(v->begin(), v->end(), 0.0);
+  for (auto* v : {&dropped_, &assignments_, &tokens_}) std::fill(v->begin(), v->end(), 0);
+}
+
+void StepMetrics::add(const Transformer<float>& model) {
+  ++micro_;
+  for (int64_t l = 0; l < layers_; ++l) {
+    const RoutingBuffers<float>& r = model.layer_route(l);
+    const RoutingStats& st = model.layer_stats(l);
+    for (int64_t i = 0; i < experts_; ++i) load_[l][i] += r.load[i];
+    maxvio_micro_sum_[l] += maxvio(r.load.data(), experts_);
+    entropy_sum_[l] += st.entropy_sum;
+    topk_sum_[l] += st.topk_score_sum;
+    lbl_sum_[l] += st.lbl;
+    z_sum_[l] += st.z_loss;
+    dropped_[l] += r.dropped;
+    assignments_[l] += r.n * r.k;
+    tokens_[l] += r.n;
+  }
+}
+
+LayerSummary StepMetrics::summary(int64_t l) const {
+  LayerSummary s;
+  const int64_t* ld = load_[l].data();
+  s.maxvio = maxvio(ld, experts_);
+  const double m = micro_ > 0 ? static_cast<double>(micro_) : 1.0;
+  s.maxvio_micro = maxvio_micro_sum_[l] / m;
+  int64_t total = 0;
+  for (int64_t i = 0; i < experts_; ++i) total += ld[i];
+  const double mean = static_cast<double>(total) / experts_;
+  for (int64_t i = 0; i < experts_; ++i) s.dead += static_cast<double>(ld[i]) < 0.1 * mean;
+  s.drop_rate = assignments_[l] ? static_cast<double>(dropped_[l]) / assignments_[l] : 0.0;
+  const double nt = tokens_[l] ? static_cast<double>(tokens_[l]) : 1.0;
+  s.entropy = entropy_sum_[l] / nt;
+  s.topk_score = topk_sum_[l] / nt;
+  s.lbl = lbl_sum_[l] / m;
+  s.z_loss = z_sum_[l] / m;
+  return s;
+}
+
+}  // namespace sy

@@ -1,0 +1,46 @@
+// Routing and training statistics of one optimizer step (ALGORITHMS.md §7), and the JSON Lines
+// records the trainer writes. A StepMetrics is sized once and reset every step; add() takes one
+// micro-batch's routing from the model. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace sy {
+
+struct LayerSummary {
+  double maxvio = 0;        // max_i c_i / mean c − 1 over the step's summed loads
+  double maxvio_micro = 0;  // mean over micro-batches of the micro-batch MaxVio
+  int64_t dead = 0;         // experts with load < 10% of the mean
+  double drop_rate = 0;     // dropped / assignments
+  double entropy = 0;       // mean per-token router entropy (nats)
+  double topk_score = 0;    // mean per-token sum of the selected scores
+  double lbl = 0, z_loss = 0;  // means over micro-batches (coefficient applied)
+};
+
+class StepMetrics {
+ public:
+  StepMetrics(int64_t n_moe_layers, int64_t n_experts);
+  void reset();
+  // Adds the routing of the model's last forward (one micro-batch).
+  void add(const Transformer<float>& model);
+  const std::vector<int64_t>& load(int64_t layer) const { return load_[layer]; }
+  LayerSummary summary(int64_t layer) const;
+  int64_t micro_batches() const { return micro_; }
+
+ private:
+  int64_t layers_, experts_, micro_ = 0;
+  std::vector<std::vector<int64_t>> load_;
+  std::vector<double> maxvio_micro_sum_, entropy_sum_, topk_sum_, lbl_sum_, z_sum_;
+  std::vector<int64_t> dropped_, assignments_, tokens_;
+};
+
+// MaxVio of a load vector: max/mean − 1 (0 for an all-zero vector).
+double maxvio(const int64_t* load, int64_t n);
+// Experts split evenly over r ranks (contiguous blocks): max rank load / mean rank load.
+double ep_imbalance(const int64_t* load, int64_t n, int64_t r);
+
+}  // namespace sy

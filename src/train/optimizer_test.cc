@@ -1,0 +1,57 @@
+#include "train/optimizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+namespace sy {
+namespace {
+
+TEST(ScheduleTest, WarmupThenCosineToFloor) {
+  TrainConfig c;
+  c.lr = 1.0;
+  c.min_lr_ratio = 0.1;
+  c.warmup_steps = 4;
+  c.steps = 14;
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 0.25);
+  EXPECT_DOUBLE_EQ(lr_at(c, 3), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(c, 4), 1.0);
+  EXPECT_NEAR(lr_at(c, 9), 0.55, 1e-12);  // half way: (1 + 0.1) / 2
+  EXPECT_NEAR(lr_at(c, 14), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(c, 100), 0.1, 1e-12);
+}
+
+TEST(AdamWTest, MatchesTheFormulaAndSkipsDecayOnNorms) {
+  std::vector<ParamInfo> table = {{"w", {2}, 0, 2, true}, {"norm", {1}, 2, 1, false}};
+  AdamW opt(table, 3);
+  TrainConfig c;
+  c.weight_decay = 0.1;
+  c.beta1 = 0.9;
+  c.beta2 = 0.95;
+  c.adam_eps = 1e-8;
+  std::vector<float> p = {1.f, -2.f, 1.f}, g = {0.5f, -0.25f, 2.f};
+  std::vector<double> pd(p.begin(), p.end()), m(3, 0), v(3, 0);
+  for (int t = 1; t <= 3; ++t) {
+    opt.step(p.data(), g.data(), 0.01, 0.5, c);
+    for (int i = 0; i < 3; ++i) {
+      const double gi = g[i] * 0.5;
+      m[i] = 0.9 * m[i] + 0.1 * gi;
+      v[i] = 0.95 * v[i] + 0.05 * gi * gi;
+      const double mh = m[i] / (1 - std::pow(0.9, t)), vh = v[i] / (1 - std::pow(0.95, t));
+      pd[i] -= 0.01 * (mh / (std::sqrt(vh) + 1e-8) + (i < 2 ? 0.1 * pd[i] : 0.0));
+    }
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], pd[i], 1e-6);
+  EXPECT_EQ(opt.steps_taken(), 3);
+}
+
+TEST(GradNormTest, IsTheEuclideanNorm) {
+  std::vector<float> g(100001, 0.f);
+  g[0] = 3.f;
+  g[100000] = 4.f;
+  EXPECT_DOUBLE_EQ(global_grad_norm(g.data(), static_cast<int64_t>(g.size())), 5.0);
+}
+
+}  // namespace
+}  // namespace sy

@@ -1,0 +1,323 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/gemm.h"
+#include "data/batch_source.h"
+#include "io/checkpoint_dir.h"
+#include "model/transformer.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/optimizer.h"
+
+namespace sy {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string format_duration(double s) {
+  if (!(s >= 0) || s > 1e7) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+void apply_system(const SystemConfig& s) {
+  omp_set_num_threads(static_cast<int>(s.threads));
+  set_gemm_backend(parse_gemm_backend(s.gemm));
+}
+
+struct EvalSums {
+  double ce = 0;
+  int64_t tokens = 0, sequences = 0;
+  std::vector<std::vector<int64_t>> load;
+};
+
+// Forward-only pass over up to max_batches micro-batches of src from its start. Touches no
+// training state (top-K routing has none; later balancers must not update theirs here).
+EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batches,
+                  Buffer<int32_t>& tokens, Buffer<int32_t>& domains) {
+  EvalSums s;
+  const int64_t E = model.config().n_experts;
+  s.load.assign(model.n_moe_layers(), std::vector<int64_t>(E, 0));
+  src.set_position(0);
+  const uint64_t per_epoch = src.sequences_per_epoch();
+  for (int64_t b = 0; max_batches == 0 || b < max_batches; ++b) {
+    int64_t B = model.micro_batch();
+    if (per_epoch > 0) {
+      const uint64_t left = per_epoch - src.position();
+      if (left == 0) break;
+      B = std::min<int64_t>(B, static_cast<int64_t>(left));
+    }
+    src.next(tokens.data(), domains.data(), B);
+    ForwardStats st = model.forward(tokens.data(), B);
+    s.ce += st.ce_sum;
+    s.tokens += st.n_tokens;
+    s.sequences += B;
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+      for (int64_t i = 0; i < E; ++i) s.load[l][i] += model.layer_route(l).load[i];
+    if (per_epoch == 0 && max_batches == 0) break;  // unbounded source: one batch at least
+  }
+  return s;
+}
+
+// Keeps only the records of steps ≤ step (after a resume), atomically.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      json j = json::parse(line);
+      if (j.value("step", int64_t(0)) > step) continue;
+    } catch (const json::exception&) {
+      continue;  // a torn last line from an interrupted write
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+  }
+  fs::rename(tmp, path);
+}
+
+std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step); }
+
+}  // namespace
+
+TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
+  validate(cfg);
+  apply_system(cfg.system);
+  const ModelConfig& m = cfg.model;
+  const TrainConfig& tc = cfg.train;
+  const int64_t B = tc.micro_batch, S = m.seq_len, M = tc.grad_accum;
+  const std::string out = cfg.out_dir;
+  const std::string ckpt_root = out + "/checkpoints";
+  fs::create_directories(ckpt_root);
+
+  Transformer<float> model(m, topk_options(m, cfg.router, cfg.balance), B);
+  AdamW opt(model.param_table(), model.num_params());
+  TrainerState state;
+  auto train_src = make_train_source(cfg);
+  auto valid_src = make_valid_source(cfg);
+
+  const std::optional<std::string> latest = io::read_latest_pointer(ckpt_root);
+  const std::string metrics_path = out + "/metrics.jsonl";
+  if (latest) {
+    const std::string dir = ckpt_root + "/" + *latest;
+    RunConfig saved = read_checkpoint_config(dir);
+    SY_CHECK(model_signature(saved) == model_signature(cfg),
+             "{}: holds a checkpoint of a different model/router/balance config than the one "
+             "given; resume needs the same [model], [router] and [balance] sections (checkpoint: "
+             "{}). Use a new out_dir to start a fresh run.",
+             out, model_signature(saved));
+    load_checkpoint(dir, model, &opt, &state);
+    train_src->set_position(state.data_position);
+    truncate_metrics(metrics_path, state.step);
+    if (!opts.quiet)
+      fmt::print(stderr, "resuming {} from {} (step {})\n", out, *latest, state.step);
+  } else {
+    model.init(tc.seed);
+    std::ofstream(metrics_path, std::ios::trunc);
+  }
+  {
+    std::ofstream c(out + "/config.toml", std::ios::trunc);
+    c << to_toml(cfg);
+  }
+
+  TrainResult res;
+  res.first_step = state.step;
+  res.last_step = state.step;
+  if (state.step >= tc.steps) {
+    if (!opts.quiet) fmt::print(stderr, "{}: already trained to step {} (train.steps = {})\n", out, state.step, tc.steps);
+    return res;
+  }
+
+  const double peak = measure_sgemm_gflops();
+  const double flops_tok = model.flops_per_token();
+  if (!opts.quiet)
+    fmt::print(stderr,
+               "switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
+               "            {} threads, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n",
+               model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * S) / 6e6,
+               train_src->describe(), cfg.system.threads, cfg.system.gemm, peak);
+
+  Buffer<int32_t> tokens(B * (S + 1)), domains(B);
+  StepMetrics sm(model.n_moe_layers(), m.n_experts);
+  std::FILE* log = std::fopen(metrics_path.c_str(), "a");
+  SY_CHECK(log, "{}: cannot open for appending", metrics_path);
+  std::string line;
+  line.reserve(1 << 16);
+
+  g_stop_requested = false;
+  auto prev_int = std::signal(SIGINT, on_stop_signal);
+  auto prev_term = std::signal(SIGTERM, on_stop_signal);
+
+  auto save = [&](int64_t step) {
+    state.step = step;
+    state.data_position = train_src->position();
+    save_checkpoint(ckpt_root + "/" + step_dir_name(step), cfg, model, &opt, state);
+    io::write_latest_pointer(ckpt_root, step_dir_name(step));
+    io::prune_checkpoints(ckpt_root, 3);
+  };
+  auto evaluate = [&](int64_t step) {
+    if (!valid_src) return;
+    EvalSums e = run_eval(model, *valid_src, tc.eval_batches, tokens, domains);
+    const double loss = e.tokens ? e.ce / e.tokens : 0.0;
+    json j = {{"type", "eval"}, {"step", step}, {"loss", loss}, {"perplexity", std::exp(loss)},
+              {"tokens", e.tokens}};
+    json mv = json::array();
+    for (const auto& l : e.load) mv.push_back(maxvio(l.data(), m.n_experts));
+    j["maxvio_global"] = mv;
+    std::fprintf(log, "%s\n", j.dump().c_str());
+    std::fflush(log);
+    res.final_eval_loss = loss;
+    if (!opts.quiet) fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss, std::exp(loss));
+  };
+
+  const auto run_t0 = Clock::now();
+  double train_seconds = 0;
+  int64_t steps_this_run = 0;
+  const float ce_scale = 1.0f / static_cast<float>(B * S * M);
+  const float aux_scale = 1.0f / static_cast<float>(M);
+  for (int64_t step = state.step; step < tc.steps; ++step) {
+    const auto t0 = Clock::now();
+    const double lr = lr_at(tc, step);
+    model.zero_grad();
+    sm.reset();
+    double ce = 0, lbl = 0, z = 0;
+    int64_t ntok = 0;
+    for (int64_t mb = 0; mb < M; ++mb) {
+      train_src->next(tokens.data(), domains.data(), B);
+      ForwardStats st = model.forward(tokens.data(), B);
+      model.backward(ce_scale, aux_scale);
+      sm.add(model);
+      ce += st.ce_sum;
+      ntok += st.n_tokens;
+      lbl += st.lbl;
+      z += st.z_loss;
+    }
+    const double gnorm = global_grad_norm(model.grads(), model.num_params());
+    const double clip = tc.grad_clip > 0 && gnorm > tc.grad_clip ? tc.grad_clip / gnorm : 1.0;
+    opt.step(model.params(), model.grads(), lr, clip, tc);
+    const double dt = seconds_since(t0);
+    train_seconds += dt;
+    ++steps_this_run;
+    state.tokens_seen += B * S * M;
+    const double ce_mean = ce / static_cast<double>(ntok);
+    const double loss = ce_mean + (lbl + z) / M;
+    SY_CHECK(std::isfinite(loss),
+             "step {}: the training loss is not finite ({}); lower train.lr (now {}) or check "
+             "the data",
+             step + 1, loss, tc.lr);
+    const double tps = static_cast<double>(B * S * M) / dt;
+    const double mfu = tps * flops_tok / (peak * 1e9);
+
+    // The step record.
+    double avg_mv = 0, sup_mv = 0;
+    json layers = json::array();
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+      LayerSummary s = sm.summary(l);
+      avg_mv += s.maxvio;
+      sup_mv = std::max(sup_mv, s.maxvio);
+      json ep = json::object();
+      for (int64_t r = 2; r < m.n_experts; r *= 2)
+        if (m.n_experts % r == 0) ep[std::to_string(r)] = ep_imbalance(sm.load(l).data(), m.n_experts, r);
+      layers.push_back({{"layer", m.n_dense_layers + l}, {"load", sm.load(l)}, {"maxvio", s.maxvio},
+                        {"maxvio_micro", s.maxvio_micro}, {"dead_experts", s.dead},
+                        {"drop_rate", s.drop_rate}, {"router_entropy", s.entropy},
+                        {"topk_score_sum", s.topk_score}, {"lbl", s.lbl}, {"z_loss", s.z_loss},
+                        {"ep_imbalance", ep}});
+    }
+    if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
+    json rec = {{"type", "train"}, {"step", step + 1}, {"loss", loss}, {"ce", ce_mean},
+                {"lbl", lbl / M}, {"z_loss", z / M}, {"lr", lr}, {"grad_norm", gnorm},
+                {"clip_scale", clip}, {"tokens", state.tokens_seen}, {"tokens_per_s", tps},
+                {"step_ms", dt * 1e3}, {"mfu", mfu}, {"balance_bsz", B},
+                {"avg_maxvio", avg_mv}, {"sup_maxvio", sup_mv}, {"layers", layers}};
+    line = rec.dump();
+    std::fprintf(log, "%s\n", line.c_str());
+    std::fflush(log);
+    res.final_loss = loss;
+    res.last_step = step + 1;
+
+    if (!opts.quiet && (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
+      const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
+      fmt::print(stderr,
+                 "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
+                 "tok/s | MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
+                 step + 1, std::to_string(tc.steps).size(), tc.steps, loss, lbl / M, lr, gnorm, tps,
+                 100 * mfu, avg_mv, format_duration(eta));
+    }
+    const bool last = step + 1 == tc.steps;
+    if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) evaluate(step + 1);
+    const bool stop = g_stop_requested.load() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
+    if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop) save(step + 1);
+    if (stop && !last) {
+      res.interrupted = true;
+      if (!opts.quiet)
+        fmt::print(stderr, "stopped after step {}; checkpoint saved. Run the same command to resume.\n", step + 1);
+      break;
+    }
+  }
+  std::fclose(log);
+  std::signal(SIGINT, prev_int);
+  std::signal(SIGTERM, prev_term);
+  if (!opts.quiet && !res.interrupted)
+    fmt::print(stderr, "done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
+               format_duration(seconds_since(run_t0)), metrics_path, ckpt_root,
+               step_dir_name(res.last_step));
+  return res;
+}
+
+EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
+                               int64_t max_sequences, int64_t threads) {
+  RunConfig cfg = read_checkpoint_config(checkpoint_dir);
+  cfg.system.threads = threads;
+  apply_system(cfg.system);
+  const ModelConfig& m = cfg.model;
+  const int64_t B = cfg.train.micro_batch;
+  Transformer<float> model(m, topk_options(m, cfg.router, cfg.balance), B);
+  load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
+  TokenFileSource src(tokens_path, m.vocab_size, m.seq_len, false, 0);
+  Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);
+  const int64_t batches = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
+  EvalSums s = run_eval(model, src, batches, tokens, domains);
+  EvalResult r;
+  r.tokens = s.tokens;
+  r.sequences = s.sequences;
+  r.loss = s.tokens ? s.ce / s.tokens : 0;
+  r.perplexity = std::exp(r.loss);
+  r.load = s.load;
+  for (const auto& l : s.load) r.maxvio_global.push_back(maxvio(l.data(), m.n_experts));
+  return r;
+}
+
+}  // namespace sy

@@ -1,0 +1,52 @@
+// The training loop: micro-batches with gradient accumulation, clipping, AdamW, the schedule,
+// periodic evaluation and checkpoints, one JSON Lines record per step, a progress line.
+//
+// Layout of a run directory (cfg.out_dir):
+//   config.toml     the resolved config of the run
+//   metrics.jsonl   one {"type": "train", ...} record per step, {"type": "eval", ...} per evaluation
+//   checkpoints/    step_NNNNNNNN/ directories (see train/checkpoint.h) and `latest`
+// A run whose out_dir already holds a checkpoint resumes from it (bit-exactly: same weights,
+// losses and data order as an uninterrupted run); metrics after that step are discarded.
+// SIGINT/SIGTERM finish the current step, write a checkpoint and return.
+// One Trainer per process; not thread-safe; uses the OpenMP pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/run_config.h"
+
+namespace sy {
+
+struct TrainOptions {
+  bool quiet = false;        // no progress lines on stderr
+  int64_t stop_after = -1;   // stop (with a checkpoint) after this many steps of this process;
+                             // -1 = run to train.steps (tests use it to simulate interruption)
+};
+
+struct TrainResult {
+  int64_t first_step = 0;    // step the run started (or resumed) from
+  int64_t last_step = 0;     // steps completed
+  double final_loss = 0;     // training loss of the last step
+  double final_eval_loss = -1;  // -1 when there was no evaluation
+  bool interrupted = false;
+};
+
+TrainResult train(const RunConfig& cfg, const TrainOptions& opts = {});
+
+struct EvalResult {
+  double loss = 0;         // mean cross-entropy (nats per token)
+  double perplexity = 0;
+  int64_t tokens = 0;
+  int64_t sequences = 0;
+  std::vector<std::vector<int64_t>> load;  // [MoE layer][E] loads over the whole set
+  std::vector<double> maxvio_global;       // per MoE layer
+};
+
+// `switchyard eval`: a checkpoint on a raw int32 token file read as consecutive sequences of
+// S+1 tokens. max_sequences = 0: all of them.
+EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
+                               int64_t max_sequences, int64_t threads);
+
+}  // namespace sy

@@ -1,0 +1,154 @@
+#include "train/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+RunConfig tiny(const std::string& name) {
+  RunConfig c;
+  c.out_dir = ::testing::TempDir() + "sy_trainer_" + name;
+  fs::remove_all(c.out_dir);
+  c.model.vocab_size = 64;
+  c.model.d_model = 32;
+  c.model.n_layers = 2;
+  c.model.n_heads = 2;
+  c.model.seq_len = 16;
+  c.model.n_experts = 4;
+  c.model.top_k = 2;
+  c.model.d_expert = 32;
+  c.router.z_loss_coef = 1e-3;
+  c.train.micro_batch = 4;
+  c.train.grad_accum = 2;
+  c.train.steps = 20;
+  c.train.warmup_steps = 2;
+  c.train.lr = 3e-3;
+  c.train.eval_every = 10;
+  c.train.eval_batches = 2;
+  c.train.log_every = 1;
+  return c;
+}
+
+std::vector<nlohmann::json> records(const std::string& out, const std::string& type) {
+  std::vector<nlohmann::json> r;
+  std::ifstream in(out + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == type) r.push_back(j);
+  }
+  return r;
+}
+
+std::vector<float> weights(const std::string& out, int64_t step) {
+  std::string dir = out + "/checkpoints/" + fmt::format("step_{:08}", step);
+  io::SafetensorsReader r(dir + "/model.safetensors");
+  std::vector<float> all;
+  for (const auto& name : r.names()) {
+    const auto& info = r.info(name);
+    std::vector<float> t(info.numel());
+    r.read(name, info.shape, t.data());
+    all.insert(all.end(), t.begin(), t.end());
+  }
+  return all;
+}
+
+TEST(TrainerTest, LossDecreasesAndEveryStepIsLogged) {
+  RunConfig c = tiny("learns");
+  c.train.steps = 30;
+  c.train.lr = 1e-2;
+  TrainResult r = train(c, {.quiet = true});
+  EXPECT_EQ(r.last_step, 30);
+  auto recs = records(c.out_dir, "train");
+  ASSERT_EQ(recs.size(), 30u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) {
+    first += recs[i]["loss"].get<double>() / 5;
+    last += recs[25 + i]["loss"].get<double>() / 5;
+  }
+  EXPECT_LT(last, first - 0.3);
+  auto& l0 = recs[0]["layers"][0];
+  int64_t total = 0;
+  for (auto& x : l0["load"]) total += x.get<int64_t>();
+  EXPECT_EQ(total, 4 * 16 * 2 * 2);  // B·S·M·K assignments, dropless
+  EXPECT_GE(records(c.out_dir, "eval").size(), 3u);
+}
+
+TEST(TrainerTest, ResumeIsBitExact) {
+  RunConfig straight = tiny("straight");
+  train(straight, {.quiet = true});
+  RunConfig split = tiny("split");
+  TrainResult first = train(split, {.quiet = true, .stop_after = 10});
+  EXPECT_TRUE(first.interrupted);
+  EXPECT_EQ(first.last_step, 10);
+  TrainResult second = train(split, {.quiet = true});
+  EXPECT_EQ(second.first_step, 10);
+  EXPECT_EQ(second.last_step, 20);
+  EXPECT_EQ(weights(straight.out_dir, 20), weights(split.out_dir, 20));
+  auto a = records(straight.out_dir, "train"), b = records(split.out_dir, "train");
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>());
+    EXPECT_EQ(a[i]["layers"][0]["load"], b[i]["layers"][0]["load"]);
+  }
+}
+
+TEST(TrainerTest, RefusesToResumeADifferentModel) {
+  RunConfig c = tiny("mismatch");
+  c.train.steps = 2;
+  train(c, {.quiet = true});
+  c.model.n_experts = 8;
+  c.train.steps = 4;
+  try {
+    train(c, {.quiet = true});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("different model"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainerTest, TruncatedCheckpointFailsClearly) {
+  RunConfig c = tiny("truncated");
+  c.train.steps = 2;
+  train(c, {.quiet = true});
+  const std::string f = c.out_dir + "/checkpoints/step_00000002/model.safetensors";
+  fs::resize_file(f, fs::file_size(f) / 2);
+  c.train.steps = 4;
+  try {
+    train(c, {.quiet = true});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainerTest, EvaluateCheckpointOnATokenFile) {
+  RunConfig c = tiny("eval");
+  c.train.steps = 3;
+  train(c, {.quiet = true});
+  std::vector<int32_t> toks(17 * 5);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 7) % 64);
+  std::string path = c.out_dir + "/valid.bin";
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(toks.data()), toks.size() * 4);
+  EvalResult r = evaluate_checkpoint(c.out_dir + "/checkpoints/step_00000003", path, 0, 2);
+  EXPECT_EQ(r.sequences, 5);
+  EXPECT_EQ(r.tokens, 5 * 16);
+  EXPECT_GT(r.loss, 0);
+  EXPECT_NEAR(r.perplexity, std::exp(r.loss), 1e-9);
+  ASSERT_EQ(r.maxvio_global.size(), 2u);
+}
+
+}  // namespace
+}  // namespace sy
