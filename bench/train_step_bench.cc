@@ -1,0 +1,107 @@
+// Training-step throughput of switchyard on a config (SMALL by default): forward + backward +
+// AdamW over one micro-batch per step, on the synthetic corpus, timed after a warm-up. Also
+// measures the sgemm peak of both BLAS backends in the same process, the MFU denominator.
+// Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
+//   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
+//                    [--gemm onednn|openblas]
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <iostream>
+#include <vector>
+
+#include "config/run_config.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "data/batch_source.h"
+#include "model/transformer.h"
+#include "train/optimizer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"switchyard training-step benchmark"};
+  std::string config = "configs/small.toml", gemm_name = "onednn";
+  int steps = 20, warmup = 3, threads = 2;
+  app.add_option("--config", config, "run config (TOML)")->check(CLI::ExistingFile);
+  app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
+  app.add_option("--gemm", gemm_name, "fp32 GEMM backend: onednn | openblas");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    sy::RunConfig cfg = sy::load_run_config(config, {"train.grad_accum=1"});
+    omp_set_num_threads(threads);
+    nlohmann::json peak;
+    double best_peak = 0;
+    for (auto be : {sy::GemmBackend::kOneDnn, sy::GemmBackend::kOpenBlas}) {
+      sy::set_gemm_backend(be);
+      double g = std::max(sy::measure_sgemm_gflops(1024, 1024, 1024, 9),
+                          sy::measure_sgemm_gflops(2048, 2048, 2048, 5));
+      peak[sy::gemm_backend_name(be)] = g;
+      best_peak = std::max(best_peak, g);
+    }
+    sy::set_gemm_backend(sy::parse_gemm_backend(gemm_name));
+    const auto& m = cfg.model;
+    const int64_t B = cfg.train.micro_batch, S = m.seq_len;
+    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router, cfg.balance), B);
+    model.init(cfg.train.seed);
+    sy::AdamW opt(model.param_table(), model.num_params());
+    sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);
+    std::vector<int32_t> tokens(B * (S + 1)), domains(B);
+    std::vector<double> secs, fwd, bwd, optim;
+    auto since = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
+    for (int i = 0; i < warmup + steps; ++i) {
+      src.next(tokens.data(), domains.data(), B);  // data generation is not timed
+      auto t0 = std::chrono::steady_clock::now();
+      model.zero_grad();
+      auto t1 = std::chrono::steady_clock::now();
+      sy::ForwardStats st = model.forward(tokens.data(), B);
+      const double f = since(t1);
+      t1 = std::chrono::steady_clock::now();
+      model.backward(1.0f / static_cast<float>(st.n_tokens), 1.0f);
+      const double b = since(t1);
+      t1 = std::chrono::steady_clock::now();
+      double gn = sy::global_grad_norm(model.grads(), model.num_params());
+      opt.step(model.params(), model.grads(), 1e-3, gn > 1.0 ? 1.0 / gn : 1.0, cfg.train);
+      const double o = since(t1);
+      const double s = since(t0);
+      if (i >= warmup) {
+        secs.push_back(s);
+        fwd.push_back(f);
+        bwd.push_back(b);
+        optim.push_back(o);
+      }
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    std::sort(secs.begin(), secs.end());
+    const double med = secs[secs.size() / 2];
+    const double tps = static_cast<double>(B * S) / med;
+    const double flops = model.flops_per_token();
+    nlohmann::json out = {{"engine", "switchyard"},
+                          {"config", config},
+                          {"threads", threads},
+                          {"gemm", gemm_name},
+                          {"tokens_per_s", tps},
+                          {"step_ms_median", med * 1e3},
+                          {"step_ms_min", secs.front() * 1e3},
+                          {"forward_ms", median(fwd) * 1e3},
+                          {"backward_ms", median(bwd) * 1e3},
+                          {"optimizer_ms", median(optim) * 1e3},
+                          {"flops_per_token", flops},
+                          {"model_gflops", tps * flops / 1e9},
+                          {"sgemm_peak_gflops", peak},
+                          {"mfu", tps * flops / (best_peak * 1e9)}};
+    std::cout << out.dump() << std::endl;
+    return 0;
+  } catch (const sy::Error& e) {
+    std::cerr << "train_step_bench: error: " << e.what() << "\n";
+    return 1;
+  }
+}
