@@ -1,9 +1,8 @@
 // The switchyard command line: train and evaluate MoE language models.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "config/run_config.h"
 #include "core/error.h"
@@ -29,9 +28,10 @@ int run(int argc, char** argv) {
   train->add_option("--config,-c", config_path, "run config (TOML); see docs/config.md")
       ->required()
       ->check(CLI::ExistingFile);
-  train->add_option("--set,-s", overrides,
-                    "override a config key, e.g. --set model.n_experts=8 --set router.score=sigmoid "
-                    "(repeatable)");
+  train->add_option(
+      "--set,-s", overrides,
+      "override a config key, e.g. --set model.n_experts=8 --set router.score=sigmoid "
+      "(repeatable)");
   train->add_flag("--quiet,-q", quiet, "no progress lines");
 
   std::string ckpt, tokens;
@@ -40,14 +40,16 @@ int run(int argc, char** argv) {
       "eval",
       "Evaluate a checkpoint on a token file; prints JSON with the mean loss, perplexity and "
       "per-layer MaxVio over the whole file.");
-  eval->add_option("--checkpoint", ckpt, "checkpoint directory (e.g. runs/x/checkpoints/step_00000100)")
+  eval->add_option("--checkpoint", ckpt,
+                   "checkpoint directory (e.g. runs/x/checkpoints/step_00000100)")
       ->required()
       ->check(CLI::ExistingDirectory);
   eval->add_option("--tokens", tokens,
                    "raw little-endian int32 token ids, read as consecutive sequences of seq_len+1")
       ->required()
       ->check(CLI::ExistingFile);
-  eval->add_option("--max-sequences", max_sequences, "evaluate at most this many sequences (0 = all)")
+  eval->add_option("--max-sequences", max_sequences,
+                   "evaluate at most this many sequences (0 = all)")
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
 
@@ -64,10 +66,14 @@ int run(int argc, char** argv) {
   }
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
-    nlohmann::json j = {{"checkpoint", ckpt},       {"tokens_file", tokens},
-                        {"loss", r.loss},           {"perplexity", r.perplexity},
-                        {"tokens", r.tokens},       {"sequences", r.sequences},
-                        {"maxvio_global", r.maxvio_global}, {"load", r.load}};
+    nlohmann::json j = {{"checkpoint", ckpt},
+                        {"tokens_file", tokens},
+                        {"loss", r.loss},
+                        {"perplexity", r.perplexity},
+                        {"tokens", r.tokens},
+                        {"sequences", r.sequences},
+                        {"maxvio_global", r.maxvio_global},
+                        {"load", r.load}};
     std::cout << j.dump(2) << std::endl;
     return 0;
   }

@@ -19,7 +19,7 @@ void BM_Gemm(benchmark::State& st) {
   sy::Buffer<float> a(m * k), b(k * n), c(m * n);
   for (size_t i = 0; i < a.size(); ++i) a[i] = 0.001f * static_cast<float>(i % 101);
   for (size_t i = 0; i < b.size(); ++i) b[i] = 0.001f * static_cast<float>(i % 97);
-  for (auto _ : st) {
+  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
     sy::gemm(ta, tb, m, n, k, 1.f, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.f, c.data(), n);
     benchmark::DoNotOptimize(c.data());
   }

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     std::vector<int32_t> tokens(B * (S + 1));
     sy::Rng rng(cfg.train.seed + 1);
     for (auto& t : tokens) t = static_cast<int32_t>(rng.below(m.vocab_size));
-    sy::io::write_safetensors(out + "/batch.safetensors", {{"tokens", "I32", {B, S + 1}, tokens.data()}});
+    sy::io::write_safetensors(out + "/batch.safetensors",
+                              {{"tokens", "I32", {B, S + 1}, tokens.data()}});
 
     sy::ForwardStats st = model.forward(tokens.data(), B);
     std::vector<float> logits(model.logits(), model.logits() + N * m.vocab_size);

@@ -27,20 +27,20 @@ enum class ScoreFn { kSoftmax, kSigmoid };
 enum class GateFn { kRenorm, kRaw };
 enum class DropPolicy { kProbs, kPosition };
 
-ScoreFn parse_score_fn(const std::string& s);       // "softmax" | "sigmoid"
-GateFn parse_gate_fn(const std::string& s);         // "renorm" | "raw"
-DropPolicy parse_drop_policy(const std::string& s); // "probs" | "position"
+ScoreFn parse_score_fn(const std::string& s);        // "softmax" | "sigmoid"
+GateFn parse_gate_fn(const std::string& s);          // "renorm" | "raw"
+DropPolicy parse_drop_policy(const std::string& s);  // "probs" | "position"
 
 struct TopKOptions {
-  int64_t n_experts = 16;        // E
-  int64_t top_k = 4;             // K
+  int64_t n_experts = 16;  // E
+  int64_t top_k = 4;       // K
   ScoreFn score = ScoreFn::kSoftmax;
   GateFn gate = GateFn::kRenorm;
   double gate_scale = 1.0;
   double capacity_factor = 0.0;  // 0 = dropless
   DropPolicy drop = DropPolicy::kProbs;
-  double lbl_coef = 0.0;         // α of the micro-scope load-balancing loss; 0 = off
-  double z_loss_coef = 0.0;      // router z-loss coefficient; 0 = off
+  double lbl_coef = 0.0;     // α of the micro-scope load-balancing loss; 0 = off
+  double z_loss_coef = 0.0;  // router z-loss coefficient; 0 = off
 };
 
 // Capacity per expert for n tokens: ceil(cf·n·K/E), or n·K (no limit) when cf == 0.
@@ -51,22 +51,22 @@ template <typename T>
 struct RoutingBuffers {
   void resize(int64_t n_max, int64_t n_experts, int64_t top_k);
 
-  int64_t n = 0, e = 0, k = 0;          // current sizes
-  std::vector<T> scores;                // [N,E] softmax or sigmoid of z
-  std::vector<T> lse;                   // [N] logsumexp of z (z-loss)
-  std::vector<int32_t> expert;          // [N,K] selected expert per slot, descending score
-  std::vector<T> gate;                  // [N,K] gate per slot (before drops)
-  std::vector<uint8_t> kept;            // [N,K] 1 if the slot survived capacity
-  std::vector<int64_t> row_of_slot;     // [N·K] row in expert-sorted order, −1 if dropped
-  std::vector<int32_t> slot_of_row;     // [rows] slot (t·K + k) of each expert-sorted row
-  std::vector<int64_t> offsets;         // [E+1] rows of expert i are [offsets[i], offsets[i+1])
-  std::vector<int64_t> load;            // [E] kept assignments per expert (= rows per expert)
-  std::vector<int64_t> demand;          // [E] assignments per expert before capacity
-  int64_t rows = 0;                     // kept assignments (Σ load)
-  int64_t dropped = 0;                  // N·K − rows
-  std::vector<T> dscores;               // [N,E] scratch for the backward pass
-  std::vector<double> score_mean;       // [E] scratch: P_i of the LBL
-  std::vector<T> dlbl;                  // [E] scratch: ∂LBL/∂q per expert
+  int64_t n = 0, e = 0, k = 0;       // current sizes
+  std::vector<T> scores;             // [N,E] softmax or sigmoid of z
+  std::vector<T> lse;                // [N] logsumexp of z (z-loss)
+  std::vector<int32_t> expert;       // [N,K] selected expert per slot, descending score
+  std::vector<T> gate;               // [N,K] gate per slot (before drops)
+  std::vector<uint8_t> kept;         // [N,K] 1 if the slot survived capacity
+  std::vector<int64_t> row_of_slot;  // [N·K] row in expert-sorted order, −1 if dropped
+  std::vector<int32_t> slot_of_row;  // [rows] slot (t·K + k) of each expert-sorted row
+  std::vector<int64_t> offsets;      // [E+1] rows of expert i are [offsets[i], offsets[i+1])
+  std::vector<int64_t> load;         // [E] kept assignments per expert (= rows per expert)
+  std::vector<int64_t> demand;       // [E] assignments per expert before capacity
+  int64_t rows = 0;                  // kept assignments (Σ load)
+  int64_t dropped = 0;               // N·K − rows
+  std::vector<T> dscores;            // [N,E] scratch for the backward pass
+  std::vector<double> score_mean;    // [E] scratch: P_i of the LBL
+  std::vector<T> dlbl;               // [E] scratch: ∂LBL/∂q per expert
 };
 
 // Statistics of one routing call (sums, so they add across micro-batches exactly).
@@ -81,7 +81,8 @@ struct RoutingStats {
 // Steps 1–3: z[N,E] (row-major) → plan in buf, and the statistics. REQUIRES: 1 ≤ K ≤ E, N ≤ the
 // size buf was made for.
 template <typename T>
-RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf);
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
+                                RoutingBuffers<T>& buf);
 
 // Step 5: dz[N,E] = aux_scale·∂(lbl + z_loss)/∂z + ∂/∂z of Σ dgate·gate. dgate [N,K] is the
 // gradient of the loss with respect to each slot's gate (0 for dropped slots is fine: their gate

@@ -94,7 +94,7 @@ void assign(const Field& f, const toml::node& n, std::string_view origin, std::s
   std::visit(
       Overloaded{
           [&](int64_t* p) {
-            if (auto* v = n.as_integer()) {
+            if (const auto* v = n.as_integer()) {
               *p = v->get();
               return;
             }
@@ -102,7 +102,7 @@ void assign(const Field& f, const toml::node& n, std::string_view origin, std::s
                      fmt::format("write a whole number without quotes, e.g. {} = 4", f.name));
           },
           [&](uint64_t* p) {
-            auto* v = n.as_integer();
+            const auto* v = n.as_integer();
             if (v && v->get() >= 0) {
               *p = static_cast<uint64_t>(v->get());
               return;
@@ -112,11 +112,11 @@ void assign(const Field& f, const toml::node& n, std::string_view origin, std::s
           },
           [&](double* p) {
             // An integer is a fine spelling of a real number (`rope_theta = 10000`).
-            if (auto* v = n.as_floating_point()) {
+            if (const auto* v = n.as_floating_point()) {
               *p = v->get();
               return;
             }
-            if (auto* v = n.as_integer()) {
+            if (const auto* v = n.as_integer()) {
               *p = static_cast<double>(v->get());
               return;
             }
@@ -124,7 +124,7 @@ void assign(const Field& f, const toml::node& n, std::string_view origin, std::s
                      fmt::format("write it without quotes, e.g. {} = 0.5", f.name));
           },
           [&](std::string* p) {
-            if (auto* v = n.as_string()) {
+            if (const auto* v = n.as_string()) {
               *p = v->get();
               return;
             }
@@ -347,10 +347,10 @@ std::string quote(std::string_view s) {
 void write_fields(std::string& out, const std::vector<Field>& fields) {
   for (const Field& f : fields) {
     std::string value = std::visit(Overloaded{
-                                       [](int64_t* p) { return fmt::format("{}", *p); },
-                                       [](uint64_t* p) { return fmt::format("{}", *p); },
-                                       [](double* p) { return format_double(*p); },
-                                       [](std::string* p) { return quote(*p); },
+                                       [](const int64_t* p) { return fmt::format("{}", *p); },
+                                       [](const uint64_t* p) { return fmt::format("{}", *p); },
+                                       [](const double* p) { return format_double(*p); },
+                                       [](const std::string* p) { return quote(*p); },
                                    },
                                    f.ptr);
     out += fmt::format("{} = {}\n", f.name, value);

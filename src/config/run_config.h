@@ -31,13 +31,13 @@ struct ModelConfig {
 };
 
 struct RouterConfig {
-  std::string type = "topk";         // "topk" (this issue); later: expert_choice, bip, hash, ...
-  std::string score = "softmax";     // "softmax" | "sigmoid"
-  std::string gate = "renorm";       // "renorm" | "raw"
-  double gate_scale = 1.0;           // > 0
-  double capacity_factor = 0.0;      // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
-  std::string drop_policy = "probs"; // "probs" | "position" (only with capacity)
-  double z_loss_coef = 0.0;          // router z-loss coefficient; 0 = off (1e-3 typical)
+  std::string type = "topk";          // "topk" (this issue); later: expert_choice, bip, hash, ...
+  std::string score = "softmax";      // "softmax" | "sigmoid"
+  std::string gate = "renorm";        // "renorm" | "raw"
+  double gate_scale = 1.0;            // > 0
+  double capacity_factor = 0.0;       // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
+  std::string drop_policy = "probs";  // "probs" | "position" (only with capacity)
+  double z_loss_coef = 0.0;           // router z-loss coefficient; 0 = off (1e-3 typical)
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".
@@ -52,22 +52,22 @@ struct BalanceConfig {
 };
 
 struct TrainConfig {
-  int64_t micro_batch = 8;     // B, sequences per micro-batch
-  int64_t grad_accum = 1;      // micro-batches per optimizer step
-  int64_t steps = 100;         // optimizer steps
-  double lr = 1e-3;            // peak learning rate
-  double min_lr_ratio = 0.1;   // cosine floor as a fraction of lr
-  int64_t warmup_steps = 10;   // linear warmup from 0
-  double weight_decay = 0.1;   // decoupled (AdamW); never applied to norm weights
+  int64_t micro_batch = 8;    // B, sequences per micro-batch
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+  int64_t steps = 100;        // optimizer steps
+  double lr = 1e-3;           // peak learning rate
+  double min_lr_ratio = 0.1;  // cosine floor as a fraction of lr
+  int64_t warmup_steps = 10;  // linear warmup from 0
+  double weight_decay = 0.1;  // decoupled (AdamW); never applied to norm weights
   double beta1 = 0.9;
   double beta2 = 0.95;
   double adam_eps = 1e-8;
-  double grad_clip = 1.0;      // global-norm clip; 0 = off
-  uint64_t seed = 1234;        // initialisation and data order
-  int64_t eval_every = 50;     // steps between evaluations; 0 = only at the end
-  int64_t eval_batches = 4;    // micro-batches per evaluation
-  int64_t checkpoint_every = 0;// steps between checkpoints; 0 = only at the end
-  int64_t log_every = 1;       // steps between terminal progress lines
+  double grad_clip = 1.0;        // global-norm clip; 0 = off
+  uint64_t seed = 1234;          // initialisation and data order
+  int64_t eval_every = 50;       // steps between evaluations; 0 = only at the end
+  int64_t eval_batches = 4;      // micro-batches per evaluation
+  int64_t checkpoint_every = 0;  // steps between checkpoints; 0 = only at the end
+  int64_t log_every = 1;         // steps between terminal progress lines
 };
 
 struct DataConfig {
@@ -78,8 +78,8 @@ struct DataConfig {
 };
 
 struct SystemConfig {
-  int64_t threads = 2;           // OpenMP threads (kernels and BLAS share one pool)
-  std::string gemm = "onednn";   // "onednn" | "openblas"
+  int64_t threads = 2;          // OpenMP threads (kernels and BLAS share one pool)
+  std::string gemm = "onednn";  // "onednn" | "openblas"
 };
 
 struct RunConfig {
@@ -96,7 +96,8 @@ struct RunConfig {
 // validates. Throws sy::Error naming the file, key, value and what is allowed.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same, from TOML text (tests; `origin` names the source in messages).
-RunConfig parse_run_config(const std::string& toml_text, const std::vector<std::string>& overrides = {},
+RunConfig parse_run_config(const std::string& toml_text,
+                           const std::vector<std::string>& overrides = {},
                            const std::string& origin = "<string>");
 // Validates cross-field constraints (K ≤ E, D % H, capacity ≥ 1 token, K=1 with renorm, ...).
 void validate(const RunConfig& cfg);

@@ -481,7 +481,7 @@ TEST(RunConfigTest, RoundTripPreservesEveryFieldEvenOutOfRange) {
             } else if constexpr (std::is_same_v<T, double>) {
               *p = i / 7.0;
             } else {
-              *p = static_cast<T>(1000 + i);
+              *p = static_cast<T>(1000 + i);  // NOLINT(bugprone-misplaced-widening-cast): small
             }
           },
           f.ptr);

@@ -190,7 +190,7 @@ void validate(const RunConfig& cfg_in, std::string_view origin) {
   // NaN slips through every "x > 0" below and inf through most, so reject both once, for all.
   for (const Section& s : sections(cfg)) {
     for (const Field& f : s.fields) {
-      if (auto* p = std::get_if<double*>(&f.ptr)) {
+      if (const auto* p = std::get_if<double*>(&f.ptr)) {
         c.require(std::isfinite(**p), full_key(s.name, f.name), "a finite number", num(**p));
       }
     }

@@ -22,9 +22,9 @@ class Error : public std::runtime_error {
 }  // namespace sy
 
 // Always-on check: SY_CHECK(cond, "fmt {}", args...) throws sy::Error with the formatted message.
-#define SY_CHECK(cond, ...)                                 \
-  do {                                                      \
-    if (!(cond)) ::sy::fail(::fmt::format(__VA_ARGS__));    \
+#define SY_CHECK(cond, ...)                              \
+  do {                                                   \
+    if (!(cond)) ::sy::fail(::fmt::format(__VA_ARGS__)); \
   } while (0)
 
 #ifdef NDEBUG

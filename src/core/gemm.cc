@@ -46,8 +46,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   }
 }
 
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+          const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
+          int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i)
@@ -83,6 +84,11 @@ double measure_sgemm_gflops(int64_t m, int64_t n, int64_t k, int reps) {
   }
   std::sort(secs.begin(), secs.end());
   return 2.0 * m * n * k / secs[secs.size() / 2] / 1e9;
+}
+
+double measure_sgemm_peak() {
+  return std::max(measure_sgemm_gflops(1024, 1024, 1024, 9),
+                  measure_sgemm_gflops(2048, 2048, 2048, 5));
 }
 
 }  // namespace sy

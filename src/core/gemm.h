@@ -23,8 +23,9 @@ const char* gemm_backend_name(GemmBackend b);
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+          const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
+          int64_t ldc);
 
 }  // namespace sy
 
@@ -33,4 +34,7 @@ namespace sy {
 // OpenMP thread count: the median of `reps` multiplications of [m,k]·[k,n] after a warm-up.
 // The MFU denominator. Allocates its operands (call it outside the step loop).
 double measure_sgemm_gflops(int64_t m = 1024, int64_t n = 1024, int64_t k = 1024, int reps = 7);
+// The MFU denominator everywhere (trainer and benchmarks): the best of 1024³ and 2048³ GEMMs on
+// the current backend and thread count (≈ 0.4 s).
+double measure_sgemm_peak();
 }  // namespace sy

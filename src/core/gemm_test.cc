@@ -42,7 +42,8 @@ void check_all_transposes(double tol) {
         for (auto& v : c) v = static_cast<T>(rng.normal());
         c_ref = c;
         gemm(ta, tb, m, n, k, T(0.5), a.data(), lda, b.data(), ldb, T(1.5), c.data(), ldc);
-        gemm_ref<T>(ta, tb, m, n, k, T(0.5), a.data(), lda, b.data(), ldb, T(1.5), c_ref.data(), ldc);
+        gemm_ref<T>(ta, tb, m, n, k, T(0.5), a.data(), lda, b.data(), ldb, T(1.5), c_ref.data(),
+                    ldc);
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < n; ++j)
             ASSERT_NEAR(c[i * ldc + j], c_ref[i * ldc + j], tol)

@@ -4,7 +4,8 @@
 // and compares it with g[i]. Returns the worst error, measured as |g - fd| / max(|g| + |fd|, floor)
 // so that tiny gradients are compared absolutely. The default floor (negative) is 1e-3 of the
 // largest |g|: coordinates whose gradient is a thousand times below the largest are dominated
-// by the central difference's own rounding noise (≈ 1e-16·|f| / eps). Not thread-safe (mutates x, restores it).
+// by the central difference's own rounding noise (≈ 1e-16·|f| / eps). Not thread-safe (mutates x,
+// restores it).
 #pragma once
 
 #include <algorithm>

@@ -30,6 +30,7 @@ class Rng {
   double uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
   // Uniform integer in [0, n), n > 0 (Lemire's multiply-shift, negligible bias for n << 2^64).
   uint64_t below(uint64_t n) {
+    // NOLINTNEXTLINE(modernize-use-using): __extension__ (quiet under -Wpedantic) needs typedef
     __extension__ typedef unsigned __int128 u128;
     return static_cast<uint64_t>((static_cast<u128>(next_u64()) * n) >> 64);
   }

@@ -18,32 +18,51 @@ uint64_t mix(uint64_t x) {
 }
 }  // namespace
 
-SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed, uint64_t first_index)
+SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed,
+                                 uint64_t first_index)
     : vocab_(vocab), seq_len_(seq_len), seed_(seed), first_(first_index) {
   SY_CHECK(vocab >= 2, "synthetic data: model.vocab_size must be >= 2, got {}", vocab);
+  active_ = std::min<int64_t>(vocab, kActiveTokens);
+  // Each domain draws its active tokens from the vocabulary (domains overlap partly) and links
+  // every token to 4 successors among them.
+  active_tokens_.resize(static_cast<size_t>(kDomains) * active_);
+  for (int d = 0; d < kDomains; ++d) {
+    std::vector<int32_t> perm(vocab);
+    for (int64_t i = 0; i < vocab; ++i) perm[i] = static_cast<int32_t>(i);
+    Rng r(mix(seed ^ mix(0xD0D0ull + d)));
+    for (int64_t i = 0; i < active_; ++i) std::swap(perm[i], perm[i + r.below(vocab - i)]);
+    std::copy(perm.begin(), perm.begin() + active_, active_tokens_.begin() + d * active_);
+  }
   successors_.resize(static_cast<size_t>(kDomains) * vocab * 4);
   for (int d = 0; d < kDomains; ++d)
     for (int64_t a = 0; a < vocab; ++a)
       for (int j = 0; j < 4; ++j)
-        successors_[(d * vocab + a) * 4 + j] = static_cast<int32_t>(
-            mix(seed ^ mix((static_cast<uint64_t>(d) << 48) ^ (static_cast<uint64_t>(a) << 8) ^ j)) %
-            static_cast<uint64_t>(vocab));
+        successors_[(d * vocab + a) * 4 + j] =
+            active_tokens_[d * active_ + mix(seed ^ mix((static_cast<uint64_t>(d) << 48) ^
+                                                        (static_cast<uint64_t>(a) << 8) ^ j)) %
+                                             static_cast<uint64_t>(active_)];
 }
 
 int32_t SyntheticSource::sequence(uint64_t index, int32_t* out) const {
   Rng r(mix(seed_ ^ mix(index)));
   const int32_t d = static_cast<int32_t>(r.below(kDomains));
   const int32_t* succ = successors_.data() + static_cast<size_t>(d) * vocab_ * 4;
-  int32_t tok = static_cast<int32_t>(r.below(vocab_));
+  const int32_t* active = active_tokens_.data() + static_cast<size_t>(d) * active_;
+  int32_t tok = active[r.below(active_)];
   for (int64_t s = 0; s <= seq_len_; ++s) {
     out[s] = tok;
     const double u = r.uniform();
-    // Successor probabilities 0.45, 0.25, 0.12, 0.08; 0.10 uniform noise.
-    if (u < 0.45) tok = succ[tok * 4 + 0];
-    else if (u < 0.70) tok = succ[tok * 4 + 1];
-    else if (u < 0.82) tok = succ[tok * 4 + 2];
-    else if (u < 0.90) tok = succ[tok * 4 + 3];
-    else tok = static_cast<int32_t>(r.below(vocab_));
+    // Successor probabilities 0.45, 0.25, 0.12, 0.08; 0.10 uniform noise over the domain's tokens.
+    if (u < 0.45)
+      tok = succ[tok * 4 + 0];
+    else if (u < 0.70)
+      tok = succ[tok * 4 + 1];
+    else if (u < 0.82)
+      tok = succ[tok * 4 + 2];
+    else if (u < 0.90)
+      tok = succ[tok * 4 + 3];
+    else
+      tok = active[r.below(active_)];
   }
   return d;
 }
@@ -56,8 +75,8 @@ void SyntheticSource::next(int32_t* tokens, int32_t* domains, int64_t B) {
 }
 
 std::string SyntheticSource::describe() const {
-  return fmt::format("synthetic corpus (seed {}, {} Markov domains, vocab {})", seed_, kDomains,
-                     vocab_);
+  return fmt::format("synthetic corpus (seed {}, {} Markov domains of {} tokens each, vocab {})",
+                     seed_, kDomains, active_, vocab_);
 }
 
 TokenFileSource::TokenFileSource(const std::string& path, int64_t vocab, int64_t seq_len,
@@ -126,7 +145,8 @@ std::unique_ptr<BatchSource> make_valid_source(const RunConfig& cfg) {
     return std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed,
                                              SyntheticSource::kValidBase);
   if (cfg.data.valid_tokens.empty()) return nullptr;
-  return std::make_unique<TokenFileSource>(cfg.data.valid_tokens, m.vocab_size, m.seq_len, false, 0);
+  return std::make_unique<TokenFileSource>(cfg.data.valid_tokens, m.vocab_size, m.seq_len, false,
+                                           0);
 }
 
 }  // namespace sy

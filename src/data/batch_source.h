@@ -29,11 +29,13 @@ class BatchSource {
 };
 
 // The built-in synthetic corpus (docs/data.md): 4 "domains", each an order-1 Markov chain over
-// the vocabulary with 4 likely successors per token and 10% uniform noise. Sequence i is a pure
+// its own seeded subset of min(V, 512) tokens, with 4 likely successors per token (probabilities
+// 0.45, 0.25, 0.12, 0.08) and 10% uniform noise within the domain's tokens. Sequence i is a pure
 // function of (seed, i): random access, resumable, identical on every machine.
 class SyntheticSource : public BatchSource {
  public:
   static constexpr int kDomains = 4;
+  static constexpr int64_t kActiveTokens = 512;
   // first_index: the validation stream starts far from the training stream (kValidBase).
   static constexpr uint64_t kValidBase = 1ull << 40;
   SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed, uint64_t first_index = 0);
@@ -48,7 +50,9 @@ class SyntheticSource : public BatchSource {
  private:
   int64_t vocab_, seq_len_;
   uint64_t seed_, first_, pos_ = 0;
-  std::vector<int32_t> successors_;  // [kDomains, V, 4]
+  int64_t active_ = 0;                  // tokens per domain
+  std::vector<int32_t> active_tokens_;  // [kDomains, active_]
+  std::vector<int32_t> successors_;     // [kDomains, V, 4]
 };
 
 // A raw little-endian int32 token file read as consecutive, non-overlapping sequences of S+1

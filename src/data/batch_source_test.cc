@@ -69,10 +69,11 @@ TEST(TokenFileSourceTest, EpochIsAPermutationAndResumes) {
 TEST(TokenFileSourceTest, RejectsBadFilesWithClearMessages) {
   auto bad_id = write_tokens({1, 2, 99, 3}, "bad_id.bin");
   try {
-    TokenFileSource(bad_id, 10, 2, false, 0);
+    TokenFileSource(bad_id, 10, 2, false, 0);  // NOLINT(bugprone-unused-raii): must throw
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("index 2 must be in [0, 10)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("index 2 must be in [0, 10)"), std::string::npos)
+        << e.what();
   }
   std::string odd = ::testing::TempDir() + "odd.bin";
   std::ofstream(odd, std::ios::binary).write("abcde", 5);

@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <signal.h>
+#include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX kill()
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -140,7 +140,7 @@ void replace_dir(const std::string& src, const std::string& dst) {
 }
 
 // The pid in a `<x>.tmp-<pid>` or `<x>.old-<pid>` name, or -1.
-long debris_pid(const std::string& name, const char* tag) {
+int64_t debris_pid(const std::string& name, const char* tag) {
   const size_t at = name.rfind(tag);
   if (at == std::string::npos) return -1;
   const std::string digits = name.substr(at + std::strlen(tag));
@@ -150,7 +150,7 @@ long debris_pid(const std::string& name, const char* tag) {
   return std::stol(digits);
 }
 
-bool process_alive(long pid) {
+bool process_alive(int64_t pid) {
   if (pid == ::getpid()) return true;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
@@ -297,7 +297,7 @@ std::map<std::string, ManifestEntry> verify_checkpoint(const std::string& dir) {
              "{}: files[{}] must be {{\"bytes\": n >= 0, \"sha256\": 64 hex digits}}, got {}",
              mpath, name, f.dump());
     ManifestEntry e{f["bytes"].get<int64_t>(), f["sha256"].get<std::string>()};
-    const std::string p = dir + "/" + name;
+    const std::string p = dir + "/" + name;  // NOLINT(performance-inefficient-string-concatenation)
     SY_CHECK(fs::is_regular_file(p, ec),
              "{}: file listed in the manifest must exist, got no such file; the checkpoint is "
              "incomplete",
@@ -377,10 +377,10 @@ std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_
   SY_CHECK(!ec, "{}: cannot list directory: {}", run_dir, ec.message());
   for (const fs::path& p : entries) {
     const std::string name = p.filename().string();
-    if (long pid = debris_pid(name, kTmpTag); pid > 0 && !process_alive(pid)) {
+    if (int64_t pid = debris_pid(name, kTmpTag); pid > 0 && !process_alive(pid)) {
       fs::remove_all(p, ec);
       removed.push_back(name);
-    } else if (long opid = debris_pid(name, kOldTag); opid > 0 && !process_alive(opid)) {
+    } else if (int64_t opid = debris_pid(name, kOldTag); opid > 0 && !process_alive(opid)) {
       // The rename-aside fallback crashed between its two renames: restore if nothing replaced it.
       const std::string base = name.substr(0, name.rfind(kOldTag));
       if (fs::exists(p.parent_path() / base, ec)) {

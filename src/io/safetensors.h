@@ -85,7 +85,7 @@ class SafetensorsReader {
   SafetensorsReader& operator=(const SafetensorsReader&) = delete;
 
   const std::string& path() const { return path_; }
-  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  bool has(const std::string& name) const { return tensors_.contains(name); }
   std::vector<std::string> names() const;                 // sorted
   const TensorInfo& info(const std::string& name) const;  // throws if absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

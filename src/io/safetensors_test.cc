@@ -115,7 +115,10 @@ TEST_F(SafetensorsTest, RoundTripsEveryDtypeBitExactly) {
   r.read("u8", {5}, u8b.data());
   r.read("scalar", {}, &scalarb);
   r.read("empty", "F32", {0, 4}, nullptr);
-  EXPECT_EQ(std::memcmp(f32.data(), f32b.data(), 24), 0);  // -0.0 and the NaN payload survive
+  // -0.0 and the NaN payload must survive, so compare bits, not values.
+  // NOLINTNEXTLINE(bugprone-suspicious-memory-comparison): bit-exact on purpose
+  EXPECT_EQ(std::memcmp(f32.data(), f32b.data(), 24), 0);
+  // NOLINTNEXTLINE(bugprone-suspicious-memory-comparison): bit-exact on purpose
   EXPECT_EQ(std::memcmp(f64.data(), f64b.data(), 24), 0);
   EXPECT_EQ(i32, i32b);
   EXPECT_EQ(i64, i64b);

@@ -182,8 +182,8 @@ void Transformer<T>::init(uint64_t seed) {
       std::fill(w, w + p.numel, T(1));
       continue;
     }
-    const bool out_proj = p.name.find("o_proj") != std::string::npos ||
-                          p.name.find("down_proj") != std::string::npos;
+    const bool out_proj =
+        p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
     const double s = out_proj ? std_out : std_;
     Rng r = base.fork(i);
     for (int64_t j = 0; j < p.numel; ++j) w[j] = static_cast<T>(r.normal() * s);
@@ -208,7 +208,8 @@ MoeGrads<T> Transformer<T>::moe_grads(const Layer& L) {
 
 template <typename T>
 ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B) {
-  SY_CHECK(B >= 1 && B <= b_max_, "Transformer::forward: batch must be in [1, {}], got {}", b_max_, B);
+  SY_CHECK(B >= 1 && B <= b_max_, "Transformer::forward: batch must be in [1, {}], got {}", b_max_,
+           B);
   b_ = B;
   const int64_t S = S_, D = D_, N = B * S;
   for (int64_t b = 0; b < B; ++b)
@@ -283,13 +284,14 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     std::fill(dln, dln + N * D, T(0));
     if (L.moe) {
       --mi;
-      moe_backward(ropt_, moe_dims_, moe_weights(L), moe_grads(L), ln2_[l].data(), N,
-                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln);
+      moe_backward(ropt_, moe_dims_, moe_weights(L), moe_grads(L), ln2_[l].data(), N, moe_acts_[mi],
+                   moe_scratch_, dres, aux_scale, dln);
     } else {
       T* dact = ddense_act_.data();
       T* dhu = ddense_hu_.data();
       std::fill(dact, dact + N * Fd_, T(0));
-      matmul_backward(dact, G + L.dense_down, dres, dense_act_[l].data(), P + L.dense_down, N, Fd_, D);
+      matmul_backward(dact, G + L.dense_down, dres, dense_act_[l].data(), P + L.dense_down, N, Fd_,
+                      D);
       std::fill(dhu, dhu + N * 2 * Fd_, T(0));
       swiglu_backward(dhu, dact, dense_hu_[l].data(), N, Fd_);
       matmul_backward(dln, G + L.dense_gate_up, dhu, ln2_[l].data(), P + L.dense_gate_up, N, D,

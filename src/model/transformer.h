@@ -26,7 +26,7 @@ struct ParamInfo {
   std::vector<int64_t> shape;  // [out, in] for matrices
   int64_t offset = 0;          // elements from the start of the parameter block
   int64_t numel = 0;
-  bool decay = true;           // weight decay applies (false for norm weights)
+  bool decay = true;  // weight decay applies (false for norm weights)
 };
 
 // Router options implied by a run's config (balance terms of type lbl / scope micro are summed).
@@ -34,10 +34,10 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const Bala
 
 // Results of one forward pass over a micro-batch.
 struct ForwardStats {
-  double ce_sum = 0;      // Σ over tokens of the cross-entropy (nats)
-  int64_t n_tokens = 0;   // tokens with a target
-  double lbl = 0;         // Σ over MoE layers of α·LBL
-  double z_loss = 0;      // Σ over MoE layers of coef·z-loss
+  double ce_sum = 0;     // Σ over tokens of the cross-entropy (nats)
+  int64_t n_tokens = 0;  // tokens with a target
+  double lbl = 0;        // Σ over MoE layers of α·LBL
+  double z_loss = 0;     // Σ over MoE layers of coef·z-loss
 };
 
 template <typename T>
@@ -72,14 +72,16 @@ class Transformer {
   const T* logits() const { return logits_.data(); }
   int64_t n_moe_layers() const { return static_cast<int64_t>(moe_layer_index_.size()); }
   // Layer l (0-based over all layers) is an MoE layer iff l ≥ n_dense_layers.
-  const RoutingBuffers<T>& layer_route(int64_t moe_layer) const { return moe_acts_[moe_layer].route; }
+  const RoutingBuffers<T>& layer_route(int64_t moe_layer) const {
+    return moe_acts_[moe_layer].route;
+  }
   const RoutingStats& layer_stats(int64_t moe_layer) const { return moe_stats_[moe_layer]; }
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 
  private:
   struct Layer {
-    int64_t ln1, qkv, o, ln2;             // parameter offsets
+    int64_t ln1, qkv, o, ln2;  // parameter offsets
     int64_t router = -1, gate_up = -1, down = -1, shared_gate_up = -1, shared_down = -1;
     int64_t dense_gate_up = -1, dense_down = -1;
     bool moe = false;
@@ -101,16 +103,16 @@ class Transformer {
   Buffer<T> params_, grads_;
 
   // Activations (N = B·S rows), sized for micro_batch.
-  int64_t b_ = 0;                      // B of the last forward
-  Buffer<int32_t> inputs_, targets_;   // [N]
-  Buffer<T> rope_cos_, rope_sin_;      // [S, hd/2]
-  std::vector<Buffer<T>> res_;         // L+1 × [N, D] residual stream
+  int64_t b_ = 0;                     // B of the last forward
+  Buffer<int32_t> inputs_, targets_;  // [N]
+  Buffer<T> rope_cos_, rope_sin_;     // [S, hd/2]
+  std::vector<Buffer<T>> res_;        // L+1 × [N, D] residual stream
   std::vector<Buffer<T>> ln1_, rstd1_, qkv_, att_, attn_y_, res_mid_, ln2_, rstd2_;
   std::vector<Buffer<T>> dense_hu_, dense_act_;  // dense layers only
   std::vector<MoeActivations<T>> moe_acts_;
   std::vector<RoutingStats> moe_stats_;
   Buffer<T> lnf_, rstdf_, logits_, losses_;
-  Buffer<T> tmp_;                      // [N, D] projection / FFN output before the residual add
+  Buffer<T> tmp_;  // [N, D] projection / FFN output before the residual add
   // Backward scratch.
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
   MoeScratch<T> moe_scratch_;

@@ -68,9 +68,13 @@ void check_model_gradient(const std::string& score, const std::string& gate, dou
   }
 }
 
-TEST(TransformerTest, WholeModelGradientSoftmaxRenorm) { check_model_gradient("softmax", "renorm", 0); }
+TEST(TransformerTest, WholeModelGradientSoftmaxRenorm) {
+  check_model_gradient("softmax", "renorm", 0);
+}
 TEST(TransformerTest, WholeModelGradientSigmoidRaw) { check_model_gradient("sigmoid", "raw", 0); }
-TEST(TransformerTest, WholeModelGradientWithCapacity) { check_model_gradient("softmax", "renorm", 1.0); }
+TEST(TransformerTest, WholeModelGradientWithCapacity) {
+  check_model_gradient("softmax", "renorm", 1.0);
+}
 
 TEST(TransformerTest, ParamTableUsesHuggingFaceNamesAndDoesNotOverlap) {
   ModelConfig m = tiny_model();
@@ -79,16 +83,16 @@ TEST(TransformerTest, ParamTableUsesHuggingFaceNamesAndDoesNotOverlap) {
   std::vector<std::pair<int64_t, int64_t>> spans;
   for (const auto& p : model.param_table()) {
     EXPECT_TRUE(names.insert(p.name).second) << p.name;
-    spans.push_back({p.offset, p.offset + p.numel});
+    spans.emplace_back(p.offset, p.offset + p.numel);
     EXPECT_LE(p.offset + p.numel, model.num_params());
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i) EXPECT_LE(spans[i - 1].second, spans[i].first);
-  for (const char* n : {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
-                        "model.layers.1.mlp.gate.weight",
-                        "model.layers.1.mlp.experts.3.down_proj.weight",
-                        "model.layers.1.mlp.shared_experts.0.up_proj.weight",
-                        "model.layers.1.self_attn.v_proj.weight", "model.norm.weight", "lm_head.weight"})
+  for (const char* n :
+       {"model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.experts.3.down_proj.weight",
+        "model.layers.1.mlp.shared_experts.0.up_proj.weight",
+        "model.layers.1.self_attn.v_proj.weight", "model.norm.weight", "lm_head.weight"})
     EXPECT_TRUE(names.count(n)) << n;
 }
 

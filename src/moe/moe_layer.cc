@@ -171,15 +171,17 @@ void moe_backward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<
   }
 }
 
-#define SY_INSTANTIATE(T)                                                                       \
-  template struct MoeActivations<T>;                                                            \
-  template struct MoeScratch<T>;                                                                \
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.
+#define SY_INSTANTIATE(T)                                                                        \
+  template struct MoeActivations<T>;                                                             \
+  template struct MoeScratch<T>;                                                                 \
   template RoutingStats moe_forward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&, \
-                                       const T*, int64_t, MoeActivations<T>&, T*);              \
+                                       const T*, int64_t, MoeActivations<T>&, T*);               \
   template void moe_backward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&,        \
-                                const MoeGrads<T>&, const T*, int64_t, MoeActivations<T>&,      \
+                                const MoeGrads<T>&, const T*, int64_t, MoeActivations<T>&,       \
                                 MoeScratch<T>&, const T*, T, T*);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
+// NOLINTEND(bugprone-macro-parentheses)
 
 }  // namespace sy

@@ -47,7 +47,7 @@ struct MoeGrads {  // accumulated into (+=)
 template <typename T>
 struct MoeActivations {
   void resize(const MoeDims& dims);
-  Buffer<T> logits;      // [N, E] router logits z
+  Buffer<T> logits;  // [N, E] router logits z
   RoutingBuffers<T> route;
   Buffer<T> xs;          // [M, D]  inputs gathered in expert order
   Buffer<T> hu;          // [M, 2F] gate|up pre-activations
@@ -61,9 +61,9 @@ struct MoeActivations {
 template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
-  Buffer<T> dys, dact, dhu, dxs;  // [M, D], [M, F], [M, 2F], [M, D]
-  Buffer<T> dgate;                // [N, K]
-  Buffer<T> dz;                   // [N, E]
+  Buffer<T> dys, dact, dhu, dxs;      // [M, D], [M, F], [M, 2F], [M, D]
+  Buffer<T> dgate;                    // [N, K]
+  Buffer<T> dz;                       // [N, E]
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]
 };
 

@@ -107,9 +107,12 @@ void check_moe_gradients(int64_t n_shared, double cf) {
     const char* name;
     std::vector<double>* x;
     std::vector<double>* g;
-  } cases[] = {{"h", &fx.h, &dh},          {"router", &fx.router, &drouter},
-               {"gate_up", &fx.gate_up, &dgu}, {"down", &fx.down, &ddown},
-               {"shared_gate_up", &fx.sgu, &dsgu}, {"shared_down", &fx.sdown, &dsdown}};
+  } cases[] = {{"h", &fx.h, &dh},
+               {"router", &fx.router, &drouter},
+               {"gate_up", &fx.gate_up, &dgu},
+               {"down", &fx.down, &ddown},
+               {"shared_gate_up", &fx.sgu, &dsgu},
+               {"shared_down", &fx.sdown, &dsdown}};
   for (auto& c : cases) {
     if (c.x->empty()) continue;
     auto res = check_gradient(f, c.x->data(), c.x->size(), c.g->data(), 1e-5, 300);

@@ -66,7 +66,8 @@ inline T row_sum(const T* p, int64_t e) {
 }  // namespace
 
 template <typename T>
-RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf) {
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
+                                RoutingBuffers<T>& buf) {
   const int64_t E = o.n_experts, K = o.top_k;
   SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
   buf.n = n;
@@ -219,7 +220,8 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
       dlbl[i] = static_cast<T>(aux_scale * o.lbl_coef * E *
                                (static_cast<double>(buf.load[i]) / static_cast<double>(K * n)) / n);
   }
-  const T zc = o.z_loss_coef > 0 && n > 0 ? static_cast<T>(aux_scale * o.z_loss_coef * 2.0 / n) : T(0);
+  const T zc =
+      o.z_loss_coef > 0 && n > 0 ? static_cast<T>(aux_scale * o.z_loss_coef * 2.0 / n) : T(0);
 
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
@@ -267,13 +269,15 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
   }
 }
 
-#define SY_INSTANTIATE(T)                                                                      \
-  template struct RoutingBuffers<T>;                                                           \
-  template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t,           \
-                                              RoutingBuffers<T>&);                             \
-  template void topk_route_backward<T>(const TopKOptions&, const T*, const T*, T,              \
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.
+#define SY_INSTANTIATE(T)                                                            \
+  template struct RoutingBuffers<T>;                                                 \
+  template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t, \
+                                              RoutingBuffers<T>&);                   \
+  template void topk_route_backward<T>(const TopKOptions&, const T*, const T*, T,    \
                                        RoutingBuffers<T>&, T*);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
+// NOLINTEND(bugprone-macro-parentheses)
 
 }  // namespace sy

@@ -29,7 +29,8 @@ TEST(TopKRouterTest, TiesGoToTheLowerExpertIndex) {
   topk_route_forward(o, z.data(), 4, buf);
   for (int t = 0; t < 4; ++t)
     for (int k = 0; k < 3; ++k) EXPECT_EQ(buf.expert[t * 3 + k], k);
-  for (float g : std::vector<float>(buf.gate.begin(), buf.gate.begin() + 12)) EXPECT_NEAR(g, 1.f / 3, 1e-6);
+  for (float g : std::vector<float>(buf.gate.begin(), buf.gate.begin() + 12))
+    EXPECT_NEAR(g, 1.f / 3, 1e-6);
 }
 
 TEST(TopKRouterTest, SelectsHighestScoresInDescendingOrder) {
@@ -140,11 +141,21 @@ void check_router_gradient(ScoreFn s, GateFn g, double cf) {
   EXPECT_LT(r.max_error, 1e-6) << describe(r);
 }
 
-TEST(TopKRouterTest, GradientSoftmaxRenorm) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 0); }
-TEST(TopKRouterTest, GradientSoftmaxRaw) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRaw, 0); }
-TEST(TopKRouterTest, GradientSigmoidRenorm) { check_router_gradient(ScoreFn::kSigmoid, GateFn::kRenorm, 0); }
-TEST(TopKRouterTest, GradientSigmoidRaw) { check_router_gradient(ScoreFn::kSigmoid, GateFn::kRaw, 0); }
-TEST(TopKRouterTest, GradientWithCapacityDrops) { check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 1.0); }
+TEST(TopKRouterTest, GradientSoftmaxRenorm) {
+  check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 0);
+}
+TEST(TopKRouterTest, GradientSoftmaxRaw) {
+  check_router_gradient(ScoreFn::kSoftmax, GateFn::kRaw, 0);
+}
+TEST(TopKRouterTest, GradientSigmoidRenorm) {
+  check_router_gradient(ScoreFn::kSigmoid, GateFn::kRenorm, 0);
+}
+TEST(TopKRouterTest, GradientSigmoidRaw) {
+  check_router_gradient(ScoreFn::kSigmoid, GateFn::kRaw, 0);
+}
+TEST(TopKRouterTest, GradientWithCapacityDrops) {
+  check_router_gradient(ScoreFn::kSoftmax, GateFn::kRenorm, 1.0);
+}
 
 }  // namespace
 }  // namespace sy

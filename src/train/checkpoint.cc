@@ -18,19 +18,33 @@ json switchyard_json(const RunConfig& c) {
   const auto& m = c.model;
   const auto& r = c.router;
   json terms = json::array();
-  for (const auto& t : c.balance.terms) terms.push_back({{"type", t.type}, {"scope", t.scope}, {"coef", t.coef}});
-  return json{
-      {"model",
-       {{"vocab_size", m.vocab_size}, {"d_model", m.d_model}, {"n_layers", m.n_layers},
-        {"n_heads", m.n_heads}, {"seq_len", m.seq_len}, {"n_experts", m.n_experts},
-        {"top_k", m.top_k}, {"d_expert", m.d_expert}, {"n_shared_experts", m.n_shared_experts},
-        {"d_shared", m.d_shared}, {"n_dense_layers", m.n_dense_layers}, {"d_dense", m.d_dense},
-        {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}, {"init_std", m.init_std}}},
-      {"router",
-       {{"type", r.type}, {"score", r.score}, {"gate", r.gate}, {"gate_scale", r.gate_scale},
-        {"capacity_factor", r.capacity_factor}, {"drop_policy", r.drop_policy},
-        {"z_loss_coef", r.z_loss_coef}}},
-      {"balance", {{"terms", terms}}}};
+  for (const auto& t : c.balance.terms)
+    terms.push_back({{"type", t.type}, {"scope", t.scope}, {"coef", t.coef}});
+  return json{{"model",
+               {{"vocab_size", m.vocab_size},
+                {"d_model", m.d_model},
+                {"n_layers", m.n_layers},
+                {"n_heads", m.n_heads},
+                {"seq_len", m.seq_len},
+                {"n_experts", m.n_experts},
+                {"top_k", m.top_k},
+                {"d_expert", m.d_expert},
+                {"n_shared_experts", m.n_shared_experts},
+                {"d_shared", m.d_shared},
+                {"n_dense_layers", m.n_dense_layers},
+                {"d_dense", m.d_dense},
+                {"rope_theta", m.rope_theta},
+                {"norm_eps", m.norm_eps},
+                {"init_std", m.init_std}}},
+              {"router",
+               {{"type", r.type},
+                {"score", r.score},
+                {"gate", r.gate},
+                {"gate_scale", r.gate_scale},
+                {"capacity_factor", r.capacity_factor},
+                {"drop_policy", r.drop_policy},
+                {"z_loss_coef", r.z_loss_coef}}},
+              {"balance", {{"terms", terms}}}};
 }
 
 std::string read_text(const std::string& path) {
@@ -149,9 +163,10 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
       }
       if (opt) opt->set_steps_taken(j.at("optimizer_steps").get<int64_t>());
     } catch (const json::exception& e) {
-      fail(fmt::format("{}/trainer_state.json: must hold step, data_position, tokens_seen and "
-                       "optimizer_steps: {}",
-                       dir, e.what()));
+      fail(
+          fmt::format("{}/trainer_state.json: must hold step, data_position, tokens_seen and "
+                      "optimizer_steps: {}",
+                      dir, e.what()));
     }
   }
 }

@@ -12,12 +12,12 @@
 namespace sy {
 
 struct LayerSummary {
-  double maxvio = 0;        // max_i c_i / mean c − 1 over the step's summed loads
-  double maxvio_micro = 0;  // mean over micro-batches of the micro-batch MaxVio
-  int64_t dead = 0;         // experts with load < 10% of the mean
-  double drop_rate = 0;     // dropped / assignments
-  double entropy = 0;       // mean per-token router entropy (nats)
-  double topk_score = 0;    // mean per-token sum of the selected scores
+  double maxvio = 0;           // max_i c_i / mean c − 1 over the step's summed loads
+  double maxvio_micro = 0;     // mean over micro-batches of the micro-batch MaxVio
+  int64_t dead = 0;            // experts with load < 10% of the mean
+  double drop_rate = 0;        // dropped / assignments
+  double entropy = 0;          // mean per-token router entropy (nats)
+  double topk_score = 0;       // mean per-token sum of the selected scores
   double lbl = 0, z_loss = 0;  // means over micro-batches (coefficient applied)
 };
 

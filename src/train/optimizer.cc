@@ -2,9 +2,10 @@
 
 #include <omp.h>
 
-#include <cmath>
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <utility>
 
 namespace sy {
 
@@ -37,7 +38,7 @@ double global_grad_norm(const float* g, int64_t n) {
   return std::sqrt(total);
 }
 
-AdamW::AdamW(const std::vector<ParamInfo>& table, int64_t n_params) : table_(table) {
+AdamW::AdamW(std::vector<ParamInfo> table, int64_t n_params) : table_(std::move(table)) {
   m_.reset(n_params);
   v_.reset(n_params);
 }

@@ -24,7 +24,7 @@ double global_grad_norm(const float* g, int64_t n);
 
 class AdamW {
  public:
-  AdamW(const std::vector<ParamInfo>& table, int64_t n_params);
+  AdamW(std::vector<ParamInfo> table, int64_t n_params);
 
   // One update: g ← g·grad_scale (clipping), then AdamW with bias correction:
   //   m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²;  p −= lr·(m̂/(√v̂ + ε) + wd·p)  (wd only where

@@ -30,7 +30,7 @@ using nlohmann::json;
 namespace {
 
 std::atomic<bool> g_stop_requested{false};
-extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
+extern "C" void on_stop_signal(int /*signum*/) { g_stop_requested.store(true); }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
@@ -39,6 +39,7 @@ double seconds_since(Clock::time_point t0) {
 
 std::string format_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
+  // NOLINTNEXTLINE(bugprone-incorrect-roundings): s >= 0 here, so +0.5 then truncate rounds
   const int64_t t = static_cast<int64_t>(s + 0.5);
   if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
   if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
@@ -156,11 +157,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   res.first_step = state.step;
   res.last_step = state.step;
   if (state.step >= tc.steps) {
-    if (!opts.quiet) fmt::print(stderr, "{}: already trained to step {} (train.steps = {})\n", out, state.step, tc.steps);
+    if (!opts.quiet)
+      fmt::print(stderr, "{}: already trained to step {} (train.steps = {})\n", out, state.step,
+                 tc.steps);
     return res;
   }
 
-  const double peak = measure_sgemm_gflops();
+  const double peak = measure_sgemm_peak();
   const double flops_tok = model.flops_per_token();
   if (!opts.quiet)
     fmt::print(stderr,
@@ -191,7 +194,10 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     if (!valid_src) return;
     EvalSums e = run_eval(model, *valid_src, tc.eval_batches, tokens, domains);
     const double loss = e.tokens ? e.ce / e.tokens : 0.0;
-    json j = {{"type", "eval"}, {"step", step}, {"loss", loss}, {"perplexity", std::exp(loss)},
+    json j = {{"type", "eval"},
+              {"step", step},
+              {"loss", loss},
+              {"perplexity", std::exp(loss)},
               {"tokens", e.tokens}};
     json mv = json::array();
     for (const auto& l : e.load) mv.push_back(maxvio(l.data(), m.n_experts));
@@ -199,7 +205,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     std::fprintf(log, "%s\n", j.dump().c_str());
     std::fflush(log);
     res.final_eval_loss = loss;
-    if (!opts.quiet) fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss, std::exp(loss));
+    if (!opts.quiet)
+      fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
+                 std::exp(loss));
   };
 
   const auto run_t0 = Clock::now();
@@ -249,26 +257,46 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       sup_mv = std::max(sup_mv, s.maxvio);
       json ep = json::object();
       for (int64_t r = 2; r < m.n_experts; r *= 2)
-        if (m.n_experts % r == 0) ep[std::to_string(r)] = ep_imbalance(sm.load(l).data(), m.n_experts, r);
-      layers.push_back({{"layer", m.n_dense_layers + l}, {"load", sm.load(l)}, {"maxvio", s.maxvio},
-                        {"maxvio_micro", s.maxvio_micro}, {"dead_experts", s.dead},
-                        {"drop_rate", s.drop_rate}, {"router_entropy", s.entropy},
-                        {"topk_score_sum", s.topk_score}, {"lbl", s.lbl}, {"z_loss", s.z_loss},
+        if (m.n_experts % r == 0)
+          ep[std::to_string(r)] = ep_imbalance(sm.load(l).data(), m.n_experts, r);
+      layers.push_back({{"layer", m.n_dense_layers + l},
+                        {"load", sm.load(l)},
+                        {"maxvio", s.maxvio},
+                        {"maxvio_micro", s.maxvio_micro},
+                        {"dead_experts", s.dead},
+                        {"drop_rate", s.drop_rate},
+                        {"router_entropy", s.entropy},
+                        {"topk_score_sum", s.topk_score},
+                        {"lbl", s.lbl},
+                        {"z_loss", s.z_loss},
                         {"ep_imbalance", ep}});
     }
     if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
-    json rec = {{"type", "train"}, {"step", step + 1}, {"loss", loss}, {"ce", ce_mean},
-                {"lbl", lbl / M}, {"z_loss", z / M}, {"lr", lr}, {"grad_norm", gnorm},
-                {"clip_scale", clip}, {"tokens", state.tokens_seen}, {"tokens_per_s", tps},
-                {"step_ms", dt * 1e3}, {"mfu", mfu}, {"balance_bsz", B},
-                {"avg_maxvio", avg_mv}, {"sup_maxvio", sup_mv}, {"layers", layers}};
+    json rec = {{"type", "train"},
+                {"step", step + 1},
+                {"loss", loss},
+                {"ce", ce_mean},
+                {"lbl", lbl / M},
+                {"z_loss", z / M},
+                {"lr", lr},
+                {"grad_norm", gnorm},
+                {"clip_scale", clip},
+                {"tokens", state.tokens_seen},
+                {"tokens_per_s", tps},
+                {"step_ms", dt * 1e3},
+                {"mfu", mfu},
+                {"balance_bsz", B},
+                {"avg_maxvio", avg_mv},
+                {"sup_maxvio", sup_mv},
+                {"layers", layers}};
     line = rec.dump();
     std::fprintf(log, "%s\n", line.c_str());
     std::fflush(log);
     res.final_loss = loss;
     res.last_step = step + 1;
 
-    if (!opts.quiet && (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
+    if (!opts.quiet &&
+        (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
       const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
       fmt::print(stderr,
                  "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
@@ -278,12 +306,16 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     }
     const bool last = step + 1 == tc.steps;
     if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) evaluate(step + 1);
-    const bool stop = g_stop_requested.load() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
-    if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop) save(step + 1);
+    const bool stop =
+        g_stop_requested.load() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
+    if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop)
+      save(step + 1);
     if (stop && !last) {
       res.interrupted = true;
       if (!opts.quiet)
-        fmt::print(stderr, "stopped after step {}; checkpoint saved. Run the same command to resume.\n", step + 1);
+        fmt::print(stderr,
+                   "stopped after step {}; checkpoint saved. Run the same command to resume.\n",
+                   step + 1);
       break;
     }
   }

@@ -3,8 +3,8 @@
 //
 // Layout of a run directory (cfg.out_dir):
 //   config.toml     the resolved config of the run
-//   metrics.jsonl   one {"type": "train", ...} record per step, {"type": "eval", ...} per evaluation
-//   checkpoints/    step_NNNNNNNN/ directories (see train/checkpoint.h) and `latest`
+//   metrics.jsonl   one {"type": "train", ...} record per step, {"type": "eval", ...} per
+//   evaluation checkpoints/    step_NNNNNNNN/ directories (see train/checkpoint.h) and `latest`
 // A run whose out_dir already holds a checkpoint resumes from it (bit-exactly: same weights,
 // losses and data order as an uninterrupted run); metrics after that step are discarded.
 // SIGINT/SIGTERM finish the current step, write a checkpoint and return.
@@ -20,15 +20,15 @@
 namespace sy {
 
 struct TrainOptions {
-  bool quiet = false;        // no progress lines on stderr
-  int64_t stop_after = -1;   // stop (with a checkpoint) after this many steps of this process;
-                             // -1 = run to train.steps (tests use it to simulate interruption)
+  bool quiet = false;       // no progress lines on stderr
+  int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps of this process;
+                            // -1 = run to train.steps (tests use it to simulate interruption)
 };
 
 struct TrainResult {
-  int64_t first_step = 0;    // step the run started (or resumed) from
-  int64_t last_step = 0;     // steps completed
-  double final_loss = 0;     // training loss of the last step
+  int64_t first_step = 0;       // step the run started (or resumed) from
+  int64_t last_step = 0;        // steps completed
+  double final_loss = 0;        // training loss of the last step
   double final_eval_loss = -1;  // -1 when there was no evaluation
   bool interrupted = false;
 };
@@ -36,7 +36,7 @@ struct TrainResult {
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts = {});
 
 struct EvalResult {
-  double loss = 0;         // mean cross-entropy (nats per token)
+  double loss = 0;  // mean cross-entropy (nats per token)
   double perplexity = 0;
   int64_t tokens = 0;
   int64_t sequences = 0;

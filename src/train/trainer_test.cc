@@ -141,7 +141,8 @@ TEST(TrainerTest, EvaluateCheckpointOnATokenFile) {
   std::vector<int32_t> toks(17 * 5);
   for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 7) % 64);
   std::string path = c.out_dir + "/valid.bin";
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(toks.data()), toks.size() * 4);
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(toks.data()), toks.size() * 4);
   EvalResult r = evaluate_checkpoint(c.out_dir + "/checkpoints/step_00000003", path, 0, 2);
   EXPECT_EQ(r.sequences, 5);
   EXPECT_EQ(r.tokens, 5 * 16);

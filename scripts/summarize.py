@@ -1,0 +1,51 @@
+#!/usr/bin/python3
+"""Summarises a switchyard run directory: loss, evaluation, speed and balance, from metrics.jsonl.
+
+    scripts/summarize.py RUN_DIR
+"""
+import json
+import os
+import sys
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    run = sys.argv[1]
+    path = os.path.join(run, "metrics.jsonl")
+    if not os.path.exists(path):
+        print(f"summarize: {path} not found: is {run} a switchyard run directory?", file=sys.stderr)
+        return 1
+    train, evals = [], []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                (train if r["type"] == "train" else evals).append(r)
+    if not train:
+        print(f"summarize: {path} has no training steps yet", file=sys.stderr)
+        return 1
+    last = train[-1]
+    steady = train[min(3, len(train) - 1):]  # skip warm-up steps for speed
+    tps = sorted(r["tokens_per_s"] for r in steady)[len(steady) // 2]
+    mfu = sorted(r["mfu"] for r in steady)[len(steady) // 2]
+    avg_mv = sum(r["avg_maxvio"] for r in train) / len(train)
+    sup_mv = max(r["sup_maxvio"] for r in train)
+    print(f"run {run}: {last['step']} steps, {last['tokens']:,} tokens")
+    print(f"  training loss  {train[0]['loss']:.3f} (step 1) -> {last['loss']:.3f} (step {last['step']})")
+    for e in evals:
+        print(f"  eval step {e['step']:>5}: loss {e['loss']:.3f}, perplexity {e['perplexity']:.2f}, "
+              f"MaxVio_global per layer {', '.join(f'{v:.2f}' for v in e['maxvio_global'])}")
+    print(f"  speed          {tps:,.0f} tokens/s (median), MFU {100 * mfu:.0f}% of the measured sgemm peak")
+    print(f"  balance        AvgMaxVio {avg_mv:.3f} over the run, SupMaxVio {sup_mv:.3f} (max over steps)")
+    print("  last step per layer: load (token-slots per expert), MaxVio")
+    for l in last["layers"]:
+        print(f"    layer {l['layer']}: maxvio {l['maxvio']:.2f}, dead {l['dead_experts']}, "
+              f"entropy {l['router_entropy']:.2f}, load {l['load']}")
+    print(f"  metrics: {path}; checkpoints: {os.path.join(run, 'checkpoints')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# End-to-end through the command line, as a user runs it: train the tiny config, interrupt and
+# resume, evaluate a checkpoint, and check that bad input fails with a clear message and status 1.
+# Usage: tests/cli_test.sh BUILD_DIR
+set -uo pipefail
+BUILD=$(cd "${1:?usage: cli_test.sh BUILD_DIR}" && pwd)
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+SY="$BUILD/switchyard"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+passed=0
+failed=0
+check() {  # check NAME COMMAND...: the command must succeed
+  local name=$1; shift
+  if "$@" >"$WORK/log" 2>&1; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: $name"; cat "$WORK/log"; fi
+  cp "$WORK/log" "$WORK/out"  # after the command: it may read the previous command's output
+}
+fails_with() {  # fails_with NAME TEXT COMMAND...: exit status 1 and TEXT in the output
+  local name=$1 text=$2; shift 2
+  "$@" >"$WORK/out" 2>&1
+  local rc=$?
+  if [[ $rc -eq 1 ]] && grep -qF -- "$text" "$WORK/out"; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: $name (status $rc, wanted 1 and \"$text\")"; cat "$WORK/out"; fi
+}
+
+check "help" "$SY" --help
+check "train tiny" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --quiet
+check "metrics has 20 steps" test "$(grep -c '"type":"train"' "$WORK/run/metrics.jsonl")" -eq 20
+check "rerun of a finished run is a no-op" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --quiet
+check "extend the run" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set train.steps=24 --quiet
+check "metrics has 24 steps" test "$(grep -c '"type":"train"' "$WORK/run/metrics.jsonl")" -eq 24
+/usr/bin/python3 -c "
+import struct, random
+random.seed(1)
+open('$WORK/valid.bin','wb').write(struct.pack('<170i', *[random.randrange(256) for _ in range(170)]))"
+check "eval" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/valid.bin"
+check "eval prints perplexity" grep -q '"perplexity"' "$WORK/out"
+check "summarize" /usr/bin/python3 "$SRC/scripts/summarize.py" "$WORK/run"
+
+fails_with "unknown key" 'did you mean "model.n_experts"' "$SY" train -c "$SRC/configs/tiny.toml" --set model.n_expert=8
+fails_with "K > E" "model.top_k" "$SY" train -c "$SRC/configs/tiny.toml" --set model.top_k=9 --set out_dir="$WORK/x"
+fails_with "K = 1 renorm" "router" "$SY" train -c "$SRC/configs/tiny.toml" --set model.top_k=1 --set out_dir="$WORK/x"
+fails_with "bad enum" "router.score" "$SY" train -c "$SRC/configs/tiny.toml" --set router.score=tanh --set out_dir="$WORK/x"
+printf 'abc' >"$WORK/bad.bin"
+fails_with "bad token file" "multiple of 4" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/bad.bin"
+fails_with "different model in out_dir" "different model" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set model.n_experts=8 --set train.steps=30 --quiet
+truncate -s 100 "$WORK/run/checkpoints/step_00000024/model.safetensors"
+fails_with "truncated checkpoint" "model.safetensors" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/valid.bin"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
