@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     sy::set_gemm_backend(sy::parse_gemm_backend(gemm_name));
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len;
-    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router, cfg.balance), B);
+    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B);
     model.init(cfg.train.seed);
     sy::AdamW opt(model.param_table(), model.num_params());
     sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);
@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
       auto t0 = std::chrono::steady_clock::now();
       model.zero_grad();
       auto t1 = std::chrono::steady_clock::now();
+      model.balancer().begin_step(i);
       sy::ForwardStats st = model.forward(tokens.data(), B);
       const double f = since(t1);
       t1 = std::chrono::steady_clock::now();

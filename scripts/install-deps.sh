@@ -12,12 +12,18 @@ packages=(
   libdnnl-dev libopenblas-dev libopenblas0-openmp
   # libraries
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev
+  liblemon-dev  # min-cost flow (NetworkSimplex) for the optimal-assignment oracle
+  # tokenizer: SentencePiece library (training and encoding) and its CLI tools
+  libsentencepiece-dev sentencepiece
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference tests and the PyTorch peer benchmark (Debian's python, not a pyenv one)
   python3 python3-numpy python3-torch libtcmalloc-minimal4
   # lint
   clang-format clang-tidy
+  # corpus text (scripts/corpus/): groff renders man pages; the heavy readers (R, bible-kjv)
+  # are installed by scripts/corpus/build_text.py on first use
+  groff-base
 )
 
 missing=()

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out);
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len, N = B * S;
-    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router, cfg.balance), B);
+    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B);
     model.init(cfg.train.seed);
     sy::save_checkpoint(out + "/checkpoint", cfg, model, nullptr, sy::TrainerState{});
 
@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     sy::io::write_safetensors(out + "/batch.safetensors",
                               {{"tokens", "I32", {B, S + 1}, tokens.data()}});
 
+    model.balancer().begin_step(0);
     sy::ForwardStats st = model.forward(tokens.data(), B);
     std::vector<float> logits(model.logits(), model.logits() + N * m.vocab_size);
     std::vector<std::vector<int32_t>> topk;

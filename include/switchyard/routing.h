@@ -39,7 +39,6 @@ struct TopKOptions {
   double gate_scale = 1.0;
   double capacity_factor = 0.0;  // 0 = dropless
   DropPolicy drop = DropPolicy::kProbs;
-  double lbl_coef = 0.0;     // α of the micro-scope load-balancing loss; 0 = off
   double z_loss_coef = 0.0;  // router z-loss coefficient; 0 = off
 };
 
@@ -65,26 +64,47 @@ struct RoutingBuffers {
   int64_t rows = 0;                  // kept assignments (Σ load)
   int64_t dropped = 0;               // N·K − rows
   std::vector<T> dscores;            // [N,E] scratch for the backward pass
-  std::vector<double> score_mean;    // [E] scratch: P_i of the LBL
-  std::vector<T> dlbl;               // [E] scratch: ∂LBL/∂q per expert
+  // Load-balancing-loss gradient, set by lbl_begin/lbl_add_term after the forward pass:
+  // ∂(Σ LBL terms)/∂q[t,i] = lbl_grad[(t / lbl_group)·E + i], q the per-token-normalised scores.
+  std::vector<T> lbl_grad;  // [N / lbl_group, E]
+  int64_t lbl_group = 0;    // tokens per row of lbl_grad; 0 = no LBL term
 };
 
 // Statistics of one routing call (sums, so they add across micro-batches exactly).
 struct RoutingStats {
-  double lbl = 0;             // α·E·Σ f_i P_i (already multiplied by α)
-  double lbl_raw = 0;         // E·Σ f_i P_i (1 at perfect balance)
-  double z_loss = 0;          // coef · mean_t lse²   (already multiplied by coef)
+  double lbl = 0;     // Σ over LBL terms of α·E·Σ f_i P_i (filled by lbl_add_term's caller)
+  double z_loss = 0;  // coef · mean_t lse²   (already multiplied by coef)
   double entropy_sum = 0;     // Σ_t entropy of the (per-token normalised) scores
   double topk_score_sum = 0;  // Σ_t Σ_{i∈S_t} scores[t,i]
 };
 
-// Steps 1–3: z[N,E] (row-major) → plan in buf, and the statistics. REQUIRES: 1 ≤ K ≤ E, N ≤ the
-// size buf was made for.
+// Steps 1–3: z[N,E] (row-major) → plan in buf, and the statistics. `bias` [E] (nullable) is the
+// loss-free balancer's: experts are selected by scores + bias, gates use the unbiased scores.
+// REQUIRES: 1 ≤ K ≤ E, N ≤ the size buf was made for.
 template <typename T>
-RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
-                                RoutingBuffers<T>& buf);
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
+                                const T* bias = nullptr);
 
-// Step 5: dz[N,E] = aux_scale·∂(lbl + z_loss)/∂z + ∂/∂z of Σ dgate·gate. dgate [N,K] is the
+// Load-balancing loss terms (ALGORITHMS.md §2): LBL = α·E·Σ_i f_i·P_i, f the fractions of
+// token-slots per expert counted over the term's scope (no gradient), P_i the mean over the
+// tokens of the per-token-normalised score q[t,i] (softmax p, or sigmoid s/Σs), which carries
+// the gradient ∂LBL/∂q[t,i] = α·E·f_i / n.
+//
+// lbl_begin zeroes buf.lbl_grad and sets its row granularity: `group` tokens per row (the
+// sequence length when a sequence-scope term is used, else n). lbl_add_term adds one term:
+// f has f_rows rows of E fractions — 1 row (one scope covering the whole call: micro, global,
+// global-exact, shuffle) or n/group rows (one per sequence) — and returns the term's value
+// (for per-sequence f: the mean over sequences of each sequence's LBL).
+template <typename T>
+void lbl_begin(RoutingBuffers<T>& buf, int64_t group);
+template <typename T>
+double lbl_add_term(RoutingBuffers<T>& buf, ScoreFn score, double coef, const double* f,
+                    int64_t f_rows);
+// f_i = load_i / (K·n): the fractions of the call's own kept token-slots (micro-batch scope).
+template <typename T>
+void micro_fractions(const RoutingBuffers<T>& buf, double* f);
+
+// Step 5: dz[N,E] = aux_scale·∂(LBL terms + z_loss)/∂z + ∂/∂z of Σ dgate·gate. dgate [N,K] is the
 // gradient of the loss with respect to each slot's gate (0 for dropped slots is fine: their gate
 // still shapes the renormalisation of the others). dz is OVERWRITTEN.
 template <typename T>

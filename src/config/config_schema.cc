@@ -14,6 +14,7 @@ std::vector<Section> sections(RunConfig& c) {
   TrainConfig& t = c.train;
   DataConfig& d = c.data;
   SystemConfig& s = c.system;
+  LossFreeConfig& lf = c.loss_free;
   // Order here is the order to_toml() writes and docs/config.md lists; [balance] is written
   // after [router] (see to_toml).
   return {
@@ -42,6 +43,11 @@ std::vector<Section> sections(RunConfig& c) {
         {"capacity_factor", &r.capacity_factor},
         {"drop_policy", &r.drop_policy},
         {"z_loss_coef", &r.z_loss_coef}}},
+      {"loss_free",
+       {{"update", &lf.update},
+        {"rate", &lf.rate},
+        {"center", &lf.center},
+        {"freeze_after", &lf.freeze_after}}},
       {"train",
        {{"micro_batch", &t.micro_batch},
         {"grad_accum", &t.grad_accum},

@@ -51,6 +51,15 @@ struct BalanceConfig {
   std::vector<BalanceTerm> terms = {BalanceTerm{}};  // empty = no balancing loss
 };
 
+// The auxiliary-loss-free balancer (Wang et al. 2024): a per-expert selection bias moved toward
+// balance after every optimizer step. ALGORITHMS.md §3, docs/routing.md.
+struct LossFreeConfig {
+  std::string update = "off";   // "off" | "sign" | "proportional"
+  double rate = 1e-3;           // u, the update rate
+  std::string center = "none";  // "none" | "mean" (subtract the mean of each update)
+  int64_t freeze_after = 0;     // no updates after this many steps; 0 = never
+};
+
 struct TrainConfig {
   int64_t micro_batch = 8;    // B, sequences per micro-batch
   int64_t grad_accum = 1;     // micro-batches per optimizer step
@@ -87,6 +96,7 @@ struct RunConfig {
   ModelConfig model;
   RouterConfig router;
   BalanceConfig balance;
+  LossFreeConfig loss_free;
   TrainConfig train;
   DataConfig data;
   SystemConfig system;

@@ -167,8 +167,10 @@ TEST(RunConfigTest, BalanceTermsReadAsArrayOfTablesWithDefaultsForMissingKeys) {
 }
 
 TEST(RunConfigTest, RejectsUnknownBalanceScopeNamingTheTerm) {
-  std::string msg = error_of("[[balance.terms]]\nscope = \"global\"\n");
-  EXPECT_EQ(msg, "run.toml: balance.terms.0.scope must be one of \"micro\", got \"global\"");
+  std::string msg = error_of("[[balance.terms]]\nscope = \"globl\"\n");
+  EXPECT_EQ(msg,
+            "run.toml: balance.terms.0.scope must be one of \"sequence\", \"micro\", \"global\", "
+            "\"global-exact\", \"shuffle\", got \"globl\"; did you mean \"global\"?");
 }
 
 // --- overrides ---

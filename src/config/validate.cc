@@ -24,7 +24,10 @@ constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
 constexpr std::string_view kGates[] = {"renorm", "raw"};
 constexpr std::string_view kDropPolicies[] = {"probs", "position"};
 constexpr std::string_view kBalanceTypes[] = {"lbl"};
-constexpr std::string_view kBalanceScopes[] = {"micro"};
+constexpr std::string_view kBalanceScopes[] = {"sequence", "micro", "global", "global-exact",
+                                               "shuffle"};
+constexpr std::string_view kBiasUpdates[] = {"off", "sign", "proportional"};
+constexpr std::string_view kBiasCenters[] = {"none", "mean"};
 constexpr std::string_view kDataSources[] = {"synthetic", "tokens"};
 constexpr std::string_view kGemmBackends[] = {"onednn", "openblas"};
 
@@ -79,6 +82,8 @@ void check_model(const Checker& c, const ModelConfig& m) {
   c.at_least("model.n_heads", m.n_heads, 1);
   c.at_least("model.seq_len", m.seq_len, 1);
   c.at_least("model.n_experts", m.n_experts, 1);
+  c.require(m.n_experts <= 1024, "model.n_experts", "<= 1024", fmt::format("{}", m.n_experts),
+            "the router's per-token scratch is sized for at most 1024 experts");
   c.at_least("model.top_k", m.top_k, 1);
   c.at_least("model.d_expert", m.d_expert, 1);
   c.at_least("model.n_shared_experts", m.n_shared_experts, 0);
@@ -107,6 +112,13 @@ void check_balance(const Checker& c, const BalanceConfig& b) {
     c.one_of(fmt::format("balance.terms.{}.scope", i), t.scope, kBalanceScopes);
     c.non_negative(fmt::format("balance.terms.{}.coef", i), t.coef);
   }
+}
+
+void check_loss_free(const Checker& c, const LossFreeConfig& l) {
+  c.one_of("loss_free.update", l.update, kBiasUpdates);
+  c.positive("loss_free.rate", l.rate);
+  c.one_of("loss_free.center", l.center, kBiasCenters);
+  c.at_least("loss_free.freeze_after", l.freeze_after, 0);
 }
 
 void check_train(const Checker& c, const TrainConfig& t) {
@@ -205,6 +217,7 @@ void validate(const RunConfig& cfg_in, std::string_view origin) {
   check_model(c, cfg.model);
   check_router(c, cfg.router);
   check_balance(c, cfg.balance);
+  check_loss_free(c, cfg.loss_free);
   check_train(c, cfg.train);
   check_data_and_system(c, cfg.data, cfg.system);
   check_cross_field(c, cfg);

@@ -11,7 +11,7 @@
 
 namespace sy {
 
-TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const BalanceConfig& b) {
+TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
   TopKOptions o;
   o.n_experts = m.n_experts;
   o.top_k = m.top_k;
@@ -21,15 +21,29 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const Bala
   o.capacity_factor = r.capacity_factor;
   o.drop = parse_drop_policy(r.drop_policy);
   o.z_loss_coef = r.z_loss_coef;
-  o.lbl_coef = 0;
-  for (const auto& t : b.terms) {
-    SY_CHECK(t.type == "lbl" && t.scope == "micro",
-             "balance.terms: term (type \"{}\", scope \"{}\") is not implemented in this build; "
-             "supported: type \"lbl\" with scope \"micro\"",
-             t.type, t.scope);
-    o.lbl_coef += t.coef;
-  }
   return o;
+}
+
+BalancerOptions balancer_options(const RunConfig& cfg) {
+  const ModelConfig& m = cfg.model;
+  BalancerOptions b;
+  b.n_layers = m.n_layers - m.n_dense_layers;
+  b.n_experts = m.n_experts;
+  b.top_k = m.top_k;
+  b.seq_len = m.seq_len;
+  b.micro_batch = cfg.train.micro_batch;
+  b.grad_accum = cfg.train.grad_accum;
+  b.score = parse_score_fn(cfg.router.score);
+  for (const auto& t : cfg.balance.terms) {
+    SY_CHECK(t.type == "lbl", "balance.terms: type must be \"lbl\", got \"{}\"", t.type);
+    b.lbl.push_back(LblTerm{parse_lbl_scope(t.scope), t.coef});
+  }
+  b.bias_update = parse_bias_update(cfg.loss_free.update);
+  b.bias_rate = cfg.loss_free.rate;
+  b.bias_center = cfg.loss_free.center == "mean";
+  b.bias_freeze_after = cfg.loss_free.freeze_after;
+  b.seed = cfg.train.seed;
+  return b;
 }
 
 template <typename T>
@@ -41,8 +55,9 @@ void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> sha
 }
 
 template <typename T>
-Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router, int64_t micro_batch)
-    : cfg_(m), ropt_(router), b_max_(micro_batch) {
+Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
+                            const BalancerOptions& balance, int64_t micro_batch, Communicator* comm)
+    : cfg_(m), ropt_(router), balancer_(balance, comm), b_max_(micro_batch) {
   D_ = m.d_model;
   H_ = m.n_heads;
   hd_ = D_ / H_;
@@ -207,7 +222,8 @@ MoeGrads<T> Transformer<T>::moe_grads(const Layer& L) {
 }
 
 template <typename T>
-ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B) {
+ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMode mode,
+                                     int64_t micro) {
   SY_CHECK(B >= 1 && B <= b_max_, "Transformer::forward: batch must be in [1, {}], got {}", b_max_,
            B);
   b_ = B;
@@ -240,7 +256,12 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B) {
     rmsnorm_forward(ln2_[l].data(), rstd2_[l].data(), mid, P + L.ln2, N, D, eps);
     if (L.moe) {
       moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
-                                   moe_acts_[mi], tmp_.data());
+                                   moe_acts_[mi], tmp_.data(), balancer_.bias(mi));
+      if (mode == ForwardMode::kTrain) {
+        moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, moe_acts_[mi].route);
+      } else if (mode == ForwardMode::kPrepass) {
+        balancer_.record_prepass(mi, micro, moe_acts_[mi].route);
+      }
       st.lbl += moe_stats_[mi].lbl;
       st.z_loss += moe_stats_[mi].z_loss;
       ++mi;
@@ -253,6 +274,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) next[i] = mid[i] + t[i];
   }
+  if (mode == ForwardMode::kPrepass) return st;  // routing statistics only
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
   matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
   xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_);

@@ -16,7 +16,9 @@
 
 #include "config/run_config.h"
 #include "core/buffer.h"
+#include "dist/communicator.h"
 #include "moe/moe_layer.h"
+#include "routing/balancer.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -29,8 +31,15 @@ struct ParamInfo {
   bool decay = true;  // weight decay applies (false for norm weights)
 };
 
-// Router options implied by a run's config (balance terms of type lbl / scope micro are summed).
-TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r, const BalanceConfig& b);
+// Router options implied by a run's config.
+TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
+// Balancer options implied by a run's config (LBL terms, loss-free bias, batch geometry).
+BalancerOptions balancer_options(const RunConfig& cfg);
+
+// kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
+// only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact
+// and shuffle scopes (records routing; skips the LM head).
+enum class ForwardMode { kTrain, kEval, kPrepass };
 
 // Results of one forward pass over a micro-batch.
 struct ForwardStats {
@@ -43,8 +52,9 @@ struct ForwardStats {
 template <typename T>
 class Transformer {
  public:
-  // micro_batch: the largest B that forward() will be given.
-  Transformer(const ModelConfig& m, const TopKOptions& router, int64_t micro_batch);
+  // micro_batch: the largest B that forward() will be given. comm may be null (one process).
+  Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
+              int64_t micro_batch, Communicator* comm = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   const TopKOptions& router_options() const { return ropt_; }
@@ -63,7 +73,9 @@ class Transformer {
   // tokens: [B, S+1] int32, B ≤ micro_batch; inputs tokens[:, :S], targets tokens[:, 1:].
   // REQUIRES: every token in [0, V) (validated by the caller, e.g. the data loader).
   // Keeps the activations for backward(). The routing of each MoE layer is in layer_route().
-  ForwardStats forward(const int32_t* tokens, int64_t B);
+  // `micro`: the micro-batch's index within its optimizer step (global and shuffle scopes).
+  ForwardStats forward(const int32_t* tokens, int64_t B, ForwardMode mode = ForwardMode::kTrain,
+                       int64_t micro = 0);
   // Gradients of ce_scale·Σ ce + aux_scale·Σ(aux losses) for the last forward, accumulated (+=)
   // into grads().
   void backward(T ce_scale, T aux_scale);
@@ -76,6 +88,8 @@ class Transformer {
     return moe_acts_[moe_layer].route;
   }
   const RoutingStats& layer_stats(int64_t moe_layer) const { return moe_stats_[moe_layer]; }
+  Balancer<T>& balancer() { return balancer_; }
+  const Balancer<T>& balancer() const { return balancer_; }
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 
@@ -92,6 +106,7 @@ class Transformer {
 
   ModelConfig cfg_;
   TopKOptions ropt_;
+  Balancer<T> balancer_;
   MoeDims moe_dims_;
   int64_t b_max_, n_max_;
   int64_t D_, H_, hd_, S_, V_, Fd_;

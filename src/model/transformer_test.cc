@@ -29,6 +29,17 @@ ModelConfig tiny_model() {
   return m;
 }
 
+BalancerOptions test_balancer(const ModelConfig& m, int64_t B) {
+  BalancerOptions b;
+  b.n_layers = m.n_layers - m.n_dense_layers;
+  b.n_experts = m.n_experts;
+  b.top_k = m.top_k;
+  b.seq_len = m.seq_len;
+  b.micro_batch = B;
+  b.lbl = {{LblScope::kMicro, 0.01}};
+  return b;
+}
+
 std::vector<int32_t> random_tokens(int64_t B, int64_t S, int64_t V, uint64_t seed) {
   Rng r(seed);
   std::vector<int32_t> t(B * (S + 1));
@@ -43,13 +54,15 @@ void check_model_gradient(const std::string& score, const std::string& gate, dou
   rc.gate = gate;
   rc.capacity_factor = cf;
   rc.z_loss_coef = 0.01;
-  BalanceConfig bc;
-  bc.terms[0].coef = 0.1;
   const int64_t B = 2;
-  Transformer<double> model(m, topk_options(m, rc, bc), B);
+  BalancerOptions bo = test_balancer(m, B);
+  bo.lbl = {{LblScope::kMicro, 0.1}, {LblScope::kSequence, 0.05}};
+  bo.score = parse_score_fn(score);
+  Transformer<double> model(m, topk_options(m, rc), bo, B);
   model.init(5);
   auto tokens = random_tokens(B, m.seq_len, m.vocab_size, 9);
   const double ce_scale = 1.0 / (B * m.seq_len), aux_scale = 1.0;
+  model.balancer().begin_step(0);
   auto loss = [&]() {
     ForwardStats st = model.forward(tokens.data(), B);
     return ce_scale * st.ce_sum + aux_scale * (st.lbl + st.z_loss);
@@ -78,7 +91,7 @@ TEST(TransformerTest, WholeModelGradientWithCapacity) {
 
 TEST(TransformerTest, ParamTableUsesHuggingFaceNamesAndDoesNotOverlap) {
   ModelConfig m = tiny_model();
-  Transformer<float> model(m, topk_options(m, RouterConfig{}, BalanceConfig{}), 1);
+  Transformer<float> model(m, topk_options(m, RouterConfig{}), test_balancer(m, 1), 1);
   std::set<std::string> names;
   std::vector<std::pair<int64_t, int64_t>> spans;
   for (const auto& p : model.param_table()) {
@@ -100,7 +113,7 @@ TEST(TransformerTest, InitialLossIsNearLogVocab) {
   ModelConfig m = tiny_model();
   m.vocab_size = 64;
   m.init_std = 0.02;
-  Transformer<float> model(m, topk_options(m, RouterConfig{}, BalanceConfig{}), 4);
+  Transformer<float> model(m, topk_options(m, RouterConfig{}), test_balancer(m, 4), 4);
   model.init(1);
   auto tokens = random_tokens(4, m.seq_len, m.vocab_size, 3);
   auto st = model.forward(tokens.data(), 4);

@@ -37,11 +37,11 @@ void MoeScratch<T>::resize(const MoeDims& d) {
 
 template <typename T>
 RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
-                         const T* h, int64_t n, MoeActivations<T>& a, T* y) {
+                         const T* h, int64_t n, MoeActivations<T>& a, T* y, const T* bias) {
   const int64_t D = dims.d, E = dims.e, K = dims.k, F = dims.f, Fs = dims.f_shared;
   // Router: z[N,E] = h · W_rᵀ, then the plan.
   gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
-  RoutingStats st = topk_route_forward(opt, a.logits.data(), n, a.route);
+  RoutingStats st = topk_route_forward(opt, a.logits.data(), n, a.route, bias);
   const RoutingBuffers<T>& r = a.route;
   const int64_t rows = r.rows;
 
@@ -176,7 +176,7 @@ void moe_backward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<
   template struct MoeActivations<T>;                                                             \
   template struct MoeScratch<T>;                                                                 \
   template RoutingStats moe_forward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&, \
-                                       const T*, int64_t, MoeActivations<T>&, T*);               \
+                                       const T*, int64_t, MoeActivations<T>&, T*, const T*);     \
   template void moe_backward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&,        \
                                 const MoeGrads<T>&, const T*, int64_t, MoeActivations<T>&,       \
                                 MoeScratch<T>&, const T*, T, T*);

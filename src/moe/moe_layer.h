@@ -67,10 +67,13 @@ struct MoeScratch {
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]
 };
 
-// y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call.
+// y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. `bias` [E]
+// (nullable): the loss-free balancer's selection bias. LBL terms are added by the caller between
+// forward and backward (lbl_begin / lbl_add_term on a.route).
 template <typename T>
 RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
-                         const T* h, int64_t n, MoeActivations<T>& a, T* y);
+                         const T* h, int64_t n, MoeActivations<T>& a, T* y,
+                         const T* bias = nullptr);
 
 // dh[N,D] += ∂loss/∂h; parameter gradients accumulate into g. dy[N,D] is the gradient of the
 // block output; aux_scale multiplies the auxiliary losses' gradients (1/micro-batches per step).

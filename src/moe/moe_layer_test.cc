@@ -24,7 +24,6 @@ struct Fixture {
     opt.n_experts = E;
     opt.top_k = K;
     opt.capacity_factor = cf;
-    opt.lbl_coef = 0.1;
     opt.z_loss_coef = 0.01;
     h.resize(n * dims.d);
     router.resize(E * dims.d);
@@ -49,7 +48,10 @@ struct Fixture {
   double loss(std::vector<double>& y) {
     y.assign(n * dims.d, 0);
     auto st = moe_forward(opt, dims, weights(), h.data(), n, acts, y.data());
-    double l = st.lbl + st.z_loss;
+    std::vector<double> f(dims.e);
+    micro_fractions(acts.route, f.data());
+    lbl_begin(acts.route, n);
+    double l = st.z_loss + lbl_add_term(acts.route, opt.score, 0.1, f.data(), 1);
     for (size_t i = 0; i < y.size(); ++i) l += y[i] * R[i];
     return l;
   }

@@ -49,11 +49,13 @@ void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) 
   offsets.assign(e + 1, 0);
   load.assign(e, 0);
   demand.assign(e, 0);
-  score_mean.assign(e, 0.0);
-  dlbl.assign(e, T(0));
+  lbl_grad.assign(n_max * e, T(0));
+  lbl_group = 0;
 }
 
 namespace {
+
+constexpr int64_t kMaxLblExperts = 1024;  // stack scratch per token in the backward pass
 
 // Per-token normalised score q = scores / Σ scores (softmax scores are already normalised).
 template <typename T>
@@ -66,8 +68,8 @@ inline T row_sum(const T* p, int64_t e) {
 }  // namespace
 
 template <typename T>
-RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
-                                RoutingBuffers<T>& buf) {
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
+                                const T* bias) {
   const int64_t E = o.n_experts, K = o.top_k;
   SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
   buf.n = n;
@@ -112,13 +114,14 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
         bool taken = false;
         for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
         if (taken) continue;
-        if (best < 0 || pt[i] > best_v) {
+        const T v = bias ? pt[i] + bias[i] : pt[i];
+        if (best < 0 || v > best_v) {
           best = static_cast<int32_t>(i);
-          best_v = pt[i];
+          best_v = v;
         }
       }
       et[k] = best;
-      sel_sum += best_v;
+      sel_sum += pt[best];
     }
     topk_sum += static_cast<double>(sel_sum);
     T* gt = gate + t * K;
@@ -177,30 +180,67 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n,
     kept[slot_of_row[r]] = 1;
   }
 
-  // Auxiliary losses. f uses kept loads (detached); P the mean per-token-normalised score.
+  buf.lbl_group = 0;  // no LBL gradient until lbl_begin/lbl_add_term say otherwise
   RoutingStats st;
   st.entropy_sum = entropy_sum;
   st.topk_score_sum = topk_sum;
-  if (o.lbl_coef > 0 && n > 0) {
-    double* P = buf.score_mean.data();
-    std::fill(P, P + E, 0.0);
-    for (int64_t t = 0; t < n; ++t) {
-      const T* pt = scores + t * E;
-      const double inv = softmax ? 1.0 : 1.0 / static_cast<double>(row_sum(pt, E));
-      for (int64_t i = 0; i < E; ++i) P[i] += static_cast<double>(pt[i]) * inv;
-    }
-    double acc = 0;
-    for (int64_t i = 0; i < E; ++i)
-      acc += static_cast<double>(load[i]) / static_cast<double>(K * n) * (P[i] / n);
-    st.lbl_raw = E * acc;
-    st.lbl = o.lbl_coef * st.lbl_raw;
-  }
   if (o.z_loss_coef > 0 && n > 0) {
     double acc = 0;
     for (int64_t t = 0; t < n; ++t) acc += static_cast<double>(lse[t]) * lse[t];
     st.z_loss = o.z_loss_coef * acc / n;
   }
   return st;
+}
+
+template <typename T>
+void lbl_begin(RoutingBuffers<T>& buf, int64_t group) {
+  SY_CHECK(group >= 1 && buf.n % group == 0,
+           "lbl_begin: group must divide the number of tokens {}, got {}", buf.n, group);
+  std::fill(buf.lbl_grad.begin(), buf.lbl_grad.begin() + (buf.n / group) * buf.e, T(0));
+  buf.lbl_group = group;
+}
+
+template <typename T>
+void micro_fractions(const RoutingBuffers<T>& buf, double* f) {
+  const double denom = static_cast<double>(buf.k * buf.n);
+  for (int64_t i = 0; i < buf.e; ++i)
+    f[i] = denom > 0 ? static_cast<double>(buf.load[i]) / denom : 0.0;
+}
+
+template <typename T>
+double lbl_add_term(RoutingBuffers<T>& buf, ScoreFn score, double coef, const double* f,
+                    int64_t f_rows) {
+  const int64_t E = buf.e, n = buf.n, group = buf.lbl_group;
+  SY_CHECK(group > 0, "lbl_add_term: call lbl_begin first");
+  const int64_t rows = n / group;
+  SY_CHECK(f_rows == 1 || f_rows == rows,
+           "lbl_add_term: f must have 1 row or one per group of {} tokens ({}), got {}", group,
+           rows, f_rows);
+  if (n == 0 || coef == 0) return 0.0;
+  const bool softmax = score == ScoreFn::kSoftmax;
+  // The value: per group g, α·E·Σ_i f_gi·P_gi with P_gi the mean q over the group's tokens;
+  // averaged over groups when f is per group, else over the whole call (P is linear in tokens,
+  // so that is the same as using the whole call's P).
+  const int64_t span = f_rows == 1 ? n : group;
+  double value = 0;
+  for (int64_t g0 = 0; g0 < n; g0 += span) {
+    const double* fg = f + (f_rows == 1 ? 0 : (g0 / group) * E);
+    double acc = 0;
+    for (int64_t t = g0; t < g0 + span; ++t) {
+      const T* qt = buf.scores.data() + t * E;
+      const double inv = softmax ? 1.0 : 1.0 / static_cast<double>(row_sum(qt, E));
+      for (int64_t i = 0; i < E; ++i) acc += fg[i] * static_cast<double>(qt[i]) * inv;
+    }
+    value += coef * E * acc / span;
+  }
+  value /= static_cast<double>(n / span);
+  // The gradient: α·E·f_i / n for every token (f of the token's group).
+  for (int64_t r = 0; r < rows; ++r) {
+    const double* fr = f + (f_rows == 1 ? 0 : r * E);
+    T* g = buf.lbl_grad.data() + r * E;
+    for (int64_t i = 0; i < E; ++i) g[i] += static_cast<T>(coef * E * fr[i] / n);
+  }
+  return value;
 }
 
 template <typename T>
@@ -213,13 +253,6 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
   const bool softmax = o.score == ScoreFn::kSoftmax;
   const T scale = static_cast<T>(o.gate_scale);
   // ∂LBL/∂q[t,i] = aux_scale·α·E·f_i/N, the same for every token: precompute per expert.
-  T* dlbl = buf.dlbl.data();
-  std::fill(dlbl, dlbl + E, T(0));
-  if (o.lbl_coef > 0 && n > 0) {
-    for (int64_t i = 0; i < E; ++i)
-      dlbl[i] = static_cast<T>(aux_scale * o.lbl_coef * E *
-                               (static_cast<double>(buf.load[i]) / static_cast<double>(K * n)) / n);
-  }
   const T zc =
       o.z_loss_coef > 0 && n > 0 ? static_cast<T>(aux_scale * o.z_loss_coef * 2.0 / n) : T(0);
 
@@ -241,7 +274,10 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
       for (int64_t k = 0; k < K; ++k) ds[et[k]] += scale / s * (dgt[k] - dot);
     }
     // LBL → scores (through the per-token normalisation for sigmoid scores).
-    if (o.lbl_coef > 0) {
+    if (buf.lbl_group > 0) {
+      T dlbl[kMaxLblExperts];
+      const T* g = buf.lbl_grad.data() + (t / buf.lbl_group) * E;
+      for (int64_t i = 0; i < E; ++i) dlbl[i] = aux_scale * g[i];
       if (softmax) {
         for (int64_t i = 0; i < E; ++i) ds[i] += dlbl[i];
       } else {
@@ -270,11 +306,14 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
 }
 
 // NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.
-#define SY_INSTANTIATE(T)                                                            \
-  template struct RoutingBuffers<T>;                                                 \
-  template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t, \
-                                              RoutingBuffers<T>&);                   \
-  template void topk_route_backward<T>(const TopKOptions&, const T*, const T*, T,    \
+#define SY_INSTANTIATE(T)                                                                       \
+  template struct RoutingBuffers<T>;                                                            \
+  template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t,            \
+                                              RoutingBuffers<T>&, const T*);                    \
+  template void lbl_begin<T>(RoutingBuffers<T>&, int64_t);                                      \
+  template double lbl_add_term<T>(RoutingBuffers<T>&, ScoreFn, double, const double*, int64_t); \
+  template void micro_fractions<T>(const RoutingBuffers<T>&, double*);                          \
+  template void topk_route_backward<T>(const TopKOptions&, const T*, const T*, T,               \
                                        RoutingBuffers<T>&, T*);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)

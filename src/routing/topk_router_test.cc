@@ -46,13 +46,19 @@ TEST(TopKRouterTest, SelectsHighestScoresInDescendingOrder) {
 
 TEST(TopKRouterTest, LblIsAlphaWhenScoresAreUniform) {
   auto o = opts(8, 2, ScoreFn::kSoftmax, GateFn::kRenorm);
-  o.lbl_coef = 0.01;
   RoutingBuffers<double> buf;
   buf.resize(16, 8, 2);
   std::vector<double> z(16 * 8, 0.0);  // uniform P; f all on experts 0 and 1
-  auto st = topk_route_forward(o, z.data(), 16, buf);
-  EXPECT_NEAR(st.lbl, 0.01, 1e-12);
-  EXPECT_NEAR(st.lbl_raw, 1.0, 1e-12);
+  topk_route_forward(o, z.data(), 16, buf);
+  std::vector<double> f(8);
+  micro_fractions(buf, f.data());
+  lbl_begin(buf, 16);
+  EXPECT_NEAR(lbl_add_term(buf, o.score, 0.01, f.data(), 1), 0.01, 1e-12);
+  // Per-sequence fractions (4 sequences of 4 tokens) give the same value here.
+  lbl_begin(buf, 4);
+  std::vector<double> fs(4 * 8, 0.0);
+  for (int g = 0; g < 4; ++g) fs[g * 8] = fs[g * 8 + 1] = 0.5;
+  EXPECT_NEAR(lbl_add_term(buf, o.score, 0.01, fs.data(), 4), 0.01, 1e-12);
 }
 
 TEST(TopKRouterTest, PlanIsACountingSortInTokenOrder) {
@@ -107,6 +113,16 @@ TEST(TopKRouterTest, CapacityDropsByPolicy) {
   }
 }
 
+TEST(TopKRouterTest, BiasChangesSelectionButNeverGates) {
+  auto o = opts(4, 1, ScoreFn::kSigmoid, GateFn::kRaw);
+  RoutingBuffers<double> buf;
+  buf.resize(1, 4, 1);
+  std::vector<double> z = {2.0, 1.0, 0.0, -1.0}, bias = {0.0, 0.0, 0.9, 0.0};
+  topk_route_forward(o, z.data(), 1, buf, bias.data());
+  EXPECT_EQ(buf.expert[0], 2);           // sigmoid(0) + 0.9 > sigmoid(2)
+  EXPECT_NEAR(buf.gate[0], 0.5, 1e-12);  // the unbiased score of expert 2
+}
+
 TEST(TopKRouterTest, ParsersRejectUnknownNames) {
   EXPECT_THROW(parse_score_fn("tanh"), Error);
   EXPECT_THROW(parse_gate_fn("softmax"), Error);
@@ -117,7 +133,6 @@ TEST(TopKRouterTest, ParsersRejectUnknownNames) {
 void check_router_gradient(ScoreFn s, GateFn g, double cf) {
   const int n = 24, E = 6, K = 2;
   auto o = opts(E, K, s, g, cf);
-  o.lbl_coef = 0.3;
   o.z_loss_coef = 0.05;
   o.gate_scale = 1.7;
   std::vector<double> z(n * E), R(n * K), dz(n * E), dgate(n * K);
@@ -125,12 +140,21 @@ void check_router_gradient(ScoreFn s, GateFn g, double cf) {
   fill_normal(R, 12);
   RoutingBuffers<double> buf;
   buf.resize(n, E, K);
+  // LBL terms of two scopes at once: the call's own counts (fixed after the first forward: f
+  // carries no gradient) and per-sequence fractions (4 sequences of 6 tokens).
+  std::vector<double> f_micro(E), f_seq(4 * E);
+  fill_normal(f_seq, 13);
+  for (auto& v : f_seq) v = std::abs(v) / E;
   auto loss = [&]() {
     auto st = topk_route_forward(o, z.data(), n, buf);
-    double l = st.lbl + st.z_loss;
+    lbl_begin(buf, 6);
+    double l = st.z_loss + lbl_add_term(buf, o.score, 0.3, f_micro.data(), 1) +
+               lbl_add_term(buf, o.score, 0.2, f_seq.data(), 4);
     for (int i = 0; i < n * K; ++i) l += buf.kept[i] * buf.gate[i] * R[i];
     return l;
   };
+  topk_route_forward(o, z.data(), n, buf);
+  micro_fractions(buf, f_micro.data());
   loss();
   if (cf > 0) {
     ASSERT_GT(buf.dropped, 0) << "test should exercise drops";

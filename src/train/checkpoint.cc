@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -44,7 +45,16 @@ json switchyard_json(const RunConfig& c) {
                 {"capacity_factor", r.capacity_factor},
                 {"drop_policy", r.drop_policy},
                 {"z_loss_coef", r.z_loss_coef}}},
-              {"balance", {{"terms", terms}}}};
+              {"balance", {{"terms", terms}}},
+              {"loss_free",
+               {{"update", c.loss_free.update},
+                {"rate", c.loss_free.rate},
+                {"center", c.loss_free.center},
+                {"freeze_after", c.loss_free.freeze_after}}}};
+}
+
+std::string bias_name(int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
 }
 
 std::string read_text(const std::string& path) {
@@ -116,6 +126,15 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
     }
     io::write_safetensors(w.path("optimizer.safetensors"), moments);
   }
+  // Balancer state (fp32): the loss-free biases, under DeepSeek-V3's Hugging Face name.
+  const std::vector<float>& bias = model.balancer().bias_state();
+  if (!bias.empty()) {
+    const int64_t E = cfg.model.n_experts;
+    std::vector<io::TensorView> b;
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+      b.push_back({bias_name(cfg.model.n_dense_layers + l), "F32", {E}, bias.data() + l * E});
+    io::write_safetensors(w.path("balancer.safetensors"), b);
+  }
   json state = {{"step", st.step},
                 {"data_position", st.data_position},
                 {"tokens_seen", st.tokens_seen},
@@ -145,6 +164,18 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
   SY_CHECK(weights.names().size() == model.param_table().size(),
            "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
            model.param_table().size(), weights.names().size());
+  std::vector<float>& bias = model.balancer().bias_state();
+  const std::string bias_file = dir + "/balancer.safetensors";
+  if (!bias.empty()) {
+    SY_CHECK(std::filesystem::exists(bias_file),
+             "{}: balancer.safetensors is missing; the config uses the loss-free balancer, whose "
+             "biases a checkpoint must hold",
+             dir);
+    io::SafetensorsReader b(bias_file);
+    const int64_t E = model.config().n_experts;
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+      b.read(bias_name(model.config().n_dense_layers + l), {E}, bias.data() + l * E);
+  }
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");
     for (const ParamInfo& p : model.param_table()) {

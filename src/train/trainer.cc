@@ -74,7 +74,7 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
       B = std::min<int64_t>(B, static_cast<int64_t>(left));
     }
     src.next(tokens.data(), domains.data(), B);
-    ForwardStats st = model.forward(tokens.data(), B);
+    ForwardStats st = model.forward(tokens.data(), B, ForwardMode::kEval);
     s.ce += st.ce_sum;
     s.tokens += st.n_tokens;
     s.sequences += B;
@@ -123,7 +123,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   const std::string ckpt_root = out + "/checkpoints";
   fs::create_directories(ckpt_root);
 
-  Transformer<float> model(m, topk_options(m, cfg.router, cfg.balance), B);
+  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B);
   AdamW opt(model.param_table(), model.num_params());
   TrainerState state;
   auto train_src = make_train_source(cfg);
@@ -222,9 +222,21 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     sm.reset();
     double ce = 0, lbl = 0, z = 0;
     int64_t ntok = 0;
+    Balancer<float>& balancer = model.balancer();
+    balancer.begin_step(step);
+    if (balancer.needs_prepass()) {
+      // Router statistics of the whole step before any backward (global-exact, shuffle).
+      const uint64_t pos = train_src->position();
+      for (int64_t mb = 0; mb < M; ++mb) {
+        train_src->next(tokens.data(), domains.data(), B);
+        model.forward(tokens.data(), B, ForwardMode::kPrepass, mb);
+      }
+      balancer.finish_prepass();
+      train_src->set_position(pos);
+    }
     for (int64_t mb = 0; mb < M; ++mb) {
       train_src->next(tokens.data(), domains.data(), B);
-      ForwardStats st = model.forward(tokens.data(), B);
+      ForwardStats st = model.forward(tokens.data(), B, ForwardMode::kTrain, mb);
       model.backward(ce_scale, aux_scale);
       sm.add(model);
       ce += st.ce_sum;
@@ -235,6 +247,11 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     const double gnorm = global_grad_norm(model.grads(), model.num_params());
     const double clip = tc.grad_clip > 0 && gnorm > tc.grad_clip ? tc.grad_clip / gnorm : 1.0;
     opt.step(model.params(), model.grads(), lr, clip, tc);
+    {
+      std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
+      for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = sm.load(l);
+      balancer.end_step(std::move(loads));
+    }
     const double dt = seconds_since(t0);
     train_seconds += dt;
     ++steps_this_run;
@@ -249,6 +266,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     const double mfu = tps * flops_tok / (peak * 1e9);
 
     // The step record.
+    json balance_bsz = json::object();
+    for (size_t j = 0; j < cfg.balance.terms.size(); ++j)
+      balance_bsz[cfg.balance.terms[j].scope] = balancer.balance_bsz(j);
     double avg_mv = 0, sup_mv = 0;
     json layers = json::array();
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
@@ -285,7 +305,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                 {"tokens_per_s", tps},
                 {"step_ms", dt * 1e3},
                 {"mfu", mfu},
-                {"balance_bsz", B},
+                {"balance_bsz", balance_bsz},
                 {"avg_maxvio", avg_mv},
                 {"sup_maxvio", sup_mv},
                 {"layers", layers}};
@@ -336,7 +356,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   apply_system(cfg.system);
   const ModelConfig& m = cfg.model;
   const int64_t B = cfg.train.micro_batch;
-  Transformer<float> model(m, topk_options(m, cfg.router, cfg.balance), B);
+  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B);
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
   TokenFileSource src(tokens_path, m.vocab_size, m.seq_len, false, 0);
   Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);

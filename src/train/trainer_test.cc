@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -103,6 +104,43 @@ TEST(TrainerTest, ResumeIsBitExact) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>());
     EXPECT_EQ(a[i]["layers"][0]["load"], b[i]["layers"][0]["load"]);
   }
+}
+
+TEST(TrainerTest, EveryLblScopeTrainsAndLogsItsBalanceBsz) {
+  const std::pair<const char*, int64_t> scopes[] = {
+      {"sequence", 1}, {"micro", 4}, {"global", 8}, {"global-exact", 8}, {"shuffle", 4}};
+  for (auto [scope, bsz] : scopes) {
+    RunConfig c = tiny(std::string("scope_") + scope);
+    c.train.steps = 3;
+    c.train.eval_every = 0;
+    c.balance.terms = {BalanceTerm{"lbl", scope, 0.01}};
+    TrainResult r = train(c, {.quiet = true});
+    EXPECT_TRUE(std::isfinite(r.final_loss)) << scope;
+    auto recs = records(c.out_dir, "train");
+    ASSERT_EQ(recs.size(), 3u) << scope;
+    EXPECT_EQ(recs[0]["balance_bsz"][scope].get<int64_t>(), bsz) << scope;
+    // α = 0.01 per layer, 2 layers: the LBL is near 0.02 (0.02 at perfect balance).
+    EXPECT_NEAR(recs[0]["lbl"].get<double>(), 0.02, 0.01) << scope;
+  }
+}
+
+TEST(TrainerTest, LossFreeBiasResumesBitExactly) {
+  RunConfig straight = tiny("lf_straight");
+  straight.balance.terms.clear();
+  straight.router.score = "sigmoid";
+  straight.loss_free.update = "sign";
+  straight.train.steps = 10;
+  RunConfig split = straight;
+  split.out_dir = tiny("lf_split").out_dir;
+  train(straight, {.quiet = true});
+  train(split, {.quiet = true, .stop_after = 5});
+  train(split, {.quiet = true});
+  EXPECT_EQ(weights(straight.out_dir, 10), weights(split.out_dir, 10));
+  auto a = records(straight.out_dir, "train"), b = records(split.out_dir, "train");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i]["layers"][1]["load"], b[i]["layers"][1]["load"]);
+  EXPECT_EQ(a.back()["loss"].get<double>(), b.back()["loss"].get<double>());
 }
 
 TEST(TrainerTest, RefusesToResumeADifferentModel) {

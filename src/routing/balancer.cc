@@ -1,0 +1,233 @@
+#include "routing/balancer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace sy {
+
+LblScope parse_lbl_scope(const std::string& s) {
+  if (s == "sequence") return LblScope::kSequence;
+  if (s == "micro") return LblScope::kMicro;
+  if (s == "global") return LblScope::kGlobal;
+  if (s == "global-exact") return LblScope::kGlobalExact;
+  if (s == "shuffle") return LblScope::kShuffle;
+  fail(fmt::format(
+      "balance scope must be one of \"sequence\", \"micro\", \"global\", \"global-exact\", "
+      "\"shuffle\", got \"{}\"",
+      s));
+}
+
+const char* lbl_scope_name(LblScope s) {
+  switch (s) {
+    case LblScope::kSequence:
+      return "sequence";
+    case LblScope::kMicro:
+      return "micro";
+    case LblScope::kGlobal:
+      return "global";
+    case LblScope::kGlobalExact:
+      return "global-exact";
+    case LblScope::kShuffle:
+      return "shuffle";
+  }
+  return "?";
+}
+
+BiasUpdate parse_bias_update(const std::string& s) {
+  if (s == "off") return BiasUpdate::kOff;
+  if (s == "sign") return BiasUpdate::kSign;
+  if (s == "proportional") return BiasUpdate::kProportional;
+  fail(fmt::format(
+      "loss_free.update must be one of \"off\", \"sign\", \"proportional\", got \"{}\"", s));
+}
+
+namespace {
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+template <typename T>
+Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
+    : o_(o), comm_(comm ? comm : &single_) {
+  const int64_t L = o.n_layers, E = o.n_experts;
+  const int64_t N = o.micro_batch * o.seq_len;
+  if (o.bias_update != BiasUpdate::kOff) bias_.assign(L * E, T(0));
+  buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
+  buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
+  step_counts_.assign(L * E, 0);
+  step_tokens_.assign(L, 0);
+  bool shuffle = false;
+  for (const auto& t : o.lbl) shuffle |= t.scope == LblScope::kShuffle;
+  if (shuffle) {
+    selections_.assign(L * o.grad_accum * N * o.top_k, -1);
+    sample_idx_.resize(o.grad_accum * N);
+  }
+  f_.assign(std::max<int64_t>(o.micro_batch, 1) * E, 0.0);
+  counts_.assign(E, 0);
+}
+
+template <typename T>
+bool Balancer<T>::needs_prepass() const {
+  for (const auto& t : o_.lbl)
+    if (t.scope == LblScope::kGlobalExact || t.scope == LblScope::kShuffle) return true;
+  return false;
+}
+
+template <typename T>
+void Balancer<T>::begin_step(int64_t step) {
+  step_ = step;
+  for (auto& b : buffer_) std::fill(b.begin(), b.end(), 0);
+  for (auto& b : buffer_tokens_) std::fill(b.begin(), b.end(), 0);
+  std::fill(step_counts_.begin(), step_counts_.end(), 0);
+  std::fill(step_tokens_.begin(), step_tokens_.end(), 0);
+}
+
+template <typename T>
+void Balancer<T>::record_prepass(int64_t layer, int64_t micro, const RoutingBuffers<T>& buf) {
+  const int64_t E = o_.n_experts, K = o_.top_k;
+  for (int64_t i = 0; i < E; ++i) step_counts_[layer * E + i] += buf.load[i];
+  step_tokens_[layer] += buf.n;
+  if (!selections_.empty()) {
+    const int64_t N = o_.micro_batch * o_.seq_len;
+    int32_t* sel = selections_.data() + (layer * o_.grad_accum + micro) * N * K;
+    for (int64_t s = 0; s < buf.n * K; ++s) sel[s] = buf.kept[s] ? buf.expert[s] : -1;
+  }
+}
+
+template <typename T>
+void Balancer<T>::finish_prepass() {
+  comm_->allreduce_sum(step_counts_.data(), static_cast<int64_t>(step_counts_.size()));
+  comm_->allreduce_sum(step_tokens_.data(), static_cast<int64_t>(step_tokens_.size()));
+}
+
+template <typename T>
+double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& buf) {
+  if (o_.lbl.empty() || buf.n == 0) return 0.0;
+  const int64_t E = o_.n_experts, K = o_.top_k, n = buf.n, S = o_.seq_len;
+  bool per_sequence = false;
+  for (const auto& t : o_.lbl) per_sequence |= t.scope == LblScope::kSequence;
+  lbl_begin(buf, per_sequence ? S : n);
+  double total = 0;
+  for (size_t j = 0; j < o_.lbl.size(); ++j) {
+    const LblTerm& term = o_.lbl[j];
+    int64_t rows = 1;
+    double* f = f_.data();
+    switch (term.scope) {
+      case LblScope::kMicro:
+        micro_fractions(buf, f);
+        break;
+      case LblScope::kSequence: {
+        rows = n / S;
+        std::fill(f, f + rows * E, 0.0);
+        for (int64_t s = 0; s < n * K; ++s)
+          if (buf.kept[s]) f[(s / K / S) * E + buf.expert[s]] += 1.0 / static_cast<double>(K * S);
+        break;
+      }
+      case LblScope::kGlobal: {
+        // This micro-batch's counts, summed over ranks, join the buffer of the step's earlier ones.
+        std::copy(buf.load.begin(), buf.load.begin() + E, counts_.begin());
+        int64_t tokens = n;
+        comm_->allreduce_sum(counts_.data(), E);
+        comm_->allreduce_sum(&tokens, 1);
+        int64_t* b = buffer_[j].data() + layer * E;
+        for (int64_t i = 0; i < E; ++i) b[i] += counts_[i];
+        buffer_tokens_[j][layer] += tokens;
+        const double denom = static_cast<double>(K * buffer_tokens_[j][layer]);
+        for (int64_t i = 0; i < E; ++i) f[i] = static_cast<double>(b[i]) / denom;
+        break;
+      }
+      case LblScope::kGlobalExact: {
+        const double denom = static_cast<double>(K * step_tokens_[layer]);
+        SY_CHECK(denom > 0, "balancer: global-exact scope needs the step's pre-pass first");
+        for (int64_t i = 0; i < E; ++i)
+          f[i] = static_cast<double>(step_counts_[layer * E + i]) / denom;
+        break;
+      }
+      case LblScope::kShuffle: {
+        // n tokens sampled without replacement from the step's M·n tokens (this rank's), by a
+        // stream that depends only on (seed, step, micro-batch, layer): resumable.
+        const int64_t total_tokens = o_.grad_accum * n;
+        std::iota(sample_idx_.begin(), sample_idx_.begin() + total_tokens, 0);
+        Rng r(mix(o_.seed ^
+                  mix(static_cast<uint64_t>(step_) * 1000003ull + micro * 1009ull + layer)));
+        std::fill(counts_.begin(), counts_.end(), 0);
+        const int32_t* sel = selections_.data() + layer * o_.grad_accum * n * K;
+        for (int64_t s = 0; s < n; ++s) {
+          const int64_t pick = s + static_cast<int64_t>(r.below(total_tokens - s));
+          std::swap(sample_idx_[s], sample_idx_[pick]);
+          const int64_t t = sample_idx_[s];
+          for (int64_t k = 0; k < K; ++k)
+            if (sel[t * K + k] >= 0) ++counts_[sel[t * K + k]];
+        }
+        for (int64_t i = 0; i < E; ++i)
+          f[i] = static_cast<double>(counts_[i]) / static_cast<double>(K * n);
+        break;
+      }
+    }
+    total += lbl_add_term(buf, o_.score, term.coef, f, rows);
+  }
+  (void)micro;
+  return total;
+}
+
+template <typename T>
+void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
+  if (o_.bias_update == BiasUpdate::kOff) return;
+  if (o_.bias_freeze_after > 0 && step_ >= o_.bias_freeze_after) return;
+  const int64_t E = o_.n_experts;
+  for (int64_t l = 0; l < o_.n_layers; ++l) {
+    std::vector<int64_t>& c = loads[l];
+    comm_->allreduce_sum(c.data(), E);
+    const double mean = std::accumulate(c.begin(), c.end(), 0.0) / E;
+    if (mean <= 0) continue;
+    std::vector<double> upd(E);
+    for (int64_t i = 0; i < E; ++i) {
+      const double e = mean - static_cast<double>(c[i]);
+      upd[i] = o_.bias_update == BiasUpdate::kSign
+                   ? o_.bias_rate * static_cast<double>((e > 0) - (e < 0))
+                   : o_.bias_rate * e / mean;
+    }
+    if (o_.bias_center) {
+      const double m = std::accumulate(upd.begin(), upd.end(), 0.0) / E;
+      for (double& u : upd) u -= m;
+    }
+    T* b = bias_.data() + l * E;
+    for (int64_t i = 0; i < E; ++i) b[i] += static_cast<T>(upd[i]);
+  }
+}
+
+template <typename T>
+const T* Balancer<T>::bias(int64_t layer) const {
+  return bias_.empty() ? nullptr : bias_.data() + layer * o_.n_experts;
+}
+
+template <typename T>
+int64_t Balancer<T>::balance_bsz(size_t term) const {
+  const int64_t B = o_.micro_batch, M = o_.grad_accum, R = comm_->size();
+  switch (o_.lbl[term].scope) {
+    case LblScope::kSequence:
+      return 1;
+    case LblScope::kMicro:
+      return B;
+    case LblScope::kGlobal:
+      return B * M * R;
+    case LblScope::kGlobalExact:
+      return B * M * R;
+    case LblScope::kShuffle:
+      return B;
+  }
+  return B;
+}
+
+template class Balancer<float>;
+template class Balancer<double>;
+
+}  // namespace sy

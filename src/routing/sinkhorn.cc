@@ -1,0 +1,207 @@
+// S-BASE: log-domain Sinkhorn balancing, top-K on the balanced matrix, gates from raw scores.
+// The math and conventions are in sinkhorn.h and ALGORITHMS.md §6.
+#include "routing/sinkhorn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace sy {
+
+void sinkhorn_validate(const SinkhornOptions& o) {
+  SY_CHECK(o.n_experts >= 1, "sinkhorn: n_experts must be ≥ 1, got {}", o.n_experts);
+  SY_CHECK(o.top_k >= 1 && o.top_k <= o.n_experts,
+           "sinkhorn: top_k must be in [1, n_experts = {}], got {}", o.n_experts, o.top_k);
+  SY_CHECK(o.iterations >= 0, "sinkhorn: iterations must be ≥ 0, got {}", o.iterations);
+  SY_CHECK(!(o.top_k == 1 && o.gate == GateFn::kRenorm),
+           "sinkhorn: gate must be \"raw\" when top_k = 1, got \"renorm\" (the gate would be the "
+           "constant 1 and the router would get no gradient)");
+}
+
+template <typename T>
+void SinkhornBuffers<T>::resize(const SinkhornOptions& o, int64_t n_max_tokens) {
+  sinkhorn_validate(o);
+  SY_CHECK(n_max_tokens >= 0 && n_max_tokens * o.top_k < (int64_t(1) << 31),
+           "sinkhorn: n_max·top_k must be in [0, 2^31), got {}", n_max_tokens * o.top_k);
+  n_max = n_max_tokens;
+  e = o.n_experts;
+  k = o.top_k;
+  n = 0;
+  scores.assign(n_max * e, T(0));
+  dscores.assign(n_max * e, T(0));
+  row_pot.assign(n_max, 0.0);
+  col_pot.assign(e, 0.0);
+  expert.assign(n_max * k, 0);
+  gate.assign(n_max * k, T(0));
+  offsets.assign(e + 1, 0);
+  slot_of_row.assign(n_max * k, 0);
+  load.assign(e, 0);
+}
+
+namespace {
+
+// Streaming log-sum-exp: one exp per element.
+struct Lse {
+  double m = -std::numeric_limits<double>::infinity(), s = 0;
+  void add(double x) {
+    if (x > m) {
+      s = s * std::exp(m - x) + 1;
+      m = x;
+    } else {
+      s += std::exp(x - m);
+    }
+  }
+  double value() const { return m + std::log(s); }
+};
+
+// a_t ← −lse_i (z[t,i] + b_i) for every token.
+template <typename T>
+void row_step(const T* z, int64_t n, int64_t E, const double* b, double* a) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    Lse l;
+    for (int64_t i = 0; i < E; ++i) l.add(static_cast<double>(z[t * E + i]) + b[i]);
+    a[t] = -l.value();
+  }
+}
+
+}  // namespace
+
+template <typename T>
+SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64_t n,
+                                     SinkhornBuffers<T>& buf) {
+  SY_CHECK(o.n_experts == buf.e && o.top_k == buf.k,
+           "sinkhorn_route_forward: options (E = {}, K = {}) must match the buffers' (E = {}, K "
+           "= {})",
+           o.n_experts, o.top_k, buf.e, buf.k);
+  SY_CHECK(n >= 0 && n <= buf.n_max,
+           "sinkhorn_route_forward: n must be in [0, {}] (the size buffers were made for), got {}",
+           buf.n_max, n);
+  const int64_t E = o.n_experts, K = o.top_k;
+  buf.n = n;
+  SinkhornStats st;
+  if (n == 0) {
+    std::fill(buf.offsets.begin(), buf.offsets.end(), 0);
+    std::fill(buf.load.begin(), buf.load.end(), 0);
+    return st;
+  }
+  double* a = buf.row_pot.data();
+  double* b = buf.col_pot.data();
+  std::fill(b, b + E, 0.0);
+  const double log_col_mass = std::log(static_cast<double>(n) / static_cast<double>(E));
+  for (int it = 0; it < o.iterations; ++it) {
+    row_step(z, n, E, b, a);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < E; ++i) {
+      Lse l;
+      for (int64_t t = 0; t < n; ++t) l.add(static_cast<double>(z[t * E + i]) + a[t]);
+      b[i] = log_col_mass - l.value();
+    }
+  }
+  row_step(z, n, E, b, a);
+  double col_err = 0;
+#pragma omp parallel for schedule(static) reduction(max : col_err)
+  for (int64_t i = 0; i < E; ++i) {
+    double s = 0;
+    for (int64_t t = 0; t < n; ++t) s += std::exp(static_cast<double>(z[t * E + i]) + a[t] + b[i]);
+    col_err = std::max(col_err, std::abs(s * static_cast<double>(E) / static_cast<double>(n) - 1));
+  }
+  st.max_col_error = col_err;
+
+  // Raw scores, selection on z + b, gates.
+  T* p = buf.scores.data();
+  int32_t* expert = buf.expert.data();
+  T* gate = buf.gate.data();
+  double topk_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : topk_sum)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* zt = z + t * E;
+    T* pt = p + t * E;
+    T m = zt[0];
+    for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
+    T sum = 0;
+    for (int64_t i = 0; i < E; ++i) sum += (pt[i] = std::exp(zt[i] - m));
+    for (int64_t i = 0; i < E; ++i) pt[i] /= sum;
+    // Repeated arg-max; strict '>' scanning upward makes the lower index win ties.
+    int32_t* et = expert + t * K;
+    T sel = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      int32_t best = -1;
+      double best_v = 0;
+      for (int64_t i = 0; i < E; ++i) {
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
+        if (taken) continue;
+        const double v = static_cast<double>(zt[i]) + b[i];
+        if (best < 0 || v > best_v) {
+          best = static_cast<int32_t>(i);
+          best_v = v;
+        }
+      }
+      et[k] = best;
+      sel += pt[best];
+    }
+    topk_sum += static_cast<double>(sel);
+    for (int64_t k = 0; k < K; ++k)
+      gate[t * K + k] = o.gate == GateFn::kRenorm ? pt[et[k]] / sel : pt[et[k]];
+  }
+  st.topk_score_sum = topk_sum;
+
+  // Plan: counting sort of slots by expert (integer work, sequential, in token order).
+  int64_t* load = buf.load.data();
+  int64_t* offsets = buf.offsets.data();
+  std::fill(load, load + E, 0);
+  for (int64_t s = 0; s < n * K; ++s) ++load[expert[s]];
+  // offsets[i+1] starts at expert i's first row and serves as its cursor: after the scatter it
+  // has advanced to the end of expert i, which is what it must hold.
+  offsets[0] = 0;
+  offsets[1] = 0;
+  for (int64_t i = 1; i < E; ++i) offsets[i + 1] = offsets[i] + load[i - 1];
+  for (int64_t s = 0; s < n * K; ++s)
+    buf.slot_of_row[offsets[expert[s] + 1]++] = static_cast<int32_t>(s);
+  return st;
+}
+
+template <typename T>
+void sinkhorn_route_backward(const SinkhornOptions& o, const T* dgate, SinkhornBuffers<T>& buf,
+                             T* dz) {
+  const int64_t E = o.n_experts, K = o.top_k, n = buf.n;
+  SY_DCHECK(E == buf.e && K == buf.k);
+  const T* p = buf.scores.data();
+  const int32_t* expert = buf.expert.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* pt = p + t * E;
+    const int32_t* et = expert + t * K;
+    const T* dgt = dgate + t * K;
+    T* ds = buf.dscores.data() + t * E;
+    std::fill(ds, ds + E, T(0));
+    if (o.gate == GateFn::kRaw) {
+      for (int64_t k = 0; k < K; ++k) ds[et[k]] += dgt[k];
+    } else {
+      T s = 0, dot = 0;
+      for (int64_t k = 0; k < K; ++k) s += pt[et[k]];
+      for (int64_t k = 0; k < K; ++k) dot += dgt[k] * pt[et[k]];
+      dot /= s;
+      for (int64_t k = 0; k < K; ++k) ds[et[k]] += (dgt[k] - dot) / s;
+    }
+    T dot = 0;
+    for (int64_t i = 0; i < E; ++i) dot += ds[i] * pt[i];
+    for (int64_t i = 0; i < E; ++i) dz[t * E + i] = pt[i] * (ds[i] - dot);
+  }
+}
+
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.
+#define SY_INSTANTIATE(T)                                                                         \
+  template struct SinkhornBuffers<T>;                                                             \
+  template SinkhornStats sinkhorn_route_forward<T>(const SinkhornOptions&, const T*, int64_t,     \
+                                                   SinkhornBuffers<T>&);                          \
+  template void sinkhorn_route_backward<T>(const SinkhornOptions&, const T*, SinkhornBuffers<T>&, \
+                                           T*);
+SY_INSTANTIATE(float)
+SY_INSTANTIATE(double)
+// NOLINTEND(bugprone-macro-parentheses)
+
+}  // namespace sy
