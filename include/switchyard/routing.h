@@ -24,11 +24,11 @@
 namespace sy {
 
 enum class ScoreFn { kSoftmax, kSigmoid };
-enum class GateFn { kRenorm, kRaw };
+enum class GateFn { kRenorm, kRaw, kUniform };
 enum class DropPolicy { kProbs, kPosition };
 
 ScoreFn parse_score_fn(const std::string& s);        // "softmax" | "sigmoid"
-GateFn parse_gate_fn(const std::string& s);          // "renorm" | "raw"
+GateFn parse_gate_fn(const std::string& s);          // "renorm" | "raw" | "uniform"
 DropPolicy parse_drop_policy(const std::string& s);  // "probs" | "position"
 
 struct TopKOptions {
@@ -81,9 +81,13 @@ struct RoutingStats {
 // Steps 1–3: z[N,E] (row-major) → plan in buf, and the statistics. `bias` [E] (nullable) is the
 // loss-free balancer's: experts are selected by scores + bias, gates use the unbiased scores.
 // REQUIRES: 1 ≤ K ≤ E, N ≤ the size buf was made for.
+// `forced` [N,K] (nullable): the experts were chosen elsewhere (hash, Sinkhorn, the optimal
+// oracle); they are taken as they are (distinct per token, in slot order) and everything after
+// selection — gates, capacity, plan, losses, backward — is the same. Gate "uniform" is scale/K
+// for every slot (hash layers): it carries no gradient to the router.
 template <typename T>
 RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
-                                const T* bias = nullptr);
+                                const T* bias = nullptr, const int32_t* forced = nullptr);
 
 // Load-balancing loss terms (ALGORITHMS.md §2): LBL = α·E·Σ_i f_i·P_i, f the fractions of
 // token-slots per expert counted over the term's scope (no gradient), P_i the mean over the

@@ -31,13 +31,17 @@ struct ModelConfig {
 };
 
 struct RouterConfig {
-  std::string type = "topk";          // "topk" (this issue); later: expert_choice, bip, hash, ...
-  std::string score = "softmax";      // "softmax" | "sigmoid"
-  std::string gate = "renorm";        // "renorm" | "raw"
-  double gate_scale = 1.0;            // > 0
-  double capacity_factor = 0.0;       // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
-  std::string drop_policy = "probs";  // "probs" | "position" (only with capacity)
-  double z_loss_coef = 0.0;           // router z-loss coefficient; 0 = off (1e-3 typical)
+  std::string type = "topk";              // "topk" | "bip" | "sinkhorn" | "hash" | "optimal"
+  std::string score = "softmax";          // "softmax" | "sigmoid"
+  std::string gate = "renorm";            // "renorm" | "raw" | "uniform"
+  double gate_scale = 1.0;                // > 0
+  double capacity_factor = 0.0;           // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
+  std::string drop_policy = "probs";      // "probs" | "position" (only with capacity)
+  double z_loss_coef = 0.0;               // router z-loss coefficient; 0 = off (1e-3 typical)
+  int64_t bip_iterations = 2;             // BIP: coordinate-minimisation iterations per call (T)
+  std::string bip_mode = "as-published";  // BIP: "as-published" | "causal"
+  int64_t sinkhorn_iterations = 8;        // S-BASE: Sinkhorn iterations
+  uint64_t hash_seed = 0;                 // hash routing: which hash of the family
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".

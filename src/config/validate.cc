@@ -19,9 +19,10 @@ namespace {
 
 // The accepted names of each enumerated key. Teaching the engine a new router, gate or balancing
 // scope means adding its name here (one line) and its row in docs/config.md.
-constexpr std::string_view kRouterTypes[] = {"topk"};
+constexpr std::string_view kRouterTypes[] = {"topk", "bip", "sinkhorn", "hash", "optimal"};
+constexpr std::string_view kBipModes[] = {"as-published", "causal"};
 constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
-constexpr std::string_view kGates[] = {"renorm", "raw"};
+constexpr std::string_view kGates[] = {"renorm", "raw", "uniform"};
 constexpr std::string_view kDropPolicies[] = {"probs", "position"};
 constexpr std::string_view kBalanceTypes[] = {"lbl"};
 constexpr std::string_view kBalanceScopes[] = {"sequence", "micro", "global", "global-exact",
@@ -103,6 +104,10 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.non_negative("router.capacity_factor", r.capacity_factor, "0 means dropless (no capacity)");
   c.one_of("router.drop_policy", r.drop_policy, kDropPolicies);
   c.non_negative("router.z_loss_coef", r.z_loss_coef, "0 turns the z-loss off; 1e-3 is typical");
+  c.at_least("router.bip_iterations", r.bip_iterations, 1);
+  c.one_of("router.bip_mode", r.bip_mode, kBipModes);
+  c.at_least("router.sinkhorn_iterations", r.sinkhorn_iterations, 0);
+  c.seed("router.hash_seed", r.hash_seed);
 }
 
 void check_balance(const Checker& c, const BalanceConfig& b) {

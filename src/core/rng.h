@@ -10,6 +10,14 @@
 
 namespace sy {
 
+// SplitMix64's finaliser: a bijective 64-bit mix, for deriving seeds from (seed, index) pairs.
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0) { seed_state(seed); }

@@ -9,15 +9,6 @@
 
 namespace sy {
 
-namespace {
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
 SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed,
                                  uint64_t first_index)
     : vocab_(vocab), seq_len_(seq_len), seed_(seed), first_(first_index) {
@@ -29,7 +20,7 @@ SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed,
   for (int d = 0; d < kDomains; ++d) {
     std::vector<int32_t> perm(vocab);
     for (int64_t i = 0; i < vocab; ++i) perm[i] = static_cast<int32_t>(i);
-    Rng r(mix(seed ^ mix(0xD0D0ull + d)));
+    Rng r(mix64(seed ^ mix64(0xD0D0ull + d)));
     for (int64_t i = 0; i < active_; ++i) std::swap(perm[i], perm[i + r.below(vocab - i)]);
     std::copy(perm.begin(), perm.begin() + active_, active_tokens_.begin() + d * active_);
   }
@@ -38,13 +29,13 @@ SyntheticSource::SyntheticSource(int64_t vocab, int64_t seq_len, uint64_t seed,
     for (int64_t a = 0; a < vocab; ++a)
       for (int j = 0; j < 4; ++j)
         successors_[(d * vocab + a) * 4 + j] =
-            active_tokens_[d * active_ + mix(seed ^ mix((static_cast<uint64_t>(d) << 48) ^
-                                                        (static_cast<uint64_t>(a) << 8) ^ j)) %
+            active_tokens_[d * active_ + mix64(seed ^ mix64((static_cast<uint64_t>(d) << 48) ^
+                                                            (static_cast<uint64_t>(a) << 8) ^ j)) %
                                              static_cast<uint64_t>(active_)];
 }
 
 int32_t SyntheticSource::sequence(uint64_t index, int32_t* out) const {
-  Rng r(mix(seed_ ^ mix(index)));
+  Rng r(mix64(seed_ ^ mix64(index)));
   const int32_t d = static_cast<int32_t>(r.below(kDomains));
   const int32_t* succ = successors_.data() + static_cast<size_t>(d) * vocab_ * 4;
   const int32_t* active = active_tokens_.data() + static_cast<size_t>(d) * active_;
@@ -109,7 +100,7 @@ void TokenFileSource::make_order(uint64_t epoch) {
   epoch_ = epoch;
   for (uint64_t i = 0; i < n_seq_; ++i) order_[i] = i;
   if (!shuffle_) return;
-  Rng r(mix(seed_ ^ mix(epoch + 1)));
+  Rng r(mix64(seed_ ^ mix64(epoch + 1)));
   for (uint64_t i = n_seq_ - 1; i > 0; --i) std::swap(order_[i], order_[r.below(i + 1)]);
 }
 

@@ -24,6 +24,16 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
   return o;
 }
 
+SelectorOptions selector_options(const RouterConfig& r) {
+  SelectorOptions s;
+  s.type = parse_router_type(r.type);
+  s.bip_iterations = static_cast<int>(r.bip_iterations);
+  s.bip_mode = parse_bip_mode(r.bip_mode);
+  s.sinkhorn_iterations = static_cast<int>(r.sinkhorn_iterations);
+  s.hash_seed = r.hash_seed;
+  return s;
+}
+
 BalancerOptions balancer_options(const RunConfig& cfg) {
   const ModelConfig& m = cfg.model;
   BalancerOptions b;
@@ -43,6 +53,7 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.bias_center = cfg.loss_free.center == "mean";
   b.bias_freeze_after = cfg.loss_free.freeze_after;
   b.seed = cfg.train.seed;
+  b.bip = cfg.router.type == "bip";
   return b;
 }
 
@@ -56,8 +67,9 @@ void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> sha
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
-                            const BalancerOptions& balance, int64_t micro_batch, Communicator* comm)
-    : cfg_(m), ropt_(router), balancer_(balance, comm), b_max_(micro_batch) {
+                            const BalancerOptions& balance, int64_t micro_batch, Communicator* comm,
+                            const SelectorOptions& selector)
+    : cfg_(m), ropt_(router), sel_(selector), balancer_(balance, comm), b_max_(micro_batch) {
   D_ = m.d_model;
   H_ = m.n_heads;
   hd_ = D_ / H_;
@@ -163,7 +175,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
       dense_act_[l].reset(N * Fd_);
     }
   moe_acts_.resize(moe_layer_index_.size());
-  for (auto& a : moe_acts_) a.resize(moe_dims_);
+  for (auto& a : moe_acts_) a.resize(moe_dims_, sel_, ropt_);
   moe_stats_.resize(moe_layer_index_.size());
   lnf_.reset(N * D_);
   rstdf_.reset(N);
@@ -255,8 +267,10 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     for (int64_t i = 0; i < N * D; ++i) mid[i] = x[i] + t[i];
     rmsnorm_forward(ln2_[l].data(), rstd2_[l].data(), mid, P + L.ln2, N, D, eps);
     if (L.moe) {
+      RouteInputs<T> ri{&sel_, inputs_.data(), balancer_.bip_dual(mi), balancer_.bias(mi),
+                        mode == ForwardMode::kTrain};
       moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
-                                   moe_acts_[mi], tmp_.data(), balancer_.bias(mi));
+                                   moe_acts_[mi], tmp_.data(), ri);
       if (mode == ForwardMode::kTrain) {
         moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, moe_acts_[mi].route);
       } else if (mode == ForwardMode::kPrepass) {

@@ -19,6 +19,7 @@
 #include "dist/communicator.h"
 #include "moe/moe_layer.h"
 #include "routing/balancer.h"
+#include "routing/selector.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -35,6 +36,8 @@ struct ParamInfo {
 TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
 // Balancer options implied by a run's config (LBL terms, loss-free bias, batch geometry).
 BalancerOptions balancer_options(const RunConfig& cfg);
+// The router family and its options.
+SelectorOptions selector_options(const RouterConfig& r);
 
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
 // only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact
@@ -54,7 +57,8 @@ class Transformer {
  public:
   // micro_batch: the largest B that forward() will be given. comm may be null (one process).
   Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
-              int64_t micro_batch, Communicator* comm = nullptr);
+              int64_t micro_batch, Communicator* comm = nullptr,
+              const SelectorOptions& selector = {});
 
   const ModelConfig& config() const { return cfg_; }
   const TopKOptions& router_options() const { return ropt_; }
@@ -106,6 +110,7 @@ class Transformer {
 
   ModelConfig cfg_;
   TopKOptions ropt_;
+  SelectorOptions sel_;
   Balancer<T> balancer_;
   MoeDims moe_dims_;
   int64_t b_max_, n_max_;

@@ -10,7 +10,9 @@
 namespace sy {
 
 template <typename T>
-void MoeActivations<T>::resize(const MoeDims& d) {
+void MoeActivations<T>::resize(const MoeDims& d, const SelectorOptions& sel,
+                               const TopKOptions& opt) {
+  if (sel.type != RouterType::kTopK) selector.resize(sel, opt, d.n_max);
   const int64_t m = d.n_max * d.k;
   logits.reset(d.n_max * d.e);
   route.resize(d.n_max, d.e, d.k);
@@ -37,11 +39,17 @@ void MoeScratch<T>::resize(const MoeDims& d) {
 
 template <typename T>
 RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
-                         const T* h, int64_t n, MoeActivations<T>& a, T* y, const T* bias) {
+                         const T* h, int64_t n, MoeActivations<T>& a, T* y,
+                         const RouteInputs<T>& ri) {
   const int64_t D = dims.d, E = dims.e, K = dims.k, F = dims.f, Fs = dims.f_shared;
   // Router: z[N,E] = h · W_rᵀ, then the plan.
   gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
-  RoutingStats st = topk_route_forward(opt, a.logits.data(), n, a.route, bias);
+  typename Selector<T>::Choice choice{ri.bias, nullptr};
+  if (ri.selector && ri.selector->type != RouterType::kTopK)
+    choice = a.selector.select(*ri.selector, opt, a.logits.data(), ri.token_ids, n, ri.bip_dual,
+                               ri.bias, ri.update);
+  RoutingStats st =
+      topk_route_forward(opt, a.logits.data(), n, a.route, choice.bias, choice.forced);
   const RoutingBuffers<T>& r = a.route;
   const int64_t rows = r.rows;
 
@@ -176,7 +184,8 @@ void moe_backward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<
   template struct MoeActivations<T>;                                                             \
   template struct MoeScratch<T>;                                                                 \
   template RoutingStats moe_forward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&, \
-                                       const T*, int64_t, MoeActivations<T>&, T*, const T*);     \
+                                       const T*, int64_t, MoeActivations<T>&, T*,                \
+                                       const RouteInputs<T>&);                                   \
   template void moe_backward<T>(const TopKOptions&, const MoeDims&, const MoeWeights<T>&,        \
                                 const MoeGrads<T>&, const T*, int64_t, MoeActivations<T>&,       \
                                 MoeScratch<T>&, const T*, T, T*);

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "core/buffer.h"
+#include "routing/selector.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -46,8 +47,9 @@ struct MoeGrads {  // accumulated into (+=)
 // What one layer's forward keeps for its backward.
 template <typename T>
 struct MoeActivations {
-  void resize(const MoeDims& dims);
-  Buffer<T> logits;  // [N, E] router logits z
+  void resize(const MoeDims& dims, const SelectorOptions& sel = {}, const TopKOptions& opt = {});
+  Selector<T> selector;  // the selection stage's scratch (router families other than top-K)
+  Buffer<T> logits;      // [N, E] router logits z
   RoutingBuffers<T> route;
   Buffer<T> xs;          // [M, D]  inputs gathered in expert order
   Buffer<T> hu;          // [M, 2F] gate|up pre-activations
@@ -67,13 +69,22 @@ struct MoeScratch {
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]
 };
 
-// y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. `bias` [E]
-// (nullable): the loss-free balancer's selection bias. LBL terms are added by the caller between
-// forward and backward (lbl_begin / lbl_add_term on a.route).
+// How to choose experts in one call (see routing/selector.h); the default is plain top-K.
+template <typename T>
+struct RouteInputs {
+  const SelectorOptions* selector = nullptr;  // null: top-K
+  const int32_t* token_ids = nullptr;         // [N] (hash routing)
+  T* bip_dual = nullptr;                      // [E] the layer's BIP prices q (in/out)
+  const T* bias = nullptr;                    // [E] the loss-free balancer's selection bias
+  bool update = true;                         // false: evaluation, no state changes
+};
+
+// y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. LBL terms are
+// added by the caller between forward and backward (lbl_begin / lbl_add_term on a.route).
 template <typename T>
 RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
                          const T* h, int64_t n, MoeActivations<T>& a, T* y,
-                         const T* bias = nullptr);
+                         const RouteInputs<T>& ri = {});
 
 // dh[N,D] += ∂loss/∂h; parameter gradients accumulate into g. dy[N,D] is the gradient of the
 // block output; aux_scale multiplies the auxiliary losses' gradients (1/micro-batches per step).

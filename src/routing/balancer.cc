@@ -45,21 +45,13 @@ BiasUpdate parse_bias_update(const std::string& s) {
       "loss_free.update must be one of \"off\", \"sign\", \"proportional\", got \"{}\"", s));
 }
 
-namespace {
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
 template <typename T>
 Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
     : o_(o), comm_(comm ? comm : &single_) {
   const int64_t L = o.n_layers, E = o.n_experts;
   const int64_t N = o.micro_batch * o.seq_len;
   if (o.bias_update != BiasUpdate::kOff) bias_.assign(L * E, T(0));
+  if (o.bip) bip_dual_.assign(L * E, T(0));
   buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
   buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
   step_counts_.assign(L * E, 0);
@@ -156,8 +148,8 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
         // stream that depends only on (seed, step, micro-batch, layer): resumable.
         const int64_t total_tokens = o_.grad_accum * n;
         std::iota(sample_idx_.begin(), sample_idx_.begin() + total_tokens, 0);
-        Rng r(mix(o_.seed ^
-                  mix(static_cast<uint64_t>(step_) * 1000003ull + micro * 1009ull + layer)));
+        Rng r(mix64(o_.seed ^
+                    mix64(static_cast<uint64_t>(step_) * 1000003ull + micro * 1009ull + layer)));
         std::fill(counts_.begin(), counts_.end(), 0);
         const int32_t* sel = selections_.data() + layer * o_.grad_accum * n * K;
         for (int64_t s = 0; s < n; ++s) {

@@ -55,6 +55,7 @@ struct BalancerOptions {
   bool bias_center = false;       // subtract the mean of each update
   int64_t bias_freeze_after = 0;  // no updates after this many steps; 0 = never
   uint64_t seed = 0;              // the shuffle scope's samples
+  bool bip = false;               // keep BIP dual prices q[E] per layer (router.type = "bip")
 };
 
 template <typename T>
@@ -78,6 +79,12 @@ class Balancer {
 
   // The selection bias of a layer, or null when the loss-free balancer is off.
   const T* bias(int64_t layer) const;
+  // The BIP dual prices q[E] of a layer (updated by the router's selection stage), or null.
+  T* bip_dual(int64_t layer) {
+    return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
+  }
+  std::vector<T>& bip_state() { return bip_dual_; }
+  const std::vector<T>& bip_state() const { return bip_dual_; }
   // All persistent state, for checkpoints: the biases [layers, E] (empty when off).
   std::vector<T>& bias_state() { return bias_; }
   const std::vector<T>& bias_state() const { return bias_; }
@@ -89,7 +96,8 @@ class Balancer {
   SingleProcessCommunicator single_;
   Communicator* comm_;
   int64_t step_ = 0;
-  std::vector<T> bias_;  // [L, E]
+  std::vector<T> bias_;      // [L, E]
+  std::vector<T> bip_dual_;  // [L, E]
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]

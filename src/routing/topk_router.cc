@@ -19,7 +19,8 @@ ScoreFn parse_score_fn(const std::string& s) {
 GateFn parse_gate_fn(const std::string& s) {
   if (s == "renorm") return GateFn::kRenorm;
   if (s == "raw") return GateFn::kRaw;
-  fail(fmt::format("router.gate must be one of \"renorm\", \"raw\", got \"{}\"", s));
+  if (s == "uniform") return GateFn::kUniform;
+  fail(fmt::format("router.gate must be one of \"renorm\", \"raw\", \"uniform\", got \"{}\"", s));
 }
 DropPolicy parse_drop_policy(const std::string& s) {
   if (s == "probs") return DropPolicy::kProbs;
@@ -69,7 +70,7 @@ inline T row_sum(const T* p, int64_t e) {
 
 template <typename T>
 RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
-                                const T* bias) {
+                                const T* bias, const int32_t* forced) {
   const int64_t E = o.n_experts, K = o.top_k;
   SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
   buf.n = n;
@@ -107,7 +108,11 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     // Top-K by repeated arg-max; strict '>' scanning upward makes the lower index win ties.
     int32_t* et = expert + t * K;
     T sel_sum = 0;
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = 0; k < K && forced; ++k) {
+      et[k] = forced[t * K + k];
+      sel_sum += pt[et[k]];
+    }
+    for (int64_t k = 0; k < K && !forced; ++k) {
       int32_t best = -1;
       T best_v = 0;
       for (int64_t i = 0; i < E; ++i) {
@@ -127,7 +132,9 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     T* gt = gate + t * K;
     for (int64_t k = 0; k < K; ++k) {
       const T p = pt[et[k]];
-      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum : scale * p;
+      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum
+              : o.gate == GateFn::kRaw  ? scale * p
+                                        : scale / static_cast<T>(K);
     }
   }
 
@@ -266,7 +273,7 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
     // Gates → scores.
     if (o.gate == GateFn::kRaw) {
       for (int64_t k = 0; k < K; ++k) ds[et[k]] += scale * dgt[k];
-    } else {
+    } else if (o.gate == GateFn::kRenorm) {
       T s = 0, dot = 0;
       for (int64_t k = 0; k < K; ++k) s += pt[et[k]];
       for (int64_t k = 0; k < K; ++k) dot += dgt[k] * pt[et[k]];
@@ -309,7 +316,7 @@ void topk_route_backward(const TopKOptions& o, const T* z, const T* dgate, T aux
 #define SY_INSTANTIATE(T)                                                                       \
   template struct RoutingBuffers<T>;                                                            \
   template RoutingStats topk_route_forward<T>(const TopKOptions&, const T*, int64_t,            \
-                                              RoutingBuffers<T>&, const T*);                    \
+                                              RoutingBuffers<T>&, const T*, const int32_t*);    \
   template void lbl_begin<T>(RoutingBuffers<T>&, int64_t);                                      \
   template double lbl_add_term<T>(RoutingBuffers<T>&, ScoreFn, double, const double*, int64_t); \
   template void micro_fractions<T>(const RoutingBuffers<T>&, double*);                          \

@@ -44,7 +44,11 @@ json switchyard_json(const RunConfig& c) {
                 {"gate_scale", r.gate_scale},
                 {"capacity_factor", r.capacity_factor},
                 {"drop_policy", r.drop_policy},
-                {"z_loss_coef", r.z_loss_coef}}},
+                {"z_loss_coef", r.z_loss_coef},
+                {"bip_iterations", r.bip_iterations},
+                {"bip_mode", r.bip_mode},
+                {"sinkhorn_iterations", r.sinkhorn_iterations},
+                {"hash_seed", r.hash_seed}}},
               {"balance", {{"terms", terms}}},
               {"loss_free",
                {{"update", c.loss_free.update},
@@ -55,6 +59,11 @@ json switchyard_json(const RunConfig& c) {
 
 std::string bias_name(int64_t layer) {
   return "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
+}
+
+// Ours (no Hugging Face counterpart): the BIP balancer's expert prices q.
+std::string dual_name(int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".mlp.gate.bip_dual";
 }
 
 std::string read_text(const std::string& path) {
@@ -128,11 +137,15 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
   }
   // Balancer state (fp32): the loss-free biases, under DeepSeek-V3's Hugging Face name.
   const std::vector<float>& bias = model.balancer().bias_state();
-  if (!bias.empty()) {
+  const std::vector<float>& dual = model.balancer().bip_state();
+  if (!bias.empty() || !dual.empty()) {
     const int64_t E = cfg.model.n_experts;
     std::vector<io::TensorView> b;
-    for (int64_t l = 0; l < model.n_moe_layers(); ++l)
-      b.push_back({bias_name(cfg.model.n_dense_layers + l), "F32", {E}, bias.data() + l * E});
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+      const int64_t layer = cfg.model.n_dense_layers + l;
+      if (!bias.empty()) b.push_back({bias_name(layer), "F32", {E}, bias.data() + l * E});
+      if (!dual.empty()) b.push_back({dual_name(layer), "F32", {E}, dual.data() + l * E});
+    }
     io::write_safetensors(w.path("balancer.safetensors"), b);
   }
   json state = {{"step", st.step},
@@ -165,16 +178,20 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
            "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
            model.param_table().size(), weights.names().size());
   std::vector<float>& bias = model.balancer().bias_state();
-  const std::string bias_file = dir + "/balancer.safetensors";
-  if (!bias.empty()) {
-    SY_CHECK(std::filesystem::exists(bias_file),
-             "{}: balancer.safetensors is missing; the config uses the loss-free balancer, whose "
-             "biases a checkpoint must hold",
+  std::vector<float>& dual = model.balancer().bip_state();
+  const std::string state_file = dir + "/balancer.safetensors";
+  if (!bias.empty() || !dual.empty()) {
+    SY_CHECK(std::filesystem::exists(state_file),
+             "{}: balancer.safetensors is missing; the config's balancer (loss-free bias or BIP) "
+             "keeps state that a checkpoint must hold",
              dir);
-    io::SafetensorsReader b(bias_file);
+    io::SafetensorsReader b(state_file);
     const int64_t E = model.config().n_experts;
-    for (int64_t l = 0; l < model.n_moe_layers(); ++l)
-      b.read(bias_name(model.config().n_dense_layers + l), {E}, bias.data() + l * E);
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+      const int64_t layer = model.config().n_dense_layers + l;
+      if (!bias.empty()) b.read(bias_name(layer), {E}, bias.data() + l * E);
+      if (!dual.empty()) b.read(dual_name(layer), {E}, dual.data() + l * E);
+    }
   }
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");

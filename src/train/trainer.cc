@@ -123,7 +123,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   const std::string ckpt_root = out + "/checkpoints";
   fs::create_directories(ckpt_root);
 
-  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B);
+  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
+                           selector_options(cfg.router));
   AdamW opt(model.param_table(), model.num_params());
   TrainerState state;
   auto train_src = make_train_source(cfg);
@@ -356,7 +357,8 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   apply_system(cfg.system);
   const ModelConfig& m = cfg.model;
   const int64_t B = cfg.train.micro_batch;
-  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B);
+  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
+                           selector_options(cfg.router));
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
   TokenFileSource src(tokens_path, m.vocab_size, m.seq_len, false, 0);
   Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);

@@ -143,6 +143,59 @@ TEST(TrainerTest, LossFreeBiasResumesBitExactly) {
   EXPECT_EQ(a.back()["loss"].get<double>(), b.back()["loss"].get<double>());
 }
 
+TEST(TrainerTest, EveryRouterFamilyTrains) {
+  for (const char* type : {"bip", "sinkhorn", "hash", "optimal"}) {
+    RunConfig c = tiny(std::string("router_") + type);
+    c.router.type = type;
+    if (std::string(type) == "hash") c.router.gate = "uniform";
+    c.balance.terms.clear();
+    c.train.steps = 3;
+    c.train.eval_every = 0;
+    TrainResult r = train(c, {.quiet = true});
+    EXPECT_TRUE(std::isfinite(r.final_loss)) << type;
+    auto recs = records(c.out_dir, "train");
+    ASSERT_EQ(recs.size(), 3u) << type;
+    if (std::string(type) == "optimal") {
+      // Exact balanced assignment: no expert above capacity ceil(K·N/E) = 32 per micro-batch.
+      for (auto& rec : recs)
+        for (auto& layer : rec["layers"])
+          for (auto& load : layer["load"]) EXPECT_LE(load.get<int64_t>(), 2 * 32);
+    }
+  }
+}
+
+// The defining property of BIP: balanced routing from the first step, without any loss.
+TEST(TrainerTest, BipIsBetterBalancedThanTopKAtStepOne) {
+  double maxvio[2];
+  int i = 0;
+  for (const char* type : {"topk", "bip"}) {
+    RunConfig c = tiny(std::string("bip_vs_") + type);
+    c.router.type = type;
+    c.router.bip_iterations = 4;
+    c.model.init_std = 0.2;  // a skewed router at initialisation
+    c.balance.terms.clear();
+    c.train.steps = 1;
+    c.train.warmup_steps = 0;
+    train(c, {.quiet = true});
+    maxvio[i++] = records(c.out_dir, "train")[0]["avg_maxvio"].get<double>();
+  }
+  EXPECT_LT(maxvio[1], 0.5 * maxvio[0]) << "topk " << maxvio[0] << ", bip " << maxvio[1];
+}
+
+TEST(TrainerTest, BipPricesResumeBitExactly) {
+  RunConfig straight = tiny("bip_straight");
+  straight.router.type = "bip";
+  straight.train.steps = 8;
+  RunConfig split = straight;
+  split.out_dir = tiny("bip_split").out_dir;
+  train(straight, {.quiet = true});
+  train(split, {.quiet = true, .stop_after = 4});
+  train(split, {.quiet = true});
+  EXPECT_EQ(weights(straight.out_dir, 8), weights(split.out_dir, 8));
+  auto a = records(straight.out_dir, "train"), b = records(split.out_dir, "train");
+  EXPECT_EQ(a.back()["layers"][0]["load"], b.back()["layers"][0]["load"]);
+}
+
 TEST(TrainerTest, RefusesToResumeADifferentModel) {
   RunConfig c = tiny("mismatch");
   c.train.steps = 2;

@@ -1,0 +1,113 @@
+#include "routing/selector.h"
+
+#include <omp.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "routing/hash_router.h"
+#include "routing/optimal.h"
+
+namespace sy {
+
+RouterType parse_router_type(const std::string& s) {
+  if (s == "topk") return RouterType::kTopK;
+  if (s == "bip") return RouterType::kBip;
+  if (s == "sinkhorn") return RouterType::kSinkhorn;
+  if (s == "hash") return RouterType::kHash;
+  if (s == "optimal") return RouterType::kOptimal;
+  fail(
+      fmt::format("router.type must be one of \"topk\", \"bip\", \"sinkhorn\", \"hash\", "
+                  "\"optimal\", got \"{}\"",
+                  s));
+}
+
+template <typename T>
+void Selector<T>::resize(const SelectorOptions& so, const TopKOptions& o, int64_t n_max) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  bias_.assign(E, T(0));
+  if (so.type == RouterType::kBip || so.type == RouterType::kOptimal)
+    scores_.assign(n_max * E, T(0));
+  if (so.type == RouterType::kBip) {
+    p_.assign(n_max, T(0));
+    scratch_.assign(bip_scratch_size(n_max, E, omp_get_max_threads()), T(0));
+  }
+  if (so.type != RouterType::kTopK && so.type != RouterType::kBip) forced_.assign(n_max * K, 0);
+  if (so.type == RouterType::kHash) hash_scratch_.assign(2 * K, 0);
+  if (so.type == RouterType::kOptimal) loads_.assign(E, 0);
+  if (so.type == RouterType::kSinkhorn) {
+    SinkhornOptions sk{E, K, so.sinkhorn_iterations, GateFn::kRaw};
+    sinkhorn_.resize(sk, n_max);
+  }
+}
+
+namespace {
+template <typename T>
+void scores_of(const TopKOptions& o, const T* z, int64_t n, T* s) {
+  const int64_t E = o.n_experts;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* zt = z + t * E;
+    T* st = s + t * E;
+    if (o.score == ScoreFn::kSigmoid) {
+      for (int64_t i = 0; i < E; ++i) st[i] = T(1) / (T(1) + std::exp(-zt[i]));
+    } else {
+      T m = zt[0], sum = 0;
+      for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
+      for (int64_t i = 0; i < E; ++i) sum += (st[i] = std::exp(zt[i] - m));
+      for (int64_t i = 0; i < E; ++i) st[i] /= sum;
+    }
+  }
+}
+}  // namespace
+
+template <typename T>
+typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, const TopKOptions& o,
+                                                 const T* z, const int32_t* token_ids, int64_t n,
+                                                 T* q, const T* loss_free_bias, bool update) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  Choice c;
+  switch (so.type) {
+    case RouterType::kTopK:
+      c.bias = loss_free_bias;
+      break;
+    case RouterType::kBip: {
+      scores_of(o, z, n, scores_.data());
+      const BipShape sh = bip_shape(n, E, K);
+      auto iterate = [&] {
+        bip_iterate(sh, scores_.data(), so.bip_iterations, q, p_.data(), scratch_.data(),
+                    static_cast<int64_t>(scratch_.size()));
+      };
+      if (update && so.bip_mode == BipMode::kAsPublished) iterate();
+      for (int64_t i = 0; i < E; ++i)
+        bias_[i] = -q[i] + (loss_free_bias ? loss_free_bias[i] : T(0));
+      if (update && so.bip_mode == BipMode::kCausal) iterate();
+      c.bias = bias_.data();
+      break;
+    }
+    case RouterType::kSinkhorn: {
+      SinkhornOptions sk{E, K, so.sinkhorn_iterations, GateFn::kRaw};
+      sinkhorn_route_forward(sk, z, n, sinkhorn_);
+      std::copy(sinkhorn_.expert.begin(), sinkhorn_.expert.begin() + n * K, forced_.begin());
+      c.forced = forced_.data();
+      break;
+    }
+    case RouterType::kHash:
+      for (int64_t t = 0; t < n; ++t)
+        hash_experts(token_ids[t], so.hash_seed, E, K, forced_.data() + t * K,
+                     hash_scratch_.data());
+      c.forced = forced_.data();
+      break;
+    case RouterType::kOptimal:
+      scores_of(o, z, n, scores_.data());
+      optimal_assign(bip_shape(n, E, K), scores_.data(), forced_.data(), loads_.data());
+      c.forced = forced_.data();
+      break;
+  }
+  return c;
+}
+
+template class Selector<float>;
+template class Selector<double>;
+
+}  // namespace sy

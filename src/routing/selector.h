@@ -1,0 +1,63 @@
+// Router families that choose experts differently but share top-K's gates, capacity, plan,
+// losses and backward: the selection stage before topk_route_forward.
+//
+//   topk      top-K of the scores (+ the loss-free bias, if any)
+//   bip       top-K of s − q, q the BIP dual prices (ALGORITHMS.md §5; routing/bip.h), updated
+//             by T coordinate-minimisation iterations per call: before routing (as-published) or
+//             after (causal, ours); evaluation never updates q
+//   sinkhorn  S-BASE: top-K of the Sinkhorn-balanced matrix (routing/sinkhorn.h); gates from the
+//             raw scores
+//   hash      a fixed hash of the token id (routing/hash_router.h); usually with gate "uniform"
+//   optimal   the exact balanced assignment (routing/optimal.h, LEMON min-cost flow): an oracle,
+//             for small N·E
+// Expert Choice gives tokens a variable number of experts and is a separate path.
+//
+// A Selector owns the scratch of one MoE layer's selection, sized once. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "routing/bip.h"
+#include "routing/sinkhorn.h"
+#include "switchyard/routing.h"
+
+namespace sy {
+
+enum class RouterType { kTopK, kBip, kSinkhorn, kHash, kOptimal };
+RouterType parse_router_type(const std::string& s);  // topk|bip|sinkhorn|hash|optimal
+
+struct SelectorOptions {
+  RouterType type = RouterType::kTopK;
+  int bip_iterations = 2;
+  BipMode bip_mode = BipMode::kAsPublished;
+  int sinkhorn_iterations = 8;
+  uint64_t hash_seed = 0;
+};
+
+template <typename T>
+class Selector {
+ public:
+  void resize(const SelectorOptions& so, const TopKOptions& o, int64_t n_max);
+
+  struct Choice {
+    const T* bias = nullptr;          // add to the scores for selection (loss-free: b; BIP: −q)
+    const int32_t* forced = nullptr;  // [N,K] experts chosen here
+  };
+  // z[N,E] logits, token_ids[N] (hash), q[E] the layer's BIP dual (in/out; null unless bip),
+  // loss_free_bias[E] (nullable). update = false (evaluation) leaves q unchanged.
+  Choice select(const SelectorOptions& so, const TopKOptions& o, const T* z,
+                const int32_t* token_ids, int64_t n, T* q, const T* loss_free_bias, bool update);
+
+ private:
+  std::vector<T> scores_;       // [N,E] s for BIP / optimal
+  std::vector<T> p_, scratch_;  // BIP
+  std::vector<T> bias_;         // [E] −q (+ loss-free bias)
+  std::vector<int32_t> forced_;
+  std::vector<int32_t> hash_scratch_;
+  std::vector<int64_t> loads_;
+  SinkhornBuffers<T> sinkhorn_;
+};
+
+}  // namespace sy
