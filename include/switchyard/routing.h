@@ -76,6 +76,8 @@ struct RoutingStats {
   double z_loss = 0;  // coef · mean_t lse²   (already multiplied by coef)
   double entropy_sum = 0;     // Σ_t entropy of the (per-token normalised) scores
   double topk_score_sum = 0;  // Σ_t Σ_{i∈S_t} scores[t,i]
+  // Tokens with 0, 1, 2, 3, 4, ≥5 experts after capacity (filled by the MoE layer).
+  int64_t experts_per_token[6] = {0, 0, 0, 0, 0, 0};
 };
 
 // Steps 1–3: z[N,E] (row-major) → plan in buf, and the statistics. `bias` [E] (nullable) is the

@@ -31,7 +31,8 @@ struct ModelConfig {
 };
 
 struct RouterConfig {
-  std::string type = "topk";              // "topk" | "bip" | "sinkhorn" | "hash" | "optimal"
+  // "topk" | "bip" | "sinkhorn" | "hash" | "optimal" | "expert_choice"
+  std::string type = "topk";
   std::string score = "softmax";          // "softmax" | "sigmoid"
   std::string gate = "renorm";            // "renorm" | "raw" | "uniform"
   double gate_scale = 1.0;                // > 0
@@ -42,6 +43,9 @@ struct RouterConfig {
   std::string bip_mode = "as-published";  // BIP: "as-published" | "causal"
   int64_t sinkhorn_iterations = 8;        // S-BASE: Sinkhorn iterations
   uint64_t hash_seed = 0;                 // hash routing: which hash of the family
+  double ec_capacity_factor = 0.0;        // Expert Choice: experts per token on average; 0 = top_k
+  int64_t ec_chunk = 0;              // Expert Choice: tokens per routing group; 0 = micro-batch
+  double ec_threshold_decay = 0.99;  // Expert Choice: EMA decay of the causal thresholds
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".

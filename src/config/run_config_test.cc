@@ -335,9 +335,7 @@ TEST(RunConfigTest, RejectsOutOfRangeValues) {
       {"train.checkpoint_every=-5", "train.checkpoint_every must be >= 0, got -5"},
       {"system.threads=0", "system.threads must be >= 1, got 0"},
       {"system.gemm=mkl", "system.gemm must be one of \"onednn\", \"openblas\", got \"mkl\""},
-      {"router.type=expert_choise",
-       "router.type must be one of \"topk\", \"bip\", \"sinkhorn\", \"hash\", \"optimal\", got "
-       "\"expert_choise\""},
+      {"router.type=expert_choise", "got \"expert_choise\"; did you mean \"expert_choice\"?"},
       {"router.drop_policy=random", "router.drop_policy must be one of \"probs\", \"position\""},
       {"data.source=web", "data.source must be one of \"synthetic\", \"tokens\", got \"web\""},
       {"out_dir=\"\"", "out_dir must be a directory path, got \"\""},

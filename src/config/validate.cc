@@ -19,7 +19,8 @@ namespace {
 
 // The accepted names of each enumerated key. Teaching the engine a new router, gate or balancing
 // scope means adding its name here (one line) and its row in docs/config.md.
-constexpr std::string_view kRouterTypes[] = {"topk", "bip", "sinkhorn", "hash", "optimal"};
+constexpr std::string_view kRouterTypes[] = {"topk", "bip",     "sinkhorn",
+                                             "hash", "optimal", "expert_choice"};
 constexpr std::string_view kBipModes[] = {"as-published", "causal"};
 constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
 constexpr std::string_view kGates[] = {"renorm", "raw", "uniform"};
@@ -108,6 +109,10 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.one_of("router.bip_mode", r.bip_mode, kBipModes);
   c.at_least("router.sinkhorn_iterations", r.sinkhorn_iterations, 0);
   c.seed("router.hash_seed", r.hash_seed);
+  c.non_negative("router.ec_capacity_factor", r.ec_capacity_factor, "0 means model.top_k");
+  c.at_least("router.ec_chunk", r.ec_chunk, 0);
+  c.require(r.ec_threshold_decay >= 0 && r.ec_threshold_decay < 1, "router.ec_threshold_decay",
+            "in [0, 1)", num(r.ec_threshold_decay));
 }
 
 void check_balance(const Checker& c, const BalanceConfig& b) {
@@ -188,6 +193,23 @@ void check_cross_field(const Checker& c, const RunConfig& cfg) {
                           "model.seq_len)",
                           m.n_experts, n, m.top_k, num(min_cf)),
               num(r.capacity_factor));
+  }
+
+  if (r.type == "expert_choice") {
+    const char* why =
+        "Expert Choice is balanced by construction (every expert takes exactly k tokens)";
+    c.require(cfg.balance.terms.empty(), "balance.terms",
+              "empty with router.type = \"expert_choice\"",
+              fmt::format("{} term(s)", cfg.balance.terms.size()),
+              fmt::format("{}; set balance.terms = []", why));
+    c.require(r.z_loss_coef == 0, "router.z_loss_coef", "0 with router.type = \"expert_choice\"",
+              num(r.z_loss_coef), "the z-loss is not implemented for Expert Choice");
+    c.require(cfg.loss_free.update == "off", "loss_free.update",
+              "\"off\" with router.type = \"expert_choice\"",
+              fmt::format("\"{}\"", cfg.loss_free.update), why);
+    c.require(r.capacity_factor == 0, "router.capacity_factor",
+              "0 with router.type = \"expert_choice\"", num(r.capacity_factor),
+              "Expert Choice's capacity is router.ec_capacity_factor");
   }
 
   const TrainConfig& t = cfg.train;

@@ -31,6 +31,8 @@ SelectorOptions selector_options(const RouterConfig& r) {
   s.bip_mode = parse_bip_mode(r.bip_mode);
   s.sinkhorn_iterations = static_cast<int>(r.sinkhorn_iterations);
   s.hash_seed = r.hash_seed;
+  s.ec_capacity_factor = r.ec_capacity_factor;
+  s.ec_chunk = r.ec_chunk;
   return s;
 }
 
@@ -54,6 +56,8 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.bias_freeze_after = cfg.loss_free.freeze_after;
   b.seed = cfg.train.seed;
   b.bip = cfg.router.type == "bip";
+  b.expert_choice = cfg.router.type == "expert_choice";
+  b.ec_decay = cfg.router.ec_threshold_decay;
   return b;
 }
 
@@ -79,7 +83,11 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
   n_max_ = b_max_ * S_;
   const int64_t E = m.n_experts, F = m.d_expert, K = m.top_k;
   const int64_t Fs = m.d_shared > 0 ? m.d_shared : m.d_expert, ns = m.n_shared_experts;
-  moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs};
+  moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs, selector.type == RouterType::kExpertChoice};
+  ec_opt_ = ExpertChoiceOptions{
+      E, selector.ec_capacity_factor > 0 ? selector.ec_capacity_factor : static_cast<double>(K),
+      selector.ec_chunk};
+  if (moe_dims_.expert_choice) ec_validate(ec_opt_);
 
   // Parameter layout. Offsets are padded so that every tensor group starts 64-byte aligned.
   int64_t off = 0;
@@ -175,7 +183,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
       dense_act_[l].reset(N * Fd_);
     }
   moe_acts_.resize(moe_layer_index_.size());
-  for (auto& a : moe_acts_) a.resize(moe_dims_, sel_, ropt_);
+  for (auto& a : moe_acts_) a.resize(moe_dims_, sel_, ropt_, &ec_opt_);
   moe_stats_.resize(moe_layer_index_.size());
   lnf_.reset(N * D_);
   rstdf_.reset(N);
@@ -269,6 +277,10 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     if (L.moe) {
       RouteInputs<T> ri{&sel_, inputs_.data(), balancer_.bip_dual(mi), balancer_.bias(mi),
                         mode == ForwardMode::kTrain};
+      ri.ec = &ec_opt_;
+      ri.ec_theta = balancer_.ec_theta(mi);
+      ri.ec_causal = mode == ForwardMode::kEvalCausal;
+      ri.ec_decay = balancer_.ec_decay(micro);
       moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
                                    moe_acts_[mi], tmp_.data(), ri);
       if (mode == ForwardMode::kTrain) {
@@ -321,7 +333,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     if (L.moe) {
       --mi;
       moe_backward(ropt_, moe_dims_, moe_weights(L), moe_grads(L), ln2_[l].data(), N, moe_acts_[mi],
-                   moe_scratch_, dres, aux_scale, dln);
+                   moe_scratch_, dres, aux_scale, dln, &ec_opt_);
     } else {
       T* dact = ddense_act_.data();
       T* dhu = ddense_hu_.data();

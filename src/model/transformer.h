@@ -42,7 +42,9 @@ SelectorOptions selector_options(const RouterConfig& r);
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
 // only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact
 // and shuffle scopes (records routing; skips the LM head).
-enum class ForwardMode { kTrain, kEval, kPrepass };
+// kEvalCausal: evaluation with Expert Choice's causal routing (thresholds θ); for the other
+// routers the same as kEval.
+enum class ForwardMode { kTrain, kEval, kPrepass, kEvalCausal };
 
 // Results of one forward pass over a micro-batch.
 struct ForwardStats {
@@ -94,6 +96,7 @@ class Transformer {
   const RoutingStats& layer_stats(int64_t moe_layer) const { return moe_stats_[moe_layer]; }
   Balancer<T>& balancer() { return balancer_; }
   const Balancer<T>& balancer() const { return balancer_; }
+  bool expert_choice() const { return moe_dims_.expert_choice; }
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 
@@ -111,6 +114,7 @@ class Transformer {
   ModelConfig cfg_;
   TopKOptions ropt_;
   SelectorOptions sel_;
+  ExpertChoiceOptions ec_opt_;
   Balancer<T> balancer_;
   MoeDims moe_dims_;
   int64_t b_max_, n_max_;

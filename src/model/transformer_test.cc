@@ -128,7 +128,8 @@ namespace {
 
 // Causality probe: change the tokens after position t and compare the logits at positions ≤ t.
 // Returns the largest difference there. The balancer's state is restored between the two runs.
-double causality_probe(const std::string& router, const std::string& bip_mode, bool loss_free) {
+double causality_probe(const std::string& router, const std::string& bip_mode, bool loss_free,
+                       ForwardMode mode = ForwardMode::kTrain) {
   ModelConfig m = tiny_model();
   m.vocab_size = 32;
   m.seq_len = 16;
@@ -141,6 +142,7 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   BalancerOptions bo = test_balancer(m, 2);
   bo.lbl.clear();
   bo.bip = router == "bip";
+  bo.expert_choice = router == "expert_choice";
   if (loss_free) bo.bias_update = BiasUpdate::kSign;
   SelectorOptions so = selector_options(rc);
   Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, so);
@@ -158,10 +160,13 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
     for (int64_t s = t + 2; s <= m.seq_len; ++s)  // inputs after position t (and their targets)
       changed[b * (m.seq_len + 1) + s] = (changed[b * (m.seq_len + 1) + s] + 7) % 32;
   const auto saved = model.balancer().bip_state();
-  model.forward(a.data(), 2, ForwardMode::kTrain);
+  if (bo.expert_choice) {
+    for (auto& th : model.balancer().ec_state()) th = 0.3f;  // thresholds as if trained
+  }
+  model.forward(a.data(), 2, mode);
   std::vector<float> la(model.logits(), model.logits() + 2 * m.seq_len * m.vocab_size);
   model.balancer().bip_state() = saved;
-  model.forward(changed.data(), 2, ForwardMode::kTrain);
+  model.forward(changed.data(), 2, mode);
   const float* lb = model.logits();
   double worst = 0;
   for (int64_t b = 0; b < 2; ++b)
@@ -187,6 +192,14 @@ TEST(CausalityProbeTest, BatchBalancedRoutersLeakFutureTokens) {
   const double bip = causality_probe("bip", "as-published", false);
   const double sinkhorn = causality_probe("sinkhorn", "as-published", false);
   EXPECT_GT(std::max(bip, sinkhorn), 1e-4) << "bip " << bip << ", sinkhorn " << sinkhorn;
+  // Expert Choice's training-time routing: each expert takes the group's top-k tokens, so a
+  // later token can push an earlier one out of an expert.
+  EXPECT_GT(causality_probe("expert_choice", "as-published", false), 1e-4);
+}
+
+TEST(CausalityProbeTest, ExpertChoiceCausalEvaluationDoesNotLeak) {
+  EXPECT_LT(causality_probe("expert_choice", "as-published", false, ForwardMode::kEvalCausal),
+            1e-5);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "core/buffer.h"
+#include "routing/expert_choice.h"
 #include "routing/selector.h"
 #include "switchyard/routing.h"
 
@@ -24,6 +25,8 @@ struct MoeDims {
   int64_t n_max = 0;  // N the buffers are sized for
   int64_t d = 0, e = 0, k = 0, f = 0;
   int64_t n_shared = 0, f_shared = 0;
+  bool expert_choice = false;  // rows up to N·E (a token may go to every expert), not N·K
+  int64_t max_rows() const { return n_max * (expert_choice ? e : k); }
 };
 
 template <typename T>
@@ -47,9 +50,20 @@ struct MoeGrads {  // accumulated into (+=)
 // What one layer's forward keeps for its backward.
 template <typename T>
 struct MoeActivations {
-  void resize(const MoeDims& dims, const SelectorOptions& sel = {}, const TopKOptions& opt = {});
-  Selector<T> selector;  // the selection stage's scratch (router families other than top-K)
-  Buffer<T> logits;      // [N, E] router logits z
+  void resize(const MoeDims& dims, const SelectorOptions& sel = {}, const TopKOptions& opt = {},
+              const ExpertChoiceOptions* ec_opt = nullptr);
+  Selector<T> selector;       // the selection stage's scratch (router families other than top-K)
+  ExpertChoiceBuffers<T> ec;  // Expert Choice's plan (when MoeDims::expert_choice)
+  // The plan as rows, whatever the router: rows of expert i are [expert_offsets[i],
+  // expert_offsets[i+1]); token_rows[token_offsets[t] .. token_offsets[t+1]) are token t's rows in
+  // expert order (the fixed combine order).
+  int64_t rows = 0;
+  std::vector<int64_t> expert_offsets;  // [E+1]
+  std::vector<int32_t> token_of_row;    // [rows]
+  std::vector<T> gate_of_row;           // [rows]
+  std::vector<int64_t> token_offsets;   // [N+1]
+  std::vector<int32_t> token_rows;      // [rows]
+  Buffer<T> logits;                     // [N, E] router logits z
   RoutingBuffers<T> route;
   Buffer<T> xs;          // [M, D]  inputs gathered in expert order
   Buffer<T> hu;          // [M, 2F] gate|up pre-activations
@@ -64,7 +78,8 @@ template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
   Buffer<T> dys, dact, dhu, dxs;      // [M, D], [M, F], [M, 2F], [M, D]
-  Buffer<T> dgate;                    // [N, K]
+  Buffer<T> dgate;                    // [N, K] per slot (top-K's backward)
+  Buffer<T> dgate_row;                // [rows] per row
   Buffer<T> dz;                       // [N, E]
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]
 };
@@ -77,6 +92,12 @@ struct RouteInputs {
   T* bip_dual = nullptr;                      // [E] the layer's BIP prices q (in/out)
   const T* bias = nullptr;                    // [E] the loss-free balancer's selection bias
   bool update = true;                         // false: evaluation, no state changes
+  // Expert Choice (when MoeDims::expert_choice): options, the layer's thresholds θ[E] (in/out),
+  // causal routing by θ (evaluation), and the EMA decay of the θ update (0 = copy).
+  const ExpertChoiceOptions* ec = nullptr;
+  T* ec_theta = nullptr;
+  bool ec_causal = false;
+  double ec_decay = 0.99;
 };
 
 // y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. LBL terms are
@@ -91,6 +112,7 @@ RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeW
 template <typename T>
 void moe_backward(const TopKOptions& opt, const MoeDims& dims, const MoeWeights<T>& w,
                   const MoeGrads<T>& g, const T* h, int64_t n, MoeActivations<T>& a,
-                  MoeScratch<T>& s, const T* dy, T aux_scale, T* dh);
+                  MoeScratch<T>& s, const T* dy, T aux_scale, T* dh,
+                  const ExpertChoiceOptions* ec_opt = nullptr);
 
 }  // namespace sy

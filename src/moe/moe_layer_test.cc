@@ -125,6 +125,43 @@ void check_moe_gradients(int64_t n_shared, double cf) {
 TEST(MoeLayerTest, GradientsDropless) { check_moe_gradients(0, 0.0); }
 TEST(MoeLayerTest, GradientsWithSharedExpertsAndCapacity) { check_moe_gradients(2, 1.0); }
 
+TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
+  for (bool causal : {false, true}) {
+    Fixture fx(24, 4, 2, 1, 0.0);
+    fx.dims.expert_choice = true;
+    ExpertChoiceOptions eo{4, 2.0, 0};
+    fx.acts.resize(fx.dims, {}, fx.opt, &eo);
+    fx.scratch.resize(fx.dims);
+    std::vector<double> theta(4, 0.2);
+    RouteInputs<double> ri;
+    ri.ec = &eo;
+    ri.ec_theta = theta.data();
+    ri.ec_causal = causal;
+    ri.update = false;
+    std::vector<double> y;
+    auto f = [&]() {
+      y.assign(fx.n * fx.dims.d, 0);
+      moe_forward(fx.opt, fx.dims, fx.weights(), fx.h.data(), fx.n, fx.acts, y.data(), ri);
+      double l = 0;
+      for (size_t i = 0; i < y.size(); ++i) l += y[i] * fx.R[i];
+      return l;
+    };
+    f();
+    if (!causal) {
+      for (int i = 0; i < 4; ++i) EXPECT_EQ(fx.acts.route.load[i], 12);  // ceil(24·2/4)
+    }
+    std::vector<double> dh(fx.h.size(), 0), dr(fx.router.size(), 0), dgu(fx.gate_up.size(), 0),
+        dd(fx.down.size(), 0), dsgu(fx.sgu.size(), 0), dsd(fx.sdown.size(), 0);
+    MoeGrads<double> g{dr.data(), dgu.data(), dd.data(), dsgu.data(), dsd.data()};
+    moe_backward(fx.opt, fx.dims, fx.weights(), g, fx.h.data(), fx.n, fx.acts, fx.scratch,
+                 fx.R.data(), 1.0, dh.data(), &eo);
+    auto rh = check_gradient(f, fx.h.data(), fx.h.size(), dh.data(), 1e-5, 200);
+    EXPECT_LT(rh.max_error, 1e-6) << "h, causal " << causal << ": " << describe(rh);
+    auto rr = check_gradient(f, fx.router.data(), fx.router.size(), dr.data(), 1e-5, 200);
+    EXPECT_LT(rr.max_error, 1e-6) << "router, causal " << causal << ": " << describe(rr);
+  }
+}
+
 TEST(MoeLayerTest, LoadsAndOutputsIndependentOfThreadCount) {
   MoeDims dims{256, 16, 8, 2, 32, 0, 0};
   TopKOptions opt;

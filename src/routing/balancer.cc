@@ -52,6 +52,7 @@ Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
   const int64_t N = o.micro_batch * o.seq_len;
   if (o.bias_update != BiasUpdate::kOff) bias_.assign(L * E, T(0));
   if (o.bip) bip_dual_.assign(L * E, T(0));
+  if (o.expert_choice) ec_theta_.assign(L * E, T(0));
   buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
   buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
   step_counts_.assign(L * E, 0);

@@ -56,6 +56,8 @@ struct BalancerOptions {
   int64_t bias_freeze_after = 0;  // no updates after this many steps; 0 = never
   uint64_t seed = 0;              // the shuffle scope's samples
   bool bip = false;               // keep BIP dual prices q[E] per layer (router.type = "bip")
+  bool expert_choice = false;     // keep Expert Choice thresholds θ[E] per layer
+  double ec_decay = 0.99;         // their EMA decay
 };
 
 template <typename T>
@@ -84,6 +86,15 @@ class Balancer {
     return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
   }
   std::vector<T>& bip_state() { return bip_dual_; }
+  // Expert Choice's causal-evaluation thresholds θ[E] of a layer, or null.
+  T* ec_theta(int64_t layer) {
+    return ec_theta_.empty() ? nullptr : ec_theta_.data() + layer * o_.n_experts;
+  }
+  std::vector<T>& ec_state() { return ec_theta_; }
+  const std::vector<T>& ec_state() const { return ec_theta_; }
+  // The θ update's decay for micro-batch `micro` of the current step: 0 (copy) for the very
+  // first training batch, else the configured decay.
+  double ec_decay(int64_t micro) const { return step_ == 0 && micro == 0 ? 0.0 : o_.ec_decay; }
   const std::vector<T>& bip_state() const { return bip_dual_; }
   // All persistent state, for checkpoints: the biases [layers, E] (empty when off).
   std::vector<T>& bias_state() { return bias_; }
@@ -98,6 +109,7 @@ class Balancer {
   int64_t step_ = 0;
   std::vector<T> bias_;      // [L, E]
   std::vector<T> bip_dual_;  // [L, E]
+  std::vector<T> ec_theta_;  // [L, E]
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]

@@ -48,6 +48,30 @@ inline T rth_largest(T* v, int64_t len, int64_t r) {
   return v[r];
 }
 
+// The r-th largest (0-based) of the E values st[i] − q[i], for the small r of the row pass: one
+// pass keeping the r+1 largest in descending order (most values fail the first comparison).
+// The same value as rth_largest, without copying or partitioning.
+constexpr int64_t kMaxInsertRank = 32;
+
+template <typename T>
+inline T rth_largest_of_row(const T* st, const T* q, int64_t m, int64_t r, T* v) {
+  if (r >= m || r >= kMaxInsertRank) {
+    for (int64_t i = 0; i < m; ++i) v[i] = st[i] - q[i];
+    return rth_largest(v, m, r);
+  }
+  T best[kMaxInsertRank];
+  const int64_t keep = r + 1;
+  int64_t cnt = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const T x = st[i] - q[i];
+    if (cnt == keep && !(x > best[r])) continue;
+    int64_t j = cnt < keep ? cnt++ : r;
+    for (; j > 0 && x > best[j - 1]; --j) best[j] = best[j - 1];
+    best[j] = x;
+  }
+  return best[r];
+}
+
 template <typename T>
 int usable_threads(const BipShape& sh, int64_t scratch_size) {
   const int64_t per = std::max(sh.n, sh.m);
@@ -93,9 +117,7 @@ void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* 
       // Row pass: p[t] = (K+1)-th largest of s[t,·] − q.
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < n; ++t) {
-        const T* st = s + t * m;
-        for (int64_t i = 0; i < m; ++i) v[i] = st[i] - q[i];
-        p[t] = rth_largest(v, m, K);
+        p[t] = rth_largest_of_row(s + t * m, q, m, K, v);
       }
       // Column pass (after the implicit barrier): q[i] = max(0, (c+1)-th largest of s[·,i] − p).
 #pragma omp for schedule(static)

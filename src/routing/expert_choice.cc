@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "core/error.h"
 
@@ -120,6 +121,33 @@ void ec_route_forward(const ExpertChoiceOptions& o, const T* z, int64_t n, const
     };
     double kth_acc = 0;
     int64_t w = 0;
+    if (perm == nullptr) {
+      // Unshuffled groups are contiguous token ranges. Select the k-th largest VALUE on a
+      // contiguous copy of the column (no indirect comparator), then take, in token order, the
+      // tokens above it and the first ties: the same set as the comparator's, already sorted.
+      // The copy lives in dscores, the backward pass's scratch, which overwrites it.
+      T* col = buf.dscores.data() + i * G;
+      T kth = T(0);
+      for (int64_t start = 0; start < n; start += G) {
+        const int64_t tg = std::min(G, n - start);
+        const int64_t k = ec_capacity(o, tg);
+        for (int64_t p = 0; p < tg; ++p) col[p] = S[(start + p) * E + i];
+        std::nth_element(col, col + (k - 1), col + tg, std::greater<T>());
+        kth = col[k - 1];
+        // Everything beyond position k−1 is ≤ kth, so the tokens strictly above kth are among
+        // col[0..k−1); the rest of the k are ties with kth, taken by lower token index.
+        int64_t ties = k;
+        for (int64_t p = 0; p < k - 1; ++p) ties -= col[p] > kth;
+        for (int64_t t = start; t < start + tg; ++t) {
+          const T v = S[t * E + i];
+          if (v > kth || (v == kth && ties-- > 0)) out[w++] = static_cast<int32_t>(t);
+        }
+        kth_acc += static_cast<double>(kth) * static_cast<double>(tg);
+      }
+      for (int64_t r = 0; r < w; ++r) gate_of_row[offsets[i] + r] = S[out[r] * E + i];
+      buf.kth_value[i] = G >= n ? kth : static_cast<T>(kth_acc / static_cast<double>(n));
+      continue;
+    }
     for (int64_t start = 0; start < n; start += G) {
       const int64_t tg = std::min(G, n - start);
       const int64_t k = ec_capacity(o, tg);

@@ -16,9 +16,10 @@ RouterType parse_router_type(const std::string& s) {
   if (s == "sinkhorn") return RouterType::kSinkhorn;
   if (s == "hash") return RouterType::kHash;
   if (s == "optimal") return RouterType::kOptimal;
+  if (s == "expert_choice") return RouterType::kExpertChoice;
   fail(
       fmt::format("router.type must be one of \"topk\", \"bip\", \"sinkhorn\", \"hash\", "
-                  "\"optimal\", got \"{}\"",
+                  "\"optimal\", \"expert_choice\", got \"{}\"",
                   s));
 }
 
@@ -32,7 +33,9 @@ void Selector<T>::resize(const SelectorOptions& so, const TopKOptions& o, int64_
     p_.assign(n_max, T(0));
     scratch_.assign(bip_scratch_size(n_max, E, omp_get_max_threads()), T(0));
   }
-  if (so.type != RouterType::kTopK && so.type != RouterType::kBip) forced_.assign(n_max * K, 0);
+  if (so.type == RouterType::kSinkhorn || so.type == RouterType::kHash ||
+      so.type == RouterType::kOptimal)
+    forced_.assign(n_max * K, 0);
   if (so.type == RouterType::kHash) hash_scratch_.assign(2 * K, 0);
   if (so.type == RouterType::kOptimal) loads_.assign(E, 0);
   if (so.type == RouterType::kSinkhorn) {
@@ -69,6 +72,7 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
   Choice c;
   switch (so.type) {
     case RouterType::kTopK:
+    case RouterType::kExpertChoice:  // routed by the MoE layer itself
       c.bias = loss_free_bias;
       break;
     case RouterType::kBip: {

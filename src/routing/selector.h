@@ -25,8 +25,10 @@
 
 namespace sy {
 
-enum class RouterType { kTopK, kBip, kSinkhorn, kHash, kOptimal };
-RouterType parse_router_type(const std::string& s);  // topk|bip|sinkhorn|hash|optimal
+// kExpertChoice has no selection stage: the MoE layer routes with routing/expert_choice.h.
+enum class RouterType { kTopK, kBip, kSinkhorn, kHash, kOptimal, kExpertChoice };
+// topk|bip|sinkhorn|hash|optimal|expert_choice
+RouterType parse_router_type(const std::string& s);
 
 struct SelectorOptions {
   RouterType type = RouterType::kTopK;
@@ -34,6 +36,8 @@ struct SelectorOptions {
   BipMode bip_mode = BipMode::kAsPublished;
   int sinkhorn_iterations = 8;
   uint64_t hash_seed = 0;
+  double ec_capacity_factor = 0;  // Expert Choice (0 = K); used by the model, not by Selector
+  int64_t ec_chunk = 0;
 };
 
 template <typename T>

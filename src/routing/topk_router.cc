@@ -66,6 +66,47 @@ inline T row_sum(const T* p, int64_t e) {
   return s;
 }
 
+// Selection in one pass over the E experts: et[0..K) and vals[0..K) hold the best so far in
+// descending order. A later expert displaces only on a strictly greater value, so ties go to the
+// lower index: the same experts, in the same order, as K repeated arg-max scans, in O(E·K) worst
+// case but usually O(E) (most experts fail the first comparison).
+constexpr int64_t kMaxInsertK = 32;  // beyond it, repeated arg-max (vals lives on the stack)
+
+template <typename T, typename Value>
+inline void select_top_k(int64_t E, int64_t K, const Value& value, int32_t* et) {
+  if (K > kMaxInsertK) {
+    for (int64_t k = 0; k < K; ++k) {
+      int32_t best = -1;
+      T best_v = 0;
+      for (int64_t i = 0; i < E; ++i) {
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
+        if (taken) continue;
+        const T v = value(i);
+        if (best < 0 || v > best_v) {
+          best = static_cast<int32_t>(i);
+          best_v = v;
+        }
+      }
+      et[k] = best;
+    }
+    return;
+  }
+  T vals[kMaxInsertK];
+  int64_t cnt = 0;
+  for (int64_t i = 0; i < E; ++i) {
+    const T v = value(i);
+    if (cnt == K && !(v > vals[K - 1])) continue;
+    int64_t j = cnt < K ? cnt++ : K - 1;
+    for (; j > 0 && v > vals[j - 1]; --j) {
+      vals[j] = vals[j - 1];
+      et[j] = et[j - 1];
+    }
+    vals[j] = v;
+    et[j] = static_cast<int32_t>(i);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -97,36 +138,36 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     } else {
       for (int64_t i = 0; i < E; ++i) pt[i] = T(1) / (T(1) + std::exp(-zt[i]));
     }
-    // Entropy of the per-token distribution (sigmoid scores normalised first).
-    const T norm = softmax ? T(1) : row_sum(pt, E);
+    // Entropy of the per-token distribution (sigmoid scores normalised first). For softmax,
+    // log p_i = z_i − lse, so H = lse − Σ p_i z_i needs no logarithm per expert.
     double h = 0;
-    for (int64_t i = 0; i < E; ++i) {
-      const double q = static_cast<double>(pt[i] / norm);
-      if (q > 0) h -= q * std::log(q);
+    if (softmax) {
+      double pz = 0;
+      for (int64_t i = 0; i < E; ++i) pz += static_cast<double>(pt[i]) * zt[i];
+      h = static_cast<double>(lse[t]) - pz;
+    } else {
+      const T norm = row_sum(pt, E);
+      for (int64_t i = 0; i < E; ++i) {
+        const double q = static_cast<double>(pt[i] / norm);
+        if (q > 0) h -= q * std::log(q);
+      }
     }
     entropy_sum += h;
-    // Top-K by repeated arg-max; strict '>' scanning upward makes the lower index win ties.
     int32_t* et = expert + t * K;
     T sel_sum = 0;
     for (int64_t k = 0; k < K && forced; ++k) {
       et[k] = forced[t * K + k];
       sel_sum += pt[et[k]];
     }
-    for (int64_t k = 0; k < K && !forced; ++k) {
-      int32_t best = -1;
-      T best_v = 0;
-      for (int64_t i = 0; i < E; ++i) {
-        bool taken = false;
-        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
-        if (taken) continue;
-        const T v = bias ? pt[i] + bias[i] : pt[i];
-        if (best < 0 || v > best_v) {
-          best = static_cast<int32_t>(i);
-          best_v = v;
-        }
+    if (!forced) {
+      if (bias) {
+        select_top_k<T>(
+            E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
+      } else {
+        select_top_k<T>(
+            E, K, [&](int64_t i) { return pt[i]; }, et);
       }
-      et[k] = best;
-      sel_sum += pt[best];
+      for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
     }
     topk_sum += static_cast<double>(sel_sum);
     T* gt = gate + t * K;

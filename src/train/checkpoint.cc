@@ -48,7 +48,10 @@ json switchyard_json(const RunConfig& c) {
                 {"bip_iterations", r.bip_iterations},
                 {"bip_mode", r.bip_mode},
                 {"sinkhorn_iterations", r.sinkhorn_iterations},
-                {"hash_seed", r.hash_seed}}},
+                {"hash_seed", r.hash_seed},
+                {"ec_capacity_factor", r.ec_capacity_factor},
+                {"ec_chunk", r.ec_chunk},
+                {"ec_threshold_decay", r.ec_threshold_decay}}},
               {"balance", {{"terms", terms}}},
               {"loss_free",
                {{"update", c.loss_free.update},
@@ -64,6 +67,11 @@ std::string bias_name(int64_t layer) {
 // Ours (no Hugging Face counterpart): the BIP balancer's expert prices q.
 std::string dual_name(int64_t layer) {
   return "model.layers." + std::to_string(layer) + ".mlp.gate.bip_dual";
+}
+
+// Ours: Expert Choice's causal-evaluation thresholds θ.
+std::string theta_name(int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".mlp.gate.ec_threshold";
 }
 
 std::string read_text(const std::string& path) {
@@ -138,13 +146,15 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
   // Balancer state (fp32): the loss-free biases, under DeepSeek-V3's Hugging Face name.
   const std::vector<float>& bias = model.balancer().bias_state();
   const std::vector<float>& dual = model.balancer().bip_state();
-  if (!bias.empty() || !dual.empty()) {
+  const std::vector<float>& theta = model.balancer().ec_state();
+  if (!bias.empty() || !dual.empty() || !theta.empty()) {
     const int64_t E = cfg.model.n_experts;
     std::vector<io::TensorView> b;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
       const int64_t layer = cfg.model.n_dense_layers + l;
       if (!bias.empty()) b.push_back({bias_name(layer), "F32", {E}, bias.data() + l * E});
       if (!dual.empty()) b.push_back({dual_name(layer), "F32", {E}, dual.data() + l * E});
+      if (!theta.empty()) b.push_back({theta_name(layer), "F32", {E}, theta.data() + l * E});
     }
     io::write_safetensors(w.path("balancer.safetensors"), b);
   }
@@ -179,18 +189,21 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
            model.param_table().size(), weights.names().size());
   std::vector<float>& bias = model.balancer().bias_state();
   std::vector<float>& dual = model.balancer().bip_state();
+  std::vector<float>& theta = model.balancer().ec_state();
   const std::string state_file = dir + "/balancer.safetensors";
-  if (!bias.empty() || !dual.empty()) {
-    SY_CHECK(std::filesystem::exists(state_file),
-             "{}: balancer.safetensors is missing; the config's balancer (loss-free bias or BIP) "
-             "keeps state that a checkpoint must hold",
-             dir);
+  if (!bias.empty() || !dual.empty() || !theta.empty()) {
+    SY_CHECK(
+        std::filesystem::exists(state_file),
+        "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP or Expert "
+        "Choice) keeps state that a checkpoint must hold",
+        dir);
     io::SafetensorsReader b(state_file);
     const int64_t E = model.config().n_experts;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
       const int64_t layer = model.config().n_dense_layers + l;
       if (!bias.empty()) b.read(bias_name(layer), {E}, bias.data() + l * E);
       if (!dual.empty()) b.read(dual_name(layer), {E}, dual.data() + l * E);
+      if (!theta.empty()) b.read(theta_name(layer), {E}, theta.data() + l * E);
     }
   }
   if (opt) {

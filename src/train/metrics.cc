@@ -29,6 +29,7 @@ double ep_imbalance(const int64_t* load, int64_t n, int64_t r) {
 StepMetrics::StepMetrics(int64_t n_moe_layers, int64_t n_experts)
     : layers_(n_moe_layers), experts_(n_experts) {
   load_.assign(layers_, std::vector<int64_t>(experts_, 0));
+  hist_.assign(layers_, std::vector<int64_t>(6, 0));
   maxvio_micro_sum_.assign(layers_, 0);
   entropy_sum_.assign(layers_, 0);
   topk_sum_.assign(layers_, 0);
@@ -42,6 +43,7 @@ StepMetrics::StepMetrics(int64_t n_moe_layers, int64_t n_experts)
 void StepMetrics::reset() {
   micro_ = 0;
   for (auto& l : load_) std::fill(l.begin(), l.end(), 0);
+  for (auto& h : hist_) std::fill(h.begin(), h.end(), 0);
   for (auto* v : {&maxvio_micro_sum_, &entropy_sum_, &topk_sum_, &lbl_sum_, &z_sum_})
     std::fill(v->begin(), v->end(), 0.0);
   for (auto* v : {&dropped_, &assignments_, &tokens_}) std::fill(v->begin(), v->end(), 0);
@@ -59,7 +61,8 @@ void StepMetrics::add(const Transformer<float>& model) {
     lbl_sum_[l] += st.lbl;
     z_sum_[l] += st.z_loss;
     dropped_[l] += r.dropped;
-    assignments_[l] += r.n * r.k;
+    assignments_[l] += r.rows + r.dropped;
+    for (int b = 0; b < 6; ++b) hist_[l][b] += st.experts_per_token[b];
     tokens_[l] += r.n;
   }
 }

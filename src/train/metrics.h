@@ -28,12 +28,14 @@ class StepMetrics {
   // Adds the routing of the model's last forward (one micro-batch).
   void add(const Transformer<float>& model);
   const std::vector<int64_t>& load(int64_t layer) const { return load_[layer]; }
+  // Tokens with 0, 1, 2, 3, 4, ≥5 experts, summed over the step's micro-batches.
+  const std::vector<int64_t>& experts_per_token(int64_t layer) const { return hist_[layer]; }
   LayerSummary summary(int64_t layer) const;
   int64_t micro_batches() const { return micro_; }
 
  private:
   int64_t layers_, experts_, micro_ = 0;
-  std::vector<std::vector<int64_t>> load_;
+  std::vector<std::vector<int64_t>> load_, hist_;
   std::vector<double> maxvio_micro_sum_, entropy_sum_, topk_sum_, lbl_sum_, z_sum_;
   std::vector<int64_t> dropped_, assignments_, tokens_;
 };

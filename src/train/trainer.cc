@@ -60,7 +60,8 @@ struct EvalSums {
 // Forward-only pass over up to max_batches micro-batches of src from its start. Touches no
 // training state (top-K routing has none; later balancers must not update theirs here).
 EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batches,
-                  Buffer<int32_t>& tokens, Buffer<int32_t>& domains) {
+                  Buffer<int32_t>& tokens, Buffer<int32_t>& domains,
+                  ForwardMode mode = ForwardMode::kEval) {
   EvalSums s;
   const int64_t E = model.config().n_experts;
   s.load.assign(model.n_moe_layers(), std::vector<int64_t>(E, 0));
@@ -74,7 +75,7 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
       B = std::min<int64_t>(B, static_cast<int64_t>(left));
     }
     src.next(tokens.data(), domains.data(), B);
-    ForwardStats st = model.forward(tokens.data(), B, ForwardMode::kEval);
+    ForwardStats st = model.forward(tokens.data(), B, mode);
     s.ce += st.ce_sum;
     s.tokens += st.n_tokens;
     s.sequences += B;
@@ -203,6 +204,17 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     json mv = json::array();
     for (const auto& l : e.load) mv.push_back(maxvio(l.data(), m.n_experts));
     j["maxvio_global"] = mv;
+    if (model.expert_choice()) {
+      // Expert Choice's training-time routing sees later tokens; the causal routing does not.
+      EvalSums c =
+          run_eval(model, *valid_src, tc.eval_batches, tokens, domains, ForwardMode::kEvalCausal);
+      const double lc = c.tokens ? c.ce / c.tokens : 0.0;
+      json mvc = json::array();
+      for (const auto& l : c.load) mvc.push_back(maxvio(l.data(), m.n_experts));
+      j["loss_causal"] = lc;
+      j["perplexity_causal"] = std::exp(lc);
+      j["maxvio_global_causal"] = mvc;
+    }
     std::fprintf(log, "%s\n", j.dump().c_str());
     std::fflush(log);
     res.final_eval_loss = loss;
@@ -290,7 +302,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                         {"topk_score_sum", s.topk_score},
                         {"lbl", s.lbl},
                         {"z_loss", s.z_loss},
-                        {"ep_imbalance", ep}});
+                        {"ep_imbalance", ep},
+                        {"experts_per_token", sm.experts_per_token(l)}});
     }
     if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
     json rec = {{"type", "train"},
@@ -371,6 +384,11 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   r.perplexity = std::exp(r.loss);
   r.load = s.load;
   for (const auto& l : s.load) r.maxvio_global.push_back(maxvio(l.data(), m.n_experts));
+  if (model.expert_choice()) {
+    EvalSums c = run_eval(model, src, batches, tokens, domains, ForwardMode::kEvalCausal);
+    r.loss_causal = c.tokens ? c.ce / c.tokens : 0;
+    for (const auto& l : c.load) r.maxvio_global_causal.push_back(maxvio(l.data(), m.n_experts));
+  }
   return r;
 }
 

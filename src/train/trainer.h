@@ -42,6 +42,9 @@ struct EvalResult {
   int64_t sequences = 0;
   std::vector<std::vector<int64_t>> load;  // [MoE layer][E] loads over the whole set
   std::vector<double> maxvio_global;       // per MoE layer
+  // Expert Choice only: the same with causal routing (thresholds), else -1 / empty.
+  double loss_causal = -1;
+  std::vector<double> maxvio_global_causal;
 };
 
 // `switchyard eval`: a checkpoint on a raw int32 token file read as consecutive sequences of

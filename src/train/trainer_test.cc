@@ -196,6 +196,30 @@ TEST(TrainerTest, BipPricesResumeBitExactly) {
   EXPECT_EQ(a.back()["layers"][0]["load"], b.back()["layers"][0]["load"]);
 }
 
+TEST(TrainerTest, ExpertChoiceHasExactLoadsReportsBothEvaluationsAndResumes) {
+  RunConfig straight = tiny("ec_straight");
+  straight.router.type = "expert_choice";
+  straight.router.z_loss_coef = 0;
+  straight.balance.terms.clear();
+  straight.train.steps = 6;
+  straight.train.eval_every = 3;
+  RunConfig split = straight;
+  split.out_dir = tiny("ec_split").out_dir;
+  train(straight, {.quiet = true});
+  train(split, {.quiet = true, .stop_after = 3});
+  train(split, {.quiet = true});
+  auto recs = records(straight.out_dir, "train");
+  ASSERT_EQ(recs.size(), 6u);
+  // k = ceil(N·c/E) = ceil(64·2/4) = 32 per expert and micro-batch; 2 micro-batches per step.
+  for (auto& layer : recs[0]["layers"])
+    for (auto& load : layer["load"]) EXPECT_EQ(load.get<int64_t>(), 64);
+  auto evals = records(straight.out_dir, "eval");
+  ASSERT_FALSE(evals.empty());
+  EXPECT_TRUE(evals.back().contains("loss_causal"));
+  EXPECT_EQ(weights(straight.out_dir, 6), weights(split.out_dir, 6));
+  EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
+}
+
 TEST(TrainerTest, RefusesToResumeADifferentModel) {
   RunConfig c = tiny("mismatch");
   c.train.steps = 2;
