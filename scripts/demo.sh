@@ -14,3 +14,6 @@ echo "      arrives with the data pipeline"
 "$BUILD/switchyard" train --config configs/demo.toml --set out_dir="$OUT"
 echo
 /usr/bin/python3 scripts/summarize.py "$OUT"
+echo
+REPORT_INDEX=$(/usr/bin/python3 scripts/report.py "$OUT" --out "$OUT/report")
+echo "report: $REPORT_INDEX (open it in a browser; the PNGs are next to it)"

@@ -19,6 +19,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference tests and the PyTorch peer benchmark (Debian's python, not a pyenv one)
   python3 python3-numpy python3-torch libtcmalloc-minimal4
+  # run reports (scripts/report.py): PNG plots drawn by matplotlib, Agg backend
+  python3-matplotlib
   # lint
   clang-format clang-tidy
   # corpus text (scripts/corpus/): groff renders man pages; the heavy readers (R, bible-kjv)

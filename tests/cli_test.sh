@@ -48,5 +48,21 @@ fails_with "different model in out_dir" "different model" "$SY" train -c "$SRC/c
 truncate -s 100 "$WORK/run/checkpoints/step_00000024/model.safetensors"
 fails_with "truncated checkpoint" "model.safetensors" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/valid.bin"
 
+# data tokenize: two small files → one dataset, with a new tokenizer and then reusing it.
+printf 'The first document.\nIt has two lines.\n' >"$WORK/doc1.txt"
+printf '{"text": "second doc, from JSON Lines"}\n{"text": "third"}\n' >"$WORK/docs.jsonl"
+check "data tokenize (new tokenizer)" "$SY" data tokenize --input "$SRC/src/data/testdata/tokenizer_train.txt" "$WORK/doc1.txt" --domain fixture --output "$WORK/ds/fx" --train-tokenizer --vocab-size 400 --quiet
+check "data tokenize reports 2 documents" grep -q "2 documents" "$WORK/out"
+check "data tokenize wrote the dataset" test -s "$WORK/ds/fx.bin" -a -s "$WORK/ds/fx.idx" -a -s "$WORK/ds/fx.tokenizer.model"
+check "data tokenize (existing tokenizer)" "$SY" data tokenize -i "$WORK/doc1.txt" -i "$WORK/docs.jsonl" --domain mine --output "$WORK/ds/mine" --tokenizer "$WORK/ds/fx.tokenizer.model" --quiet
+check "data tokenize reports 3 documents" grep -q "3 documents" "$WORK/out"
+printf '{"text": "ok"}\n{"body": "no text"}\n' >"$WORK/notext.jsonl"
+fails_with "data tokenize: JSONL line without text" "notext.jsonl:2:" "$SY" data tokenize -i "$WORK/notext.jsonl" --domain x --output "$WORK/ds/x" --tokenizer "$WORK/ds/fx.tokenizer.model"
+printf 'bad \377 byte\n' >"$WORK/latin1.txt"
+fails_with "data tokenize: not UTF-8" "latin1.txt:1:" "$SY" data tokenize -i "$WORK/latin1.txt" --domain x --output "$WORK/ds/x" --tokenizer "$WORK/ds/fx.tokenizer.model"
+: >"$WORK/empty.txt"
+fails_with "data tokenize: empty file" "empty.txt: document must be non-empty" "$SY" data tokenize -i "$WORK/empty.txt" --domain x --output "$WORK/ds/x" --tokenizer "$WORK/ds/fx.tokenizer.model"
+fails_with "data tokenize: no tokenizer" "--train-tokenizer" "$SY" data tokenize -i "$WORK/doc1.txt" --domain x --output "$WORK/ds/x"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -76,7 +76,11 @@ std::vector<Section> sections(RunConfig& c) {
        {{"source", &d.source},
         {"train_tokens", &d.train_tokens},
         {"valid_tokens", &d.valid_tokens},
-        {"synthetic_seed", &d.synthetic_seed}}},
+        {"synthetic_seed", &d.synthetic_seed},
+        {"blend", &d.blend},
+        {"valid", &d.valid},
+        {"composition", &d.composition},
+        {"eos_id", &d.eos_id}}},
       {"system", {{"threads", &s.threads}, {"gemm", &s.gemm}}},
   };
 }

@@ -88,10 +88,15 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string source = "synthetic";  // "synthetic" | "tokens"
+  std::string source = "synthetic";  // "synthetic" | "tokens" | "blend"
   std::string train_tokens;          // raw little-endian int32 token file (source = "tokens")
   std::string valid_tokens;          // same format; empty = hold out from the synthetic stream
   uint64_t synthetic_seed = 42;      // the synthetic generator's seed (see docs/data.md)
+  // source = "blend": Megatron-LM indexed datasets, one per domain.
+  std::string blend;                  // "w1 prefix1 w2 prefix2 ..." (Megatron's --data-path)
+  std::string valid;                  // "prefix1 prefix2 ...": validation datasets, one per domain
+  std::string composition = "mixed";  // "mixed" | "domain-pure" micro-batches
+  int64_t eos_id = 2;                 // appended after every document (SentencePiece's </s>)
 };
 
 struct SystemConfig {

@@ -337,7 +337,8 @@ TEST(RunConfigTest, RejectsOutOfRangeValues) {
       {"system.gemm=mkl", "system.gemm must be one of \"onednn\", \"openblas\", got \"mkl\""},
       {"router.type=expert_choise", "got \"expert_choise\"; did you mean \"expert_choice\"?"},
       {"router.drop_policy=random", "router.drop_policy must be one of \"probs\", \"position\""},
-      {"data.source=web", "data.source must be one of \"synthetic\", \"tokens\", got \"web\""},
+      {"data.source=web",
+       "data.source must be one of \"synthetic\", \"tokens\", \"blend\", got \"web\""},
       {"out_dir=\"\"", "out_dir must be a directory path, got \"\""},
   };
   for (const auto& [override_text, expected] : cases) {

@@ -30,7 +30,8 @@ constexpr std::string_view kBalanceScopes[] = {"sequence", "micro", "global", "g
                                                "shuffle"};
 constexpr std::string_view kBiasUpdates[] = {"off", "sign", "proportional"};
 constexpr std::string_view kBiasCenters[] = {"none", "mean"};
-constexpr std::string_view kDataSources[] = {"synthetic", "tokens"};
+constexpr std::string_view kDataSources[] = {"synthetic", "tokens", "blend"};
+constexpr std::string_view kCompositions[] = {"mixed", "domain-pure"};
 constexpr std::string_view kGemmBackends[] = {"onednn", "openblas"};
 
 // Seeds are uint64 in memory but TOML integers are signed 64-bit; beyond this to_toml() could not
@@ -153,6 +154,8 @@ void check_train(const Checker& c, const TrainConfig& t) {
 
 void check_data_and_system(const Checker& c, const DataConfig& d, const SystemConfig& s) {
   c.one_of("data.source", d.source, kDataSources);
+  c.one_of("data.composition", d.composition, kCompositions);
+  c.at_least("data.eos_id", d.eos_id, 0);
   c.seed("data.synthetic_seed", d.synthetic_seed);
   c.at_least("system.threads", s.threads, 1);
   c.one_of("system.gemm", s.gemm, kGemmBackends);
@@ -219,6 +222,12 @@ void check_cross_field(const Checker& c, const RunConfig& cfg) {
   c.require(cfg.data.source != "tokens" || !cfg.data.train_tokens.empty(), "data.train_tokens",
             "a token file path when data.source = \"tokens\"", "\"\"",
             "set data.train_tokens = \"path/to/train.bin\", or data.source = \"synthetic\"");
+  c.require(cfg.data.source != "blend" || !cfg.data.blend.empty(), "data.blend",
+            "\"w1 prefix1 w2 prefix2 ...\" when data.source = \"blend\"", "\"\"",
+            "e.g. data.blend = \"1 data/demo/data/literature_train 1 data/demo/data/news_train\"");
+  c.require(cfg.data.eos_id < cfg.model.vocab_size, "data.eos_id",
+            fmt::format("< model.vocab_size ({})", cfg.model.vocab_size),
+            fmt::format("{}", cfg.data.eos_id));
 }
 
 }  // namespace

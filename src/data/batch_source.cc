@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/loader.h"
 
 namespace sy {
 
@@ -122,22 +123,102 @@ std::string TokenFileSource::describe() const {
                      seq_len_ + 1);
 }
 
+namespace {
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == ' ' || ch == '\t' || ch == '\n') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// "data/demo/data/literature_train" → "literature".
+std::string domain_of_prefix(const std::string& prefix) {
+  std::string name = prefix.substr(prefix.find_last_of('/') + 1);
+  for (const char* suffix : {"_train", "_valid", "_test"}) {
+    const std::string sfx(suffix);
+    if (name.size() > sfx.size() && name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0)
+      return name.substr(0, name.size() - sfx.size());
+  }
+  return name;
+}
+
+std::vector<BlendEntry> blend_of(const RunConfig& cfg) {
+  const std::vector<std::string> words = split_words(cfg.data.blend);
+  std::vector<BlendEntry> blend = parse_data_path(words);
+  for (auto& e : blend) e.domain = domain_of_prefix(e.prefix);
+  return blend;
+}
+
+LoaderOptions loader_options(const RunConfig& cfg, bool shuffle) {
+  LoaderOptions o;
+  o.seq_len = cfg.model.seq_len;
+  o.micro_batch = cfg.train.micro_batch;
+  o.vocab_size = cfg.model.vocab_size;
+  o.eos_id = static_cast<int32_t>(cfg.data.eos_id);
+  o.seed = cfg.train.seed;
+  o.composition = parse_composition(cfg.data.composition);
+  o.shuffle = shuffle;
+  return o;
+}
+
+}  // namespace
+
 std::unique_ptr<BatchSource> make_train_source(const RunConfig& cfg) {
   const auto& m = cfg.model;
   if (cfg.data.source == "synthetic")
     return std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed);
+  if (cfg.data.source == "blend")
+    return std::make_unique<BlendedSource>(blend_of(cfg), loader_options(cfg, true));
   return std::make_unique<TokenFileSource>(cfg.data.train_tokens, m.vocab_size, m.seq_len, true,
                                            cfg.train.seed);
 }
 
-std::unique_ptr<BatchSource> make_valid_source(const RunConfig& cfg) {
+std::vector<std::string> domain_names(const RunConfig& cfg) {
+  std::vector<std::string> names;
+  if (cfg.data.source == "synthetic") {
+    for (int d = 0; d < SyntheticSource::kDomains; ++d)
+      names.push_back(fmt::format("synthetic_{}", d));
+  } else if (cfg.data.source == "tokens") {
+    names.push_back("tokens");
+  } else {
+    for (const auto& e : blend_of(cfg)) names.push_back(e.domain);
+  }
+  return names;
+}
+
+std::vector<ValidSet> make_valid_sources(const RunConfig& cfg, std::vector<std::string>* domains) {
   const auto& m = cfg.model;
-  if (cfg.data.source == "synthetic")
-    return std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed,
-                                             SyntheticSource::kValidBase);
-  if (cfg.data.valid_tokens.empty()) return nullptr;
-  return std::make_unique<TokenFileSource>(cfg.data.valid_tokens, m.vocab_size, m.seq_len, false,
-                                           0);
+  *domains = domain_names(cfg);
+  std::vector<ValidSet> sets;
+  if (cfg.data.source == "synthetic") {
+    sets.push_back(
+        {"", std::make_unique<SyntheticSource>(m.vocab_size, m.seq_len, cfg.data.synthetic_seed,
+                                               SyntheticSource::kValidBase)});
+  } else if (cfg.data.source == "tokens") {
+    if (!cfg.data.valid_tokens.empty())
+      sets.push_back({"tokens", std::make_unique<TokenFileSource>(
+                                    cfg.data.valid_tokens, m.vocab_size, m.seq_len, false, 0)});
+  } else {
+    LoaderOptions o = loader_options(cfg, false);
+    o.composition = Composition::kMixed;
+    for (const std::string& prefix : split_words(cfg.data.valid)) {
+      const std::string name = domain_of_prefix(prefix);
+      auto it = std::find(domains->begin(), domains->end(), name);
+      const int32_t id = static_cast<int32_t>(it - domains->begin());
+      if (it == domains->end()) domains->push_back(name);
+      sets.push_back({name, BlendedSource::single_domain(prefix, id, name, o)});
+    }
+  }
+  return sets;
 }
 
 }  // namespace sy

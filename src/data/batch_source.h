@@ -80,9 +80,20 @@ class TokenFileSource : public BatchSource {
   std::vector<uint64_t> order_;  // permutation of the current epoch
 };
 
-// The training and validation sources a run's [data] section describes. The validation source
-// is null when there is none (token files without valid_tokens).
+// The training source a run's [data] section describes.
 std::unique_ptr<BatchSource> make_train_source(const RunConfig& cfg);
-std::unique_ptr<BatchSource> make_valid_source(const RunConfig& cfg);
+
+// The domains of a run's data, by id: synthetic_0..3 (synthetic), "tokens" (a token file), or
+// the blend's datasets by file name without a _train/_valid/_test suffix.
+std::vector<std::string> domain_names(const RunConfig& cfg);
+
+// The validation sources: one (synthetic: a mixed stream whose sequences carry their domain
+// ids), none (token files without valid_tokens), one per valid_tokens, or one per data.valid
+// prefix (blend: each a single domain; a domain not in the training blend gets the next id).
+struct ValidSet {
+  std::string name;  // "" when the source mixes domains
+  std::unique_ptr<BatchSource> source;
+};
+std::vector<ValidSet> make_valid_sources(const RunConfig& cfg, std::vector<std::string>* domains);
 
 }  // namespace sy

@@ -128,7 +128,8 @@ int64_t write_training_lines(std::ostream& out, std::string_view text, int64_t* 
   }
 }
 
-// Encodes documents in parallel batches and appends them, in order, to one dataset.
+// Encodes documents in parallel batches, checks each decodes back to its text, and appends them,
+// in order, to one dataset.
 class DatasetBuilder {
  public:
   DatasetBuilder(const Tokenizer& tok, const std::string& prefix, int threads)
@@ -164,6 +165,13 @@ class DatasetBuilder {
     for (int64_t i = 0; i < n; ++i) {
       try {
         tok_.encode(docs_[i].text, &ids[i], docs_[i].where);
+        // Every document is decoded back: a dataset never holds text it cannot reproduce.
+        if (tok_.decode(ids[i]) != docs_[i].text) {
+          errors[i] = fmt::format(
+              "{}: decode(encode(text)) must equal the text, got a different text back; the "
+              "tokenizer {} does not round-trip this document (please report it)",
+              docs_[i].where, tok_.path());
+        }
       } catch (const std::exception& e) {
         errors[i] = e.what();
       }
@@ -444,7 +452,9 @@ DemoCorpusResult build_demo_corpus(const std::string& out_dir, const DemoCorpusO
                {"newline_id", tok.newline_id()}}},
              {"dtype", std::string(token_dtype_name(
                            static_cast<uint8_t>(token_dtype_for_vocab(tok.vocab_size()))))},
-             {"documents_note", "one dataset document per corpus document, no BOS/EOS stored"},
+             {"documents_note",
+              "one dataset document per corpus document, no BOS/EOS stored; every document "
+              "checked to decode back to its text"},
              {"domains", domains_json},
              {"files", files},
              {"seconds", std::round(log.seconds() * 10) / 10}};

@@ -3,7 +3,8 @@
 // (data/indexed_dataset.h) encoded with a SentencePiece tokenizer (data/tokenizer.h).
 //
 // Documents are stored one per dataset document, as one sequence, without BOS or EOS: the loader
-// puts the tokenizer's EOS between documents when it packs sequences.
+// puts the tokenizer's EOS between documents when it packs sequences. Every document is decoded
+// back after encoding and must equal its text (an error otherwise).
 //
 // Both entry points validate their inputs and throw sy::Error naming the file (and line) at
 // fault. They use OpenMP threads for encoding; call them from one thread at a time (tokenizer

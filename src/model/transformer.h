@@ -88,6 +88,10 @@ class Transformer {
 
   // The logits of the last forward, [B·S, V] (valid until backward(), which overwrites them).
   const T* logits() const { return logits_.data(); }
+  // Per-token cross-entropy of the last forward, [B·S] (not after a pre-pass forward).
+  const T* token_losses() const { return losses_.data(); }
+  // Layer mi's routing plan as rows (token_of_row, expert_offsets, ...), of the last forward.
+  const MoeActivations<T>& layer_acts(int64_t moe_layer) const { return moe_acts_[moe_layer]; }
   int64_t n_moe_layers() const { return static_cast<int64_t>(moe_layer_index_.size()); }
   // Layer l (0-based over all layers) is an MoE layer iff l ≥ n_dense_layers.
   const RoutingBuffers<T>& layer_route(int64_t moe_layer) const {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -51,20 +52,74 @@ void apply_system(const SystemConfig& s) {
   set_gemm_backend(parse_gemm_backend(s.gemm));
 }
 
+struct DomainSums {
+  double ce = 0;
+  int64_t tokens = 0;
+  std::vector<std::vector<int64_t>> count;  // [MoE layer][E] tokens of the domain sent to expert i
+};
+
 struct EvalSums {
   double ce = 0;
   int64_t tokens = 0, sequences = 0;
   std::vector<std::vector<int64_t>> load;
+  std::vector<DomainSums> domain;  // by domain id
+  void add(const EvalSums& o) {
+    ce += o.ce;
+    tokens += o.tokens;
+    sequences += o.sequences;
+    for (size_t l = 0; l < load.size(); ++l)
+      for (size_t i = 0; i < load[l].size(); ++i) load[l][i] += o.load[l][i];
+    for (size_t d = 0; d < domain.size(); ++d) {
+      domain[d].ce += o.domain[d].ce;
+      domain[d].tokens += o.domain[d].tokens;
+      for (size_t l = 0; l < load.size(); ++l)
+        for (size_t i = 0; i < load[l].size(); ++i)
+          domain[d].count[l][i] += o.domain[d].count[l][i];
+    }
+  }
 };
+
+EvalSums empty_sums(int64_t layers, int64_t E, size_t n_domains) {
+  EvalSums s;
+  s.load.assign(layers, std::vector<int64_t>(E, 0));
+  s.domain.resize(n_domains);
+  for (auto& d : s.domain) d.count.assign(layers, std::vector<int64_t>(E, 0));
+  return s;
+}
+
+// ALGORITHMS.md §7: F[l][d][i] (fraction of the domain's tokens whose experts include i), the
+// specialisation KL(F̂ ‖ uniform) in nats, and the share of assignments of the top 10% experts.
+json domain_record(const DomainSums& d, int64_t E) {
+  json F = json::array(), spec = json::array(), top = json::array();
+  for (const auto& c : d.count) {
+    std::vector<double> f(E), fh(E);
+    double sum = 0;
+    for (int64_t i = 0; i < E; ++i) sum += (f[i] = static_cast<double>(c[i]) / d.tokens);
+    double kl = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      fh[i] = sum > 0 ? f[i] / sum : 0;
+      if (fh[i] > 0) kl += fh[i] * std::log(fh[i] * E);
+    }
+    std::sort(fh.begin(), fh.end(), std::greater<>());
+    const int64_t n_top = std::max<int64_t>(1, (E + 9) / 10);
+    double share = 0;
+    for (int64_t i = 0; i < n_top; ++i) share += fh[i];
+    F.push_back(f);
+    spec.push_back(kl);
+    top.push_back(share);
+  }
+  const double loss = d.tokens ? d.ce / d.tokens : 0.0;
+  return json{{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", d.tokens},
+              {"F", F},       {"specialisation", spec},       {"top10_share", top}};
+}
 
 // Forward-only pass over up to max_batches micro-batches of src from its start. Touches no
 // training state (top-K routing has none; later balancers must not update theirs here).
 EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batches,
                   Buffer<int32_t>& tokens, Buffer<int32_t>& domains,
-                  ForwardMode mode = ForwardMode::kEval) {
-  EvalSums s;
-  const int64_t E = model.config().n_experts;
-  s.load.assign(model.n_moe_layers(), std::vector<int64_t>(E, 0));
+                  ForwardMode mode = ForwardMode::kEval, size_t n_domains = 1) {
+  const int64_t E = model.config().n_experts, S = model.config().seq_len;
+  EvalSums s = empty_sums(model.n_moe_layers(), E, n_domains);
   src.set_position(0);
   const uint64_t per_epoch = src.sequences_per_epoch();
   for (int64_t b = 0; max_batches == 0 || b < max_batches; ++b) {
@@ -81,6 +136,22 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
     s.sequences += B;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l)
       for (int64_t i = 0; i < E; ++i) s.load[l][i] += model.layer_route(l).load[i];
+    // Per domain: the loss of each sequence and the experts of each of its tokens.
+    const float* losses = model.token_losses();
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t d = domains[b];
+      if (d < 0 || static_cast<size_t>(d) >= n_domains) continue;
+      for (int64_t t = b * S; t < (b + 1) * S; ++t) s.domain[d].ce += losses[t];
+      s.domain[d].tokens += S;
+    }
+    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+      const MoeActivations<float>& a = model.layer_acts(l);
+      for (int64_t i = 0; i < E; ++i)
+        for (int64_t r = a.expert_offsets[i]; r < a.expert_offsets[i + 1]; ++r) {
+          const int32_t d = domains[a.token_of_row[r] / S];
+          if (d >= 0 && static_cast<size_t>(d) < n_domains) ++s.domain[d].count[l][i];
+        }
+    }
     if (per_epoch == 0 && max_batches == 0) break;  // unbounded source: one batch at least
   }
   return s;
@@ -129,7 +200,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   AdamW opt(model.param_table(), model.num_params());
   TrainerState state;
   auto train_src = make_train_source(cfg);
-  auto valid_src = make_valid_source(cfg);
+  std::vector<std::string> domain_list;
+  std::vector<ValidSet> valid_sets = make_valid_sources(cfg, &domain_list);
 
   const std::optional<std::string> latest = io::read_latest_pointer(ckpt_root);
   const std::string metrics_path = out + "/metrics.jsonl";
@@ -192,9 +264,18 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     io::write_latest_pointer(ckpt_root, step_dir_name(step));
     io::prune_checkpoints(ckpt_root, 3);
   };
+  // Evaluation: every validation set, overall and per domain (and, for Expert Choice, again
+  // with the causal routing).
+  auto eval_all = [&](ForwardMode mode) {
+    EvalSums all = empty_sums(model.n_moe_layers(), m.n_experts, domain_list.size());
+    for (auto& v : valid_sets)
+      all.add(
+          run_eval(model, *v.source, tc.eval_batches, tokens, domains, mode, domain_list.size()));
+    return all;
+  };
   auto evaluate = [&](int64_t step) {
-    if (!valid_src) return;
-    EvalSums e = run_eval(model, *valid_src, tc.eval_batches, tokens, domains);
+    if (valid_sets.empty()) return;
+    EvalSums e = eval_all(ForwardMode::kEval);
     const double loss = e.tokens ? e.ce / e.tokens : 0.0;
     json j = {{"type", "eval"},
               {"step", step},
@@ -204,10 +285,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     json mv = json::array();
     for (const auto& l : e.load) mv.push_back(maxvio(l.data(), m.n_experts));
     j["maxvio_global"] = mv;
+    json dom = json::object();
+    for (size_t d = 0; d < domain_list.size(); ++d)
+      if (e.domain[d].tokens > 0) dom[domain_list[d]] = domain_record(e.domain[d], m.n_experts);
+    j["domains"] = dom;
     if (model.expert_choice()) {
       // Expert Choice's training-time routing sees later tokens; the causal routing does not.
-      EvalSums c =
-          run_eval(model, *valid_src, tc.eval_batches, tokens, domains, ForwardMode::kEvalCausal);
+      EvalSums c = eval_all(ForwardMode::kEvalCausal);
       const double lc = c.tokens ? c.ce / c.tokens : 0.0;
       json mvc = json::array();
       for (const auto& l : c.load) mvc.push_back(maxvio(l.data(), m.n_experts));
@@ -376,7 +460,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   TokenFileSource src(tokens_path, m.vocab_size, m.seq_len, false, 0);
   Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);
   const int64_t batches = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
-  EvalSums s = run_eval(model, src, batches, tokens, domains);
+  EvalSums s = run_eval(model, src, batches, tokens, domains);  // one domain: the file
   EvalResult r;
   r.tokens = s.tokens;
   r.sequences = s.sequences;
