@@ -40,15 +40,17 @@ int run(int argc, char** argv) {
   int64_t max_sequences = 0, threads = 2;
   CLI::App* eval = app.add_subcommand(
       "eval",
-      "Evaluate a checkpoint on a token file; prints JSON with the mean loss, perplexity and "
-      "per-layer MaxVio over the whole file.");
+      "Evaluate a checkpoint on its run's validation data (per domain), or on a token file; "
+      "prints JSON: loss, perplexity, MaxVio per layer, and per domain the loss, perplexity, "
+      "expert fractions F, specialisation and top-10% share (docs/training.md). Expert Choice "
+      "runs also get the causal routing's loss.");
   eval->add_option("--checkpoint", ckpt,
                    "checkpoint directory (e.g. runs/x/checkpoints/step_00000100)")
       ->required()
       ->check(CLI::ExistingDirectory);
   eval->add_option("--tokens", tokens,
-                   "raw little-endian int32 token ids, read as consecutive sequences of seq_len+1")
-      ->required()
+                   "raw little-endian int32 token ids, read as consecutive sequences of "
+                   "seq_len+1 (default: the checkpoint config's data.valid / valid_tokens)")
       ->check(CLI::ExistingFile);
   eval->add_option("--max-sequences", max_sequences,
                    "evaluate at most this many sequences (0 = all)")
@@ -146,19 +148,9 @@ int run(int argc, char** argv) {
   }
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
-    nlohmann::json j = {{"checkpoint", ckpt},
-                        {"tokens_file", tokens},
-                        {"loss", r.loss},
-                        {"perplexity", r.perplexity},
-                        {"tokens", r.tokens},
-                        {"sequences", r.sequences},
-                        {"maxvio_global", r.maxvio_global},
-                        {"load", r.load}};
-    if (r.loss_causal >= 0) {  // Expert Choice: also the causal routing's figures
-      j["loss_causal"] = r.loss_causal;
-      j["perplexity_causal"] = std::exp(r.loss_causal);
-      j["maxvio_global_causal"] = r.maxvio_global_causal;
-    }
+    nlohmann::json j = nlohmann::json::parse(r.record_json);
+    j["checkpoint"] = ckpt;
+    j["data"] = tokens.empty() ? "the checkpoint config's validation data" : tokens;
     std::cout << j.dump(2) << std::endl;
     return 0;
   }

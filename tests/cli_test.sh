@@ -36,6 +36,8 @@ random.seed(1)
 open('$WORK/valid.bin','wb').write(struct.pack('<170i', *[random.randrange(256) for _ in range(170)]))"
 check "eval" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/valid.bin"
 check "eval prints perplexity" grep -q '"perplexity"' "$WORK/out"
+check "eval on the run's validation data" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024"
+check "eval reports every domain" grep -q '"synthetic_3"' "$WORK/out"
 check "summarize" /usr/bin/python3 "$SRC/scripts/summarize.py" "$WORK/run"
 
 fails_with "unknown key" 'did you mean "model.n_experts"' "$SY" train -c "$SRC/configs/tiny.toml" --set model.n_expert=8

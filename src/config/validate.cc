@@ -112,6 +112,7 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.seed("router.hash_seed", r.hash_seed);
   c.non_negative("router.ec_capacity_factor", r.ec_capacity_factor, "0 means model.top_k");
   c.at_least("router.ec_chunk", r.ec_chunk, 0);
+  c.at_least("router.oracle_every", r.oracle_every, 0, "0 turns the oracle off");
   c.require(r.ec_threshold_decay >= 0 && r.ec_threshold_decay < 1, "router.ec_threshold_decay",
             "in [0, 1)", num(r.ec_threshold_decay));
 }

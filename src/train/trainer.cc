@@ -19,6 +19,7 @@
 #include "data/batch_source.h"
 #include "io/checkpoint_dir.h"
 #include "model/transformer.h"
+#include "routing/optimal.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
@@ -181,6 +182,47 @@ void truncate_metrics(const std::string& path, int64_t step) {
   fs::rename(tmp, path);
 }
 
+// One evaluation over every validation set, overall and per domain (and, for Expert Choice,
+// again with the causal routing). `sums` receives the overall sums of the training-time routing.
+json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
+                       const std::vector<std::string>& domain_list, int64_t batches_per_set,
+                       Buffer<int32_t>& tokens, Buffer<int32_t>& domains, EvalSums* sums) {
+  const int64_t E = model.config().n_experts;
+  auto eval_all = [&](ForwardMode mode) {
+    EvalSums all = empty_sums(model.n_moe_layers(), E, domain_list.size());
+    for (auto& v : sets)
+      all.add(
+          run_eval(model, *v.source, batches_per_set, tokens, domains, mode, domain_list.size()));
+    return all;
+  };
+  EvalSums e = eval_all(ForwardMode::kEval);
+  const double loss = e.tokens ? e.ce / e.tokens : 0.0;
+  json j = {{"loss", loss},
+            {"perplexity", std::exp(loss)},
+            {"tokens", e.tokens},
+            {"sequences", e.sequences}};
+  json mv = json::array();
+  for (const auto& l : e.load) mv.push_back(maxvio(l.data(), E));
+  j["maxvio_global"] = mv;
+  j["load"] = e.load;
+  json dom = json::object();
+  for (size_t d = 0; d < domain_list.size(); ++d)
+    if (e.domain[d].tokens > 0) dom[domain_list[d]] = domain_record(e.domain[d], E);
+  j["domains"] = dom;
+  if (model.expert_choice()) {
+    // Expert Choice's training-time routing sees later tokens; the causal routing does not.
+    EvalSums c = eval_all(ForwardMode::kEvalCausal);
+    const double lc = c.tokens ? c.ce / c.tokens : 0.0;
+    json mvc = json::array();
+    for (const auto& l : c.load) mvc.push_back(maxvio(l.data(), E));
+    j["loss_causal"] = lc;
+    j["perplexity_causal"] = std::exp(lc);
+    j["maxvio_global_causal"] = mvc;
+  }
+  if (sums) *sums = std::move(e);
+  return j;
+}
+
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step); }
 
 }  // namespace
@@ -264,43 +306,16 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     io::write_latest_pointer(ckpt_root, step_dir_name(step));
     io::prune_checkpoints(ckpt_root, 3);
   };
-  // Evaluation: every validation set, overall and per domain (and, for Expert Choice, again
-  // with the causal routing).
-  auto eval_all = [&](ForwardMode mode) {
-    EvalSums all = empty_sums(model.n_moe_layers(), m.n_experts, domain_list.size());
-    for (auto& v : valid_sets)
-      all.add(
-          run_eval(model, *v.source, tc.eval_batches, tokens, domains, mode, domain_list.size()));
-    return all;
-  };
   auto evaluate = [&](int64_t step) {
     if (valid_sets.empty()) return;
-    EvalSums e = eval_all(ForwardMode::kEval);
-    const double loss = e.tokens ? e.ce / e.tokens : 0.0;
-    json j = {{"type", "eval"},
-              {"step", step},
-              {"loss", loss},
-              {"perplexity", std::exp(loss)},
-              {"tokens", e.tokens}};
-    json mv = json::array();
-    for (const auto& l : e.load) mv.push_back(maxvio(l.data(), m.n_experts));
-    j["maxvio_global"] = mv;
-    json dom = json::object();
-    for (size_t d = 0; d < domain_list.size(); ++d)
-      if (e.domain[d].tokens > 0) dom[domain_list[d]] = domain_record(e.domain[d], m.n_experts);
-    j["domains"] = dom;
-    if (model.expert_choice()) {
-      // Expert Choice's training-time routing sees later tokens; the causal routing does not.
-      EvalSums c = eval_all(ForwardMode::kEvalCausal);
-      const double lc = c.tokens ? c.ce / c.tokens : 0.0;
-      json mvc = json::array();
-      for (const auto& l : c.load) mvc.push_back(maxvio(l.data(), m.n_experts));
-      j["loss_causal"] = lc;
-      j["perplexity_causal"] = std::exp(lc);
-      j["maxvio_global_causal"] = mvc;
-    }
+    EvalSums e;
+    json j =
+        evaluation_record(model, valid_sets, domain_list, tc.eval_batches, tokens, domains, &e);
+    j["type"] = "eval";
+    j["step"] = step;
     std::fprintf(log, "%s\n", j.dump().c_str());
     std::fflush(log);
+    const double loss = j["loss"].get<double>();
     res.final_eval_loss = loss;
     if (!opts.quiet)
       fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
@@ -340,6 +355,24 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       ntok += st.n_tokens;
       lbl += st.lbl;
       z += st.z_loss;
+    }
+    // The oracle (sampled): the optimality gap of the last micro-batch's routing, per layer.
+    std::vector<json> oracle(model.n_moe_layers());
+    if (cfg.router.oracle_every > 0 && (step + 1) % cfg.router.oracle_every == 0 &&
+        !model.expert_choice()) {
+      for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+        const RoutingBuffers<float>& r = model.layer_route(l);
+        const BipShape sh = bip_shape(r.n, r.e, r.k);
+        std::vector<int32_t> best(r.n * r.k);
+        std::vector<int64_t> loads(r.e);
+        const double opt = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
+        AssignmentReport rep =
+            assignment_report(sh, r.scores.data(), r.expert.data(), opt, loads.data());
+        oracle[l] = json{{"objective_gap", rep.objective_gap},
+                         {"capacity_violation", rep.capacity_violation},
+                         {"objective", rep.objective},
+                         {"optimal_objective", rep.optimal_objective}};
+      }
     }
     const double gnorm = global_grad_norm(model.grads(), model.num_params());
     const double clip = tc.grad_clip > 0 && gnorm > tc.grad_clip ? tc.grad_clip / gnorm : 1.0;
@@ -388,6 +421,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                         {"z_loss", s.z_loss},
                         {"ep_imbalance", ep},
                         {"experts_per_token", sm.experts_per_token(l)}});
+      if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
     }
     if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
     json rec = {{"type", "train"},
@@ -457,22 +491,39 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
                            selector_options(cfg.router));
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
-  TokenFileSource src(tokens_path, m.vocab_size, m.seq_len, false, 0);
+  std::vector<std::string> domain_list;
+  std::vector<ValidSet> sets;
+  if (!tokens_path.empty()) {
+    domain_list = {"tokens"};
+    sets.push_back({"tokens", std::make_unique<TokenFileSource>(tokens_path, m.vocab_size,
+                                                                m.seq_len, false, 0)});
+  } else {
+    sets = make_valid_sources(cfg, &domain_list);
+    SY_CHECK(!sets.empty(),
+             "{}: the run's config has no validation data (data.valid / data.valid_tokens); pass "
+             "--tokens FILE",
+             checkpoint_dir);
+  }
   Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);
-  const int64_t batches = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
-  EvalSums s = run_eval(model, src, batches, tokens, domains);  // one domain: the file
+  // Token files and datasets are read whole unless capped; the unbounded synthetic stream is
+  // read for train.eval_batches micro-batches.
+  int64_t batches = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
+  if (batches == 0 && cfg.data.source == "synthetic" && tokens_path.empty())
+    batches = cfg.train.eval_batches;
+  EvalSums s;
+  json j = evaluation_record(model, sets, domain_list, batches, tokens, domains, &s);
   EvalResult r;
   r.tokens = s.tokens;
   r.sequences = s.sequences;
-  r.loss = s.tokens ? s.ce / s.tokens : 0;
+  r.loss = j["loss"].get<double>();
   r.perplexity = std::exp(r.loss);
   r.load = s.load;
-  for (const auto& l : s.load) r.maxvio_global.push_back(maxvio(l.data(), m.n_experts));
-  if (model.expert_choice()) {
-    EvalSums c = run_eval(model, src, batches, tokens, domains, ForwardMode::kEvalCausal);
-    r.loss_causal = c.tokens ? c.ce / c.tokens : 0;
-    for (const auto& l : c.load) r.maxvio_global_causal.push_back(maxvio(l.data(), m.n_experts));
+  r.maxvio_global = j["maxvio_global"].get<std::vector<double>>();
+  if (j.contains("loss_causal")) {
+    r.loss_causal = j["loss_causal"].get<double>();
+    r.maxvio_global_causal = j["maxvio_global_causal"].get<std::vector<double>>();
   }
+  r.record_json = j.dump();
   return r;
 }
 

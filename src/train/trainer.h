@@ -45,10 +45,14 @@ struct EvalResult {
   // Expert Choice only: the same with causal routing (thresholds), else -1 / empty.
   double loss_causal = -1;
   std::vector<double> maxvio_global_causal;
+  // Everything as one JSON object (the fields of an evaluation record, docs/training.md),
+  // including per-domain loss, F, specialisation and top-10% share.
+  std::string record_json;
 };
 
 // `switchyard eval`: a checkpoint on a raw int32 token file read as consecutive sequences of
-// S+1 tokens. max_sequences = 0: all of them.
+// S+1 tokens, or (tokens_path empty) on the validation data of the checkpoint's own config, per
+// domain. max_sequences = 0: all of them (per validation set).
 EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
                                int64_t max_sequences, int64_t threads);
 

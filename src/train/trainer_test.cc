@@ -220,6 +220,30 @@ TEST(TrainerTest, ExpertChoiceHasExactLoadsReportsBothEvaluationsAndResumes) {
   EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
 }
 
+TEST(TrainerTest, OracleReportsTheOptimalityGapOfEveryRouter) {
+  for (const char* type : {"topk", "bip", "optimal"}) {
+    RunConfig c = tiny(std::string("oracle_") + type);
+    c.router.type = type;
+    c.router.oracle_every = 2;
+    c.train.steps = 2;
+    c.train.eval_every = 0;
+    train(c, {.quiet = true});
+    auto recs = records(c.out_dir, "train");
+    ASSERT_FALSE(recs[0]["layers"][0].contains("oracle"));
+    const auto& o = recs[1]["layers"][0]["oracle"];
+    const double gap = o["objective_gap"].get<double>();
+    if (std::string(type) == "optimal") {
+      EXPECT_NEAR(gap, 0.0, 1e-6);
+      EXPECT_LE(o["capacity_violation"].get<int64_t>(), 0);
+    } else if (std::string(type) == "topk") {
+      // Unconstrained top-K scores at least the optimum (gap ≤ 0) by exceeding capacity.
+      EXPECT_LE(gap, 1e-6);
+    } else {
+      EXPECT_TRUE(std::isfinite(gap));
+    }
+  }
+}
+
 TEST(TrainerTest, RefusesToResumeADifferentModel) {
   RunConfig c = tiny("mismatch");
   c.train.steps = 2;
