@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "kernels/kernels.h"
-#include "kernels/vec_math.h"
+#include "core/vec_math.h"
 
 namespace sy {
 

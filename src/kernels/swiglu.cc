@@ -1,5 +1,5 @@
 #include "kernels/kernels.h"
-#include "kernels/vec_math.h"
+#include "core/vec_math.h"
 
 namespace sy {
 

@@ -1,4 +1,4 @@
-#include "kernels/vec_math.h"
+#include "core/vec_math.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "kernels/kernels.h"
-#include "kernels/vec_math.h"
+#include "core/vec_math.h"
 
 namespace sy {
 

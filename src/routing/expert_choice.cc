@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "core/vec_math.h"
 
 namespace sy {
 
@@ -72,7 +73,7 @@ void softmax_rows(const T* z, int64_t n, int64_t E, T* s) {
     T m = zt[0];
     for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
     T sum = 0;
-    for (int64_t i = 0; i < E; ++i) sum += (st[i] = std::exp(zt[i] - m));
+    for (int64_t i = 0; i < E; ++i) sum += (st[i] = detail::fast_exp(zt[i] - m));
     const T inv = T(1) / sum;
     for (int64_t i = 0; i < E; ++i) st[i] *= inv;
   }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/vec_math.h"
 #include "routing/hash_router.h"
 #include "routing/optimal.h"
 
@@ -53,12 +54,13 @@ void scores_of(const TopKOptions& o, const T* z, int64_t n, T* s) {
     const T* zt = z + t * E;
     T* st = s + t * E;
     if (o.score == ScoreFn::kSigmoid) {
-      for (int64_t i = 0; i < E; ++i) st[i] = T(1) / (T(1) + std::exp(-zt[i]));
+      for (int64_t i = 0; i < E; ++i) st[i] = T(1) / (T(1) + detail::fast_exp(-zt[i]));
     } else {
       T m = zt[0], sum = 0;
       for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
-      for (int64_t i = 0; i < E; ++i) sum += (st[i] = std::exp(zt[i] - m));
-      for (int64_t i = 0; i < E; ++i) st[i] /= sum;
+      for (int64_t i = 0; i < E; ++i) sum += (st[i] = detail::fast_exp(zt[i] - m));
+      const T inv = T(1) / sum;
+      for (int64_t i = 0; i < E; ++i) st[i] *= inv;
     }
   }
 }

@@ -1,4 +1,4 @@
-// Elementwise math the kernels need inside vectorised loops. Internal to src/kernels.
+// Elementwise math for vectorised loops (kernels, routers). Internal: not part of the public API.
 //
 // glibc's expf only vectorises under -ffast-math, which we do not use (it would break the
 // max-subtracted softmax's handling of -inf and the reproducibility of reductions). exp() is on
