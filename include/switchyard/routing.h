@@ -66,8 +66,9 @@ struct RoutingBuffers {
   std::vector<T> dscores;            // [N,E] scratch for the backward pass
   // Load-balancing-loss gradient, set by lbl_begin/lbl_add_term after the forward pass:
   // ∂(Σ LBL terms)/∂q[t,i] = lbl_grad[(t / lbl_group)·E + i], q the per-token-normalised scores.
-  std::vector<T> lbl_grad;  // [N / lbl_group, E]
-  int64_t lbl_group = 0;    // tokens per row of lbl_grad; 0 = no LBL term
+  std::vector<T> lbl_grad;             // [N / lbl_group, E]
+  int64_t lbl_group = 0;               // tokens per row of lbl_grad; 0 = no LBL term
+  std::vector<int64_t> thread_counts;  // [threads, E] scratch of the parallel counting sort
 };
 
 // Statistics of one routing call (sums, so they add across micro-batches exactly).

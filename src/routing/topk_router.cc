@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "core/error.h"
@@ -52,6 +53,7 @@ void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) 
   load.assign(e, 0);
   demand.assign(e, 0);
   lbl_grad.assign(n_max * e, T(0));
+  thread_counts.assign(static_cast<size_t>(std::max(1, omp_get_max_threads())) * e, 0);
   lbl_group = 0;
 }
 
@@ -190,22 +192,51 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
   int64_t* demand = buf.demand.data();
   int64_t* load = buf.load.data();
   int64_t* offsets = buf.offsets.data();
-  std::fill(demand, demand + E, 0);
-  for (int64_t s = 0; s < n * K; ++s) ++demand[expert[s]];
-  offsets[0] = 0;
-  for (int64_t i = 0; i < E; ++i) offsets[i + 1] = offsets[i] + demand[i];
+  // A counting sort of the slots by expert, in parallel over contiguous token ranges: each thread
+  // counts its range, the prefix sums give every thread its own cursors, and each thread fills
+  // its rows. Ranges are in token order, so the plan is the same for any thread count.
   int32_t* slot_of_row = buf.slot_of_row.data();
+  const int64_t slots = n * K;
+  const int nt = static_cast<int>(std::min<int64_t>(
+      std::min<int64_t>(omp_get_max_threads(), static_cast<int64_t>(buf.thread_counts.size()) / E),
+      std::max<int64_t>(1, slots / 2048)));
+  int64_t* tc = buf.thread_counts.data();  // [nt, E]
+  auto range = [&](int t) {
+    const int64_t per = (n + nt - 1) / nt;
+    return std::pair<int64_t, int64_t>{std::min(n, t * per) * K, std::min(n, (t + 1) * per) * K};
+  };
+#pragma omp parallel num_threads(nt)
   {
-    std::vector<int64_t>& cursor = buf.load;  // reuse as a cursor; overwritten below
-    std::copy(offsets, offsets + E, cursor.begin());
-    for (int64_t s = 0; s < n * K; ++s) slot_of_row[cursor[expert[s]]++] = static_cast<int32_t>(s);
+    const int t = omp_get_thread_num();
+    int64_t* c = tc + t * E;
+    std::fill(c, c + E, int64_t(0));
+    const auto [lo, hi] = range(t);
+    for (int64_t s = lo; s < hi; ++s) ++c[expert[s]];
+  }
+  offsets[0] = 0;
+  for (int64_t i = 0; i < E; ++i) {
+    int64_t d = 0;
+    for (int t = 0; t < nt; ++t) {
+      const int64_t c = tc[t * E + i];
+      tc[t * E + i] = offsets[i] + d;  // becomes thread t's cursor for expert i
+      d += c;
+    }
+    demand[i] = d;
+    offsets[i + 1] = offsets[i] + d;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    int64_t* cur = tc + t * E;
+    const auto [lo, hi] = range(t);
+    for (int64_t s = lo; s < hi; ++s) slot_of_row[cur[expert[s]]++] = static_cast<int32_t>(s);
   }
   const int64_t cap = expert_capacity(o, n);
   // Capacity: pick the survivors inside each over-full expert segment, then compact the
   // segments so that rows stay contiguous per expert and in token order within an expert.
   int64_t write = 0;
   uint8_t* kept = buf.kept.data();
-  std::fill(kept, kept + n * K, uint8_t(0));
+  if (n * K > 0) std::memset(kept, 0, static_cast<size_t>(n * K));
   for (int64_t i = 0; i < E; ++i) {
     int32_t* seg = slot_of_row + offsets[i];
     int64_t cnt = demand[i];
@@ -229,7 +260,8 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
   buf.rows = write;
   buf.dropped = n * K - write;
   int64_t* row_of_slot = buf.row_of_slot.data();
-  std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
+  if (write < n * K) std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < write; ++r) {
     row_of_slot[slot_of_row[r]] = r;
     kept[slot_of_row[r]] = 1;
