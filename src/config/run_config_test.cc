@@ -126,10 +126,12 @@ TEST(RunConfigTest, DemoConfigIsSmallOnTheEightDomainCorpus) {
   RunConfig demo = load_run_config(std::string(SY_SOURCE_DIR) + "/configs/demo.toml");
   RunConfig small = load_run_config(std::string(SY_SOURCE_DIR) + "/configs/small.toml");
   EXPECT_EQ(demo.data.source, "blend");
-  for (const char* d : {"literature", "news", "dictionary", "code_python", "code_c", "techdoc",
-                        "math", "email"}) {
-    EXPECT_NE(demo.data.blend.find(std::string("data/demo/data/") + d + "_train"), std::string::npos);
-    EXPECT_NE(demo.data.valid.find(std::string("data/demo/data/") + d + "_valid"), std::string::npos);
+  for (const char* d :
+       {"literature", "news", "dictionary", "code_python", "code_c", "techdoc", "math", "email"}) {
+    EXPECT_NE(demo.data.blend.find(std::string("data/demo/data/") + d + "_train"),
+              std::string::npos);
+    EXPECT_NE(demo.data.valid.find(std::string("data/demo/data/") + d + "_valid"),
+              std::string::npos);
   }
   // Same model, router and balancing as SMALL: only the run length differs.
   RunConfig a, b;

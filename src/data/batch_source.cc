@@ -188,7 +188,7 @@ std::vector<std::string> domain_names(const RunConfig& cfg) {
     for (int d = 0; d < SyntheticSource::kDomains; ++d)
       names.push_back(fmt::format("synthetic_{}", d));
   } else if (cfg.data.source == "tokens") {
-    names.push_back("tokens");
+    names.emplace_back("tokens");
   } else {
     for (const auto& e : blend_of(cfg)) names.push_back(e.domain);
   }

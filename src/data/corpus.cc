@@ -26,8 +26,6 @@
 #include "data/tokenizer.h"
 #include "io/checkpoint_dir.h"
 
-extern char** environ;
-
 namespace sy {
 namespace {
 
@@ -226,6 +224,7 @@ void run_text_extraction(const std::string& script, const std::string& text_dir)
   SY_CHECK(fs::exists(kPython), "data demo: {} must exist (Debian's python3), got none", kPython);
   std::vector<std::string> args = {kPython, script, "--out", text_dir};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;

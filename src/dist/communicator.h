@@ -24,9 +24,9 @@ class SingleProcessCommunicator final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void allreduce_sum(int64_t*, int64_t) override {}
-  void allreduce_sum(float*, int64_t) override {}
-  void allreduce_sum(double*, int64_t) override {}
+  void allreduce_sum(int64_t* /*x*/, int64_t /*n*/) override {}
+  void allreduce_sum(float* /*x*/, int64_t /*n*/) override {}
+  void allreduce_sum(double* /*x*/, int64_t /*n*/) override {}
 };
 
 }  // namespace sy

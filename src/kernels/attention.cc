@@ -5,8 +5,8 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
-#include "kernels/kernels.h"
 #include "core/vec_math.h"
+#include "kernels/kernels.h"
 
 namespace sy {
 

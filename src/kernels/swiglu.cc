@@ -1,5 +1,5 @@
-#include "kernels/kernels.h"
 #include "core/vec_math.h"
+#include "kernels/kernels.h"
 
 namespace sy {
 

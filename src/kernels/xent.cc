@@ -1,8 +1,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/kernels.h"
 #include "core/vec_math.h"
+#include "kernels/kernels.h"
 
 namespace sy {
 

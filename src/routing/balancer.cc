@@ -69,9 +69,9 @@ Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
 
 template <typename T>
 bool Balancer<T>::needs_prepass() const {
-  for (const auto& t : o_.lbl)
-    if (t.scope == LblScope::kGlobalExact || t.scope == LblScope::kShuffle) return true;
-  return false;
+  return std::any_of(o_.lbl.begin(), o_.lbl.end(), [](const LblTerm& t) {
+    return t.scope == LblScope::kGlobalExact || t.scope == LblScope::kShuffle;
+  });
 }
 
 template <typename T>
@@ -209,13 +209,11 @@ int64_t Balancer<T>::balance_bsz(size_t term) const {
     case LblScope::kSequence:
       return 1;
     case LblScope::kMicro:
+    case LblScope::kShuffle:  // a sample of micro-batch size
       return B;
     case LblScope::kGlobal:
-      return B * M * R;
     case LblScope::kGlobalExact:
       return B * M * R;
-    case LblScope::kShuffle:
-      return B;
   }
   return B;
 }

@@ -64,6 +64,8 @@ inline T rth_largest_of_row(const T* st, const T* q, int64_t m, int64_t r, T* v)
   int64_t cnt = 0;
   for (int64_t i = 0; i < m; ++i) {
     const T x = st[i] - q[i];
+    // best[r] is written before it is read: cnt == keep means best[0..r] are filled.
+    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
     if (cnt == keep && !(x > best[r])) continue;
     int64_t j = cnt < keep ? cnt++ : r;
     for (; j > 0 && x > best[j - 1]; --j) best[j] = best[j - 1];

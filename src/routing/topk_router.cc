@@ -99,6 +99,8 @@ inline void select_top_k(int64_t E, int64_t K, const Value& value, int32_t* et) 
   int64_t cnt = 0;
   for (int64_t i = 0; i < E; ++i) {
     const T v = value(i);
+    // vals[K-1] is written before it is read: cnt == K means vals[0..K-1] are filled.
+    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
     if (cnt == K && !(v > vals[K - 1])) continue;
     int64_t j = cnt < K ? cnt++ : K - 1;
     for (; j > 0 && v > vals[j - 1]; --j) {
@@ -320,7 +322,7 @@ double lbl_add_term(RoutingBuffers<T>& buf, ScoreFn score, double coef, const do
     }
     value += coef * E * acc / span;
   }
-  value /= static_cast<double>(n / span);
+  value /= static_cast<double>(n) / static_cast<double>(span);  // groups (span divides n)
   // The gradient: α·E·f_i / n for every token (f of the token's group).
   for (int64_t r = 0; r < rows; ++r) {
     const double* fr = f + (f_rows == 1 ? 0 : r * E);

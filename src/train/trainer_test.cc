@@ -166,7 +166,7 @@ TEST(TrainerTest, EveryRouterFamilyTrains) {
 
 // The defining property of BIP: balanced routing from the first step, without any loss.
 TEST(TrainerTest, BipIsBetterBalancedThanTopKAtStepOne) {
-  double maxvio[2];
+  double maxvio[2] = {0, 0};
   int i = 0;
   for (const char* type : {"topk", "bip"}) {
     RunConfig c = tiny(std::string("bip_vs_") + type);
