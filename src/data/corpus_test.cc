@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "data/indexed_dataset.h"
+#include "data/test_util.h"
 #include "data/tokenizer.h"
 
 namespace sy {
@@ -22,29 +23,7 @@ namespace fs = std::filesystem;
 
 const std::string kTestdata = SY_DATA_TESTDATA;
 
-// Paths removed when the test process exits.
-struct Cleanup {
-  std::vector<fs::path> paths;
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& p : paths) fs::remove_all(p, ec);
-  }
-};
-Cleanup& cleanup() {
-  static Cleanup c;
-  return c;
-}
-
-std::string temp_dir() {
-  const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::temp_directory_path() /
-      fmt::format("sy_corpus_{}_{}_{}", info->test_suite_name(), info->name(), getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  cleanup().paths.push_back(dir);
-  return dir.string();
-}
+std::string temp_dir() { return test::temp_dir("corpus"); }
 
 void write_text(const std::string& path, const std::string& text) {
   fs::create_directories(fs::path(path).parent_path());
@@ -73,8 +52,8 @@ const std::string& tiny_model() {
     TokenizerTrainOptions opt;
     opt.num_threads = 1;
     train_tokenizer({kTestdata + "/tokenizer_train.txt"}, prefix, 400, opt);
-    cleanup().paths.emplace_back(prefix + ".model");
-    cleanup().paths.emplace_back(prefix + ".vocab");
+    test::remove_at_exit(prefix + ".model");
+    test::remove_at_exit(prefix + ".vocab");
     return prefix + ".model";
   }();
   return path;

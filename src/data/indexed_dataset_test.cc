@@ -10,35 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "data/test_util.h"
+
 namespace sy {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory per test (tests run as separate processes under CTest).
-// Paths removed when the test process exits (each test runs in its own process under CTest).
-struct Cleanup {
-  std::vector<fs::path> paths;
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& p : paths) fs::remove_all(p, ec);
-  }
-};
-Cleanup& cleanup() {
-  static Cleanup c;
-  return c;
-}
-
-std::string temp_dir() {
-  const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::temp_directory_path() /
-      fmt::format("sy_idx_{}_{}_{}", info->test_suite_name(), info->name(), getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  cleanup().paths.push_back(dir);
-  return dir.string();
-}
+std::string temp_dir() { return test::temp_dir("idx"); }
 
 std::vector<unsigned char> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

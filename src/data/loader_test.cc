@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "data/test_util.h"
 
 namespace sy {
 namespace {
@@ -25,29 +26,7 @@ constexpr int32_t kEos = 1;
 constexpr int64_t kVocab = 1000;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Paths removed when the test process exits (each test runs in its own process under CTest).
-struct Cleanup {
-  std::vector<fs::path> paths;
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& p : paths) fs::remove_all(p, ec);
-  }
-};
-Cleanup& cleanup() {
-  static Cleanup c;
-  return c;
-}
-
-std::string temp_dir() {
-  const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::temp_directory_path() /
-      fmt::format("sy_loader_{}_{}_{}", info->test_suite_name(), info->name(), getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  cleanup().paths.push_back(dir);
-  return dir.string();
-}
+std::string temp_dir() { return test::temp_dir("loader"); }
 
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
   try {

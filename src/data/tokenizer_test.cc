@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/test_util.h"
 
 namespace sy {
 namespace {
@@ -19,29 +20,7 @@ namespace fs = std::filesystem;
 
 const std::string kTestdata = SY_DATA_TESTDATA;
 
-// Paths removed when the test process exits (each test runs in its own process under CTest).
-struct Cleanup {
-  std::vector<fs::path> paths;
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& p : paths) fs::remove_all(p, ec);
-  }
-};
-Cleanup& cleanup() {
-  static Cleanup c;
-  return c;
-}
-
-std::string temp_dir() {
-  const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir =
-      fs::temp_directory_path() /
-      fmt::format("sy_tok_{}_{}_{}", info->test_suite_name(), info->name(), getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  cleanup().paths.push_back(dir);
-  return dir.string();
-}
+std::string temp_dir() { return test::temp_dir("tok"); }
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -70,8 +49,8 @@ const std::string& tiny_model() {
     TokenizerTrainOptions opt;
     opt.num_threads = 1;
     train_tokenizer({kTestdata + "/tokenizer_train.txt"}, prefix, 400, opt);
-    cleanup().paths.emplace_back(prefix + ".model");
-    cleanup().paths.emplace_back(prefix + ".vocab");
+    test::remove_at_exit(prefix + ".model");
+    test::remove_at_exit(prefix + ".vocab");
     return prefix + ".model";
   }();
   return path;
