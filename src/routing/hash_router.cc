@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "routing/plan.h"
 
 namespace sy {
 
@@ -93,18 +94,8 @@ void hash_route_forward(const HashRouterOptions& o, const int32_t* token_ids, in
     hash_experts(token_ids[t], o.seed, E, K, expert + t * K, buf.scratch.data() + t * 2 * K);
     for (int64_t k = 0; k < K; ++k) buf.gate[t * K + k] = g;
   }
-  // Plan: counting sort of slots by expert (integer work, sequential, in token order).
-  // offsets[i+1] starts at expert i's first row and serves as its cursor: after the scatter it
-  // has advanced to the end of expert i, which is what it must hold.
-  int64_t* load = buf.load.data();
-  int64_t* offsets = buf.offsets.data();
-  std::fill(load, load + E, 0);
-  for (int64_t s = 0; s < n * K; ++s) ++load[expert[s]];
-  offsets[0] = 0;
-  offsets[1] = 0;
-  for (int64_t i = 1; i < E; ++i) offsets[i + 1] = offsets[i] + load[i - 1];
-  for (int64_t s = 0; s < n * K; ++s)
-    buf.slot_of_row[offsets[expert[s] + 1]++] = static_cast<int32_t>(s);
+  detail::plan_by_expert(expert, n * K, E, buf.load.data(), buf.offsets.data(),
+                         buf.slot_of_row.data());
 }
 
 #define SY_INSTANTIATE(T)                                                                \

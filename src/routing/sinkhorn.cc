@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "routing/plan.h"
 
 namespace sy {
 
@@ -149,18 +150,8 @@ SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64
   }
   st.topk_score_sum = topk_sum;
 
-  // Plan: counting sort of slots by expert (integer work, sequential, in token order).
-  int64_t* load = buf.load.data();
-  int64_t* offsets = buf.offsets.data();
-  std::fill(load, load + E, 0);
-  for (int64_t s = 0; s < n * K; ++s) ++load[expert[s]];
-  // offsets[i+1] starts at expert i's first row and serves as its cursor: after the scatter it
-  // has advanced to the end of expert i, which is what it must hold.
-  offsets[0] = 0;
-  offsets[1] = 0;
-  for (int64_t i = 1; i < E; ++i) offsets[i + 1] = offsets[i] + load[i - 1];
-  for (int64_t s = 0; s < n * K; ++s)
-    buf.slot_of_row[offsets[expert[s] + 1]++] = static_cast<int32_t>(s);
+  detail::plan_by_expert(expert, n * K, E, buf.load.data(), buf.offsets.data(),
+                         buf.slot_of_row.data());
   return st;
 }
 
