@@ -3,11 +3,13 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "config/run_config.h"
 #include "core/error.h"
 #include "data/corpus.h"
+#include "dist/communicator.h"
 #include "train/trainer.h"
 
 namespace {
@@ -26,7 +28,8 @@ int run(int argc, char** argv) {
       "train",
       "Train a model from a TOML config. Writes <out_dir>/metrics.jsonl and checkpoints; a run "
       "whose out_dir holds a checkpoint resumes from it. Ctrl-C stops after the current step "
-      "with a checkpoint.");
+      "with a checkpoint. Data parallel over R processes: mpirun -np R switchyard train ... "
+      "(global batch = R x train.grad_accum x train.micro_batch; see docs/distributed.md).");
   train->add_option("--config,-c", config_path, "run config (TOML); see docs/config.md")
       ->required()
       ->check(CLI::ExistingFile);
@@ -35,6 +38,12 @@ int run(int argc, char** argv) {
       "override a config key, e.g. --set model.n_experts=8 --set router.score=sigmoid "
       "(repeatable)");
   train->add_flag("--quiet,-q", quiet, "no progress lines");
+  int64_t stop_after = -1;
+  train
+      ->add_option("--stop-after", stop_after,
+                   "stop with a checkpoint after this many steps of this invocation (for time "
+                   "slices on shared machines); the same command resumes")
+      ->check(CLI::PositiveNumber);
 
   std::string ckpt, tokens;
   int64_t max_sequences = 0, threads = 2;
@@ -126,9 +135,21 @@ int run(int argc, char** argv) {
   }
 
   if (*train) {
-    sy::RunConfig cfg = sy::load_run_config(config_path, overrides);
-    sy::TrainResult r = sy::train(cfg, {.quiet = quiet});
-    return r.interrupted ? 130 : 0;
+    // Under mpirun: data parallel over MPI ranks (docs/distributed.md); else one process.
+    std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
+    try {
+      sy::RunConfig cfg = sy::load_run_config(config_path, overrides);
+      sy::TrainResult r =
+          sy::train(cfg, {.quiet = quiet, .stop_after = stop_after, .comm = comm.get()});
+      return r.interrupted && stop_after < 0 ? 130 : 0;  // a signal: 130 (128 + SIGINT)
+    } catch (const std::exception& e) {
+      if (comm->size() == 1) throw;
+      // The other ranks may be waiting in a collective: end the whole job.
+      std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", comm->rank(), comm->size(),
+                   e.what());
+      std::fflush(stderr);
+      comm->abort(1);
+    }
   }
   if (*demo) {
     sy::build_demo_corpus(demo_out, demo_opt);

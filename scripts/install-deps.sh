@@ -13,6 +13,8 @@ packages=(
   # libraries
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev
   liblemon-dev  # min-cost flow (NetworkSimplex) for the optimal-assignment oracle
+  # data parallelism: `mpirun -np R switchyard train ...` (src/dist/mpi_communicator.h)
+  openmpi-bin libopenmpi-dev
   # tokenizer: SentencePiece library (training and encoding) and its CLI tools
   libsentencepiece-dev sentencepiece
   # tests and benchmarks

@@ -30,6 +30,10 @@ check "metrics has 20 steps" test "$(grep -c '"type":"train"' "$WORK/run/metrics
 check "rerun of a finished run is a no-op" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --quiet
 check "extend the run" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set train.steps=24 --quiet
 check "metrics has 24 steps" test "$(grep -c '"type":"train"' "$WORK/run/metrics.jsonl")" -eq 24
+check "stop after 5 steps" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/slice" --stop-after 5 --quiet
+check "5 steps in the slice" test "$(grep -c '"type":"train"' "$WORK/slice/metrics.jsonl")" -eq 5
+check "the same command continues" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/slice" --stop-after 5 --quiet
+check "10 steps after two slices" test "$(grep -c '"type":"train"' "$WORK/slice/metrics.jsonl")" -eq 10
 /usr/bin/python3 -c "
 import struct, random
 random.seed(1)

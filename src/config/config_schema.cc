@@ -49,6 +49,7 @@ std::vector<Section> sections(RunConfig& c) {
         {"hash_seed", &r.hash_seed},
         {"ec_capacity_factor", &r.ec_capacity_factor},
         {"ec_chunk", &r.ec_chunk},
+        {"ec_group_order", &r.ec_group_order},
         {"ec_threshold_decay", &r.ec_threshold_decay},
         {"oracle_every", &r.oracle_every}}},
       {"loss_free",

@@ -44,9 +44,10 @@ struct RouterConfig {
   int64_t sinkhorn_iterations = 8;        // S-BASE: Sinkhorn iterations
   uint64_t hash_seed = 0;                 // hash routing: which hash of the family
   double ec_capacity_factor = 0.0;        // Expert Choice: experts per token on average; 0 = top_k
-  int64_t ec_chunk = 0;              // Expert Choice: tokens per routing group; 0 = micro-batch
-  double ec_threshold_decay = 0.99;  // Expert Choice: EMA decay of the causal thresholds
-  int64_t oracle_every = 0;          // every N steps, the optimality gap of the routing; 0 = off
+  int64_t ec_chunk = 0;  // Expert Choice: tokens per routing group; 0 = micro-batch
+  std::string ec_group_order = "sequential";  // Expert Choice: "sequential" | "shuffled" groups
+  double ec_threshold_decay = 0.99;           // Expert Choice: EMA decay of the causal thresholds
+  int64_t oracle_every = 0;  // every N steps, the optimality gap of the routing; 0 = off
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".

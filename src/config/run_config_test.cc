@@ -373,6 +373,16 @@ TEST(RunConfigTest, PublicValidateNamesConfigAsOrigin) {
 
 // --- cross-field rules ---
 
+TEST(RunConfigTest, ExpertChoiceShuffledGroupsNeedChunks) {
+  EXPECT_EQ(tiny_error({"router.type=expert_choice", "balance.terms=[]",
+                        "router.ec_group_order=shuffled"}),
+            "tiny.toml: router.ec_chunk must be > 0 with router.ec_group_order = \"shuffled\", "
+            "got 0; with one routing group (ec_chunk = 0) there is nothing to shuffle");
+  EXPECT_NE(tiny_error({"router.ec_group_order=random"})
+                .find("router.ec_group_order must be one of \"sequential\", \"shuffled\""),
+            std::string::npos);
+}
+
 TEST(RunConfigTest, RejectsHeadCountNotDividingModelDim) {
   EXPECT_EQ(tiny_error({"model.n_heads=3"}),
             "tiny.toml: model.d_model must be divisible by model.n_heads (3), got 32; each head "

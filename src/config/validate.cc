@@ -22,6 +22,7 @@ namespace {
 constexpr std::string_view kRouterTypes[] = {"topk", "bip",     "sinkhorn",
                                              "hash", "optimal", "expert_choice"};
 constexpr std::string_view kBipModes[] = {"as-published", "causal"};
+constexpr std::string_view kEcGroupOrders[] = {"sequential", "shuffled"};
 constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
 constexpr std::string_view kGates[] = {"renorm", "raw", "uniform"};
 constexpr std::string_view kDropPolicies[] = {"probs", "position"};
@@ -112,6 +113,7 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.seed("router.hash_seed", r.hash_seed);
   c.non_negative("router.ec_capacity_factor", r.ec_capacity_factor, "0 means model.top_k");
   c.at_least("router.ec_chunk", r.ec_chunk, 0);
+  c.one_of("router.ec_group_order", r.ec_group_order, kEcGroupOrders);
   c.at_least("router.oracle_every", r.oracle_every, 0, "0 turns the oracle off");
   c.require(r.ec_threshold_decay >= 0 && r.ec_threshold_decay < 1, "router.ec_threshold_decay",
             "in [0, 1)", num(r.ec_threshold_decay));
@@ -214,6 +216,9 @@ void check_cross_field(const Checker& c, const RunConfig& cfg) {
     c.require(r.capacity_factor == 0, "router.capacity_factor",
               "0 with router.type = \"expert_choice\"", num(r.capacity_factor),
               "Expert Choice's capacity is router.ec_capacity_factor");
+    c.require(r.ec_group_order == "sequential" || r.ec_chunk > 0, "router.ec_chunk",
+              "> 0 with router.ec_group_order = \"shuffled\"", fmt::format("{}", r.ec_chunk),
+              "with one routing group (ec_chunk = 0) there is nothing to shuffle");
   }
 
   const TrainConfig& t = cfg.train;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -33,6 +34,7 @@ SelectorOptions selector_options(const RouterConfig& r) {
   s.hash_seed = r.hash_seed;
   s.ec_capacity_factor = r.ec_capacity_factor;
   s.ec_chunk = r.ec_chunk;
+  s.ec_shuffle = r.ec_group_order == "shuffled";
   return s;
 }
 
@@ -88,6 +90,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
       E, selector.ec_capacity_factor > 0 ? selector.ec_capacity_factor : static_cast<double>(K),
       selector.ec_chunk};
   if (moe_dims_.expert_choice) ec_validate(ec_opt_);
+  if (moe_dims_.expert_choice && selector.ec_shuffle) ec_perm_.resize(static_cast<size_t>(n_max_));
 
   // Parameter layout. Offsets are padded so that every tensor group starts 64-byte aligned.
   int64_t off = 0;
@@ -281,6 +284,19 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
       ri.ec_theta = balancer_.ec_theta(mi);
       ri.ec_causal = mode == ForwardMode::kEvalCausal;
       ri.ec_decay = balancer_.ec_decay(micro);
+      if (moe_dims_.expert_choice && sel_.ec_shuffle && mode != ForwardMode::kEvalCausal) {
+        // Which tokens share a routing group: a Fisher–Yates permutation from a stream of
+        // (seed, step, micro-batch, layer) in training, of (seed, layer) in evaluation.
+        const bool train = mode == ForwardMode::kTrain || mode == ForwardMode::kPrepass;
+        const uint64_t key =
+            train ? static_cast<uint64_t>(balancer_.step()) * 1000003ull + micro * 1009ull + mi
+                  : ~static_cast<uint64_t>(mi);
+        Rng rng(mix64(balancer_.options().seed ^ mix64(key) ^ 0xec5u));
+        std::iota(ec_perm_.begin(), ec_perm_.begin() + N, 0);
+        for (int64_t i = N - 1; i > 0; --i)
+          std::swap(ec_perm_[i], ec_perm_[rng.below(static_cast<uint64_t>(i + 1))]);
+        ri.ec_perm = ec_perm_.data();
+      }
       moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
                                    moe_acts_[mi], tmp_.data(), ri);
       if (mode == ForwardMode::kTrain) {

@@ -119,6 +119,7 @@ class Transformer {
   TopKOptions ropt_;
   SelectorOptions sel_;
   ExpertChoiceOptions ec_opt_;
+  std::vector<int32_t> ec_perm_;  // [N] Expert Choice's shuffled group order (ec_shuffle)
   Balancer<T> balancer_;
   MoeDims moe_dims_;
   int64_t b_max_, n_max_;

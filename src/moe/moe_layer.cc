@@ -81,7 +81,7 @@ RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeW
     if (ri.ec_causal) {
       ec_route_causal(*ri.ec, a.logits.data(), n, ri.ec_theta, ec);
     } else {
-      ec_route_forward(*ri.ec, a.logits.data(), n, nullptr, ec);
+      ec_route_forward(*ri.ec, a.logits.data(), n, ri.ec_perm, ec);
       if (ri.update && ri.ec_theta)
         ec_update_thresholds(ri.ec_theta, ec.kth_value.data(), E, ri.ec_decay);
     }

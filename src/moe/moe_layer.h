@@ -98,6 +98,7 @@ struct RouteInputs {
   T* ec_theta = nullptr;
   bool ec_causal = false;
   double ec_decay = 0.99;
+  const int32_t* ec_perm = nullptr;  // [N] routing-group order (null = token order)
 };
 
 // y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. LBL terms are

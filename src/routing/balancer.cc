@@ -60,8 +60,10 @@ Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
   bool shuffle = false;
   for (const auto& t : o.lbl) shuffle |= t.scope == LblScope::kShuffle;
   if (shuffle) {
+    const int64_t R = comm_->size();
     selections_.assign(L * o.grad_accum * N * o.top_k, -1);
-    sample_idx_.resize(o.grad_accum * N);
+    sample_idx_.resize(R * o.grad_accum * N);
+    shuffle_counts_.assign(R * o.grad_accum * L * E, 0);
   }
   f_.assign(std::max<int64_t>(o.micro_batch, 1) * E, 0.0);
   counts_.assign(E, 0);
@@ -99,6 +101,38 @@ template <typename T>
 void Balancer<T>::finish_prepass() {
   comm_->allreduce_sum(step_counts_.data(), static_cast<int64_t>(step_counts_.size()));
   comm_->allreduce_sum(step_tokens_.data(), static_cast<int64_t>(step_tokens_.size()));
+  if (!selections_.empty()) sample_shuffle();
+}
+
+// The shuffle scope's samples, for every (rank, micro-batch, layer) of the step: N tokens drawn
+// without replacement from the global batch's R·M·N tokens (global index (rank·M + m)·N + t), by
+// a stream that depends only on (seed, step, rank, micro-batch, layer): resumable and the same
+// on every rank. Each rank counts the sampled tokens it holds; one sum over ranks completes them.
+template <typename T>
+void Balancer<T>::sample_shuffle() {
+  const int64_t L = o_.n_layers, E = o_.n_experts, K = o_.top_k, M = o_.grad_accum;
+  const int64_t N = o_.micro_batch * o_.seq_len, R = comm_->size(), me = comm_->rank();
+  const int64_t global_tokens = R * M * N;
+  std::fill(shuffle_counts_.begin(), shuffle_counts_.end(), 0);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t l = 0; l < L; ++l) {
+        std::iota(sample_idx_.begin(), sample_idx_.begin() + global_tokens, 0);
+        Rng rng(mix64(o_.seed ^ mix64(static_cast<uint64_t>(step_) * 1000003ull + m * 1009ull + l) ^
+                      (static_cast<uint64_t>(r) << 48)));
+        int64_t* c = shuffle_counts_.data() + ((r * M + m) * L + l) * E;
+        const int32_t* sel = selections_.data() + l * M * N * K;
+        for (int64_t s = 0; s < N; ++s) {
+          const int64_t pick = s + static_cast<int64_t>(rng.below(global_tokens - s));
+          std::swap(sample_idx_[s], sample_idx_[pick]);
+          const int64_t g = sample_idx_[s];
+          if (g / (M * N) != me) continue;  // another rank holds this token
+          const int64_t t = g % (M * N);
+          for (int64_t k = 0; k < K; ++k)
+            if (sel[t * K + k] >= 0) ++c[sel[t * K + k]];
+        }
+      }
+  comm_->allreduce_sum(shuffle_counts_.data(), static_cast<int64_t>(shuffle_counts_.size()));
 }
 
 template <typename T>
@@ -145,34 +179,35 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
         break;
       }
       case LblScope::kShuffle: {
-        // n tokens sampled without replacement from the step's M·n tokens (this rank's), by a
-        // stream that depends only on (seed, step, micro-batch, layer): resumable.
-        const int64_t total_tokens = o_.grad_accum * n;
-        std::iota(sample_idx_.begin(), sample_idx_.begin() + total_tokens, 0);
-        Rng r(mix64(o_.seed ^
-                    mix64(static_cast<uint64_t>(step_) * 1000003ull + micro * 1009ull + layer)));
-        std::fill(counts_.begin(), counts_.end(), 0);
-        const int32_t* sel = selections_.data() + layer * o_.grad_accum * n * K;
-        for (int64_t s = 0; s < n; ++s) {
-          const int64_t pick = s + static_cast<int64_t>(r.below(total_tokens - s));
-          std::swap(sample_idx_[s], sample_idx_[pick]);
-          const int64_t t = sample_idx_[s];
-          for (int64_t k = 0; k < K; ++k)
-            if (sel[t * K + k] >= 0) ++counts_[sel[t * K + k]];
-        }
+        // The sample drawn for this rank, micro-batch and layer by sample_shuffle().
+        SY_CHECK(n == o_.micro_batch * S,
+                 "balancer: the shuffle scope needs full micro-batches of {} tokens, got {}",
+                 o_.micro_batch * S, n);
+        const int64_t* c = shuffle_counts_.data() +
+                           ((comm_->rank() * o_.grad_accum + micro) * o_.n_layers + layer) * E;
         for (int64_t i = 0; i < E; ++i)
-          f[i] = static_cast<double>(counts_[i]) / static_cast<double>(K * n);
+          f[i] = static_cast<double>(c[i]) / static_cast<double>(K * n);
         break;
       }
     }
     total += lbl_add_term(buf, o_.score, term.coef, f, rows);
   }
-  (void)micro;
   return total;
 }
 
 template <typename T>
 void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
+  // State that the forward passes update from each rank's own micro-batches (BIP's q, Expert
+  // Choice's θ) is replaced by its mean over ranks, so every replica routes alike (one process:
+  // unchanged).
+  if (comm_->size() > 1) {
+    const T inv = T(1) / static_cast<T>(comm_->size());
+    for (std::vector<T>* v : {&bip_dual_, &ec_theta_}) {
+      if (v->empty()) continue;
+      comm_->allreduce_sum(v->data(), static_cast<int64_t>(v->size()));
+      for (T& x : *v) x *= inv;
+    }
+  }
   if (o_.bias_update == BiasUpdate::kOff) return;
   if (o_.bias_freeze_after > 0 && step_ >= o_.bias_freeze_after) return;
   const int64_t E = o_.n_experts;

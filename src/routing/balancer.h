@@ -71,12 +71,15 @@ class Balancer {
   bool has_lbl() const { return !o_.lbl.empty(); }
 
   void begin_step(int64_t step);
+  int64_t step() const { return step_; }  // the step begun last
   void record_prepass(int64_t layer, int64_t micro, const RoutingBuffers<T>& buf);
   void finish_prepass();
   // Sets buf's LBL gradient for every term and returns the layer's LBL (Σ over terms, α
   // applied). `micro` is the micro-batch's index within the step (0-based).
   double apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& buf);
-  // Loss-free update from the step's loads [layer][E] (local; summed over ranks here).
+  // Loss-free update from the step's loads [layer][E] (local; summed over ranks here). With
+  // several ranks, also replaces the BIP duals and Expert Choice thresholds by their mean over
+  // ranks (each rank updated them from its own micro-batches during the step).
   void end_step(std::vector<std::vector<int64_t>> step_loads);
 
   // The selection bias of a layer, or null when the loss-free balancer is off.
@@ -120,7 +123,10 @@ class Balancer {
   // Scratch.
   std::vector<double> f_;            // [max(N/S, 1)·E]
   std::vector<int64_t> counts_;      // [E]
-  std::vector<int32_t> sample_idx_;  // [M·N]
+  std::vector<int32_t> sample_idx_;  // [R·M·N]
+  // Shuffle scope: sampled counts per (rank, micro-batch, layer), summed over ranks.
+  std::vector<int64_t> shuffle_counts_;  // [R·M·L·E]
+  void sample_shuffle();
 };
 
 }  // namespace sy

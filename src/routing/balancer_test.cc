@@ -5,42 +5,19 @@
 #include <vector>
 
 #include "core/gradcheck.h"
+#include "routing/balancer_test_util.h"
 
 namespace sy {
 namespace {
 
-BalancerOptions opts(int64_t B, int64_t S, int64_t M, std::vector<LblTerm> terms) {
-  BalancerOptions o;
-  o.n_layers = 1;
-  o.n_experts = 6;
-  o.top_k = 2;
-  o.seq_len = S;
-  o.micro_batch = B;
-  o.grad_accum = M;
-  o.lbl = std::move(terms);
-  return o;
-}
-
-// Routes M micro-batches of random logits; returns their buffers.
-std::vector<RoutingBuffers<double>> route(int64_t n, int64_t M, uint64_t seed) {
-  TopKOptions t;
-  t.n_experts = 6;
-  t.top_k = 2;
-  std::vector<RoutingBuffers<double>> bufs(M);
-  for (int64_t m = 0; m < M; ++m) {
-    std::vector<double> z(n * 6);
-    fill_normal(z, seed + m);
-    bufs[m].resize(n, 6, 2);
-    topk_route_forward(t, z.data(), n, bufs[m]);
-  }
-  return bufs;
-}
+using testing_util::balancer_opts;
+using testing_util::routed_micro_batches;
 
 TEST(BalancerTest, GlobalBufferAtLastMicroBatchEqualsGlobalExact) {
   const int64_t B = 2, S = 8, M = 3, n = B * S;
-  auto bufs = route(n, M, 5);
-  Balancer<double> global(opts(B, S, M, {{LblScope::kGlobal, 1.0}}), nullptr);
-  Balancer<double> exact(opts(B, S, M, {{LblScope::kGlobalExact, 1.0}}), nullptr);
+  auto bufs = routed_micro_batches(n, M, 5);
+  Balancer<double> global(balancer_opts(B, S, M, {{LblScope::kGlobal, 1.0}}), nullptr);
+  Balancer<double> exact(balancer_opts(B, S, M, {{LblScope::kGlobalExact, 1.0}}), nullptr);
   global.begin_step(0);
   exact.begin_step(0);
   for (int64_t m = 0; m < M; ++m) exact.record_prepass(0, m, bufs[m]);
@@ -59,8 +36,8 @@ TEST(BalancerTest, GlobalBufferAtLastMicroBatchEqualsGlobalExact) {
 
 TEST(BalancerTest, GlobalExactAveragedOverMicroBatchesEqualsTheConcatenatedBatch) {
   const int64_t B = 2, S = 8, M = 3, n = B * S;
-  auto bufs = route(n, M, 9);
-  Balancer<double> exact(opts(B, S, M, {{LblScope::kGlobalExact, 0.01}}), nullptr);
+  auto bufs = routed_micro_batches(n, M, 9);
+  Balancer<double> exact(balancer_opts(B, S, M, {{LblScope::kGlobalExact, 0.01}}), nullptr);
   exact.begin_step(0);
   for (int64_t m = 0; m < M; ++m) exact.record_prepass(0, m, bufs[m]);
   exact.finish_prepass();
@@ -83,8 +60,8 @@ TEST(BalancerTest, GlobalExactAveragedOverMicroBatchesEqualsTheConcatenatedBatch
 
 TEST(BalancerTest, ShuffleSamplesTheStepsSelections) {
   const int64_t B = 2, S = 8, M = 4, n = B * S;
-  auto bufs = route(n, M, 13);
-  Balancer<double> shuf(opts(B, S, M, {{LblScope::kShuffle, 1.0}}), nullptr);
+  auto bufs = routed_micro_batches(n, M, 13);
+  Balancer<double> shuf(balancer_opts(B, S, M, {{LblScope::kShuffle, 1.0}}), nullptr);
   shuf.begin_step(7);
   for (int64_t m = 0; m < M; ++m) shuf.record_prepass(0, m, bufs[m]);
   shuf.finish_prepass();
@@ -104,7 +81,7 @@ TEST(BalancerTest, ShuffleSamplesTheStepsSelections) {
 
 TEST(BalancerTest, LossFreeBiasMovesTowardBalance) {
   for (BiasUpdate u : {BiasUpdate::kSign, BiasUpdate::kProportional}) {
-    BalancerOptions o = opts(1, 4, 1, {});
+    BalancerOptions o = balancer_opts(1, 4, 1, {});
     o.bias_update = u;
     o.bias_rate = 0.01;
     o.bias_center = true;
@@ -121,7 +98,7 @@ TEST(BalancerTest, LossFreeBiasMovesTowardBalance) {
 }
 
 TEST(BalancerTest, FrozenBiasDoesNotMove) {
-  BalancerOptions o = opts(1, 4, 1, {});
+  BalancerOptions o = balancer_opts(1, 4, 1, {});
   o.bias_update = BiasUpdate::kSign;
   o.bias_freeze_after = 3;
   Balancer<float> b(o, nullptr);

@@ -38,6 +38,7 @@ struct SelectorOptions {
   uint64_t hash_seed = 0;
   double ec_capacity_factor = 0;  // Expert Choice (0 = K); used by the model, not by Selector
   int64_t ec_chunk = 0;
+  bool ec_shuffle = false;  // Expert Choice: shuffle tokens across routing groups (model)
 };
 
 template <typename T>

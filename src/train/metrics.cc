@@ -67,6 +67,33 @@ void StepMetrics::add(const Transformer<float>& model) {
   }
 }
 
+void StepMetrics::allreduce(Communicator& comm) {
+  if (comm.size() == 1) return;
+  std::vector<int64_t> ints = {micro_};
+  std::vector<double> reals;
+  for (int64_t l = 0; l < layers_; ++l) {
+    ints.insert(ints.end(), load_[l].begin(), load_[l].end());
+    ints.insert(ints.end(), hist_[l].begin(), hist_[l].end());
+    ints.insert(ints.end(), {dropped_[l], assignments_[l], tokens_[l]});
+    reals.insert(reals.end(),
+                 {maxvio_micro_sum_[l], entropy_sum_[l], topk_sum_[l], lbl_sum_[l], z_sum_[l]});
+  }
+  comm.allreduce_sum(ints.data(), static_cast<int64_t>(ints.size()));
+  comm.allreduce_sum(reals.data(), static_cast<int64_t>(reals.size()));
+  size_t i = 0, r = 0;
+  micro_ = ints[i++];
+  for (int64_t l = 0; l < layers_; ++l) {
+    for (auto& x : load_[l]) x = ints[i++];
+    for (auto& x : hist_[l]) x = ints[i++];
+    dropped_[l] = ints[i++];
+    assignments_[l] = ints[i++];
+    tokens_[l] = ints[i++];
+    for (double* x :
+         {&maxvio_micro_sum_[l], &entropy_sum_[l], &topk_sum_[l], &lbl_sum_[l], &z_sum_[l]})
+      *x = reals[r++];
+  }
+}
+
 LayerSummary StepMetrics::summary(int64_t l) const {
   LayerSummary s;
   const int64_t* ld = load_[l].data();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
 #include "model/transformer.h"
 
 namespace sy {
@@ -32,6 +33,9 @@ class StepMetrics {
   const std::vector<int64_t>& experts_per_token(int64_t layer) const { return hist_[layer]; }
   LayerSummary summary(int64_t layer) const;
   int64_t micro_batches() const { return micro_; }
+  // Sums every accumulator over the ranks (after the step's last add()): the summaries then
+  // describe the global batch, and means are over all ranks' micro-batches and tokens.
+  void allreduce(Communicator& comm);
 
  private:
   int64_t layers_, experts_, micro_ = 0;

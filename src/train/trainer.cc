@@ -8,14 +8,17 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/rng.h"
 #include "data/batch_source.h"
 #include "io/checkpoint_dir.h"
 #include "model/transformer.h"
@@ -116,20 +119,23 @@ json domain_record(const DomainSums& d, int64_t E) {
 
 // Forward-only pass over up to max_batches micro-batches of src from its start. Touches no
 // training state (top-K routing has none; later balancers must not update theirs here).
+// With several ranks, rank r takes the batches b with b mod R = r (the caller sums the results).
 EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batches,
-                  Buffer<int32_t>& tokens, Buffer<int32_t>& domains,
-                  ForwardMode mode = ForwardMode::kEval, size_t n_domains = 1) {
+                  Buffer<int32_t>& tokens, Buffer<int32_t>& domains, ForwardMode mode,
+                  size_t n_domains, const Communicator& comm) {
   const int64_t E = model.config().n_experts, S = model.config().seq_len;
   EvalSums s = empty_sums(model.n_moe_layers(), E, n_domains);
-  src.set_position(0);
   const uint64_t per_epoch = src.sequences_per_epoch();
+  const int64_t b_max = model.micro_batch();
   for (int64_t b = 0; max_batches == 0 || b < max_batches; ++b) {
-    int64_t B = model.micro_batch();
+    const uint64_t start = static_cast<uint64_t>(b * b_max);
+    int64_t B = b_max;
     if (per_epoch > 0) {
-      const uint64_t left = per_epoch - src.position();
-      if (left == 0) break;
-      B = std::min<int64_t>(B, static_cast<int64_t>(left));
+      if (start >= per_epoch) break;
+      B = std::min<int64_t>(B, static_cast<int64_t>(per_epoch - start));
     }
+    if (b % comm.size() != comm.rank()) continue;
+    src.set_position(start);
     src.next(tokens.data(), domains.data(), B);
     ForwardStats st = model.forward(tokens.data(), B, mode);
     s.ce += st.ce_sum;
@@ -139,10 +145,10 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
       for (int64_t i = 0; i < E; ++i) s.load[l][i] += model.layer_route(l).load[i];
     // Per domain: the loss of each sequence and the experts of each of its tokens.
     const float* losses = model.token_losses();
-    for (int64_t b = 0; b < B; ++b) {
-      const int32_t d = domains[b];
+    for (int64_t q = 0; q < B; ++q) {
+      const int32_t d = domains[q];
       if (d < 0 || static_cast<size_t>(d) >= n_domains) continue;
-      for (int64_t t = b * S; t < (b + 1) * S; ++t) s.domain[d].ce += losses[t];
+      for (int64_t t = q * S; t < (q + 1) * S; ++t) s.domain[d].ce += losses[t];
       s.domain[d].tokens += S;
     }
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
@@ -156,6 +162,33 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
     if (per_epoch == 0 && max_batches == 0) break;  // unbounded source: one batch at least
   }
   return s;
+}
+
+// Sums every field of s over the ranks (integers exactly).
+void allreduce(EvalSums& s, Communicator& comm) {
+  if (comm.size() == 1) return;
+  std::vector<int64_t> ints = {s.tokens, s.sequences};
+  std::vector<double> reals = {s.ce};
+  for (const auto& l : s.load) ints.insert(ints.end(), l.begin(), l.end());
+  for (const auto& d : s.domain) {
+    reals.push_back(d.ce);
+    ints.push_back(d.tokens);
+    for (const auto& l : d.count) ints.insert(ints.end(), l.begin(), l.end());
+  }
+  comm.allreduce_sum(ints.data(), static_cast<int64_t>(ints.size()));
+  comm.allreduce_sum(reals.data(), static_cast<int64_t>(reals.size()));
+  size_t i = 0, r = 0;
+  s.tokens = ints[i++];
+  s.sequences = ints[i++];
+  s.ce = reals[r++];
+  for (auto& l : s.load)
+    for (auto& x : l) x = ints[i++];
+  for (auto& d : s.domain) {
+    d.ce = reals[r++];
+    d.tokens = ints[i++];
+    for (auto& l : d.count)
+      for (auto& x : l) x = ints[i++];
+  }
 }
 
 // Keeps only the records of steps ≤ step (after a resume), atomically.
@@ -186,13 +219,15 @@ void truncate_metrics(const std::string& path, int64_t step) {
 // again with the causal routing). `sums` receives the overall sums of the training-time routing.
 json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
                        const std::vector<std::string>& domain_list, int64_t batches_per_set,
-                       Buffer<int32_t>& tokens, Buffer<int32_t>& domains, EvalSums* sums) {
+                       Buffer<int32_t>& tokens, Buffer<int32_t>& domains, EvalSums* sums,
+                       Communicator& comm) {
   const int64_t E = model.config().n_experts;
   auto eval_all = [&](ForwardMode mode) {
     EvalSums all = empty_sums(model.n_moe_layers(), E, domain_list.size());
     for (auto& v : sets)
-      all.add(
-          run_eval(model, *v.source, batches_per_set, tokens, domains, mode, domain_list.size()));
+      all.add(run_eval(model, *v.source, batches_per_set, tokens, domains, mode, domain_list.size(),
+                       comm));
+    allreduce(all, comm);
     return all;
   };
   EvalSums e = eval_all(ForwardMode::kEval);
@@ -223,6 +258,35 @@ json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
   return j;
 }
 
+// Data parallelism keeps one model on every rank; a checkpoint (written by rank 0) is only true
+// for all of them if their weights and routing state are the same bits. Checked before each save.
+void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t step) {
+  uint64_t h = 0;
+  auto add = [&h](const void* data, size_t bytes) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i + 8 <= bytes; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      h = mix64(h ^ w);
+    }
+    for (size_t i = bytes / 8 * 8; i < bytes; ++i) h = mix64(h ^ p[i]);
+  };
+  add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
+  Balancer<float>& b = model.balancer();
+  for (const std::vector<float>* v : {&b.bias_state(), &b.bip_state(), &b.ec_state()})
+    add(v->data(), sizeof(float) * v->size());
+  // Two 40-bit digests: if every rank's equals the mean of all, the ranks agree.
+  int64_t d[2] = {static_cast<int64_t>(h >> 24), static_cast<int64_t>(mix64(h) >> 24)};
+  const int64_t mine[2] = {d[0], d[1]};
+  comm.allreduce_sum(d, 2);
+  int64_t bad = d[0] != mine[0] * comm.size() || d[1] != mine[1] * comm.size();
+  comm.allreduce_sum(&bad, 1);
+  SY_CHECK(bad == 0,
+           "step {}: the data-parallel replicas differ ({} of {} ranks see weights or routing "
+           "state unlike the others'); this is a bug in switchyard, please report it",
+           step, bad, comm.size());
+}
+
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step); }
 
 }  // namespace
@@ -230,14 +294,20 @@ std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step)
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   validate(cfg);
   apply_system(cfg.system);
+  SingleProcessCommunicator single;
+  Communicator& comm = opts.comm ? *opts.comm : single;
+  const int64_t R = comm.size(), rank = comm.rank();
+  const bool lead = rank == 0;  // writes metrics, config and checkpoints
+  const bool quiet = opts.quiet || !lead;
   const ModelConfig& m = cfg.model;
   const TrainConfig& tc = cfg.train;
   const int64_t B = tc.micro_batch, S = m.seq_len, M = tc.grad_accum;
   const std::string out = cfg.out_dir;
   const std::string ckpt_root = out + "/checkpoints";
-  fs::create_directories(ckpt_root);
+  if (lead) fs::create_directories(ckpt_root);
+  comm.barrier();
 
-  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
+  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, &comm,
                            selector_options(cfg.router));
   AdamW opt(model.param_table(), model.num_params());
   TrainerState state;
@@ -257,14 +327,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
              out, model_signature(saved));
     load_checkpoint(dir, model, &opt, &state);
     train_src->set_position(state.data_position);
-    truncate_metrics(metrics_path, state.step);
-    if (!opts.quiet)
-      fmt::print(stderr, "resuming {} from {} (step {})\n", out, *latest, state.step);
+    if (lead) truncate_metrics(metrics_path, state.step);
+    if (!quiet) fmt::print(stderr, "resuming {} from {} (step {})\n", out, *latest, state.step);
   } else {
     model.init(tc.seed);
-    std::ofstream(metrics_path, std::ios::trunc);
+    if (lead) std::ofstream(metrics_path, std::ios::trunc);
   }
-  {
+  if (lead) {
     std::ofstream c(out + "/config.toml", std::ios::trunc);
     c << to_toml(cfg);
   }
@@ -273,25 +342,44 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   res.first_step = state.step;
   res.last_step = state.step;
   if (state.step >= tc.steps) {
-    if (!opts.quiet)
+    if (!quiet)
       fmt::print(stderr, "{}: already trained to step {} (train.steps = {})\n", out, state.step,
                  tc.steps);
     return res;
   }
 
-  const double peak = measure_sgemm_peak();
+  // Every rank measures its own peak at the same time; their sum is the job's peak.
+  double peak = measure_sgemm_peak();
+  comm.allreduce_sum(&peak, 1);
   const double flops_tok = model.flops_per_token();
-  if (!opts.quiet)
+  if (!quiet) {
     fmt::print(stderr,
                "switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
-               "            {} threads, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n",
+               "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU "
+               "denominator)\n",
                model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * S) / 6e6,
-               train_src->describe(), cfg.system.threads, cfg.system.gemm, peak);
+               train_src->describe(), comm.describe(), cfg.system.threads, R > 1 ? " per rank" : "",
+               cfg.system.gemm, peak);
+    const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
+    if (R * cfg.system.threads > hw && hw > 0)
+      fmt::print(stderr,
+                 "warning: {} ranks x {} threads (system.threads) > {} hardware threads: the "
+                 "ranks' threads compete for cores; set system.threads = {}\n",
+                 R, cfg.system.threads, hw, std::max<int64_t>(1, hw / R));
+    if (R > 1)
+      fmt::print(stderr,
+                 "            data parallel: global batch {} sequences = {} ranks x {} "
+                 "micro-batches x {}\n",
+                 R * M * B, R, M, B);
+  }
 
   Buffer<int32_t> tokens(B * (S + 1)), domains(B);
   StepMetrics sm(model.n_moe_layers(), m.n_experts);
-  std::FILE* log = std::fopen(metrics_path.c_str(), "a");
-  SY_CHECK(log, "{}: cannot open for appending", metrics_path);
+  std::FILE* log = nullptr;  // rank 0 only
+  if (lead) {
+    log = std::fopen(metrics_path.c_str(), "a");
+    SY_CHECK(log, "{}: cannot open for appending", metrics_path);
+  }
   std::string line;
   line.reserve(1 << 16);
 
@@ -300,24 +388,30 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   auto prev_term = std::signal(SIGTERM, on_stop_signal);
 
   auto save = [&](int64_t step) {
+    if (R > 1) check_replicas_agree(model, comm, step);
     state.step = step;
     state.data_position = train_src->position();
-    save_checkpoint(ckpt_root + "/" + step_dir_name(step), cfg, model, &opt, state);
-    io::write_latest_pointer(ckpt_root, step_dir_name(step));
-    io::prune_checkpoints(ckpt_root, 3);
+    if (lead) {
+      save_checkpoint(ckpt_root + "/" + step_dir_name(step), cfg, model, &opt, state);
+      io::write_latest_pointer(ckpt_root, step_dir_name(step));
+      io::prune_checkpoints(ckpt_root, 3);
+    }
+    comm.barrier();  // no rank goes on (or exits) before the checkpoint is complete
   };
   auto evaluate = [&](int64_t step) {
     if (valid_sets.empty()) return;
     EvalSums e;
-    json j =
-        evaluation_record(model, valid_sets, domain_list, tc.eval_batches, tokens, domains, &e);
+    json j = evaluation_record(model, valid_sets, domain_list, tc.eval_batches, tokens, domains, &e,
+                               comm);
     j["type"] = "eval";
     j["step"] = step;
-    std::fprintf(log, "%s\n", j.dump().c_str());
-    std::fflush(log);
+    if (log) {
+      std::fprintf(log, "%s\n", j.dump().c_str());
+      std::fflush(log);
+    }
     const double loss = j["loss"].get<double>();
     res.final_eval_loss = loss;
-    if (!opts.quiet)
+    if (!quiet)
       fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
                  std::exp(loss));
   };
@@ -325,8 +419,14 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   const auto run_t0 = Clock::now();
   double train_seconds = 0;
   int64_t steps_this_run = 0;
-  const float ce_scale = 1.0f / static_cast<float>(B * S * M);
-  const float aux_scale = 1.0f / static_cast<float>(M);
+  // Means over the global batch: R ranks × M micro-batches × B·S tokens.
+  const float ce_scale = 1.0f / static_cast<float>(B * S * M * R);
+  const float aux_scale = 1.0f / static_cast<float>(M * R);
+  // Rank r's micro-batch m is the stream's micro-batch m·R + r after the step's start.
+  auto read_micro_batch = [&](uint64_t step_start, int64_t mb) {
+    train_src->set_position(step_start + static_cast<uint64_t>((mb * R + rank) * B));
+    train_src->next(tokens.data(), domains.data(), B);
+  };
   for (int64_t step = state.step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     const double lr = lr_at(tc, step);
@@ -336,18 +436,17 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     int64_t ntok = 0;
     Balancer<float>& balancer = model.balancer();
     balancer.begin_step(step);
+    const uint64_t step_start = train_src->position();
     if (balancer.needs_prepass()) {
       // Router statistics of the whole step before any backward (global-exact, shuffle).
-      const uint64_t pos = train_src->position();
       for (int64_t mb = 0; mb < M; ++mb) {
-        train_src->next(tokens.data(), domains.data(), B);
+        read_micro_batch(step_start, mb);
         model.forward(tokens.data(), B, ForwardMode::kPrepass, mb);
       }
       balancer.finish_prepass();
-      train_src->set_position(pos);
     }
     for (int64_t mb = 0; mb < M; ++mb) {
-      train_src->next(tokens.data(), domains.data(), B);
+      read_micro_batch(step_start, mb);
       ForwardStats st = model.forward(tokens.data(), B, ForwardMode::kTrain, mb);
       model.backward(ce_scale, aux_scale);
       sm.add(model);
@@ -355,6 +454,16 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       ntok += st.n_tokens;
       lbl += st.lbl;
       z += st.z_loss;
+    }
+    train_src->set_position(step_start + static_cast<uint64_t>(R * M * B));
+    if (R > 1) {
+      comm.allreduce_sum(model.grads(), model.num_params());
+      double sums[4] = {ce, lbl, z, static_cast<double>(ntok)};
+      comm.allreduce_sum(sums, 4);
+      ce = sums[0];
+      lbl = sums[1];
+      z = sums[2];
+      ntok = static_cast<int64_t>(sums[3]);
     }
     // The oracle (sampled): the optimality gap of the last micro-batch's routing, per layer.
     std::vector<json> oracle(model.n_moe_layers());
@@ -365,9 +474,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
         const BipShape sh = bip_shape(r.n, r.e, r.k);
         std::vector<int32_t> best(r.n * r.k);
         std::vector<int64_t> loads(r.e);
-        const double opt = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
+        const double best_obj = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
         AssignmentReport rep =
-            assignment_report(sh, r.scores.data(), r.expert.data(), opt, loads.data());
+            assignment_report(sh, r.scores.data(), r.expert.data(), best_obj, loads.data());
         oracle[l] = json{{"objective_gap", rep.objective_gap},
                          {"capacity_violation", rep.capacity_violation},
                          {"objective", rep.objective},
@@ -382,17 +491,18 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = sm.load(l);
       balancer.end_step(std::move(loads));
     }
+    sm.allreduce(comm);  // the step's statistics over every rank
     const double dt = seconds_since(t0);
     train_seconds += dt;
     ++steps_this_run;
-    state.tokens_seen += B * S * M;
+    state.tokens_seen += B * S * M * R;
     const double ce_mean = ce / static_cast<double>(ntok);
-    const double loss = ce_mean + (lbl + z) / M;
+    const double loss = ce_mean + (lbl + z) / static_cast<double>(M * R);
     SY_CHECK(std::isfinite(loss),
              "step {}: the training loss is not finite ({}); lower train.lr (now {}) or check "
              "the data",
              step + 1, loss, tc.lr);
-    const double tps = static_cast<double>(B * S * M) / dt;
+    const double tps = static_cast<double>(B * S * M * R) / dt;
     const double mfu = tps * flops_tok / (peak * 1e9);
 
     // The step record.
@@ -428,8 +538,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                 {"step", step + 1},
                 {"loss", loss},
                 {"ce", ce_mean},
-                {"lbl", lbl / M},
-                {"z_loss", z / M},
+                {"lbl", lbl / static_cast<double>(M * R)},
+                {"z_loss", z / static_cast<double>(M * R)},
                 {"lr", lr},
                 {"grad_norm", gnorm},
                 {"clip_scale", clip},
@@ -441,40 +551,45 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                 {"avg_maxvio", avg_mv},
                 {"sup_maxvio", sup_mv},
                 {"layers", layers}};
-    line = rec.dump();
-    std::fprintf(log, "%s\n", line.c_str());
-    std::fflush(log);
+    if (log) {
+      line = rec.dump();
+      std::fprintf(log, "%s\n", line.c_str());
+      std::fflush(log);
+    }
     res.final_loss = loss;
     res.last_step = step + 1;
 
-    if (!opts.quiet &&
-        (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
+    if (!quiet && (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
       const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
       fmt::print(stderr,
                  "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
                  "tok/s | MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
-                 step + 1, std::to_string(tc.steps).size(), tc.steps, loss, lbl / M, lr, gnorm, tps,
-                 100 * mfu, avg_mv, format_duration(eta));
+                 step + 1, std::to_string(tc.steps).size(), tc.steps, loss,
+                 lbl / static_cast<double>(M * R), lr, gnorm, tps, 100 * mfu, avg_mv,
+                 format_duration(eta));
     }
     const bool last = step + 1 == tc.steps;
     if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) evaluate(step + 1);
-    const bool stop =
+    // Every rank must agree to stop at the same step (a signal may reach one rank first).
+    int64_t stop_votes =
         g_stop_requested.load() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
+    comm.allreduce_sum(&stop_votes, 1);
+    const bool stop = stop_votes > 0;
     if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop)
       save(step + 1);
     if (stop && !last) {
       res.interrupted = true;
-      if (!opts.quiet)
+      if (!quiet)
         fmt::print(stderr,
                    "stopped after step {}; checkpoint saved. Run the same command to resume.\n",
                    step + 1);
       break;
     }
   }
-  std::fclose(log);
+  if (log) std::fclose(log);
   std::signal(SIGINT, prev_int);
   std::signal(SIGTERM, prev_term);
-  if (!opts.quiet && !res.interrupted)
+  if (!quiet && !res.interrupted)
     fmt::print(stderr, "done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
                format_duration(seconds_since(run_t0)), metrics_path, ckpt_root,
                step_dir_name(res.last_step));
@@ -511,7 +626,8 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   if (batches == 0 && cfg.data.source == "synthetic" && tokens_path.empty())
     batches = cfg.train.eval_batches;
   EvalSums s;
-  json j = evaluation_record(model, sets, domain_list, batches, tokens, domains, &s);
+  SingleProcessCommunicator single;
+  json j = evaluation_record(model, sets, domain_list, batches, tokens, domains, &s, single);
   EvalResult r;
   r.tokens = s.tokens;
   r.sequences = s.sequences;

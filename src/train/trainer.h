@@ -9,6 +9,16 @@
 // losses and data order as an uninterrupted run); metrics after that step are discarded.
 // SIGINT/SIGTERM finish the current step, write a checkpoint and return.
 // One Trainer per process; not thread-safe; uses the OpenMP pool.
+//
+// Data parallelism (R ranks, `mpirun -np R switchyard train ...`): every rank holds the whole
+// model. A step's global batch is R·M micro-batches of B sequences: rank r's micro-batch m is
+// the stream's micro-batch m·R + r after the step's start, so R ranks with train.grad_accum = M
+// read the same sequences as one process with M·R. Gradients are summed over ranks (the same bits
+// on every rank), the loss is the mean over the global batch, the loss-free update and the
+// global scopes see every rank's counts, and the BIP duals / Expert Choice thresholds are
+// averaged over ranks after each step. Evaluation batches are split over the ranks and summed.
+// Rank 0 alone writes the metrics, config.toml and checkpoints; the others read them on resume
+// (out_dir must be on a file system every rank sees).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +26,7 @@
 #include <string>
 
 #include "config/run_config.h"
+#include "dist/communicator.h"
 
 namespace sy {
 
@@ -23,6 +34,9 @@ struct TrainOptions {
   bool quiet = false;       // no progress lines on stderr
   int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps of this process;
                             // -1 = run to train.steps (tests use it to simulate interruption)
+  // Data parallelism (borrowed; null = one process). Every rank calls train() with the same
+  // config; see "Data parallelism" below.
+  Communicator* comm = nullptr;
 };
 
 struct TrainResult {

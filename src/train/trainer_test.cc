@@ -220,6 +220,32 @@ TEST(TrainerTest, ExpertChoiceHasExactLoadsReportsBothEvaluationsAndResumes) {
   EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
 }
 
+// Routing groups of 16 of the micro-batch's 64 tokens, shuffled across the micro-batch: loads stay
+// exact, the groups differ from consecutive ones, and a resumed run draws the same permutations.
+TEST(TrainerTest, ExpertChoiceShuffledGroupsKeepExactLoadsAndResume) {
+  auto ec = [](const std::string& name, const char* order) {
+    RunConfig c = tiny(name);
+    c.router.type = "expert_choice";
+    c.router.z_loss_coef = 0;
+    c.router.ec_chunk = 16;
+    c.router.ec_group_order = order;
+    c.balance.terms.clear();
+    c.train.steps = 4;
+    c.train.eval_every = 0;
+    return c;
+  };
+  RunConfig sequential = ec("ec_seq", "sequential"), shuffled = ec("ec_shuf", "shuffled");
+  RunConfig split = ec("ec_shuf_split", "shuffled");
+  train(sequential, {.quiet = true});
+  train(shuffled, {.quiet = true});
+  train(split, {.quiet = true, .stop_after = 2});
+  train(split, {.quiet = true});
+  for (auto& layer : records(shuffled.out_dir, "train")[0]["layers"])
+    for (auto& load : layer["load"]) EXPECT_EQ(load.get<int64_t>(), 64);  // 4 groups × 8 × 2
+  EXPECT_NE(weights(sequential.out_dir, 4), weights(shuffled.out_dir, 4));
+  EXPECT_EQ(weights(shuffled.out_dir, 4), weights(split.out_dir, 4));
+}
+
 TEST(TrainerTest, OracleReportsTheOptimalityGapOfEveryRouter) {
   for (const char* type : {"topk", "bip", "optimal"}) {
     RunConfig c = tiny(std::string("oracle_") + type);

@@ -1,0 +1,199 @@
+// The MPI communicator and the balancer across ranks. Run under mpirun with 2 or more ranks
+// (CTest does: sy_dist_test_2ranks, sy_dist_test_3ranks); every rank runs every test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/gradcheck.h"
+#include "core/rng.h"
+#include "dist/mpi_communicator.h"
+#include "routing/balancer.h"
+#include "routing/balancer_test_util.h"
+
+namespace sy {
+namespace {
+
+using testing_util::balancer_opts;
+using testing_util::routed_micro_batches;
+
+MpiCommunicator* g_comm = nullptr;
+
+// True when x holds the same value on every rank.
+bool same_on_all_ranks(uint64_t x) {
+  int64_t d[2] = {static_cast<int64_t>(x >> 24), static_cast<int64_t>(mix64(x) >> 24)};
+  const int64_t mine[2] = {d[0], d[1]};
+  g_comm->allreduce_sum(d, 2);
+  int64_t bad = d[0] != mine[0] * g_comm->size() || d[1] != mine[1] * g_comm->size();
+  g_comm->allreduce_sum(&bad, 1);
+  return bad == 0;
+}
+
+template <typename T>
+uint64_t digest(const std::vector<T>& v) {
+  uint64_t h = 0;
+  for (const T& x : v) {
+    uint64_t w = 0;
+    std::memcpy(&w, &x, sizeof(T));
+    h = mix64(h ^ w);
+  }
+  return h;
+}
+
+TEST(MpiCommunicator, IntegerSumsAreExact) {
+  const int R = g_comm->size(), me = g_comm->rank();
+  std::vector<int64_t> x(1001);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (int64_t{1} << 40) * me + static_cast<int64_t>(i);
+  g_comm->allreduce_sum(x.data(), static_cast<int64_t>(x.size()));
+  const int64_t ranks_sum = static_cast<int64_t>(R) * (R - 1) / 2;
+  for (size_t i = 0; i < x.size(); ++i)
+    ASSERT_EQ(x[i], (int64_t{1} << 40) * ranks_sum + static_cast<int64_t>(i) * R);
+}
+
+template <typename T>
+void check_real_sum(int64_t n) {
+  const int R = g_comm->size(), me = g_comm->rank();
+  auto values = [n](int rank) {
+    std::vector<T> v(n);
+    Rng r(1234 + static_cast<uint64_t>(rank));
+    for (T& x : v) x = static_cast<T>(r.uniform() * 2 - 1);
+    return v;
+  };
+  std::vector<T> x = values(me);
+  g_comm->allreduce_sum(x.data(), n);
+  // The same bits on every rank (replicas must never drift).
+  EXPECT_TRUE(same_on_all_ranks(digest(x)));
+  // The right values: in rank order, exact for 2 ranks (a + b = b + a), else within rounding.
+  std::vector<T> expect(n, T(0));
+  for (int r = 0; r < R; ++r) {
+    const std::vector<T> v = values(r);
+    for (int64_t i = 0; i < n; ++i) expect[i] += v[i];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (R == 2)
+      ASSERT_EQ(x[i], expect[i]) << i;
+    else
+      ASSERT_NEAR(x[i], expect[i], 8 * R * std::numeric_limits<T>::epsilon()) << i;
+  }
+}
+
+// Sizes with and without a remainder of fewer than R elements, and below R.
+TEST(MpiCommunicator, FloatSumsGiveTheSameBitsOnEveryRank) {
+  for (int64_t n : {1, 2, 7, 1000, 100003}) check_real_sum<float>(n);
+}
+TEST(MpiCommunicator, DoubleSumsGiveTheSameBitsOnEveryRank) {
+  for (int64_t n : {1, 5, 4096, 10007}) check_real_sum<double>(n);
+}
+
+// global-exact over R ranks = global-exact of one process over all R·M micro-batches; and the
+// global scope's buffer at the last micro-batch equals it (sync over ranks + buffer).
+TEST(BalancerAcrossRanks, GlobalScopesSeeEveryRanksCounts) {
+  const int64_t B = 2, S = 8, M = 3, n = B * S, R = g_comm->size(), me = g_comm->rank();
+  auto all = routed_micro_batches(n, R * M, 21);
+  Balancer<double> exact(balancer_opts(B, S, M, {{LblScope::kGlobalExact, 1.0}}), g_comm);
+  Balancer<double> global(balancer_opts(B, S, M, {{LblScope::kGlobal, 1.0}}), g_comm);
+  Balancer<double> one(balancer_opts(B, S, R * M, {{LblScope::kGlobalExact, 1.0}}), nullptr);
+  for (auto* b : {&exact, &global, &one}) b->begin_step(0);
+  for (int64_t m = 0; m < M; ++m) exact.record_prepass(0, m, all[me * M + m]);
+  exact.finish_prepass();
+  for (int64_t g = 0; g < R * M; ++g) one.record_prepass(0, g, all[g]);
+  one.finish_prepass();
+  for (int64_t m = 0; m < M; ++m) {
+    RoutingBuffers<double>& buf = all[me * M + m];
+    const double l_exact = exact.apply_lbl(0, m, buf);
+    const std::vector<double> g_exact(buf.lbl_grad.begin(), buf.lbl_grad.begin() + 6);
+    const double l_one = one.apply_lbl(0, me * M + m, buf);
+    const std::vector<double> g_one(buf.lbl_grad.begin(), buf.lbl_grad.begin() + 6);
+    const double l_global = global.apply_lbl(0, m, buf);
+    const std::vector<double> g_global(buf.lbl_grad.begin(), buf.lbl_grad.begin() + 6);
+    EXPECT_EQ(l_exact, l_one);
+    EXPECT_EQ(g_exact, g_one);
+    if (m == M - 1) {
+      EXPECT_EQ(l_global, l_exact);
+      EXPECT_EQ(g_global, g_exact);
+    }
+  }
+  EXPECT_EQ(exact.balance_bsz(0), B * M * R);
+}
+
+// The shuffle scope samples the global batch: f·K·n are integer counts summing to K·n, each at
+// most the global step load, and the same draw on every rank for a given (rank, micro-batch).
+TEST(BalancerAcrossRanks, ShuffleSamplesTheGlobalBatch) {
+  const int64_t B = 2, S = 8, M = 2, n = B * S, R = g_comm->size(), me = g_comm->rank();
+  auto all = routed_micro_batches(n, R * M, 33);
+  Balancer<double> shuf(balancer_opts(B, S, M, {{LblScope::kShuffle, 1.0}}), g_comm);
+  shuf.begin_step(5);
+  for (int64_t m = 0; m < M; ++m) shuf.record_prepass(0, m, all[me * M + m]);
+  shuf.finish_prepass();
+  for (int64_t m = 0; m < M; ++m) {
+    RoutingBuffers<double>& buf = all[me * M + m];
+    shuf.apply_lbl(0, m, buf);
+    double sum = 0;
+    for (int i = 0; i < 6; ++i) {
+      const double c = buf.lbl_grad[i] * n * n / 6.0 * 2;  // α·E·f/n with α = 1 → f·K·n
+      ASSERT_NEAR(c, std::round(c), 1e-9);
+      int64_t global_load = 0;
+      for (const auto& b : all) global_load += b.load[i];
+      EXPECT_LE(std::round(c), global_load);
+      sum += c;
+    }
+    EXPECT_NEAR(sum, 2.0 * n, 1e-9);
+  }
+}
+
+// BIP duals and Expert Choice thresholds: each rank's, replaced by the mean over ranks.
+TEST(BalancerAcrossRanks, RoutingStateIsAveragedAfterEachStep) {
+  const int64_t R = g_comm->size(), me = g_comm->rank();
+  BalancerOptions o = balancer_opts(1, 4, 1, {});
+  o.bip = true;
+  o.expert_choice = true;
+  Balancer<float> b(o, g_comm);
+  b.begin_step(0);
+  for (int i = 0; i < 6; ++i) {
+    b.bip_dual(0)[i] = static_cast<float>(me + i);
+    b.ec_theta(0)[i] = static_cast<float>(2 * me - i);
+  }
+  b.end_step({{1, 1, 1, 1, 1, 1}});
+  const float mean_rank = static_cast<float>(R - 1) / 2;
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_FLOAT_EQ(b.bip_dual(0)[i], mean_rank + i);
+    EXPECT_FLOAT_EQ(b.ec_theta(0)[i], 2 * mean_rank - i);
+  }
+}
+
+// Loss-free biases move from the loads summed over ranks: the same update on every rank.
+TEST(BalancerAcrossRanks, LossFreeBiasUsesEveryRanksLoads) {
+  const int64_t me = g_comm->rank();
+  BalancerOptions o = balancer_opts(1, 4, 1, {});
+  o.bias_update = BiasUpdate::kSign;
+  o.bias_rate = 0.5;
+  Balancer<float> b(o, g_comm);
+  b.begin_step(0);
+  // Only rank 0 sees expert 0 overloaded; the sum over ranks still does.
+  std::vector<int64_t> load(6, 10);
+  if (me == 0) load[0] += 100;
+  b.end_step({load});
+  EXPECT_LT(b.bias(0)[0], 0.f);  // overloaded in the global sum, whichever rank saw it
+  EXPECT_TRUE(same_on_all_ranks(digest(b.bias_state())));
+}
+
+}  // namespace
+}  // namespace sy
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  sy::MpiCommunicator comm;
+  sy::g_comm = &comm;
+  if (comm.size() < 2) {
+    std::fprintf(stderr, "sy_dist_test: run under mpirun with 2 or more ranks\n");
+    return 1;
+  }
+  if (comm.rank() != 0) {  // one report: rank 0's (a failure elsewhere still fails the job)
+    auto& listeners = testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  return RUN_ALL_TESTS();
+}
