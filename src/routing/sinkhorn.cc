@@ -7,9 +7,15 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/vec_math.h"
 #include "routing/plan.h"
+#include "routing/select.h"
 
 namespace sy {
+
+namespace {
+constexpr int64_t kSinkhornBlock = 256;  // tokens per partial column sum
+}  // namespace
 
 void sinkhorn_validate(const SinkhornOptions& o) {
   SY_CHECK(o.n_experts >= 1, "sinkhorn: n_experts must be ≥ 1, got {}", o.n_experts);
@@ -39,6 +45,7 @@ void SinkhornBuffers<T>::resize(const SinkhornOptions& o, int64_t n_max_tokens) 
   offsets.assign(e + 1, 0);
   slot_of_row.assign(n_max * k, 0);
   load.assign(e, 0);
+  col_part.assign(((n_max + kSinkhornBlock - 1) / kSinkhornBlock) * e, 0.0);
 }
 
 namespace {
@@ -68,6 +75,92 @@ void row_step(const T* z, int64_t n, int64_t E, const double* b, double* a) {
   }
 }
 
+// The log-domain iterations (the definition): b ← potentials after `iterations` row and column
+// steps, a ← the final row step; returns the column residual. One exp per element, in double:
+// the fallback of scaling_iterations.
+template <typename T>
+double log_domain_iterations(const T* z, int64_t n, int64_t E, int iterations, double* a,
+                             double* b) {
+  std::fill(b, b + E, 0.0);
+  const double log_col_mass = std::log(static_cast<double>(n) / static_cast<double>(E));
+  for (int it = 0; it < iterations; ++it) {
+    row_step(z, n, E, b, a);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < E; ++i) {
+      Lse l;
+      for (int64_t t = 0; t < n; ++t) l.add(static_cast<double>(z[t * E + i]) + a[t]);
+      b[i] = log_col_mass - l.value();
+    }
+  }
+  row_step(z, n, E, b, a);
+  double col_err = 0;
+#pragma omp parallel for schedule(static) reduction(max : col_err)
+  for (int64_t i = 0; i < E; ++i) {
+    double s = 0;
+    for (int64_t t = 0; t < n; ++t) s += std::exp(static_cast<double>(z[t * E + i]) + a[t] + b[i]);
+    col_err = std::max(col_err, std::abs(s * static_cast<double>(E) / static_cast<double>(n) - 1));
+  }
+  return col_err;
+}
+
+// Σ_i x[i]·y[i] in double, in eight interleaved partial sums (vectorisable, and a fixed order).
+template <typename T>
+inline double dot8(const T* x, const double* y, int64_t e) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= e; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]) * y[i + j];
+  for (int j = 0; i < e; ++i, ++j) acc[j] += static_cast<double>(x[i]) * y[i];
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+// The iterations in scaling form (see sinkhorn.h) on p = softmax(z). In: a[t] = lse_t. Out: the
+// potentials a, b and the column residual, or NaN (a, b then undefined) when a sum left the
+// double range. One sweep over p per row step, the column sums of the same sweep taken per
+// block of kSinkhornBlock tokens and added in block order: independent of the thread count.
+template <typename T>
+double scaling_iterations(const T* p, int64_t n, int64_t E, int iterations, double* part, double* a,
+                          double* b) {
+  const int64_t blocks = (n + kSinkhornBlock - 1) / kSinkhornBlock;
+  double* beta = b;  // β_i = e^{b_i} until the end
+  std::fill(beta, beta + E, 1.0);
+  const double col_mass = static_cast<double>(n) / static_cast<double>(E);
+  double col_err = 0;
+  for (int it = 0; it <= iterations; ++it) {
+    const bool last = it == iterations;
+    // Row step α_t = 1 / Σ_i p[t,i]·β_i, and the column sums Σ_t p[t,i]·α_t.
+    bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      double* col = part + blk * E;
+      std::fill(col, col + E, 0.0);
+      const int64_t t1 = std::min(n, (blk + 1) * kSinkhornBlock);
+      for (int64_t t = blk * kSinkhornBlock; t < t1; ++t) {
+        const T* pt = p + t * E;
+        const double alpha = 1.0 / dot8(pt, beta, E);
+        finite = finite && alpha > 0 && alpha <= std::numeric_limits<double>::max();
+        for (int64_t i = 0; i < E; ++i) col[i] += static_cast<double>(pt[i]) * alpha;
+        if (last) a[t] = std::log(alpha) - a[t];
+      }
+    }
+    // Column step β_i = (N/E) / Σ_t p[t,i]·α_t; after the last row step only the residual.
+    for (int64_t i = 0; i < E; ++i) {
+      double c = 0;
+      for (int64_t blk = 0; blk < blocks; ++blk) c += part[blk * E + i];
+      finite &= std::isfinite(c) && c > 0;
+      if (last) {
+        col_err = std::max(col_err, std::abs(c * beta[i] / col_mass - 1));
+      } else {
+        beta[i] = col_mass / c;
+        finite &= std::isfinite(beta[i]) && beta[i] > 0;
+      }
+    }
+    if (!finite) return std::numeric_limits<double>::quiet_NaN();
+  }
+  for (int64_t i = 0; i < E; ++i) b[i] = std::log(beta[i]);
+  return col_err;
+}
+
 }  // namespace
 
 template <typename T>
@@ -90,60 +183,37 @@ SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64
   }
   double* a = buf.row_pot.data();
   double* b = buf.col_pot.data();
-  std::fill(b, b + E, 0.0);
-  const double log_col_mass = std::log(static_cast<double>(n) / static_cast<double>(E));
-  for (int it = 0; it < o.iterations; ++it) {
-    row_step(z, n, E, b, a);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < E; ++i) {
-      Lse l;
-      for (int64_t t = 0; t < n; ++t) l.add(static_cast<double>(z[t * E + i]) + a[t]);
-      b[i] = log_col_mass - l.value();
-    }
-  }
-  row_step(z, n, E, b, a);
-  double col_err = 0;
-#pragma omp parallel for schedule(static) reduction(max : col_err)
-  for (int64_t i = 0; i < E; ++i) {
-    double s = 0;
-    for (int64_t t = 0; t < n; ++t) s += std::exp(static_cast<double>(z[t * E + i]) + a[t] + b[i]);
-    col_err = std::max(col_err, std::abs(s * static_cast<double>(E) / static_cast<double>(n) - 1));
-  }
-  st.max_col_error = col_err;
-
-  // Raw scores, selection on z + b, gates.
   T* p = buf.scores.data();
-  int32_t* expert = buf.expert.data();
-  T* gate = buf.gate.data();
-  double topk_sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : topk_sum)
+  // Raw scores p = softmax(z); a holds lse_t until the potentials are known.
+#pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
     const T* zt = z + t * E;
     T* pt = p + t * E;
     T m = zt[0];
     for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
     T sum = 0;
-    for (int64_t i = 0; i < E; ++i) sum += (pt[i] = std::exp(zt[i] - m));
-    for (int64_t i = 0; i < E; ++i) pt[i] /= sum;
-    // Repeated arg-max; strict '>' scanning upward makes the lower index win ties.
+    for (int64_t i = 0; i < E; ++i) sum += (pt[i] = detail::fast_exp(zt[i] - m));
+    const T inv = T(1) / sum;
+    for (int64_t i = 0; i < E; ++i) pt[i] *= inv;
+    a[t] = static_cast<double>(m) + std::log(static_cast<double>(sum));
+  }
+  st.max_col_error = scaling_iterations(p, n, E, o.iterations, buf.col_part.data(), a, b);
+  if (!std::isfinite(st.max_col_error))
+    st.max_col_error = log_domain_iterations(z, n, E, o.iterations, a, b);
+
+  // Selection on z + b (a_t does not change a row's order), gates from the raw scores.
+  int32_t* expert = buf.expert.data();
+  T* gate = buf.gate.data();
+  double topk_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : topk_sum)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* zt = z + t * E;
+    const T* pt = p + t * E;
     int32_t* et = expert + t * K;
+    detail::select_top_k<double>(
+        E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, et);
     T sel = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      int32_t best = -1;
-      double best_v = 0;
-      for (int64_t i = 0; i < E; ++i) {
-        bool taken = false;
-        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
-        if (taken) continue;
-        const double v = static_cast<double>(zt[i]) + b[i];
-        if (best < 0 || v > best_v) {
-          best = static_cast<int32_t>(i);
-          best_v = v;
-        }
-      }
-      et[k] = best;
-      sel += pt[best];
-    }
+    for (int64_t k = 0; k < K; ++k) sel += pt[et[k]];
     topk_sum += static_cast<double>(sel);
     for (int64_t k = 0; k < K; ++k)
       gate[t * K + k] = o.gate == GateFn::kRenorm ? pt[et[k]] / sel : pt[et[k]];

@@ -7,9 +7,13 @@
 // Math. z[N,E] router logits; p[t,i] = softmax_i(z[t,:]) (the raw scores).
 //   Balanced matrix Π[t,i] = exp(z[t,i] + a_t + b_i) with uniform marginals
 //     Σ_i Π[t,i] = 1 (every token one unit of mass),  Σ_t Π[t,i] = N/E (every expert the same).
-//   Sinkhorn in the log domain, b = 0 initially (no warm start: each call is self-contained);
-//   one iteration is a row step then a column step:
+//   Sinkhorn, b = 0 initially (no warm start: each call is self-contained); one iteration is a
+//   row step then a column step:
 //     a_t ← −logsumexp_i (z[t,i] + b_i),        b_i ← log(N/E) − logsumexp_t (z[t,i] + a_t)
+//   computed in scaling form: with p = softmax(z), α_t = e^{a_t + lse_t}, β_i = e^{b_i},
+//     α_t ← 1 / Σ_i p[t,i]·β_i,                 β_i ← (N/E) / Σ_t p[t,i]·α_t
+//   (the same iterates, no exp per element; sums in double). When a column sum leaves the
+//   double range (an expert whose scores all underflow) the call falls back to the log domain.
 //   After `iterations` of them a final row step makes every row sum exactly 1; the column
 //   marginals' residual max_i |Σ_t Π[t,i]·E/N − 1| is returned (→ 0 as iterations grow).
 //   Selection: S_t = the K largest Π[t,:] = the K largest z[t,i] + b_i (a_t does not change a
@@ -60,6 +64,8 @@ struct SinkhornBuffers {
   std::vector<int32_t> slot_of_row;  // [N·K] slot t·K + k of each expert-sorted row
   std::vector<int64_t> load;         // [E] assignments per expert
   std::vector<T> dscores;            // [N,E] scratch for the backward pass
+  std::vector<double> col_part;      // [⌈N/256⌉, E] per-block column sums (fixed blocks, so the
+                                     // sums do not depend on the thread count)
 };
 
 struct SinkhornStats {

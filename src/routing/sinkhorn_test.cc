@@ -154,6 +154,30 @@ TEST(SinkhornTest, GatesAreRawOrRenormalisedSoftmaxScores) {
   }
 }
 
+// An expert whose float scores all underflow (logits 100 below the others): the scaling-form
+// iterations cannot represent its column, the call must fall back to the log domain and still
+// give finite potentials with uniform marginals, and the same experts as the double call.
+TEST(SinkhornTest, UnderflowingExpertFallsBackToTheLogDomain) {
+  const int64_t n = 64, E = 8, K = 2;
+  auto zd = skewed_logits(n, E, 1.0, 5);
+  for (int64_t t = 0; t < n; ++t) zd[t * E + 3] -= 100.0;
+  std::vector<float> zf(zd.begin(), zd.end());
+  const auto o = opts(E, K, 16);
+  SinkhornBuffers<float> bf;
+  SinkhornBuffers<double> bd;
+  bf.resize(o, n);
+  bd.resize(o, n);
+  const auto sf = sinkhorn_route_forward(o, zf.data(), n, bf);
+  const auto sd = sinkhorn_route_forward(o, zd.data(), n, bd);
+  ASSERT_TRUE(std::isfinite(sf.max_col_error));
+  EXPECT_NEAR(sf.max_col_error, sd.max_col_error, 1e-6);
+  for (int64_t i = 0; i < E; ++i) {
+    ASSERT_TRUE(std::isfinite(bf.col_pot[i]));
+    EXPECT_NEAR(bf.col_pot[i], bd.col_pot[i], 1e-6 * (1 + std::abs(bd.col_pot[i])));
+  }
+  for (int64_t s = 0; s < n * K; ++s) EXPECT_EQ(bf.expert[s], bd.expert[s]);
+}
+
 TEST(SinkhornTest, RejectsInvalidOptions) {
   SinkhornBuffers<float> buf;
   EXPECT_THROW(buf.resize(opts(4, 1, 8, GateFn::kRenorm), 4), Error);

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
 #include "core/vec_math.h"
+#include "routing/select.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -59,7 +61,8 @@ void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) 
 
 namespace {
 
-constexpr int64_t kMaxLblExperts = 1024;  // stack scratch per token in the backward pass
+constexpr int64_t kMaxLblExperts = 1024;    // stack scratch per token in the backward pass
+constexpr int64_t kMaxLocalExperts = 1024;  // stack cursors per thread in the plan
 
 // Per-token normalised score q = scores / Σ scores (softmax scores are already normalised).
 template <typename T>
@@ -69,66 +72,19 @@ inline T row_sum(const T* p, int64_t e) {
   return s;
 }
 
-// Selection in one pass over the E experts: et[0..K) and vals[0..K) hold the best so far in
-// descending order. A later expert displaces only on a strictly greater value, so ties go to the
-// lower index: the same experts, in the same order, as K repeated arg-max scans, in O(E·K) worst
-// case but usually O(E) (most experts fail the first comparison).
-constexpr int64_t kMaxInsertK = 32;  // beyond it, repeated arg-max (vals lives on the stack)
-
-template <typename T, typename Value>
-inline void select_top_k(int64_t E, int64_t K, const Value& value, int32_t* et) {
-  if (K > kMaxInsertK) {
-    for (int64_t k = 0; k < K; ++k) {
-      int32_t best = -1;
-      T best_v = 0;
-      for (int64_t i = 0; i < E; ++i) {
-        bool taken = false;
-        for (int64_t j = 0; j < k; ++j) taken |= (et[j] == i);
-        if (taken) continue;
-        const T v = value(i);
-        if (best < 0 || v > best_v) {
-          best = static_cast<int32_t>(i);
-          best_v = v;
-        }
-      }
-      et[k] = best;
-    }
-    return;
-  }
-  T vals[kMaxInsertK];
-  int64_t cnt = 0;
-  for (int64_t i = 0; i < E; ++i) {
-    const T v = value(i);
-    // vals[K-1] is written before it is read: cnt == K means vals[0..K-1] are filled.
-    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
-    if (cnt == K && !(v > vals[K - 1])) continue;
-    int64_t j = cnt < K ? cnt++ : K - 1;
-    for (; j > 0 && v > vals[j - 1]; --j) {
-      vals[j] = vals[j - 1];
-      et[j] = et[j - 1];
-    }
-    vals[j] = v;
-    et[j] = static_cast<int32_t>(i);
-  }
-}
-
-}  // namespace
-
+// Steps 1–2, one token at a time: the reference path (double, CPUs without AVX-512, E > 128).
 template <typename T>
-RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
-                                const T* bias, const int32_t* forced) {
+void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
+                         const T* bias, const int32_t* forced, double& entropy_out,
+                         double& topk_out) {
   const int64_t E = o.n_experts, K = o.top_k;
-  SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
-  buf.n = n;
   T* scores = buf.scores.data();
   T* lse = buf.lse.data();
   int32_t* expert = buf.expert.data();
   T* gate = buf.gate.data();
   const bool softmax = o.score == ScoreFn::kSoftmax;
   const T scale = static_cast<T>(o.gate_scale);
-
   double entropy_sum = 0, topk_sum = 0;
-  // 1–2: scores, selection, gates; rows are independent.
 #pragma omp parallel for schedule(static) reduction(+ : entropy_sum, topk_sum)
   for (int64_t t = 0; t < n; ++t) {
     const T* zt = z + t * E;
@@ -172,10 +128,10 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     }
     if (!forced) {
       if (bias) {
-        select_top_k<T>(
+        detail::select_top_k<T>(
             E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
       } else {
-        select_top_k<T>(
+        detail::select_top_k<T>(
             E, K, [&](int64_t i) { return pt[i]; }, et);
       }
       for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
@@ -189,6 +145,204 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
                                         : scale / static_cast<T>(K);
     }
   }
+  entropy_out = entropy_sum;
+  topk_out = topk_sum;
+}
+
+#if defined(__AVX512F__)
+// Steps 1–2 for one float token with AVX-512: the E experts in V = ⌈E/16⌉ registers, the lanes
+// past E masked off. Softmax or sigmoid scores, the score statistics, and the selection as K
+// rounds of "maximum, then the lowest available lane holding it": the lower index wins ties, as
+// in select_top_k. Returns false, having written only the scores, when the selection values
+// hold a NaN: the caller then selects with select_top_k (whose NaN behaviour is the reference).
+// The sums are trees rather than a left-to-right chain, so scores differ from the scalar path's
+// in the last ulp.
+struct TokenOut {
+  float lse;
+  double entropy;
+};
+
+template <int V>
+inline bool route_token_avx512(const float* zt, int64_t E, int64_t K, bool softmax,
+                               const float* bias, float* pt, int32_t* et, TokenOut& out) {
+  const __mmask16 tail = static_cast<__mmask16>(E % 16 == 0 ? 0xFFFF : (1u << (E % 16)) - 1);
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  auto lanes = [&](int j) { return j == V - 1 ? tail : static_cast<__mmask16>(0xFFFF); };
+  __m512 z[V], p[V];
+  for (int j = 0; j < V; ++j) z[j] = _mm512_mask_loadu_ps(neg_inf, lanes(j), zt + 16 * j);
+  __m512 mv = z[0];
+  for (int j = 1; j < V; ++j) mv = _mm512_max_ps(mv, z[j]);
+  const float m = _mm512_reduce_max_ps(mv);
+  __m512 sv = _mm512_setzero_ps();
+  for (int j = 0; j < V; ++j) {
+    p[j] = detail::fast_exp(_mm512_sub_ps(z[j], _mm512_set1_ps(m)));  // 0 in masked lanes
+    sv = _mm512_add_ps(sv, p[j]);
+  }
+  const float sum = _mm512_reduce_add_ps(sv);
+  out.lse = m + std::log(sum);
+  if (softmax) {
+    const __m512 inv = _mm512_set1_ps(1.f / sum);
+    // H = lse − Σ p_i z_i, in double (masked lanes: p = 0 and z replaced by 0).
+    __m512d pz = _mm512_setzero_pd();
+    for (int j = 0; j < V; ++j) {
+      p[j] = _mm512_mul_ps(p[j], inv);
+      const __m512 zj = _mm512_maskz_mov_ps(lanes(j), z[j]);
+      pz = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p[j])),
+                           _mm512_cvtps_pd(_mm512_castps512_ps256(zj)), pz);
+      pz = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p[j], 1)),
+                           _mm512_cvtps_pd(_mm512_extractf32x8_ps(zj, 1)), pz);
+    }
+    out.entropy = static_cast<double>(out.lse) - _mm512_reduce_add_pd(pz);
+  } else {
+    const __m512 one = _mm512_set1_ps(1.f);
+    for (int j = 0; j < V; ++j)
+      p[j] = _mm512_div_ps(
+          one, _mm512_add_ps(one, detail::fast_exp(_mm512_sub_ps(_mm512_setzero_ps(), z[j]))));
+  }
+  for (int j = 0; j < V; ++j) _mm512_mask_storeu_ps(pt + 16 * j, lanes(j), p[j]);
+  if (!softmax) {
+    // Entropy of the normalised sigmoid scores: a logarithm per expert, as in the scalar path.
+    const float norm = row_sum(pt, E);
+    double h = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      const double q = static_cast<double>(pt[i] / norm);
+      if (q > 0) h -= q * std::log(q);
+    }
+    out.entropy = h;
+  }
+  // Selection values; taken and masked lanes are excluded through `avail`, not by their value,
+  // so a value of −inf is still selectable.
+  __m512 w[V];
+  __mmask16 avail[V];
+  __mmask16 nan = 0;
+  for (int j = 0; j < V; ++j) {
+    w[j] = bias ? _mm512_add_ps(p[j],
+                                _mm512_mask_loadu_ps(_mm512_setzero_ps(), lanes(j), bias + 16 * j))
+                : p[j];
+    avail[j] = lanes(j);
+    nan |= _mm512_mask_cmp_ps_mask(avail[j], w[j], w[j], _CMP_UNORD_Q);
+    w[j] = _mm512_mask_mov_ps(neg_inf, avail[j], w[j]);
+  }
+  if (nan) return false;
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv = w[0];
+    for (int j = 1; j < V; ++j) bv = _mm512_max_ps(bv, w[j]);
+    const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(bv));
+    for (int j = 0; j < V; ++j) {
+      const __mmask16 hit = _mm512_mask_cmp_ps_mask(avail[j], w[j], best, _CMP_EQ_OQ);
+      if (hit) {
+        const int lane = __builtin_ctz(hit);
+        et[k] = 16 * j + lane;
+        const __mmask16 bit = static_cast<__mmask16>(1u << lane);
+        avail[j] = static_cast<__mmask16>(avail[j] & ~bit);
+        w[j] = _mm512_mask_mov_ps(w[j], bit, neg_inf);
+        break;
+      }
+    }
+  }
+  return true;
+}
+
+// The float token loop of topk_route_forward with route_token_avx512, for E ≤ 16·V.
+template <int V>
+void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
+                         RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
+                         double& entropy_sum, double& topk_sum) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  const bool softmax = o.score == ScoreFn::kSoftmax;
+  const float scale = static_cast<float>(o.gate_scale);
+  float* scores = buf.scores.data();
+  float* lse = buf.lse.data();
+  int32_t* expert = buf.expert.data();
+  float* gate = buf.gate.data();
+  double ent = 0, tk = 0;
+#pragma omp parallel for schedule(static) reduction(+ : ent, tk)
+  for (int64_t t = 0; t < n; ++t) {
+    float* pt = scores + t * E;
+    int32_t* et = expert + t * K;
+    TokenOut out;
+    const bool selected =
+        route_token_avx512<V>(z + t * E, E, K, softmax, forced ? nullptr : bias, pt, et, out);
+    lse[t] = out.lse;
+    ent += out.entropy;
+    if (forced) {
+      for (int64_t k = 0; k < K; ++k) et[k] = forced[t * K + k];
+    } else if (!selected) {
+      if (bias) {
+        detail::select_top_k<float>(
+            E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
+      } else {
+        detail::select_top_k<float>(
+            E, K, [&](int64_t i) { return pt[i]; }, et);
+      }
+    }
+    float sel_sum = 0;
+    for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
+    tk += static_cast<double>(sel_sum);
+    float* gt = gate + t * K;
+    for (int64_t k = 0; k < K; ++k) {
+      const float p = pt[et[k]];
+      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum
+              : o.gate == GateFn::kRaw  ? scale * p
+                                        : scale / static_cast<float>(K);
+    }
+  }
+  entropy_sum = ent;
+  topk_sum = tk;
+}
+
+// Runs the AVX-512 token loop when E fits in 8 registers; false otherwise.
+inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t n,
+                              RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
+                              double& entropy_sum, double& topk_sum) {
+  switch ((o.n_experts + 15) / 16) {
+    case 1:
+      route_tokens_avx512<1>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      return true;
+    case 2:
+      route_tokens_avx512<2>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      return true;
+    case 3:
+      route_tokens_avx512<3>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      return true;
+    case 4:
+      route_tokens_avx512<4>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      return true;
+    case 5:
+    case 6:
+    case 7:
+    case 8:
+      route_tokens_avx512<8>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      return true;
+    default:
+      return false;
+  }
+}
+#endif
+
+template <typename T>
+inline bool route_tokens_fast(const TopKOptions&, const T*, int64_t, RoutingBuffers<T>&, const T*,
+                              const int32_t*, double&, double&) {
+  return false;
+}
+
+}  // namespace
+
+template <typename T>
+RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
+                                const T* bias, const int32_t* forced) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  SY_DCHECK(buf.e == E && buf.k == K && n * E <= static_cast<int64_t>(buf.scores.size()));
+  buf.n = n;
+  const T* scores = buf.scores.data();
+  const T* lse = buf.lse.data();
+  const int32_t* expert = buf.expert.data();
+
+  double entropy_sum = 0, topk_sum = 0;
+  // 1–2: scores, selection, gates; rows are independent. Float with AVX-512 takes the
+  // vectorised kernel; double (the gradient tests) and other CPUs the scalar one.
+  if (!route_tokens_fast(o, z, n, buf, bias, forced, entropy_sum, topk_sum))
+    route_tokens_scalar(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
 
   // 3: dispatch plan. Integer work, sequential, in token order: identical for any thread count.
   int64_t* demand = buf.demand.data();
@@ -207,13 +361,18 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     const int64_t per = (n + nt - 1) / nt;
     return std::pair<int64_t, int64_t>{std::min(n, t * per) * K, std::min(n, (t + 1) * per) * K};
   };
+  // Each thread counts into, and scatters with, a copy of its row of tc on its own stack: the
+  // rows of neighbouring threads share a cache line, and ping-ponging it between the cores on
+  // every slot costs more than the rest of the plan.
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
-    int64_t* c = tc + t * E;
+    int64_t local[kMaxLocalExperts];
+    int64_t* c = E <= kMaxLocalExperts ? local : tc + t * E;
     std::fill(c, c + E, int64_t(0));
     const auto [lo, hi] = range(t);
     for (int64_t s = lo; s < hi; ++s) ++c[expert[s]];
+    if (c == local) std::copy(c, c + E, tc + t * E);
   }
   offsets[0] = 0;
   for (int64_t i = 0; i < E; ++i) {
@@ -226,47 +385,69 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     demand[i] = d;
     offsets[i + 1] = offsets[i] + d;
   }
+  const int64_t cap = expert_capacity(o, n);
+  bool over = false;
+  for (int64_t i = 0; i < E; ++i) over |= demand[i] > cap;
+  uint8_t* kept = buf.kept.data();
+  int64_t* row_of_slot = buf.row_of_slot.data();
+  // Without drops the rows are final as they are scattered, and each thread writes
+  // row_of_slot and kept for its own contiguous slots (a pass over rows would make the two
+  // threads write the same cache lines of them).
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
+    int64_t local[kMaxLocalExperts];
     int64_t* cur = tc + t * E;
+    if (E <= kMaxLocalExperts) cur = std::copy(cur, cur + E, local) - E;
     const auto [lo, hi] = range(t);
-    for (int64_t s = lo; s < hi; ++s) slot_of_row[cur[expert[s]]++] = static_cast<int32_t>(s);
-  }
-  const int64_t cap = expert_capacity(o, n);
-  // Capacity: pick the survivors inside each over-full expert segment, then compact the
-  // segments so that rows stay contiguous per expert and in token order within an expert.
-  int64_t write = 0;
-  uint8_t* kept = buf.kept.data();
-  if (n * K > 0) std::memset(kept, 0, static_cast<size_t>(n * K));
-  for (int64_t i = 0; i < E; ++i) {
-    int32_t* seg = slot_of_row + offsets[i];
-    int64_t cnt = demand[i];
-    if (cnt > cap) {
-      if (o.drop == DropPolicy::kProbs) {
-        auto better = [&](int32_t a, int32_t b) {
-          const T pa = scores[(a / K) * E + i], pb = scores[(b / K) * E + i];
-          return pa > pb || (pa == pb && a < b);
-        };
-        std::nth_element(seg, seg + cap, seg + cnt, better);
-        std::sort(seg, seg + cap);  // back to token order
+    if (over) {
+      for (int64_t s = lo; s < hi; ++s) slot_of_row[cur[expert[s]]++] = static_cast<int32_t>(s);
+    } else {
+      for (int64_t s = lo; s < hi; ++s) {
+        const int64_t r = cur[expert[s]]++;
+        slot_of_row[r] = static_cast<int32_t>(s);
+        row_of_slot[s] = r;
+        kept[s] = 1;
       }
-      cnt = cap;  // "position": the first cap in token order
     }
-    load[i] = cnt;
-    std::copy(seg, seg + cnt, slot_of_row + write);  // write ≤ offsets[i]: moves left, safe
-    offsets[i] = write;
-    write += cnt;
   }
-  offsets[E] = write;
-  buf.rows = write;
-  buf.dropped = n * K - write;
-  int64_t* row_of_slot = buf.row_of_slot.data();
-  if (write < n * K) std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
+  if (!over) {
+    for (int64_t i = 0; i < E; ++i) load[i] = demand[i];
+    buf.rows = n * K;
+    buf.dropped = 0;
+  } else {
+    // Capacity: pick the survivors inside each over-full expert segment, then compact the
+    // segments so that rows stay contiguous per expert and in token order within an expert.
+    int64_t write = 0;
+    std::memset(kept, 0, static_cast<size_t>(n * K));
+    for (int64_t i = 0; i < E; ++i) {
+      int32_t* seg = slot_of_row + offsets[i];
+      int64_t cnt = demand[i];
+      if (cnt > cap) {
+        if (o.drop == DropPolicy::kProbs) {
+          auto better = [&](int32_t a, int32_t b) {
+            const T pa = scores[(a / K) * E + i], pb = scores[(b / K) * E + i];
+            return pa > pb || (pa == pb && a < b);
+          };
+          std::nth_element(seg, seg + cap, seg + cnt, better);
+          std::sort(seg, seg + cap);  // back to token order
+        }
+        cnt = cap;  // "position": the first cap in token order
+      }
+      load[i] = cnt;
+      std::copy(seg, seg + cnt, slot_of_row + write);  // write ≤ offsets[i]: moves left, safe
+      offsets[i] = write;
+      write += cnt;
+    }
+    offsets[E] = write;
+    buf.rows = write;
+    buf.dropped = n * K - write;
+    std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < write; ++r) {
-    row_of_slot[slot_of_row[r]] = r;
-    kept[slot_of_row[r]] = 1;
+    for (int64_t r = 0; r < write; ++r) {
+      row_of_slot[slot_of_row[r]] = r;
+      kept[slot_of_row[r]] = 1;
+    }
   }
 
   buf.lbl_group = 0;  // no LBL gradient until lbl_begin/lbl_add_term say otherwise
