@@ -373,6 +373,18 @@ TEST(RunConfigTest, PublicValidateNamesConfigAsOrigin) {
 
 // --- cross-field rules ---
 
+TEST(RunConfigTest, LossFreeBiasOnlyWithRoutersThatUseIt) {
+  for (const char* type : {"sinkhorn", "hash", "optimal"}) {
+    const std::string msg =
+        tiny_error({fmt::format("router.type={}", type), "loss_free.update=sign"});
+    EXPECT_EQ(msg, fmt::format("tiny.toml: loss_free.update must be \"off\" with router.type = "
+                               "\"{}\", got \"sign\"; this router chooses experts without the "
+                               "loss-free bias, so the bias would have no effect; use router.type "
+                               "= \"topk\" or \"bip\" with it",
+                               type));
+  }
+}
+
 TEST(RunConfigTest, ExpertChoiceShuffledGroupsNeedChunks) {
   EXPECT_EQ(tiny_error({"router.type=expert_choice", "balance.terms=[]",
                         "router.ec_group_order=shuffled"}),

@@ -201,6 +201,14 @@ void check_cross_field(const Checker& c, const RunConfig& cfg) {
               num(r.capacity_factor));
   }
 
+  if (r.type == "sinkhorn" || r.type == "hash" || r.type == "optimal") {
+    c.require(cfg.loss_free.update == "off", "loss_free.update",
+              fmt::format("\"off\" with router.type = \"{}\"", r.type),
+              fmt::format("\"{}\"", cfg.loss_free.update),
+              "this router chooses experts without the loss-free bias, so the bias would have no "
+              "effect; use router.type = \"topk\" or \"bip\" with it");
+  }
+
   if (r.type == "expert_choice") {
     const char* why =
         "Expert Choice is balanced by construction (every expert takes exactly k tokens)";
