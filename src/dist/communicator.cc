@@ -1,5 +1,6 @@
 #include "dist/communicator.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -20,9 +21,10 @@ bool mpi_available() {
 }
 
 bool launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
-    if (std::getenv(v) != nullptr) return true;
-  return false;
+  constexpr const char* kLauncherVariables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
+                                                "PMI_SIZE"};
+  return std::ranges::any_of(kLauncherVariables,
+                             [](const char* v) { return std::getenv(v) != nullptr; });
 }
 
 std::unique_ptr<Communicator> make_communicator() {

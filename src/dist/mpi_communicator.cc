@@ -70,7 +70,7 @@ void MpiCommunicator::allreduce_sum(double* x, int64_t n) { same_bits_sum(x, n);
 template <typename T>
 void MpiCommunicator::same_bits_sum(T* x, int64_t n) {
   if (size_ == 1 || n == 0) return;
-  const MPI_Datatype type = mpi_type<T>();
+  MPI_Datatype type = mpi_type<T>();
   const int64_t R = size_;
   // Whole blocks: rank r reduces block r, then everyone gathers the reduced blocks.
   const int64_t per_rank_chunk = std::max<int64_t>(1, kMaxChunk / R);

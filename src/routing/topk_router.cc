@@ -321,8 +321,10 @@ inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t n,
 #endif
 
 template <typename T>
-inline bool route_tokens_fast(const TopKOptions&, const T*, int64_t, RoutingBuffers<T>&, const T*,
-                              const int32_t*, double&, double&) {
+inline bool route_tokens_fast(const TopKOptions& /*o*/, const T* /*z*/, int64_t /*n*/,
+                              RoutingBuffers<T>& /*buf*/, const T* /*bias*/,
+                              const int32_t* /*forced*/, double& /*entropy_sum*/,
+                              double& /*topk_sum*/) {
   return false;
 }
 
