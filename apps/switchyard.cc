@@ -1,7 +1,11 @@
-// The switchyard command line: train and evaluate MoE language models.
+// The switchyard command line: train, evaluate and report on MoE language models; prepare data.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -128,6 +132,19 @@ int run(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   tokenize->add_flag("--quiet,-q", tok_opt.quiet, "no progress lines");
 
+  std::vector<std::string> report_runs;
+  std::string report_out;
+  CLI::App* report = app.add_subcommand(
+      "report",
+      "Write an HTML report comparing runs: summary table (loss, perplexity, speed, AvgMaxVio, "
+      "SupMaxVio, dead experts), loss and MaxVio curves, per-domain validation loss, expert x "
+      "domain heatmaps with specialisation, experts-per-token histograms (docs/training.md). "
+      "Runs scripts/report.py with Debian's python3 and matplotlib.");
+  report->add_option("runs", report_runs, "run directories (each with metrics.jsonl)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  report->add_option("--out,-o", report_out, "report directory (index.html and PNGs)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -166,6 +183,27 @@ int run(int argc, char** argv) {
                 tok_domain.c_str(), static_cast<long long>(r.documents),
                 static_cast<long long>(r.tokens), tok_output.c_str(), r.tokenizer.c_str());
     return 0;
+  }
+  if (*report) {
+    // The script ships with the source tree this binary was built from.
+    const std::string script = std::string(SY_SOURCE_DIR) + "/scripts/report.py";
+    const char* python = "/usr/bin/python3";
+    if (access(script.c_str(), R_OK) != 0)
+      throw sy::Error(fmt::format(
+          "report: {} not found (the source tree this binary was built from has moved); run "
+          "scripts/report.py from your checkout instead",
+          script));
+    if (access(python, X_OK) != 0)
+      throw sy::Error("report: /usr/bin/python3 not found; run scripts/install-deps.sh");
+    std::vector<std::string> args = {python, script};
+    args.insert(args.end(), report_runs.begin(), report_runs.end());
+    args.insert(args.end(), {"--out", report_out});
+    std::vector<char*> argv_c;
+    for (std::string& a : args) argv_c.push_back(a.data());
+    argv_c.push_back(nullptr);
+    std::fflush(stdout);
+    execv(python, argv_c.data());
+    throw sy::Error(fmt::format("report: cannot run {}: {}", python, std::strerror(errno)));
   }
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);

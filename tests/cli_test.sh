@@ -23,6 +23,13 @@ fails_with() {  # fails_with NAME TEXT COMMAND...: exit status 1 and TEXT in the
   if [[ $rc -eq 1 ]] && grep -qF -- "$text" "$WORK/out"; then passed=$((passed + 1)); else
     failed=$((failed + 1)); echo "FAIL: $name (status $rc, wanted 1 and \"$text\")"; cat "$WORK/out"; fi
 }
+usage_error() {  # usage_error NAME TEXT COMMAND...: a command-line error (non-zero status) naming TEXT
+  local name=$1 text=$2; shift 2
+  "$@" >"$WORK/out" 2>&1
+  local rc=$?
+  if [[ $rc -ne 0 ]] && grep -qF -- "$text" "$WORK/out"; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: $name (status $rc, wanted non-zero and \"$text\")"; cat "$WORK/out"; fi
+}
 
 check "help" "$SY" --help
 check "train tiny" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --quiet
@@ -42,6 +49,9 @@ check "eval" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tok
 check "eval prints perplexity" grep -q '"perplexity"' "$WORK/out"
 check "eval on the run's validation data" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024"
 check "eval reports every domain" grep -q '"synthetic_3"' "$WORK/out"
+check "report of two runs" "$SY" report "$WORK/run" "$WORK/slice" --out "$WORK/report"
+check "report page written" test -s "$WORK/report/index.html"
+usage_error "report of a missing run" "Directory does not exist" "$SY" report "$WORK/nothing" --out "$WORK/r2"
 check "summarize" /usr/bin/python3 "$SRC/scripts/summarize.py" "$WORK/run"
 
 fails_with "unknown key" 'did you mean "model.n_experts"' "$SY" train -c "$SRC/configs/tiny.toml" --set model.n_expert=8
