@@ -465,9 +465,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       z = sums[2];
       ntok = static_cast<int64_t>(sums[3]);
     }
-    // The oracle (sampled): the optimality gap of the last micro-batch's routing, per layer.
+    // The oracle (sampled, rank 0): the optimality gap of the last micro-batch's routing per layer.
     std::vector<json> oracle(model.n_moe_layers());
-    if (cfg.router.oracle_every > 0 && (step + 1) % cfg.router.oracle_every == 0 &&
+    if (lead && cfg.router.oracle_every > 0 && (step + 1) % cfg.router.oracle_every == 0 &&
         !model.expert_choice()) {
       for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
         const RoutingBuffers<float>& r = model.layer_route(l);
