@@ -1,4 +1,6 @@
 // The switchyard command line: train, evaluate and report on MoE language models; prepare data.
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -9,14 +11,109 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "config/run_config.h"
 #include "core/error.h"
+#include "data/batch_source.h"
 #include "data/corpus.h"
 #include "dist/communicator.h"
+#include "io/checkpoint_dir.h"
+#include "train/experiment.h"
 #include "train/trainer.h"
 
 namespace {
+
+// Runs scripts/report.py (from the source tree this binary was built from) with Debian's python3
+// on the run directories; returns its exit status.
+int write_report(const std::vector<std::string>& runs, const std::string& out) {
+  const std::string script = std::string(SY_SOURCE_DIR) + "/scripts/report.py";
+  const char* python = "/usr/bin/python3";
+  if (access(script.c_str(), R_OK) != 0)
+    throw sy::Error(fmt::format(
+        "report: {} not found (the source tree this binary was built from has moved); run "
+        "scripts/report.py from your checkout instead",
+        script));
+  if (access(python, X_OK) != 0)
+    throw sy::Error("report: /usr/bin/python3 not found; run scripts/install-deps.sh");
+  std::vector<std::string> args = {python, script};
+  args.insert(args.end(), runs.begin(), runs.end());
+  args.insert(args.end(), {"--out", out});
+  std::vector<char*> argv_c;
+  for (std::string& a : args) argv_c.push_back(a.data());
+  argv_c.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, python, nullptr, nullptr, argv_c.data(), environ) != 0)
+    throw sy::Error(fmt::format("report: cannot run {}: {}", python, std::strerror(errno)));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+// "new", "finished (N steps)" or "resumes at step N of M": from the run's latest checkpoint.
+std::string run_state(const sy::RunConfig& cfg) {
+  const std::optional<std::string> latest =
+      sy::io::read_latest_pointer(cfg.out_dir + "/checkpoints");
+  if (!latest) return "new";
+  const int64_t step = std::stoll(latest->substr(latest->find('_') + 1));
+  return step >= cfg.train.steps ? fmt::format("finished ({} steps)", step)
+                                 : fmt::format("resumes at step {} of {}", step, cfg.train.steps);
+}
+
+// `switchyard experiment`: every run of the file in turn, then one report (rank 0).
+int run_experiment(const std::string& path, const std::vector<std::string>& overrides,
+                   const std::vector<std::string>& only, const std::string& out, bool dry_run,
+                   bool report, bool quiet) {
+  const sy::Experiment x = sy::load_experiment(path, overrides, only, out);
+  if (dry_run) {
+    std::printf("%s: %zu run(s), base %s, out_dir %s\n%s\n", path.c_str(), x.runs.size(),
+                x.base.c_str(), x.out_dir.c_str(), x.description.c_str());
+    int problems = 0;
+    for (const sy::ExperimentRun& r : x.runs) {
+      std::string data = "data ok";
+      try {
+        sy::make_train_source(r.config);
+        std::vector<std::string> domains;
+        sy::make_valid_sources(r.config, &domains);
+      } catch (const sy::Error& e) {
+        data = fmt::format("DATA PROBLEM: {}", e.what());
+        ++problems;
+      }
+      std::printf("  %-20s %s, %s\n      --set %s\n", r.name.c_str(), run_state(r.config).c_str(),
+                  data.c_str(), fmt::format("{}", fmt::join(r.overrides, " --set ")).c_str());
+    }
+    if (problems > 0)
+      std::printf(
+          "%d run(s) cannot read their data; the demo corpus is built by `make demo` or "
+          "`build/switchyard data demo --out data/demo` (from the repository root)\n",
+          problems);
+    return problems == 0 ? 0 : 1;
+  }
+  std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
+  std::vector<std::string> dirs;
+  try {
+    for (size_t i = 0; i < x.runs.size(); ++i) {
+      const sy::ExperimentRun& r = x.runs[i];
+      if (comm->rank() == 0)
+        std::fprintf(stderr, "== experiment %s: run %zu/%zu \"%s\" (%s) -> %s\n", path.c_str(),
+                     i + 1, x.runs.size(), r.name.c_str(), run_state(r.config).c_str(),
+                     r.config.out_dir.c_str());
+      const sy::TrainResult res = sy::train(r.config, {.quiet = quiet, .comm = comm.get()});
+      if (res.interrupted) return 130;
+      dirs.push_back(r.config.out_dir);
+    }
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", comm->rank(), comm->size(),
+                 e.what());
+    std::fflush(stderr);
+    comm->abort(1);
+  }
+  if (!report || comm->rank() != 0) return 0;
+  return write_report(dirs, x.out_dir + "/report");
+}
 
 int run(int argc, char** argv) {
   CLI::App app{
@@ -145,6 +242,34 @@ int run(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   report->add_option("--out,-o", report_out, "report directory (index.html and PNGs)")->required();
 
+  std::string exp_path;
+  std::vector<std::string> exp_overrides, exp_only;
+  bool exp_dry = false, exp_no_report = false;
+  CLI::App* experiment = app.add_subcommand(
+      "experiment",
+      "Run an experiment: every run of an experiment file (a base config, shared overrides, and "
+      "named runs with their own; configs/experiments/), one after the other, then one report "
+      "comparing them in <out_dir>/report. Runs resume from their checkpoints and finished runs "
+      "are skipped, so the same command continues an interrupted experiment. Works under "
+      "mpirun. See docs/experiments.md.");
+  experiment->add_option("file", exp_path, "experiment file (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  experiment->add_option("--set,-s", exp_overrides,
+                         "override a config key in every run, after the file's own overrides, "
+                         "e.g. --set train.steps=50 (repeatable)");
+  experiment->add_option("--only", exp_only, "run only this run (repeatable)");
+  std::string exp_out;
+  experiment->add_option("--out,-o", exp_out,
+                         "put the runs and the report here instead of the file's out_dir (e.g. "
+                         "for a quick look with --set train.steps=50)");
+  experiment->add_flag("--dry-run", exp_dry,
+                       "resolve and validate every run, check its data, and print each run's "
+                       "state and overrides; train nothing");
+  experiment->add_flag("--no-report", exp_no_report, "do not write the report");
+  bool exp_quiet = false;
+  experiment->add_flag("--quiet,-q", exp_quiet, "no progress lines");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -184,27 +309,10 @@ int run(int argc, char** argv) {
                 static_cast<long long>(r.tokens), tok_output.c_str(), r.tokenizer.c_str());
     return 0;
   }
-  if (*report) {
-    // The script ships with the source tree this binary was built from.
-    const std::string script = std::string(SY_SOURCE_DIR) + "/scripts/report.py";
-    const char* python = "/usr/bin/python3";
-    if (access(script.c_str(), R_OK) != 0)
-      throw sy::Error(fmt::format(
-          "report: {} not found (the source tree this binary was built from has moved); run "
-          "scripts/report.py from your checkout instead",
-          script));
-    if (access(python, X_OK) != 0)
-      throw sy::Error("report: /usr/bin/python3 not found; run scripts/install-deps.sh");
-    std::vector<std::string> args = {python, script};
-    args.insert(args.end(), report_runs.begin(), report_runs.end());
-    args.insert(args.end(), {"--out", report_out});
-    std::vector<char*> argv_c;
-    for (std::string& a : args) argv_c.push_back(a.data());
-    argv_c.push_back(nullptr);
-    std::fflush(stdout);
-    execv(python, argv_c.data());
-    throw sy::Error(fmt::format("report: cannot run {}: {}", python, std::strerror(errno)));
-  }
+  if (*report) return write_report(report_runs, report_out);
+  if (*experiment)
+    return run_experiment(exp_path, exp_overrides, exp_only, exp_out, exp_dry, !exp_no_report,
+                          exp_quiet);
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
     nlohmann::json j = nlohmann::json::parse(r.record_json);

@@ -51,6 +51,27 @@ check "eval on the run's validation data" "$SY" eval --checkpoint "$WORK/run/che
 check "eval reports every domain" grep -q '"synthetic_3"' "$WORK/out"
 check "report of two runs" "$SY" report "$WORK/run" "$WORK/slice" --out "$WORK/report"
 check "report page written" test -s "$WORK/report/index.html"
+# An experiment of two tiny runs: trains both, writes one report; a second call trains nothing.
+cat >"$WORK/exp.toml" <<EOT
+description = "two scopes"
+claim = "none"
+base = "$SRC/configs/tiny.toml"
+out_dir = "$WORK/exp"
+set = ["train.steps=3", "train.eval_every=0", "train.grad_accum=2"]
+[[runs]]
+name = "micro"
+[[runs]]
+name = "global-exact"
+set = ["balance.terms.0.scope=global-exact"]
+EOT
+check "experiment dry run" "$SY" experiment "$WORK/exp.toml" --dry-run
+check "dry run lists the runs as new" grep -q "global-exact *new" "$WORK/out"
+check "experiment" "$SY" experiment "$WORK/exp.toml" --quiet
+check "experiment report" test -s "$WORK/exp/report/index.html"
+check "both runs trained" test -s "$WORK/exp/global-exact/metrics.jsonl"
+check "experiment again" "$SY" experiment "$WORK/exp.toml" --dry-run
+check "runs are finished" grep -q "global-exact *finished (3 steps)" "$WORK/out"
+fails_with "experiment with a bad override" 'run "micro": ' "$SY" experiment "$WORK/exp.toml" --set router.score=tanh
 usage_error "report of a missing run" "Directory does not exist" "$SY" report "$WORK/nothing" --out "$WORK/r2"
 check "summarize" /usr/bin/python3 "$SRC/scripts/summarize.py" "$WORK/run"
 
