@@ -40,6 +40,7 @@ int write_report(const std::vector<std::string>& runs, const std::string& out) {
   args.insert(args.end(), runs.begin(), runs.end());
   args.insert(args.end(), {"--out", out});
   std::vector<char*> argv_c;
+  argv_c.reserve(args.size() + 1);
   for (std::string& a : args) argv_c.push_back(a.data());
   argv_c.push_back(nullptr);
   std::fflush(stdout);
