@@ -5,8 +5,12 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
+#include <type_traits>
 
 #include "core/error.h"
+#include "routing/kth_select.h"
+#include "routing/transposed.h"
 
 namespace sy {
 
@@ -22,8 +26,22 @@ int64_t bip_capacity(int64_t n, int64_t m, int64_t k) {
   return (k * n + m - 1) / m;
 }
 
+namespace {
+// Per-thread scratch: two columns of N values (or rows of E), each with one vector of slack for
+// the 16-lane compressing stores: the positive margins, and the selection's candidates.
+int64_t per_column(int64_t n, int64_t m) { return std::max(n, m) + 16; }
+int64_t per_thread_scratch(int64_t n, int64_t m) { return 2 * per_column(n, m); }
+// Scratch layout: [sT: E·ld, aligned to 64 bytes within kAlignSlack spare elements][per thread].
+int64_t transposed_area(int64_t n, int64_t m) {
+  return m * detail::padded_ld(n) + detail::kAlignSlack;
+}
+}  // namespace
+
+int64_t bip_transposed_ld(int64_t n) { return detail::padded_ld(n); }
+
 int64_t bip_scratch_size(int64_t n, int64_t m, int threads) {
-  return static_cast<int64_t>(std::max(threads, 1)) * std::max(n, m);
+  return transposed_area(n, m) +
+         static_cast<int64_t>(std::max(threads, 1)) * per_thread_scratch(n, m);
 }
 
 BipShape bip_shape(int64_t n, int64_t m, int64_t k) { return {n, m, k, bip_capacity(n, m, k)}; }
@@ -74,12 +92,115 @@ inline T rth_largest_of_row(const T* st, const T* q, int64_t m, int64_t r, T* v)
   return best[r];
 }
 
-template <typename T>
 int usable_threads(const BipShape& sh, int64_t scratch_size) {
-  const int64_t per = std::max(sh.n, sh.m);
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), scratch_size / per)));
+  const int64_t spare = scratch_size - transposed_area(sh.n, sh.m);
+  return static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(omp_get_max_threads(), spare / per_thread_scratch(sh.n, sh.m))));
 }
+
+#if defined(__AVX512F__)
+// Row pass on the transposed scores sT[E,ld] for the 16 tokens t0.. (lanes: those < N): each lane
+// keeps its R largest values of s[t,i] − q[i] in registers b[0] ≥ … ≥ b[R−1] (a min/max insertion
+// network, exact for a multiset), and p[t] = b[R−1], the R-th largest. A zero p is stored as +0.
+template <int R>
+void row_pass_block(const float* sT, int64_t ld, int64_t m, const float* q, int64_t t0,
+                    __mmask16 lanes, float* p) {
+  __m512 b[R];
+  for (int j = 0; j < R; ++j) b[j] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < m; ++i) {
+    __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, sT + i * ld + t0), _mm512_set1_ps(q[i]));
+    for (int j = 0; j < R; ++j) {
+      const __m512 hi = _mm512_max_ps(b[j], x);
+      x = _mm512_min_ps(b[j], x);
+      b[j] = hi;
+    }
+  }
+  _mm512_mask_storeu_ps(p + t0, lanes, _mm512_add_ps(b[R - 1], _mm512_setzero_ps()));
+}
+
+using RowPassBlock = void (*)(const float*, int64_t, int64_t, const float*, int64_t, __mmask16,
+                              float*);
+constexpr int kMaxNetworkRank = 16;  // R = K + 1 ≤ 16 (K ≤ 15) in registers; beyond, scalar
+
+template <int... Rs>
+RowPassBlock row_pass_kernel(int r, std::integer_sequence<int, Rs...> /*unused*/) {
+  RowPassBlock k = nullptr;
+  ((r == Rs + 1 ? (k = &row_pass_block<Rs + 1>, 0) : 0), ...);
+  return k;
+}
+
+// Column pass input: w[0..a) = the positive values of sT[i,·] − p (in any order); returns a.
+// Two vectors per step, so that the running count is one add per 32 tokens.
+inline int64_t positive_margins(const float* col, const float* p, int64_t n, float* w) {
+  int64_t t = 0, a = 0;
+  const __m512 zero = _mm512_setzero_ps();
+  for (; t + 32 <= n; t += 32) {
+    const __m512 v0 = _mm512_sub_ps(_mm512_loadu_ps(col + t), _mm512_loadu_ps(p + t));
+    const __m512 v1 = _mm512_sub_ps(_mm512_loadu_ps(col + t + 16), _mm512_loadu_ps(p + t + 16));
+    const __mmask16 m0 = _mm512_cmp_ps_mask(v0, zero, _CMP_GT_OQ);
+    const __mmask16 m1 = _mm512_cmp_ps_mask(v1, zero, _CMP_GT_OQ);
+    const int c0 = std::popcount(static_cast<uint32_t>(m0));
+    const int c1 = std::popcount(static_cast<uint32_t>(m1));
+    // w has 16 elements of slack for the full-width stores.
+    _mm512_storeu_ps(w + a, _mm512_maskz_compress_ps(m0, v0));
+    _mm512_storeu_ps(w + a + c0, _mm512_maskz_compress_ps(m1, v1));
+    a += c0 + c1;
+  }
+  for (; t < n; ++t) {
+    const float v = col[t] - p[t];
+    if (v > 0.f) w[a++] = v;
+  }
+  return a;
+}
+
+// The passes for float on AVX-512, on the transposed scores sT[E,ld] (if s is non-null, s is first
+// transposed into sT, which is then scratch), so that both passes stream contiguous memory. Row
+// pass: the insertion network over 16 tokens at a time. Column pass: q[i] = max(0, (c+1)-th
+// largest of sT[i,·] − p); only positive values can be that maximum, so they are compacted first
+// (about K·N/E of them once q is warm) and, if there are more than c, their c-th (0-based) largest
+// is found by radix selection (kth_select.h). The same p and q as the scalar passes (as values;
+// zeros as +0), for any number of threads. work: per-thread scratch, per_thread_scratch(N, E) each.
+// REQUIRES: min(K, E − 1) + 1 ≤ kMaxNetworkRank.
+void bip_passes_avx512(const BipShape& sh, const float* s, const float* sT, float* sT_scratch,
+                       int iterations, float* q, float* p, float* work, int threads, double* dual) {
+  const int64_t n = sh.n, m = sh.m, c = sh.capacity, ld = bip_transposed_ld(n);
+  const int rank = static_cast<int>(std::min(sh.k, m - 1)) + 1;
+  const RowPassBlock row_block =
+      row_pass_kernel(rank, std::make_integer_sequence<int, kMaxNetworkRank>{});
+  const int64_t blocks = (n + 15) / 16;
+#pragma omp parallel num_threads(threads)
+  {
+    float* w = work + omp_get_thread_num() * per_thread_scratch(n, m);
+    alignas(64) uint32_t hist[detail::kRadixBins];
+    if (s != nullptr) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b)
+        detail::transpose_rows(s, ld, m, b * 16, std::min(n, b * 16 + 16), sT_scratch);
+    }
+    for (int it = 0; it < iterations; ++it) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t t0 = b * 16;
+        const auto lanes = static_cast<__mmask16>(n - t0 >= 16 ? 0xFFFF : (1u << (n - t0)) - 1);
+        row_block(sT, ld, m, q, t0, lanes, p);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t a = positive_margins(sT + i * ld, p, n, w);
+        q[i] = a <= c ? 0.f : detail::rth_largest_radix(w, a, c, w + per_column(n, m), hist).value;
+      }
+      if (dual != nullptr) {
+#pragma omp single
+        dual[it] = bip_dual_objective(sh, s, p, q);
+      }
+    }
+  }
+}
+
+bool use_avx512_passes(const BipShape& sh) {
+  return std::min(sh.k, sh.m - 1) + 1 <= kMaxNetworkRank;
+}
+#endif
 
 }  // namespace
 
@@ -110,12 +231,21 @@ void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* 
            "bip_iterate: scratch_size must be ≥ bip_scratch_size(n, m, 1) = {}, got {}",
            bip_scratch_size(sh.n, sh.m, 1), scratch_size);
   const int64_t n = sh.n, m = sh.m, K = sh.k, c = sh.capacity;
-  const int64_t stride = std::max(n, m);
-  const int threads = usable_threads<T>(sh, scratch_size);
+  const int threads = usable_threads(sh, scratch_size);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512_passes(sh)) {
+      float* sT = detail::align64(scratch);
+      bip_passes_avx512(sh, s, sT, sT, iterations, q, p, scratch + transposed_area(n, m), threads,
+                        dual);
+      return;
+    }
+  }
+#endif
   for (int it = 0; it < iterations; ++it) {
 #pragma omp parallel num_threads(threads)
     {
-      T* v = scratch + static_cast<int64_t>(omp_get_thread_num()) * stride;
+      T* v = scratch + transposed_area(n, m) + omp_get_thread_num() * per_thread_scratch(n, m);
       // Row pass: p[t] = (K+1)-th largest of s[t,·] − q.
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < n; ++t) {
@@ -133,6 +263,47 @@ void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* 
       }
     }
     if (dual != nullptr) dual[it] = bip_dual_objective(sh, s, p, q);
+  }
+}
+
+template <typename T>
+void bip_iterate_transposed(const BipShape& sh, const T* sT, int iterations, T* q, T* p, T* scratch,
+                            int64_t scratch_size) {
+  bip_validate(sh, "bip_iterate_transposed");
+  SY_CHECK(iterations >= 1, "bip_iterate_transposed: iterations must be ≥ 1, got {}", iterations);
+  SY_CHECK(scratch_size >= bip_scratch_size(sh.n, sh.m, 1),
+           "bip_iterate_transposed: scratch_size must be ≥ bip_scratch_size(n, m, 1) = {}, got {}",
+           bip_scratch_size(sh.n, sh.m, 1), scratch_size);
+  const int64_t n = sh.n, m = sh.m, K = sh.k, c = sh.capacity, ld = bip_transposed_ld(n);
+  const int threads = usable_threads(sh, scratch_size);
+  T* work = scratch + transposed_area(n, m);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512_passes(sh)) {
+      bip_passes_avx512(sh, nullptr, sT, nullptr, iterations, q, p, work, threads, nullptr);
+      return;
+    }
+  }
+#endif
+  for (int it = 0; it < iterations; ++it) {
+#pragma omp parallel num_threads(threads)
+    {
+      T* v = work + omp_get_thread_num() * per_thread_scratch(n, m);
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < m; ++i) v[i] = sT[i * ld + t] - q[i];
+        p[t] = rth_largest(v, m, K);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < m; ++i) {
+        if (c >= n) {
+          q[i] = T(0);
+          continue;
+        }
+        for (int64_t t = 0; t < n; ++t) v[t] = sT[i * ld + t] - p[t];
+        q[i] = std::max(T(0), rth_largest(v, n, c));
+      }
+    }
   }
 }
 
@@ -177,11 +348,12 @@ void bip_step(BipMode mode, const BipShape& sh, const T* s, int iterations, T* q
 }
 
 // NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.
-#define SY_INSTANTIATE(T)                                                                     \
-  template void bip_iterate<T>(const BipShape&, const T*, int, T*, T*, T*, int64_t, double*); \
-  template double bip_dual_objective<T>(const BipShape&, const T*, const T*, const T*);       \
-  template void bip_route<T>(const BipShape&, const T*, const T*, int32_t*);                  \
-  template void bip_step<T>(BipMode, const BipShape&, const T*, int, T*, T*, T*, int64_t,     \
+#define SY_INSTANTIATE(T)                                                                       \
+  template void bip_iterate<T>(const BipShape&, const T*, int, T*, T*, T*, int64_t, double*);   \
+  template void bip_iterate_transposed<T>(const BipShape&, const T*, int, T*, T*, T*, int64_t); \
+  template double bip_dual_objective<T>(const BipShape&, const T*, const T*, const T*);         \
+  template void bip_route<T>(const BipShape&, const T*, const T*, int32_t*);                    \
+  template void bip_step<T>(BipMode, const BipShape&, const T*, int, T*, T*, T*, int64_t,       \
                             int32_t*, double*);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)

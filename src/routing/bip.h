@@ -45,12 +45,23 @@
 // Scope: all functions see the N tokens they are given; the caller decides the scope (micro-batch
 // by default; an exact multi-rank version must gather the [N,E] scores first).
 //
+// Implementation (bip.cc). For float on AVX-512 (K ≤ 15 or K ≥ E − 1) the scores are transposed
+// once per call to sT[E, ld] (routing/transposed.h; the Selector computes them in that layout).
+// Row pass: 16 tokens per vector, the K+1 largest of s − q kept by a min/max insertion network.
+// Column pass: only positive values of s − p can make q[i] > 0, so they are compacted first (about
+// K·N/E of them once q is warm) and their (c+1)-th largest, if there are more than c, is found by
+// radix selection on the order-preserving integer image of the float bits (routing/kth_select.h).
+// Otherwise, scalar passes with std::nth_element. Both give the same p and q, as values (a zero p
+// may be +0 where nth_element picked −0). Scores must not be NaN: with a NaN the selected values
+// are unspecified (as with nth_element, which has no order for NaN).
+//
 // Ownership: everything is caller-owned; nothing allocates. q [E] is persistent state (warm start,
-// in/out); p [N] is scratch that holds the last row pass on return; the per-thread scratch is
-// bip_scratch_size(N, E, threads) elements of T, and its size decides how many threads are used
-// (min(omp_get_max_threads(), threads)). Threading: OpenMP inside (row pass parallel over tokens,
-// column pass over experts); call from outside a parallel region. Results do not depend on the
-// thread count except for the rounding of the reduction in bip_dual_objective.
+// in/out); p [N] is scratch that holds the last row pass on return; scratch is
+// bip_scratch_size(N, E, threads) elements of T (the transposed scores, then per-thread areas),
+// and its size decides how many threads are used (min(omp_get_max_threads(), threads)).
+// Threading: OpenMP inside (row pass parallel over tokens, column pass over experts); call from
+// outside a parallel region. Results do not depend on the thread count except for the rounding of
+// the reduction in bip_dual_objective.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +77,8 @@ BipMode parse_bip_mode(const std::string& s);  // "as-published" | "causal"
 // REQUIRES: n ≥ 0, 1 ≤ k ≤ m.
 int64_t bip_capacity(int64_t n, int64_t m, int64_t k);
 
-// Elements of T of per-thread scratch for `threads` threads: threads·max(N, E).
+// Elements of T of scratch for `threads` threads: E·bip_transposed_ld(N) + 16 for the transposed
+// scores, and 2·(max(N, E) + 16) per thread.
 int64_t bip_scratch_size(int64_t n, int64_t m, int threads);
 
 // Sizes of one balancing problem. capacity is the integer c (see above); any c with c·E ≥ K·N is
@@ -91,6 +103,17 @@ void bip_validate(const BipShape& sh, const char* where);
 template <typename T>
 void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* scratch,
                  int64_t scratch_size, double* dual = nullptr);
+
+// The leading dimension of transposed scores sT: sT[i·ld + t] = s[t,i], ld = bip_transposed_ld(N)
+// ≥ N (padded so that the E rows do not share cache sets).
+int64_t bip_transposed_ld(int64_t n);
+
+// bip_iterate on the scores given transposed, sT[E, bip_transposed_ld(N)]: the same q and p,
+// without the dual. For callers that compute the scores in this layout (the Selector); scratch
+// as for bip_iterate.
+template <typename T>
+void bip_iterate_transposed(const BipShape& sh, const T* sT, int iterations, T* q, T* p, T* scratch,
+                            int64_t scratch_size);
 
 // D(p,q) = K·Σ p + c·Σ q + Σ_{t,i} max(0, s − p − q), accumulated in double.
 template <typename T>

@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <functional>
 #include <vector>
 
 #include "core/error.h"
+#include "core/vec_math.h"
 #include "routing/bip_test_util.h"
 #include "routing/optimal.h"
+#include "routing/selector.h"
 
 namespace sy {
 namespace {
@@ -190,6 +194,130 @@ TEST(BipTest, RejectsInfeasibleCapacityAndBadSizes) {
   EXPECT_EQ(parse_bip_mode("causal"), BipMode::kCausal);
   EXPECT_EQ(parse_bip_mode("as-published"), BipMode::kAsPublished);
   EXPECT_THROW(parse_bip_mode("published"), Error);
+}
+
+// The passes as written in bip.h, with nth_element on copies: the reference for the float
+// kernels (transposed scores, insertion network, radix selection of the positive margins).
+void reference_iterate(const BipShape& sh, const std::vector<float>& s, int iters,
+                       std::vector<float>& q, std::vector<float>& p) {
+  const int64_t n = sh.n, m = sh.m, c = sh.capacity;
+  const auto rth = [](std::vector<float>& v, int64_t r) {
+    if (r >= static_cast<int64_t>(v.size())) return *std::min_element(v.begin(), v.end());
+    std::nth_element(v.begin(), v.begin() + r, v.end(), std::greater<>());
+    return v[r];
+  };
+  for (int it = 0; it < iters; ++it) {
+    std::vector<float> v(m);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < m; ++i) v[i] = s[t * m + i] - q[i];
+      p[t] = rth(v, sh.k);
+    }
+    v.resize(n);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t t = 0; t < n; ++t) v[t] = s[t * m + i] - p[t];
+      q[i] = c >= n ? 0.f : std::max(0.f, rth(v, c));
+    }
+  }
+}
+
+TEST(BipTest, FloatPassesMatchTheReferenceExactlyIncludingTies) {
+  struct Shape {
+    int64_t n, m, k;
+  };
+  const Shape shapes[] = {{2048, 16, 4}, {1000, 64, 6}, {333, 20, 3}, {64, 8, 7},
+                          {50, 6, 6},    {300, 24, 16}, {16, 4, 1},   {17, 64, 2}};
+  for (const Shape& sp : shapes) {
+    for (int kind = 0; kind < 3; ++kind) {
+      SCOPED_TRACE(::testing::Message()
+                   << "n=" << sp.n << " m=" << sp.m << " k=" << sp.k << " kind=" << kind);
+      const BipShape sh = bip_shape(sp.n, sp.m, sp.k);
+      const std::vector<double> sd = random_scores(sp.n, sp.m, 40 + kind);
+      std::vector<float> s(sd.begin(), sd.end());
+      // kind 1: scores on a grid of 1/64 (many ties); kind 2: most scores exactly 0.
+      for (float& x : s) {
+        if (kind == 1) x = std::round(x * 64.f) / 64.f;
+        if (kind == 2 && x < 0.1f) x = 0.f;
+      }
+      std::vector<float> q(sp.m, 0.f), p(sp.n), q_ref(sp.m, 0.f), p_ref(sp.n);
+      for (int64_t i = 0; i < sp.m; i += 3) q[i] = q_ref[i] = 0.01f * static_cast<float>(i % 5);
+      std::vector<float> scratch(bip_scratch_size(sp.n, sp.m, 3));
+      for (int round = 0; round < 3; ++round) {  // cold-ish, then warm starts
+        bip_iterate(sh, s.data(), 2, q.data(), p.data(), scratch.data(),
+                    static_cast<int64_t>(scratch.size()));
+        reference_iterate(sh, s, 2, q_ref, p_ref);
+        // Values compare equal (a zero may differ in sign: the kernels return +0).
+        for (int64_t i = 0; i < sp.m; ++i) ASSERT_EQ(q[i], q_ref[i]) << "expert " << i;
+        for (int64_t t = 0; t < sp.n; ++t) ASSERT_EQ(p[t], p_ref[t]) << "token " << t;
+      }
+    }
+  }
+}
+
+// The Selector computes the scores transposed (float, AVX-512) and iterates on them: the same
+// scores as the scalar softmax/sigmoid loop, bit for bit, hence the same prices as the reference.
+TEST(BipTest, SelectorTransposedScoresGiveTheReferencePrices) {
+  struct Shape {
+    int64_t n, m, k;
+  };
+  const Shape shapes[] = {{2048, 16, 4}, {333, 20, 3}, {100, 64, 6}, {40, 8, 8}, {300, 24, 16}};
+  for (const Shape& sp : shapes) {
+    for (ScoreFn score : {ScoreFn::kSoftmax, ScoreFn::kSigmoid}) {
+      SCOPED_TRACE(::testing::Message() << "n=" << sp.n << " m=" << sp.m << " k=" << sp.k
+                                        << " sigmoid=" << (score == ScoreFn::kSigmoid));
+      const std::vector<double> zd = normal_logits(sp.n, sp.m, 70 + sp.m);
+      const std::vector<float> z(zd.begin(), zd.end());
+      // The scalar scores, as Selector's generic path computes them.
+      std::vector<float> s(sp.n * sp.m);
+      for (int64_t t = 0; t < sp.n; ++t) {
+        const float* zt = z.data() + t * sp.m;
+        float* st = s.data() + t * sp.m;
+        if (score == ScoreFn::kSigmoid) {
+          for (int64_t i = 0; i < sp.m; ++i) st[i] = 1.f / (1.f + detail::fast_exp(-zt[i]));
+          continue;
+        }
+        float mx = zt[0], sum = 0;
+        for (int64_t i = 1; i < sp.m; ++i) mx = std::max(mx, zt[i]);
+        for (int64_t i = 0; i < sp.m; ++i) sum += (st[i] = detail::fast_exp(zt[i] - mx));
+        const float inv = 1.f / sum;
+        for (int64_t i = 0; i < sp.m; ++i) st[i] *= inv;
+      }
+      TopKOptions o;
+      o.n_experts = sp.m;
+      o.top_k = sp.k;
+      o.score = score;
+      SelectorOptions so;
+      so.type = RouterType::kBip;
+      so.bip_iterations = 2;
+      Selector<float> sel;
+      sel.resize(so, o, sp.n);
+      const BipShape sh = bip_shape(sp.n, sp.m, sp.k);
+      std::vector<float> q(sp.m, 0.f), q_ref(sp.m, 0.f), p_ref(sp.n);
+      for (int call = 0; call < 3; ++call) {
+        const auto c = sel.select(so, o, z.data(), nullptr, sp.n, q.data(), nullptr, true);
+        reference_iterate(sh, s, 2, q_ref, p_ref);
+        for (int64_t i = 0; i < sp.m; ++i) {
+          ASSERT_EQ(q[i], q_ref[i]) << "call " << call << " expert " << i;
+          ASSERT_EQ(c.bias[i], -q_ref[i]);
+        }
+      }
+    }
+  }
+}
+
+TEST(BipTest, TransposedScoresGiveTheSamePricesInDouble) {
+  const Case c = kCases[5];
+  const BipShape sh = bip_shape(c.n, c.m, c.k);
+  const std::vector<double> s = random_scores(c.n, c.m, c.seed);
+  const int64_t ld = bip_transposed_ld(c.n);
+  std::vector<double> sT(c.m * ld);
+  for (int64_t t = 0; t < c.n; ++t)
+    for (int64_t i = 0; i < c.m; ++i) sT[i * ld + t] = s[t * c.m + i];
+  std::vector<double> q1(c.m, 0.0), q2(c.m, 0.0), p1(c.n), p2(c.n);
+  std::vector<double> scratch(bip_scratch_size(c.n, c.m, 2));
+  bip_iterate(sh, s.data(), 3, q1.data(), p1.data(), scratch.data(), scratch.size());
+  bip_iterate_transposed(sh, sT.data(), 3, q2.data(), p2.data(), scratch.data(), scratch.size());
+  EXPECT_EQ(q1, q2);
+  EXPECT_EQ(p1, p2);
 }
 
 // Measures what coordinate minimisation leaves: the routed assignment's objective gap and

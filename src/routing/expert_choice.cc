@@ -2,14 +2,27 @@
 // The math and conventions are in expert_choice.h and ALGORITHMS.md §4.
 #include "routing/expert_choice.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/vec_math.h"
+#include "routing/kth_select.h"
+#include "routing/transposed.h"
 
 namespace sy {
+
+namespace {
+#if defined(__AVX512F__)
+constexpr bool kHaveAvx512 = true;
+#else
+constexpr bool kHaveAvx512 = false;
+#endif
+}  // namespace
 
 void ec_validate(const ExpertChoiceOptions& o) {
   SY_CHECK(o.n_experts >= 1, "expert_choice: n_experts must be ≥ 1, got {}", o.n_experts);
@@ -53,6 +66,9 @@ void ExpertChoiceBuffers<T>::resize(const ExpertChoiceOptions& o, int64_t n_max_
   histogram.fill(0);
   kth_value.assign(e, T(0));
   candidates.assign(g * e, 0);
+  // The transposed scores of the float AVX-512 path (none for double).
+  if (std::is_same_v<T, float> && kHaveAvx512)
+    scores_t.assign(e * detail::padded_ld(n_max) + detail::kAlignSlack, T(0));
 }
 
 namespace {
@@ -79,15 +95,107 @@ void softmax_rows(const T* z, int64_t n, int64_t E, T* s) {
   }
 }
 
-// Per-token expert counts and their histogram from the plan (integer work, sequential).
+// Per-token expert counts and their histogram from the plan. Each thread counts its own range of
+// tokens: an expert's rows are in token order, so the rows of the range are found by bisection.
 template <typename T>
 void count_experts_per_token(ExpertChoiceBuffers<T>& buf, int64_t n) {
   int32_t* cnt = buf.experts_per_token.data();
-  std::fill(cnt, cnt + n, 0);
-  for (int64_t r = 0; r < buf.rows; ++r) ++cnt[buf.token_of_row[r]];
+  const int32_t* tok = buf.token_of_row.data();
+  const int64_t* offsets = buf.offsets.data();
+  const int64_t E = buf.e;
   buf.histogram.fill(0);
-  for (int64_t t = 0; t < n; ++t) ++buf.histogram[std::min<int32_t>(cnt[t], 5)];
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t t0 = n * id / nt, t1 = n * (id + 1) / nt;
+    std::fill(cnt + t0, cnt + t1, 0);
+    for (int64_t i = 0; i < E; ++i) {
+      const int32_t* lo = std::lower_bound(tok + offsets[i], tok + offsets[i + 1], t0);
+      const int32_t* hi = std::lower_bound(lo, tok + offsets[i + 1], t1);
+      for (const int32_t* r = lo; r < hi; ++r) ++cnt[*r];
+    }
+    std::array<int64_t, 6> h{};
+    for (int64_t t = t0; t < t1; ++t) ++h[std::min<int32_t>(cnt[t], 5)];
+#pragma omp critical
+    for (int b = 0; b < 6; ++b) buf.histogram[b] += h[b];  // integers: any order, same sums
+  }
 }
+
+#if defined(__AVX512F__)
+// Expert i's rows of one group of contiguous tokens [start, start + tg), from its transposed
+// column col (col[t] = S[t,i]): the tokens with S > kth, and the first `ties` tokens with S == kth,
+// in token order, with their gates. Returns the rows written (k = above + ties).
+inline int64_t take_rows(const float* col, int64_t start, int64_t tg, float kth, int64_t ties,
+                         int32_t* out_token, float* out_gate) {
+  const __m512 vk = _mm512_set1_ps(kth);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t w = 0, t = start;
+  for (; t + 16 <= start + tg; t += 16) {
+    const __m512 v = _mm512_loadu_ps(col + t);
+    uint32_t take = _mm512_cmp_ps_mask(v, vk, _CMP_GT_OQ);
+    for (uint32_t eq = _mm512_cmp_ps_mask(v, vk, _CMP_EQ_OQ); eq != 0 && ties > 0; --ties) {
+      take |= eq & (~eq + 1);  // the lowest remaining tied lane
+      eq &= eq - 1;
+    }
+    const auto sel = static_cast<__mmask16>(take);
+    const auto fill = static_cast<__mmask16>((1u << std::popcount(take)) - 1);
+    // Masked stores: the next expert's rows follow and may be written by another thread.
+    const __m512i tokens = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(t)));
+    _mm512_mask_storeu_epi32(out_token + w, fill, _mm512_maskz_compress_epi32(sel, tokens));
+    _mm512_mask_storeu_ps(out_gate + w, fill, _mm512_maskz_compress_ps(sel, v));
+    w += std::popcount(take);
+  }
+  for (; t < start + tg; ++t) {
+    const float v = col[t];
+    if (v > kth || (v == kth && ties-- > 0)) {
+      out_token[w] = static_cast<int32_t>(t);
+      out_gate[w++] = v;
+    }
+  }
+  return w;
+}
+
+// The unshuffled training forward for float: S computed transposed, scores_t[E,ld] (and copied
+// back to the row-major buf.scores, the same floats as softmax_rows), then per expert and group
+// the k-th largest value by radix selection (kth_select.h) on the contiguous column segment (its
+// candidates in scratch), and one vectorised pass in token order taking the tokens above it and
+// the first ties. The same rows, gates and kth_value as the generic path, for any thread count.
+void route_unshuffled_avx512(const ExpertChoiceOptions& o, const float* z, int64_t n, int64_t G,
+                             ExpertChoiceBuffers<float>& buf) {
+  const int64_t E = o.n_experts;
+  float* S = buf.scores.data();
+  float* ST = detail::align64(buf.scores_t.data());
+  const int64_t blocks = (n + 15) / 16, ld = detail::padded_ld(n);
+#pragma omp parallel
+  {
+    alignas(64) uint32_t hist[detail::kRadixBins];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      detail::scores_block_transposed(z, n, E, false, b * 16, ld, ST);
+      detail::untranspose_block(ST, ld, E, n, b * 16, S);
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < E; ++i) {
+      const float* col = ST + i * ld;
+      float* work = buf.dscores.data() + i * G;  // the backward pass's scratch, overwritten there
+      const int64_t row0 = buf.offsets[i];
+      double kth_acc = 0;
+      float kth = 0.f;
+      int64_t w = 0;
+      for (int64_t start = 0; start < n; start += G) {
+        const int64_t tg = std::min(G, n - start);
+        const int64_t k = ec_capacity(o, tg);
+        const detail::KthResult kr = detail::rth_largest_radix(col + start, tg, k - 1, work, hist);
+        kth = kr.value;
+        w += take_rows(col, start, tg, kth, k - kr.above, buf.token_of_row.data() + row0 + w,
+                       buf.gate_of_row.data() + row0 + w);
+        kth_acc += static_cast<double>(kth) * static_cast<double>(tg);
+      }
+      buf.kth_value[i] = G >= n ? kth : static_cast<float>(kth_acc / static_cast<double>(n));
+    }
+  }
+}
+#endif
 
 }  // namespace
 
@@ -98,7 +206,8 @@ void ec_route_forward(const ExpertChoiceOptions& o, const T* z, int64_t n, const
   const int64_t E = o.n_experts;
   buf.n = n;
   T* S = buf.scores.data();
-  softmax_rows(z, n, E, S);
+  const bool fast = std::is_same_v<T, float> && perm == nullptr && n > 0 && kHaveAvx512;
+  if (!fast) softmax_rows(z, n, E, S);
 
   const int64_t per_expert = ec_rows_per_expert(o, n);
   int64_t* offsets = buf.offsets.data();
@@ -111,6 +220,15 @@ void ec_route_forward(const ExpertChoiceOptions& o, const T* z, int64_t n, const
   int32_t* token_of_row = buf.token_of_row.data();
   T* gate_of_row = buf.gate_of_row.data();
 
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (fast) {
+      route_unshuffled_avx512(o, z, n, G, buf);
+      count_experts_per_token(buf, n);
+      return;
+    }
+  }
+#endif
   // Experts are independent: each owns its row segment, its candidate scratch and kth_value[i].
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < E; ++i) {

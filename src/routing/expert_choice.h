@@ -27,6 +27,14 @@
 // Row layout of a plan (both forwards): rows grouped by expert, rows of expert i are
 // [offsets[i], offsets[i+1]), in ascending token index within an expert.
 //
+// Implementation of the training forward for float on AVX-512 without a shuffle: S is computed
+//   16 tokens at a time in the transposed layout scores_t[E, ld] (routing/transposed.h; the same
+//   floats as the scalar softmax) and copied back to scores[N,E]; per expert and group the k-th
+//   largest value is found by radix selection on the order-preserving integer image of the float
+//   bits (routing/kth_select.h), then one vectorised pass in token order takes the tokens above it
+//   and the first ties. Otherwise: std::nth_element. Same rows, gates and kth_value either way.
+//   Scores must not be NaN (a NaN logit makes the selection unspecified, as with nth_element).
+//
 // Ownership: every function writes into caller-owned ExpertChoiceBuffers, sized once by resize();
 // nothing allocates per call. perm and theta are caller-owned; the caller owns the RNG that made
 // perm (e.g. a seeded Fisher–Yates per step). Threading: functions parallelise internally with
@@ -69,6 +77,7 @@ struct ExpertChoiceBuffers {
   std::array<int64_t, 6> histogram{};      // tokens with 0,1,2,3,4,≥5 experts (sums to N)
   std::vector<T> kth_value;                // [E] k-th largest S[:,i] (training forward only)
   std::vector<int32_t> candidates;         // [E,G] scratch: one group's tokens per expert
+  std::vector<T> scores_t;                 // [E,ld ≥ N] scratch: S transposed (float)
   std::vector<T> dscores;                  // [N,E] scratch for the backward pass
 };
 

@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <numeric>
 #include <vector>
 
 #include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/rng.h"
+#include "core/vec_math.h"
 
 namespace sy {
 namespace {
@@ -143,6 +146,65 @@ TEST(ExpertChoiceTest, ChunkingAndShuffleKeepPerGroupLoadsExact) {
     for (int64_t r = buf.offsets[i]; r < buf.offsets[i + 1]; ++r)
       ++per_group[buf.token_of_row[r] / G];
     EXPECT_EQ(per_group, (std::vector<int>{4, 4, 4, 1}));
+  }
+}
+
+// The float path (transposed scores, radix selection, vectorised take) against the naive
+// reference on sizes beyond a vector of 16, with ties and chunks whose sizes are not multiples of
+// 16: the same tokens for every expert and group, kth_value the k-th largest score bit for bit.
+TEST(ExpertChoiceTest, FloatSelectionMatchesTheNaiveReferenceWithTies) {
+  struct Shape {
+    int64_t n, E;
+    double c;
+    int64_t chunk;
+  };
+  const Shape shapes[] = {{2048, 16, 4, 0}, {1000, 64, 6, 0}, {777, 12, 2, 100}, {40, 5, 1.5, 0}};
+  for (const Shape& sp : shapes) {
+    for (int kind = 0; kind < 2; ++kind) {
+      SCOPED_TRACE(::testing::Message() << "n=" << sp.n << " E=" << sp.E << " kind=" << kind);
+      auto o = opts(sp.E, sp.c, sp.chunk);
+      std::vector<double> zd(sp.n * sp.E);
+      fill_normal(zd, 50 + kind, 2.0);
+      // kind 1: every token's logits are one of 5 rows, so that a column holds 5 distinct scores
+      // and the k-th largest is tied across many tokens (the first ties by token index are taken).
+      if (kind == 1) {
+        Rng rng(60);
+        for (int64_t t = 5; t < sp.n; ++t) {
+          const auto src = static_cast<int64_t>(rng.below(5));
+          std::copy(zd.begin() + src * sp.E, zd.begin() + (src + 1) * sp.E, zd.begin() + t * sp.E);
+        }
+      }
+      std::vector<float> z(zd.begin(), zd.end());
+      ExpertChoiceBuffers<float> buf;
+      buf.resize(o, sp.n);
+      ec_route_forward(o, z.data(), sp.n, nullptr, buf);
+      expect_plan_consistent(buf, sp.n, sp.E);
+      // The scores are softmax_rows' floats: max, fast_exp, sum in expert order, 1/sum, products.
+      for (int64_t t = 0; t < sp.n; ++t) {
+        const float* zt = z.data() + t * sp.E;
+        float mx = zt[0], sum = 0;
+        for (int64_t i = 1; i < sp.E; ++i) mx = std::max(mx, zt[i]);
+        std::vector<float> e(sp.E);
+        for (int64_t i = 0; i < sp.E; ++i) sum += (e[i] = detail::fast_exp(zt[i] - mx));
+        const float inv = 1.f / sum;
+        for (int64_t i = 0; i < sp.E; ++i) ASSERT_EQ(buf.scores[t * sp.E + i], e[i] * inv);
+      }
+      const auto ref = naive_selection(o, buf.scores, sp.n, nullptr);
+      std::vector<int> got(sp.n * sp.E, 0);
+      for (int64_t i = 0; i < sp.E; ++i)
+        for (int64_t r = buf.offsets[i]; r < buf.offsets[i + 1]; ++r)
+          got[buf.token_of_row[r] * sp.E + i] = 1;
+      EXPECT_EQ(got, ref);
+      if (sp.chunk == 0) {
+        const int64_t k = ec_capacity(o, sp.n);
+        for (int64_t i = 0; i < sp.E; ++i) {
+          std::vector<float> col(sp.n);
+          for (int64_t t = 0; t < sp.n; ++t) col[t] = buf.scores[t * sp.E + i];
+          std::nth_element(col.begin(), col.begin() + (k - 1), col.end(), std::greater<>());
+          EXPECT_EQ(buf.kth_value[i], col[k - 1]) << "expert " << i;
+        }
+      }
+    }
   }
 }
 

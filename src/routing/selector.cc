@@ -3,11 +3,13 @@
 #include <omp.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/hash_router.h"
 #include "routing/optimal.h"
+#include "routing/transposed.h"
 
 namespace sy {
 
@@ -28,8 +30,10 @@ template <typename T>
 void Selector<T>::resize(const SelectorOptions& so, const TopKOptions& o, int64_t n_max) {
   const int64_t E = o.n_experts, K = o.top_k;
   bias_.assign(E, T(0));
-  if (so.type == RouterType::kBip || so.type == RouterType::kOptimal)
-    scores_.assign(n_max * E, T(0));
+  if (so.type == RouterType::kOptimal) scores_.assign(n_max * E, T(0));
+  // BIP: [N,E], or transposed [E, bip_transposed_ld(N)] (float on AVX-512); ld grows with N.
+  if (so.type == RouterType::kBip)
+    scores_.assign(E * bip_transposed_ld(n_max) + detail::kAlignSlack, T(0));
   if (so.type == RouterType::kBip) {
     p_.assign(n_max, T(0));
     scratch_.assign(bip_scratch_size(n_max, E, omp_get_max_threads()), T(0));
@@ -64,6 +68,18 @@ void scores_of(const TopKOptions& o, const T* z, int64_t n, T* s) {
     }
   }
 }
+
+#if defined(__AVX512F__)
+// scores_of for float, written transposed into sT[E, bip_transposed_ld(N)]: the same floats
+// (routing/transposed.h), in the layout BIP's passes stream.
+void scores_transposed(const TopKOptions& o, const float* z, int64_t n, float* sT) {
+  const int64_t blocks = (n + 15) / 16, ld = bip_transposed_ld(n);
+  const bool sigmoid = o.score == ScoreFn::kSigmoid;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b)
+    detail::scores_block_transposed(z, n, o.n_experts, sigmoid, b * 16, ld, sT);
+}
+#endif
 }  // namespace
 
 template <typename T>
@@ -78,11 +94,24 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
       c.bias = loss_free_bias;
       break;
     case RouterType::kBip: {
-      scores_of(o, z, n, scores_.data());
       const BipShape sh = bip_shape(n, E, K);
+      bool transposed = false;
+      T* s = scores_.data();
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float>) {
+        s = detail::align64(s);
+        scores_transposed(o, z, n, s);  // sT[E, bip_transposed_ld(n)]
+        transposed = true;
+      }
+#endif
+      if (!transposed) scores_of(o, z, n, s);
       auto iterate = [&] {
-        bip_iterate(sh, scores_.data(), so.bip_iterations, q, p_.data(), scratch_.data(),
-                    static_cast<int64_t>(scratch_.size()));
+        const auto size = static_cast<int64_t>(scratch_.size());
+        if (transposed) {
+          bip_iterate_transposed(sh, s, so.bip_iterations, q, p_.data(), scratch_.data(), size);
+        } else {
+          bip_iterate(sh, s, so.bip_iterations, q, p_.data(), scratch_.data(), size);
+        }
       };
       if (update && so.bip_mode == BipMode::kAsPublished) iterate();
       for (int64_t i = 0; i < E; ++i)

@@ -56,7 +56,7 @@ class Selector {
                 const int32_t* token_ids, int64_t n, T* q, const T* loss_free_bias, bool update);
 
  private:
-  std::vector<T> scores_;       // [N,E] s for BIP / optimal
+  std::vector<T> scores_;       // s [N,E]; BIP, float on AVX-512: sT [E,ld] (bip.h)
   std::vector<T> p_, scratch_;  // BIP
   std::vector<T> bias_;         // [E] −q (+ loss-free bias)
   std::vector<int32_t> forced_;

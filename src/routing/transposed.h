@@ -1,0 +1,150 @@
+// Internal to src/routing: router scores in the transposed layout sT[E, ld] (sT[i·ld + t] = s[t,i],
+// ld = padded_ld(N) ≥ N), where an expert's column is contiguous and 16 consecutive tokens are one
+// vector. Expert Choice and BIP select over columns; BIP's row pass runs on 16 tokens at a time.
+//
+// Dimension letters: N tokens, E experts.
+//
+// Threading: plain functions over caller-owned buffers; threads may work on disjoint token ranges
+// of the same matrices concurrently.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "core/vec_math.h"  // fast_exp; <immintrin.h> with GCC 12's false-positive warnings silenced
+
+namespace sy::detail {
+
+// The leading dimension of a transposed [E,N] copy: N rounded up to whole 64-byte lines, and to an
+// odd number of them. With a power-of-two N the E rows would otherwise start in the same L1 cache
+// set (N = 2048: 8 KiB apart), and walking down a column of 16 tokens would thrash one set.
+inline int64_t padded_ld(int64_t n) {
+  const int64_t lines = (n + 15) / 16;
+  return 16 * (lines | 1);
+}
+
+// p rounded up to a 64-byte boundary: transposed matrices start on a cache line, so that the
+// 16-float rows of a block are whole lines (an unaligned store of 64 bytes writes two). Buffers
+// that hold one are allocated kAlignSlack elements longer.
+constexpr int64_t kAlignSlack = 16;
+template <typename T>
+inline T* align64(T* p) {
+  const auto misalign = reinterpret_cast<uintptr_t>(p) & 63;
+  return p + (misalign == 0 ? 0 : (64 - misalign) / sizeof(T));  // T is float/double: exact
+}
+
+// dst[c·ld + r] = src[r·cols + c] for r in [r0, r1), c in [0, cols): rows r0..r1 of a row-major
+// [rows, cols] matrix written as columns of its transpose, whose leading dimension is ld (≥ r1).
+// Threads may transpose disjoint row ranges concurrently.
+template <typename T>
+inline void transpose_rows(const T* src, int64_t ld, int64_t cols, int64_t r0, int64_t r1, T* dst) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
+}
+
+#if defined(__AVX512F__)
+// Permute indices of the 16×16 transposition: stage s (h = 2^s) swaps bit s of the row index with
+// bit s of the column index. Row j (bit s clear) keeps its lane c, or takes its partner j + h's
+// lane c − h; row j + h keeps lane c, or takes row j's lane c + h (16 + l = the second source).
+struct TransposeIndex {
+  int32_t lo[4][16], hi[4][16];
+};
+constexpr TransposeIndex make_transpose_index() {
+  TransposeIndex ix{};
+  for (int s = 0; s < 4; ++s) {
+    const int h = 1 << s;
+    for (int c = 0; c < 16; ++c) {
+      ix.lo[s][c] = (c & h) ? 16 + c - h : c;
+      ix.hi[s][c] = (c & h) ? 16 + c : c + h;
+    }
+  }
+  return ix;
+}
+inline constexpr TransposeIndex kTransposeIndex = make_transpose_index();
+
+// One 16×16 block in registers: four permute stages, one two-source permute per output register.
+inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m512 x[16];  // fully unrolled below, so that x lives in registers
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) x[j] = _mm512_loadu_ps(src + j * ld_src);
+#pragma GCC unroll 4
+  for (int s = 0; s < 4; ++s) {
+    const int h = 1 << s;
+    const __m512i ilo = _mm512_loadu_si512(kTransposeIndex.lo[s]);
+    const __m512i ihi = _mm512_loadu_si512(kTransposeIndex.hi[s]);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      if (j & h) continue;
+      const __m512 a = x[j], b = x[j + h];
+      x[j] = _mm512_permutex2var_ps(a, ilo, b);
+      x[j + h] = _mm512_permutex2var_ps(a, ihi, b);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ld_dst, x[j]);
+}
+
+template <>
+inline void transpose_rows<float>(const float* src, int64_t ld, int64_t cols, int64_t r0,
+                                  int64_t r1, float* dst) {
+  int64_t r = r0;
+  for (; r + 16 <= r1; r += 16) {
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) transpose_16x16(src + r * cols + c, cols, dst + c * ld + r, ld);
+    for (; c < cols; ++c)
+      for (int64_t rr = r; rr < r + 16; ++rr) dst[c * ld + rr] = src[rr * cols + c];
+  }
+  for (; r < r1; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
+}
+#endif
+
+#if defined(__AVX512F__)
+// The inverse of transpose_rows for the 16 tokens t0.. (lanes: those < N): dst[t·E + i] =
+// sT[i·ld + t].
+inline void untranspose_block(const float* sT, int64_t ld, int64_t E, int64_t n, int64_t t0,
+                              float* dst) {
+  int64_t i = 0;
+  if (t0 + 16 <= n)
+    for (; i + 16 <= E; i += 16) transpose_16x16(sT + i * ld + t0, ld, dst + t0 * E + i, E);
+  for (; i < E; ++i)
+    for (int64_t t = t0; t < std::min(n, t0 + 16); ++t) dst[t * E + i] = sT[i * ld + t];
+}
+
+// Router scores of the 16 tokens t0.. (lanes: those < N) from the logits z[N,E], written into
+// sT[E, ld]: softmax over experts, or the sigmoid of each logit. The lanes run the scalar loops'
+// operations in their order (max, exp, a sum over experts in index order, one division, products),
+// and the vector fast_exp rounds like the scalar one, so the scores are the same floats as
+//   m = max_i z; e_i = fast_exp(z_i − m); sum = Σ_i e_i (i ascending); s_i = e_i · (1/sum)
+// (BipTest.SelectorTransposedScoresGiveTheReferencePrices checks it).
+inline void scores_block_transposed(const float* z, int64_t n, int64_t E, bool sigmoid, int64_t t0,
+                                    int64_t ld, float* sT) {
+  transpose_rows(z, ld, E, t0, std::min(n, t0 + 16), sT);
+  const auto lanes = static_cast<__mmask16>(n - t0 >= 16 ? 0xFFFF : (1u << (n - t0)) - 1);
+  float* col = sT + t0;
+  if (sigmoid) {
+    const __m512 one = _mm512_set1_ps(1.f), sign = _mm512_set1_ps(-0.f);
+    for (int64_t i = 0; i < E; ++i) {
+      const __m512 e = fast_exp(_mm512_xor_ps(_mm512_maskz_loadu_ps(lanes, col + i * ld), sign));
+      _mm512_mask_storeu_ps(col + i * ld, lanes, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+    return;
+  }
+  // max(x, m) keeps m on equality and on NaN, as std::max(m, x) does.
+  __m512 mx = _mm512_maskz_loadu_ps(lanes, col);
+  for (int64_t i = 1; i < E; ++i)
+    mx = _mm512_max_ps(_mm512_maskz_loadu_ps(lanes, col + i * ld), mx);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < E; ++i) {
+    const __m512 e = fast_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, col + i * ld), mx));
+    _mm512_mask_storeu_ps(col + i * ld, lanes, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);  // masked-off lanes: never stored
+  for (int64_t i = 0; i < E; ++i)
+    _mm512_mask_storeu_ps(col + i * ld, lanes,
+                          _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, col + i * ld), inv));
+}
+#endif
+
+}  // namespace sy::detail
