@@ -376,6 +376,7 @@ def table_row(run):
         "run": run.name,
         "config": config_summary(run.config),
         "steps": str(last["step"]),
+        "ranks": str(last.get("ranks", 1)),
         "train loss": fmt(last["loss"]),
         "eval loss / ppl": f"{ev['loss']:.3f} / {fmt(ev.get('perplexity'), '.2f')} (step {ev['step']})" if ev else "—",
         "causal eval loss / ppl": causal or "—",

@@ -72,6 +72,7 @@ for name in micro global-exact loss-free expert-choice global shuffle bip; do
   esac
 done
 grep -q '"balance_bsz":{"global":8}' "$WORK/global-2/metrics.jsonl" || fail "global: balance BSZ 8 = 4 x 1 x 2 ranks"
+grep -q '"ranks":2' "$WORK/micro-2/metrics.jsonl" || fail "step records name 2 ranks"
 
 # Resume: 2 ranks stopped after 3 of 6 steps, then resumed, equals 2 ranks straight.
 R6=(--set train.steps=6 --set train.grad_accum=1 --set balance.terms.0.scope=global-exact)

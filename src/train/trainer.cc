@@ -544,6 +544,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                 {"grad_norm", gnorm},
                 {"clip_scale", clip},
                 {"tokens", state.tokens_seen},
+                {"ranks", R},
                 {"tokens_per_s", tps},
                 {"step_ms", dt * 1e3},
                 {"mfu", mfu},
