@@ -11,10 +11,13 @@
 //
 // The PyTorch counterparts are in torch_routing_bench.py; scripts/routing_bench.sh runs both.
 //   ./build/bench/routing_bench --benchmark_filter=BM_Bip
+//   SY_BENCH_THREADS=1 ./build/bench/routing_bench    (one core; default 2 threads)
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -157,7 +160,10 @@ BENCHMARK(BM_Bip)->Apply(bip_shapes)->Unit(benchmark::kMicrosecond)->UseRealTime
 BENCHMARK(BM_Sinkhorn)->Apply(shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 int main(int argc, char** argv) {
-  omp_set_num_threads(2);
+  // 2 threads (the comparison with PyTorch); SY_BENCH_THREADS=1 times one core alone, which is
+  // steadier on the shared machine when the other core is busy.
+  const char* threads = std::getenv("SY_BENCH_THREADS");
+  omp_set_num_threads(threads != nullptr ? std::max(1, std::atoi(threads)) : 2);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   return 0;

@@ -5,16 +5,24 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/plan.h"
 #include "routing/select.h"
+#include "routing/select_lanes.h"
+#include "routing/transposed.h"
 
 namespace sy {
 
 namespace {
 constexpr int64_t kSinkhornBlock = 256;  // tokens per partial column sum
+#if defined(__AVX512F__)
+constexpr bool kHasAvx512 = true;
+#else
+constexpr bool kHasAvx512 = false;
+#endif
 }  // namespace
 
 void sinkhorn_validate(const SinkhornOptions& o) {
@@ -46,6 +54,9 @@ void SinkhornBuffers<T>::resize(const SinkhornOptions& o, int64_t n_max_tokens) 
   slot_of_row.assign(n_max * k, 0);
   load.assign(e, 0);
   col_part.assign(((n_max + kSinkhornBlock - 1) / kSinkhornBlock) * e, 0.0);
+  // Only the float path on AVX-512 reads the blocked copy.
+  const bool blocked = std::is_same_v<T, float> && kHasAvx512;
+  scores_blocked.assign(blocked ? ((n_max + 15) / 16) * 16 * e : 0, T(0));
 }
 
 namespace {
@@ -161,6 +172,230 @@ double scaling_iterations(const T* p, int64_t n, int64_t E, int iterations, doub
   return col_err;
 }
 
+// Gates of token t from its selected experts et[0..K) and raw scores pt; returns Σ selected p.
+template <typename T>
+inline T gates_of(GateFn g, const T* pt, const int32_t* et, int64_t K, T* gt) {
+  T sel = 0;
+  for (int64_t k = 0; k < K; ++k) sel += pt[et[k]];
+  for (int64_t k = 0; k < K; ++k) gt[k] = g == GateFn::kRenorm ? pt[et[k]] / sel : pt[et[k]];
+  return sel;
+}
+
+#if defined(__AVX512F__)
+constexpr int64_t kLaneMaxExperts = 128;
+
+// The selection on z + b for float logits, 16 tokens per block: the block's logits transposed on
+// the stack, each half of 8 tokens selected in double by the lane network of
+// routing/select_lanes.h (the values double(z) + b are exactly the scalar path's; ties to the
+// lower index), NaN lanes re-selected by select_top_k. Gates as in the scalar loop.
+template <int K>
+double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t E, const double* b,
+                    int32_t* expert, float* gate) {
+  const int64_t blocks = (n + 15) / 16;
+  double topk_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : topk_sum)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    alignas(64) float zT[kLaneMaxExperts * 16];  // [E, 16] logits
+    alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
+    const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
+    if (cnt < 16) std::fill(zT, zT + E * 16, 0.f);  // idle lanes: finite, never used
+    detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, zT);
+    // The two halves in one loop: two independent insertion chains.
+    detail::LaneTopK8<K> sel_lo, sel_hi;
+    __mmask8 nan_lo = 0, nan_hi = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      const __m512 zi = _mm512_load_ps(zT + 16 * i);
+      const __m512d bi = _mm512_set1_pd(b[i]);
+      const __m512d w_lo = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(zi)), bi);
+      const __m512d w_hi = _mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), bi);
+      nan_lo |= _mm512_cmp_pd_mask(w_lo, w_lo, _CMP_UNORD_Q);
+      nan_hi |= _mm512_cmp_pd_mask(w_hi, w_hi, _CMP_UNORD_Q);
+      const int filled = static_cast<int>(std::min<int64_t>(i, K));
+      sel_lo.insert(w_lo, static_cast<int32_t>(i), filled);
+      sel_hi.insert(w_hi, static_cast<int32_t>(i), filled);
+    }
+    for (int k = 0; k < K; ++k) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(eT + 16 * k), sel_lo.ix[k]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(eT + 16 * k + 8), sel_hi.ix[k]);
+    }
+    const unsigned nan = nan_lo | (static_cast<unsigned>(nan_hi) << 8);
+    for (int64_t l = 0; l < cnt; ++l) {
+      const int64_t t = t0 + l;
+      int32_t* et = expert + t * K;
+      if ((nan >> l) & 1u) {
+        const float* zt = z + t * E;
+        detail::select_top_k<double>(
+            E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, et);
+      } else {
+        for (int k = 0; k < K; ++k) et[k] = eT[16 * k + l];
+      }
+      topk_sum += static_cast<double>(gates_of(g, p + t * E, et, K, gate + t * K));
+    }
+  }
+  return topk_sum;
+}
+
+// p = softmax(z) and a[t] = lse_t for float logits, 16 tokens per block in the transposed layout:
+// the scalar loop's operations in its order (max, fast_exp, the sum over experts in index order,
+// one division, products) on 16 lanes, so the same scores. False (nothing written) for E >
+// kLaneMaxExperts.
+inline bool softmax_fast(const float* z, int64_t n, int64_t E, float* p, float* p_blocked,
+                         double* a) {
+  if (E > kLaneMaxExperts) return false;
+  const int64_t blocks = (n + 15) / 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    alignas(64) float sT[kLaneMaxExperts * 16];  // [E, 16] logits, then scores
+    alignas(64) float mx_l[16], sum_l[16];
+    const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
+    if (cnt < 16) std::fill(sT, sT + E * 16, 0.f);  // idle lanes: finite, never stored
+    detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, sT);
+    // max(x, m) keeps m on equality and on NaN, as std::max(m, x) does.
+    __m512 mx = _mm512_load_ps(sT);
+    for (int64_t i = 1; i < E; ++i) mx = _mm512_max_ps(_mm512_load_ps(sT + 16 * i), mx);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < E; ++i) {
+      const __m512 e = detail::fast_exp(_mm512_sub_ps(_mm512_load_ps(sT + 16 * i), mx));
+      _mm512_store_ps(sT + 16 * i, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);
+    for (int64_t i = 0; i < E; ++i)
+      _mm512_store_ps(sT + 16 * i, _mm512_mul_ps(_mm512_load_ps(sT + 16 * i), inv));
+    detail::untranspose_block(sT, 16, E, cnt, 0, p + t0 * E);
+    std::copy(sT, sT + E * 16, p_blocked + t0 * E);
+    _mm512_store_ps(mx_l, mx);
+    _mm512_store_ps(sum_l, sum);
+    for (int64_t l = 0; l < cnt; ++l)
+      a[t0 + l] = static_cast<double>(mx_l[l]) + std::log(static_cast<double>(sum_l[l]));
+  }
+  return true;
+}
+
+// scaling_iterations on the blocked copy of p (16 tokens per vector, two halves of 8 in double):
+// α for 16 tokens at once, Σ_i p[t,i]·β_i summed over experts in index order per lane, and the
+// column sums kept per lane for the kSinkhornBlock tokens of a block, then added across the lanes
+// in lane order. The same fixed order for any thread count; a different one from
+// scaling_iterations' (the potentials agree to rounding).
+double scaling_iterations_blocked(const float* pb, int64_t n, int64_t E, int iterations,
+                                  double* part, double* a, double* b) {
+  const int64_t blocks = (n + kSinkhornBlock - 1) / kSinkhornBlock;
+  double* beta = b;  // β_i = e^{b_i} until the end
+  std::fill(beta, beta + E, 1.0);
+  const double col_mass = static_cast<double>(n) / static_cast<double>(E);
+  double col_err = 0;
+  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512d dmax = _mm512_set1_pd(std::numeric_limits<double>::max());
+  for (int it = 0; it <= iterations; ++it) {
+    const bool last = it == iterations;
+    bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      alignas(64) double acc[kLaneMaxExperts * 16];  // [E, 16] per-lane column sums
+      alignas(64) double alpha_l[16];
+      std::fill(acc, acc + E * 16, 0.0);
+      const int64_t t1 = std::min(n, (blk + 1) * kSinkhornBlock);
+      for (int64_t t0 = blk * kSinkhornBlock; t0 < t1; t0 += 16) {
+        const float* pt = pb + t0 * E;  // this block of 16 tokens: [E, 16]
+        const int64_t cnt = std::min<int64_t>(16, n - t0);
+        const auto lanes = static_cast<uint32_t>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+        const auto lo = static_cast<__mmask8>(lanes), hi = static_cast<__mmask8>(lanes >> 8);
+        __m512d dlo = zero, dhi = zero;
+        for (int64_t i = 0; i < E; ++i) {
+          const __m512 p = _mm512_loadu_ps(pt + 16 * i);
+          const __m512d bi = _mm512_set1_pd(beta[i]);
+          dlo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), bi, dlo);
+          dhi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)), bi, dhi);
+        }
+        // Idle lanes get α = 0, so that they add nothing to the column sums.
+        const __m512d alo = _mm512_maskz_div_pd(lo, one, dlo);
+        const __m512d ahi = _mm512_maskz_div_pd(hi, one, dhi);
+        const __mmask8 ok_lo = _mm512_mask_cmp_pd_mask(
+            _mm512_mask_cmp_pd_mask(lo, alo, zero, _CMP_GT_OQ), alo, dmax, _CMP_LE_OQ);
+        const __mmask8 ok_hi = _mm512_mask_cmp_pd_mask(
+            _mm512_mask_cmp_pd_mask(hi, ahi, zero, _CMP_GT_OQ), ahi, dmax, _CMP_LE_OQ);
+        finite = finite && ok_lo == lo && ok_hi == hi;
+        for (int64_t i = 0; i < E; ++i) {
+          const __m512 p = _mm512_loadu_ps(pt + 16 * i);
+          double* ai = acc + 16 * i;
+          _mm512_store_pd(ai, _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), alo,
+                                              _mm512_load_pd(ai)));
+          _mm512_store_pd(ai + 8, _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
+                                                  ahi, _mm512_load_pd(ai + 8)));
+        }
+        if (last) {
+          _mm512_store_pd(alpha_l, alo);
+          _mm512_store_pd(alpha_l + 8, ahi);
+          for (int64_t l = 0; l < cnt; ++l) a[t0 + l] = std::log(alpha_l[l]) - a[t0 + l];
+        }
+      }
+      double* col = part + blk * E;
+      for (int64_t i = 0; i < E; ++i)
+        col[i] = _mm512_reduce_add_pd(
+            _mm512_add_pd(_mm512_load_pd(acc + 16 * i), _mm512_load_pd(acc + 16 * i + 8)));
+    }
+    // Column step, as in scaling_iterations.
+    for (int64_t i = 0; i < E; ++i) {
+      double c = 0;
+      for (int64_t blk = 0; blk < blocks; ++blk) c += part[blk * E + i];
+      finite &= std::isfinite(c) && c > 0;
+      if (last) {
+        col_err = std::max(col_err, std::abs(c * beta[i] / col_mass - 1));
+      } else {
+        beta[i] = col_mass / c;
+        finite &= std::isfinite(beta[i]) && beta[i] > 0;
+      }
+    }
+    if (!finite) return std::numeric_limits<double>::quiet_NaN();
+  }
+  for (int64_t i = 0; i < E; ++i) b[i] = std::log(beta[i]);
+  return col_err;
+}
+
+// Runs select_lanes when it applies (E ≤ kLaneMaxExperts, K ≤ 8) and stores Σ selected p in
+// topk_sum; false otherwise.
+inline bool select_fast(GateFn g, const float* z, const float* p, int64_t n, int64_t E, int64_t K,
+                        const double* b, int32_t* expert, float* gate, double& topk_sum) {
+  if (E > kLaneMaxExperts) return false;
+  switch (K) {
+#define SY_LANES_CASE(KK)                                        \
+  case KK:                                                       \
+    topk_sum = select_lanes<KK>(g, z, p, n, E, b, expert, gate); \
+    return true;
+    SY_LANES_CASE(1)
+    SY_LANES_CASE(2)
+    SY_LANES_CASE(3)
+    SY_LANES_CASE(4)
+    SY_LANES_CASE(5)
+    SY_LANES_CASE(6)
+    SY_LANES_CASE(7)
+    SY_LANES_CASE(8)
+#undef SY_LANES_CASE
+    default:
+      return false;
+  }
+}
+#endif
+
+template <typename T>
+double scaling_iterations_blocked(const T* /*pb*/, int64_t /*n*/, int64_t /*E*/, int /*iterations*/,
+                                  double* /*part*/, double* /*a*/, double* /*b*/) {
+  return 0;  // never called: softmax_fast returned false
+}
+
+template <typename T>
+inline bool softmax_fast(const T* /*z*/, int64_t /*n*/, int64_t /*E*/, T* /*p*/, T* /*p_blocked*/,
+                         double* /*a*/) {
+  return false;
+}
+
+template <typename T>
+inline bool select_fast(GateFn /*g*/, const T* /*z*/, const T* /*p*/, int64_t /*n*/, int64_t /*E*/,
+                        int64_t /*K*/, const double* /*b*/, int32_t* /*expert*/, T* /*gate*/,
+                        double& /*topk_sum*/) {
+  return false;
+}
+
 }  // namespace
 
 template <typename T>
@@ -185,19 +420,24 @@ SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64
   double* b = buf.col_pot.data();
   T* p = buf.scores.data();
   // Raw scores p = softmax(z); a holds lse_t until the potentials are known.
+  const bool blocked = softmax_fast(z, n, E, p, buf.scores_blocked.data(), a);
+  if (!blocked) {
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < n; ++t) {
-    const T* zt = z + t * E;
-    T* pt = p + t * E;
-    T m = zt[0];
-    for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
-    T sum = 0;
-    for (int64_t i = 0; i < E; ++i) sum += (pt[i] = detail::fast_exp(zt[i] - m));
-    const T inv = T(1) / sum;
-    for (int64_t i = 0; i < E; ++i) pt[i] *= inv;
-    a[t] = static_cast<double>(m) + std::log(static_cast<double>(sum));
+    for (int64_t t = 0; t < n; ++t) {
+      const T* zt = z + t * E;
+      T* pt = p + t * E;
+      T m = zt[0];
+      for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
+      T sum = 0;
+      for (int64_t i = 0; i < E; ++i) sum += (pt[i] = detail::fast_exp(zt[i] - m));
+      const T inv = T(1) / sum;
+      for (int64_t i = 0; i < E; ++i) pt[i] *= inv;
+      a[t] = static_cast<double>(m) + std::log(static_cast<double>(sum));
+    }
   }
-  st.max_col_error = scaling_iterations(p, n, E, o.iterations, buf.col_part.data(), a, b);
+  st.max_col_error = blocked ? scaling_iterations_blocked(buf.scores_blocked.data(), n, E,
+                                                          o.iterations, buf.col_part.data(), a, b)
+                             : scaling_iterations(p, n, E, o.iterations, buf.col_part.data(), a, b);
   if (!std::isfinite(st.max_col_error))
     st.max_col_error = log_domain_iterations(z, n, E, o.iterations, a, b);
 
@@ -205,18 +445,15 @@ SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64
   int32_t* expert = buf.expert.data();
   T* gate = buf.gate.data();
   double topk_sum = 0;
+  if (!select_fast(o.gate, z, p, n, E, K, b, expert, gate, topk_sum)) {
 #pragma omp parallel for schedule(static) reduction(+ : topk_sum)
-  for (int64_t t = 0; t < n; ++t) {
-    const T* zt = z + t * E;
-    const T* pt = p + t * E;
-    int32_t* et = expert + t * K;
-    detail::select_top_k<double>(
-        E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, et);
-    T sel = 0;
-    for (int64_t k = 0; k < K; ++k) sel += pt[et[k]];
-    topk_sum += static_cast<double>(sel);
-    for (int64_t k = 0; k < K; ++k)
-      gate[t * K + k] = o.gate == GateFn::kRenorm ? pt[et[k]] / sel : pt[et[k]];
+    for (int64_t t = 0; t < n; ++t) {
+      const T* zt = z + t * E;
+      int32_t* et = expert + t * K;
+      detail::select_top_k<double>(
+          E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, et);
+      topk_sum += static_cast<double>(gates_of(o.gate, p + t * E, et, K, gate + t * K));
+    }
   }
   st.topk_score_sum = topk_sum;
 

@@ -64,6 +64,8 @@ struct SinkhornBuffers {
   std::vector<int32_t> slot_of_row;  // [N·K] slot t·K + k of each expert-sorted row
   std::vector<int64_t> load;         // [E] assignments per expert
   std::vector<T> dscores;            // [N,E] scratch for the backward pass
+  std::vector<T> scores_blocked;     // [⌈N/16⌉, E, 16] p by blocks of 16 tokens, an expert's
+                                     // 16 scores contiguous (float on AVX-512; else unused)
   std::vector<double> col_part;      // [⌈N/256⌉, E] per-block column sums (fixed blocks, so the
                                      // sums do not depend on the thread count)
 };

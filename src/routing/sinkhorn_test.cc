@@ -1,6 +1,7 @@
 #include "routing/sinkhorn.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/gradcheck.h"
+#include "routing/select.h"
 
 namespace sy {
 namespace {
@@ -120,6 +122,61 @@ TEST(SinkhornTest, ZeroIterationsIsPlainTopKAndTiesGoToTheLowerIndex) {
     EXPECT_EQ(buf.expert[t * K], 0);
     EXPECT_EQ(buf.expert[t * K + 1], 1);
   }
+}
+
+// The float path's selection (16 tokens per block, double lanes) against select_top_k on
+// z + b with the potentials b it returned: every K up to 8, partial blocks, E on and off
+// multiples of 16, tied logits, and a NaN row (all potentials NaN: every lane falls back).
+TEST(SinkhornTest, LaneSelectionMatchesTheScalarSelection) {
+  const int64_t n = 45;
+  for (int64_t E : {9, 16, 64, 128}) {
+    for (int64_t K = 1; K <= std::min<int64_t>(8, E); ++K) {
+      for (bool with_nan : {false, true}) {
+        auto o = opts(E, K, 8);
+        std::vector<double> zd(n * E);
+        fill_normal(zd, 40 + K);
+        for (auto& v : zd) v = std::round(v * 2) / 2;
+        if (with_nan) zd[7 * E + 1] = std::nan("");
+        std::vector<float> z(zd.begin(), zd.end());
+        SinkhornBuffers<float> buf;
+        buf.resize(o, n);
+        sinkhorn_route_forward(o, z.data(), n, buf);
+        const double* b = buf.col_pot.data();
+        std::vector<int32_t> ref(K);
+        for (int64_t t = 0; t < n; ++t) {
+          const float* zt = z.data() + t * E;
+          detail::select_top_k<double>(
+              E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, ref.data());
+          for (int64_t k = 0; k < K; ++k)
+            ASSERT_EQ(buf.expert[t * K + k], ref[k]) << "E=" << E << " K=" << K << " t " << t;
+        }
+      }
+    }
+  }
+}
+
+// The float path gives the same bits for any thread count (blocks of 16 and of 256 tokens).
+TEST(SinkhornTest, FloatPathIsIndependentOfTheThreadCount) {
+  const int64_t n = 600, E = 64, K = 6;
+  auto o = opts(E, K, 8, GateFn::kRenorm);
+  std::vector<double> zd(n * E);
+  fill_normal(zd, 50);
+  std::vector<float> z(zd.begin(), zd.end());
+  SinkhornBuffers<float> ref, buf;
+  ref.resize(o, n);
+  buf.resize(o, n);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto s1 = sinkhorn_route_forward(o, z.data(), n, ref);
+  omp_set_num_threads(3);
+  const auto s3 = sinkhorn_route_forward(o, z.data(), n, buf);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(s1.max_col_error, s3.max_col_error);
+  EXPECT_EQ(ref.col_pot, buf.col_pot);
+  EXPECT_EQ(ref.row_pot, buf.row_pot);
+  EXPECT_EQ(ref.expert, buf.expert);
+  EXPECT_EQ(ref.gate, buf.gate);
+  EXPECT_EQ(ref.slot_of_row, buf.slot_of_row);
 }
 
 TEST(SinkhornTest, GatesAreRawOrRenormalisedSoftmaxScores) {

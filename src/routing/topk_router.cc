@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/select.h"
+#include "routing/select_lanes.h"
+#include "routing/transposed.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -291,10 +293,190 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
   topk_sum = tk;
 }
 
-// Runs the AVX-512 token loop when E fits in 8 registers; false otherwise.
+// Steps 1–2 for 16 float tokens at a time, one token per lane (E ≤ kLaneMaxExperts, K ≤ 8): the
+// block's logits transposed on the stack (one vector per expert), the softmax or sigmoid in the
+// scalar loop's order (max, fast_exp, the sum over experts in index order, one division,
+// products: the same floats as route_tokens_scalar's), the selection by the lane network of
+// routing/select_lanes.h (ties to the lower index; NaN lanes re-selected by select_top_k), the
+// gates from the selected scores gathered back. Nothing in a selection round waits on a
+// horizontal reduction, which made route_token_avx512 latency-bound.
+constexpr int64_t kLaneMaxExperts = 128;
+constexpr int kLaneMaxK = 8;
+
+template <int K>
+void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, RoutingBuffers<float>& buf,
+                        const float* bias, const int32_t* forced, double& entropy_sum,
+                        double& topk_sum) {
+  const int64_t E = o.n_experts;
+  const bool softmax = o.score == ScoreFn::kSoftmax;
+  const float scale = static_cast<float>(o.gate_scale);
+  float* scores = buf.scores.data();
+  float* lse = buf.lse.data();
+  int32_t* expert = buf.expert.data();
+  float* gate = buf.gate.data();
+  const int64_t blocks = (n + 15) / 16;
+  double ent = 0, tk = 0;
+#pragma omp parallel for schedule(static) reduction(+ : ent, tk)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    alignas(64) float zT[kLaneMaxExperts * 16];  // [E, 16] logits
+    alignas(64) float pT[kLaneMaxExperts * 16];  // [E, 16] scores
+    alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
+    alignas(64) float gT[K * 16];                // [K, 16] gates
+    alignas(64) float mx_l[16], sum_l[16], sel_l[16];
+    alignas(64) double pz_l[16];
+    const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
+    const auto lanes = static_cast<__mmask16>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+    if (cnt < 16) std::fill(zT, zT + E * 16, 0.f);  // idle lanes: finite, never stored
+    detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, zT);
+    // max(x, m) keeps m on equality and on NaN, as std::max(m, x) does.
+    __m512 mx = _mm512_load_ps(zT);
+    for (int64_t i = 1; i < E; ++i) mx = _mm512_max_ps(_mm512_load_ps(zT + 16 * i), mx);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < E; ++i) {
+      const __m512 e = detail::fast_exp(_mm512_sub_ps(_mm512_load_ps(zT + 16 * i), mx));
+      _mm512_store_ps(pT + 16 * i, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    _mm512_store_ps(mx_l, mx);
+    _mm512_store_ps(sum_l, sum);
+    if (softmax) {
+      // H = lse − Σ p_i z_i per lane, in double.
+      const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);
+      __m512d pz_lo = _mm512_setzero_pd(), pz_hi = _mm512_setzero_pd();
+      for (int64_t i = 0; i < E; ++i) {
+        const __m512 p = _mm512_mul_ps(_mm512_load_ps(pT + 16 * i), inv);
+        _mm512_store_ps(pT + 16 * i, p);
+        const __m512 zi = _mm512_load_ps(zT + 16 * i);
+        pz_lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)),
+                                _mm512_cvtps_pd(_mm512_castps512_ps256(zi)), pz_lo);
+        pz_hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
+                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), pz_hi);
+      }
+      _mm512_store_pd(pz_l, pz_lo);
+      _mm512_store_pd(pz_l + 8, pz_hi);
+    } else {
+      const __m512 one = _mm512_set1_ps(1.f), sign = _mm512_set1_ps(-0.f);
+      for (int64_t i = 0; i < E; ++i) {
+        const __m512 e = detail::fast_exp(_mm512_xor_ps(_mm512_load_ps(zT + 16 * i), sign));
+        _mm512_store_ps(pT + 16 * i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+      }
+    }
+    detail::untranspose_block(pT, 16, E, cnt, 0, scores + t0 * E);
+    for (int64_t l = 0; l < cnt; ++l) {
+      const int64_t t = t0 + l;
+      lse[t] = mx_l[l] + std::log(sum_l[l]);
+      double h = 0;
+      if (softmax) {
+        h = static_cast<double>(lse[t]) - pz_l[l];
+      } else {
+        // Entropy of the normalised sigmoid scores: a logarithm per expert, as in the scalar path.
+        const float* pt = scores + t * E;
+        const float norm = row_sum(pt, E);
+        for (int64_t i = 0; i < E; ++i) {
+          const double q = static_cast<double>(pt[i] / norm);
+          if (q > 0) h -= q * std::log(q);
+        }
+      }
+      ent += h;
+    }
+    // Selection (or the forced experts) into eT.
+    if (cnt < 16) std::fill(eT, eT + K * 16, 0);
+    if (forced) {
+      for (int64_t l = 0; l < cnt; ++l)
+        for (int k = 0; k < K; ++k) eT[k * 16 + l] = forced[(t0 + l) * K + k];
+    } else {
+      // Two independent insertion chains when E ≥ 2K, over experts [0, h) and [h, E), the
+      // second merged into the first at the end (its indices are all higher).
+      detail::LaneTopK16<K> sel, sel2;
+      const int64_t h = E >= 2 * K ? E / 2 : E;
+      __mmask16 nan = 0;
+      auto value = [&](int64_t i) {
+        __m512 w = _mm512_load_ps(pT + 16 * i);
+        if (bias) w = _mm512_add_ps(w, _mm512_set1_ps(bias[i]));
+        nan |= _mm512_mask_cmp_ps_mask(lanes, w, w, _CMP_UNORD_Q);
+        return w;
+      };
+      for (int64_t i = 0; i < std::max(h, E - h); ++i) {
+        const int filled = static_cast<int>(std::min<int64_t>(i, K));
+        if (i < h) sel.insert(value(i), static_cast<int32_t>(i), filled);
+        if (h + i < E) sel2.insert(value(h + i), static_cast<int32_t>(h + i), filled);
+      }
+      for (int k = 0; k < std::min<int64_t>(K, E - h); ++k) sel.insert(sel2.v[k], sel2.ix[k], K);
+      for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
+      for (; nan; nan = static_cast<__mmask16>(nan & (nan - 1))) {
+        const int l = __builtin_ctz(nan);
+        const float* pt = scores + (t0 + l) * E;
+        int32_t et[kLaneMaxK];
+        if (bias) {
+          detail::select_top_k<float>(
+              E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
+        } else {
+          detail::select_top_k<float>(
+              E, K, [&](int64_t i) { return pt[i]; }, et);
+        }
+        for (int k = 0; k < K; ++k) eT[k * 16 + l] = et[k];
+      }
+    }
+    // Gates: the selected scores gathered from pT, summed in slot order as the scalar path does.
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512 pk[K];
+    __m512 ssum = _mm512_setzero_ps();
+    for (int k = 0; k < K; ++k) {
+      const __m512i at =
+          _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(eT + 16 * k), 4), lane);
+      pk[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, at, pT, 4);
+      ssum = _mm512_add_ps(ssum, pk[k]);
+    }
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int k = 0; k < K; ++k) {
+      const __m512 g = o.gate == GateFn::kRenorm ? _mm512_div_ps(_mm512_mul_ps(vscale, pk[k]), ssum)
+                       : o.gate == GateFn::kRaw  ? _mm512_mul_ps(vscale, pk[k])
+                                                 : _mm512_set1_ps(scale / static_cast<float>(K));
+      _mm512_store_ps(gT + 16 * k, g);
+    }
+    _mm512_store_ps(sel_l, ssum);
+    for (int64_t l = 0; l < cnt; ++l) {
+      tk += static_cast<double>(sel_l[l]);
+      for (int k = 0; k < K; ++k) {
+        expert[(t0 + l) * K + k] = eT[k * 16 + l];
+        gate[(t0 + l) * K + k] = gT[k * 16 + l];
+      }
+    }
+  }
+  entropy_sum = ent;
+  topk_sum = tk;
+}
+
+// Runs the lane kernel for K ≤ kLaneMaxK; false otherwise.
+inline bool route_tokens_lanes_k(const TopKOptions& o, const float* z, int64_t n,
+                                 RoutingBuffers<float>& buf, const float* bias,
+                                 const int32_t* forced, double& entropy_sum, double& topk_sum) {
+  if (o.n_experts > kLaneMaxExperts) return false;
+  switch (o.top_k) {
+#define SY_LANES_CASE(KK)                                                      \
+  case KK:                                                                     \
+    route_tokens_lanes<KK>(o, z, n, buf, bias, forced, entropy_sum, topk_sum); \
+    return true;
+    SY_LANES_CASE(1)
+    SY_LANES_CASE(2)
+    SY_LANES_CASE(3)
+    SY_LANES_CASE(4)
+    SY_LANES_CASE(5)
+    SY_LANES_CASE(6)
+    SY_LANES_CASE(7)
+    SY_LANES_CASE(8)
+#undef SY_LANES_CASE
+    default:
+      return false;
+  }
+}
+
+// Runs the lane kernel when it applies, else the per-token AVX-512 loop when E fits in 8
+// registers; false otherwise.
 inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t n,
                               RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
                               double& entropy_sum, double& topk_sum) {
+  if (route_tokens_lanes_k(o, z, n, buf, bias, forced, entropy_sum, topk_sum)) return true;
   switch ((o.n_experts + 15) / 16) {
     case 1:
       route_tokens_avx512<1>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);

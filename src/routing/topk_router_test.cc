@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -153,6 +155,82 @@ TEST(TopKRouterTest, FloatPathSelectsLikeTheDoublePathWithTies) {
       }
     }
   }
+}
+
+// The float path's 16-tokens-per-vector kernel against the double path: a token count that
+// leaves a partial block, every K it takes (1..8; 9 and 10 take the per-token kernel), E below, on
+// and off multiples of 16 (up to its limit, 128), softmax and sigmoid, bias, a NaN row (selected by
+// the scalar fallback) and forced selections, on logits quantised to produce exact ties.
+TEST(TopKRouterTest, LaneKernelSelectsLikeTheDoublePath) {
+  const int64_t n = 37;
+  for (ScoreFn sc : {ScoreFn::kSoftmax, ScoreFn::kSigmoid}) {
+    for (int64_t E : {8, 16, 33, 128}) {
+      for (int64_t K = 1; K <= std::min<int64_t>(10, E); ++K) {  // 9, 10: per-token kernel
+        for (int mode = 0; mode < 3; ++mode) {                   // 0 plain, 1 bias, 2 forced
+          auto o = opts(E, K, sc, K == 1 ? GateFn::kRaw : GateFn::kRenorm);
+          std::vector<double> zd(n * E), bd(E, 0.0);
+          fill_normal(zd, 30 + K);
+          for (auto& v : zd) v = std::round(v * 2) / 2;
+          if (mode == 1)
+            for (int64_t i = 0; i < E; ++i) bd[i] = (i % 3) * 0.25 - (i % 5 == 0 ? 0.5 : 0.0);
+          zd[20 * E + E / 2] = std::nan("");  // token 20: NaN scores
+          std::vector<int32_t> forced(n * K);
+          for (int64_t s = 0; s < n * K; ++s) forced[s] = static_cast<int32_t>((s * 7 + s / K) % E);
+          std::vector<float> zf(zd.begin(), zd.end()), bf(bd.begin(), bd.end());
+          RoutingBuffers<float> bufF;
+          RoutingBuffers<double> bufD;
+          bufF.resize(n, E, K);
+          bufD.resize(n, E, K);
+          const float* bfp = mode == 1 ? bf.data() : nullptr;
+          const double* bdp = mode == 1 ? bd.data() : nullptr;
+          const int32_t* fp = mode == 2 ? forced.data() : nullptr;
+          const auto sf = topk_route_forward(o, zf.data(), n, bufF, bfp, fp);
+          const auto sd = topk_route_forward(o, zd.data(), n, bufD, bdp, fp);
+          for (int64_t s = 0; s < n * K; ++s) {
+            ASSERT_EQ(bufF.expert[s], bufD.expert[s])
+                << "E=" << E << " K=" << K << " mode " << mode << " slot " << s;
+            if (s / K != 20) {
+              EXPECT_NEAR(bufF.gate[s], bufD.gate[s], 1e-6);
+            }
+          }
+          for (int64_t t = 0; t < n; ++t) {
+            if (t == 20) continue;
+            for (int64_t i = 0; i < E; ++i)
+              EXPECT_NEAR(bufF.scores[t * E + i], bufD.scores[t * E + i], 1e-6);
+            EXPECT_NEAR(bufF.lse[t], bufD.lse[t], 1e-5);
+          }
+          EXPECT_EQ(std::isnan(sf.entropy_sum), std::isnan(sd.entropy_sum));
+          EXPECT_EQ(bufF.offsets, bufD.offsets);
+          EXPECT_EQ(bufF.slot_of_row, bufD.slot_of_row);
+        }
+      }
+    }
+  }
+}
+
+// The float path's routing (scores, selection, gates, plan) is the same for any thread count.
+TEST(TopKRouterTest, FloatPathIsIndependentOfTheThreadCount) {
+  const int64_t n = 601, E = 64, K = 6;
+  auto o = opts(E, K, ScoreFn::kSoftmax, GateFn::kRenorm);
+  std::vector<double> zd(n * E);
+  fill_normal(zd, 51);
+  std::vector<float> z(zd.begin(), zd.end()), bias(E);
+  for (int64_t i = 0; i < E; ++i) bias[i] = 0.01f * static_cast<float>(i % 7);
+  RoutingBuffers<float> ref, buf;
+  ref.resize(n, E, K);
+  buf.resize(n, E, K);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  topk_route_forward(o, z.data(), n, ref, bias.data());
+  omp_set_num_threads(3);
+  topk_route_forward(o, z.data(), n, buf, bias.data());
+  omp_set_num_threads(saved);
+  EXPECT_EQ(ref.scores, buf.scores);
+  EXPECT_EQ(ref.lse, buf.lse);
+  EXPECT_EQ(ref.expert, buf.expert);
+  EXPECT_EQ(ref.gate, buf.gate);
+  EXPECT_EQ(ref.slot_of_row, buf.slot_of_row);
+  EXPECT_EQ(ref.row_of_slot, buf.row_of_slot);
 }
 
 TEST(TopKRouterTest, FloatPathStatisticsMatchTheDoublePath) {
