@@ -107,7 +107,8 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.non_negative("router.capacity_factor", r.capacity_factor, "0 means dropless (no capacity)");
   c.one_of("router.drop_policy", r.drop_policy, kDropPolicies);
   c.non_negative("router.z_loss_coef", r.z_loss_coef, "0 turns the z-loss off; 1e-3 is typical");
-  c.at_least("router.bip_iterations", r.bip_iterations, 1);
+  c.at_least("router.bip_iterations", r.bip_iterations, 0,
+             "0 iterates until the prices q stop changing up to rounding (at most 1000 times)");
   c.one_of("router.bip_mode", r.bip_mode, kBipModes);
   c.at_least("router.sinkhorn_iterations", r.sinkhorn_iterations, 0);
   c.seed("router.hash_seed", r.hash_seed);

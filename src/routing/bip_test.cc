@@ -304,6 +304,41 @@ TEST(BipTest, SelectorTransposedScoresGiveTheReferencePrices) {
   }
 }
 
+// bip_iterations = 0 iterates to a fixed point up to rounding: one more iteration moves no
+// price by more than 8 ulp of 1 (the exact iteration can cycle between neighbouring floats).
+TEST(BipTest, IteratingUntilQStopsChangingReachesAFixedPoint) {
+  for (int64_t m : {16, 64}) {
+    const int64_t n = 1024, k = 4;
+    const std::vector<double> zd = normal_logits(n, m, 91 + m);
+    const std::vector<float> z(zd.begin(), zd.end());
+    TopKOptions o;
+    o.n_experts = m;
+    o.top_k = k;
+    SelectorOptions until, one;
+    until.type = one.type = RouterType::kBip;
+    until.bip_iterations = 0;
+    one.bip_iterations = 1;
+    Selector<float> sel;
+    sel.resize(until, o, n);
+    std::vector<float> q(m, 0.f);
+    sel.select(until, o, z.data(), nullptr, n, q.data(), nullptr, true);
+    const std::vector<float> fixed = q;
+    EXPECT_GT(*std::max_element(fixed.begin(), fixed.end()), 0.f);  // it did move
+    // Two iterations from q = 0 are far from the fixed point.
+    std::vector<float> q2(m, 0.f);
+    SelectorOptions two = one;
+    two.bip_iterations = 2;
+    sel.select(two, o, z.data(), nullptr, n, q2.data(), nullptr, true);
+    float from_two = 0;
+    for (int64_t i = 0; i < m; ++i) from_two = std::max(from_two, std::abs(q2[i] - fixed[i]));
+    EXPECT_GT(from_two, 1e-5f) << "m=" << m;
+    sel.select(one, o, z.data(), nullptr, n, q.data(), nullptr, true);
+    for (int64_t i = 0; i < m; ++i)
+      EXPECT_LE(std::abs(q[i] - fixed[i]), 8 * std::numeric_limits<float>::epsilon())
+          << "m=" << m << " expert " << i;
+  }
+}
+
 TEST(BipTest, TransposedScoresGiveTheSamePricesInDouble) {
   const Case c = kCases[5];
   const BipShape sh = bip_shape(c.n, c.m, c.k);

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "core/error.h"
@@ -36,6 +38,7 @@ void Selector<T>::resize(const SelectorOptions& so, const TopKOptions& o, int64_
     scores_.assign(E * bip_transposed_ld(n_max) + detail::kAlignSlack, T(0));
   if (so.type == RouterType::kBip) {
     p_.assign(n_max, T(0));
+    q_prev_.assign(E, T(0));
     scratch_.assign(bip_scratch_size(n_max, E, omp_get_max_threads()), T(0));
   }
   if (so.type == RouterType::kSinkhorn || so.type == RouterType::kHash ||
@@ -105,12 +108,26 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
       }
 #endif
       if (!transposed) scores_of(o, z, n, s);
-      auto iterate = [&] {
+      auto iterate_n = [&](int t) {
         const auto size = static_cast<int64_t>(scratch_.size());
         if (transposed) {
-          bip_iterate_transposed(sh, s, so.bip_iterations, q, p_.data(), scratch_.data(), size);
+          bip_iterate_transposed(sh, s, t, q, p_.data(), scratch_.data(), size);
         } else {
-          bip_iterate(sh, s, so.bip_iterations, q, p_.data(), scratch_.data(), size);
+          bip_iterate(sh, s, t, q, p_.data(), scratch_.data(), size);
+        }
+      };
+      auto iterate = [&] {
+        if (so.bip_iterations > 0) return iterate_n(so.bip_iterations);
+        // 0: until no price moves by more than rounding (8 ulp of 1; scores are in [0, 1]) in
+        // one iteration — in floating point the exact iteration can cycle between neighbouring
+        // values — at most kBipMaxIterations.
+        const T tol = 8 * std::numeric_limits<T>::epsilon();
+        for (int it = 0; it < kBipMaxIterations; ++it) {
+          std::copy(q, q + E, q_prev_.begin());
+          iterate_n(1);
+          T moved = 0;
+          for (int64_t i = 0; i < E; ++i) moved = std::max(moved, std::abs(q[i] - q_prev_[i]));
+          if (moved <= tol) break;
         }
       };
       if (update && so.bip_mode == BipMode::kAsPublished) iterate();

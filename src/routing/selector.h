@@ -25,6 +25,10 @@
 
 namespace sy {
 
+// BIP with bip_iterations = 0 iterates until no price moves by more than 8 ulp of 1 in an
+// iteration (q has stopped changing up to rounding), at most this many times.
+constexpr int kBipMaxIterations = 1000;
+
 // kExpertChoice has no selection stage: the MoE layer routes with routing/expert_choice.h.
 enum class RouterType { kTopK, kBip, kSinkhorn, kHash, kOptimal, kExpertChoice };
 // topk|bip|sinkhorn|hash|optimal|expert_choice
@@ -32,7 +36,7 @@ RouterType parse_router_type(const std::string& s);
 
 struct SelectorOptions {
   RouterType type = RouterType::kTopK;
-  int bip_iterations = 2;
+  int bip_iterations = 2;  // T; 0 = until q stops changing (at most kBipMaxIterations)
   BipMode bip_mode = BipMode::kAsPublished;
   int sinkhorn_iterations = 8;
   uint64_t hash_seed = 0;
@@ -58,6 +62,7 @@ class Selector {
  private:
   std::vector<T> scores_;       // s [N,E]; BIP, float on AVX-512: sT [E,ld] (bip.h)
   std::vector<T> p_, scratch_;  // BIP
+  std::vector<T> q_prev_;       // BIP with bip_iterations = 0: q before the last iteration
   std::vector<T> bias_;         // [E] −q (+ loss-free bias)
   std::vector<int32_t> forced_;
   std::vector<int32_t> hash_scratch_;
