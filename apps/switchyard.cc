@@ -53,6 +53,22 @@ int write_report(const std::vector<std::string>& runs, const std::string& out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
+// Runs fn (which may use comm's collectives). An error on one of several ranks ends the whole job:
+// the other ranks may be waiting in a collective and would wait forever.
+template <typename F>
+int on_all_ranks(sy::Communicator& comm, F&& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    if (comm.size() == 1) throw;
+    std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", comm.rank(), comm.size(),
+                 e.what());
+    std::fflush(stderr);
+    comm.abort(1);
+  }
+  return 1;  // not reached: abort() ends the process
+}
+
 // "new", "finished (N steps)" or "resumes at step N of M": from the run's latest checkpoint.
 std::string run_state(const sy::RunConfig& cfg) {
   const std::optional<std::string> latest =
@@ -94,7 +110,7 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
   }
   std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
   std::vector<std::string> dirs;
-  try {
+  const int status = on_all_ranks(*comm, [&] {
     for (size_t i = 0; i < x.runs.size(); ++i) {
       const sy::ExperimentRun& r = x.runs[i];
       if (comm->rank() == 0)
@@ -105,14 +121,9 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
       if (res.interrupted) return 130;
       dirs.push_back(r.config.out_dir);
     }
-  } catch (const std::exception& e) {
-    if (comm->size() == 1) throw;
-    std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", comm->rank(), comm->size(),
-                 e.what());
-    std::fflush(stderr);
-    comm->abort(1);
-  }
-  if (!report || comm->rank() != 0) return 0;
+    return 0;
+  });
+  if (status != 0 || !report || comm->rank() != 0) return status;
   return write_report(dirs, x.out_dir + "/report");
 }
 
@@ -280,19 +291,12 @@ int run(int argc, char** argv) {
   if (*train) {
     // Under mpirun: data parallel over MPI ranks (docs/distributed.md); else one process.
     std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
-    try {
+    return on_all_ranks(*comm, [&] {
       sy::RunConfig cfg = sy::load_run_config(config_path, overrides);
       sy::TrainResult r =
           sy::train(cfg, {.quiet = quiet, .stop_after = stop_after, .comm = comm.get()});
       return r.interrupted && stop_after < 0 ? 130 : 0;  // a signal: 130 (128 + SIGINT)
-    } catch (const std::exception& e) {
-      if (comm->size() == 1) throw;
-      // The other ranks may be waiting in a collective: end the whole job.
-      std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", comm->rank(), comm->size(),
-                   e.what());
-      std::fflush(stderr);
-      comm->abort(1);
-    }
+    });
   }
   if (*demo) {
     sy::build_demo_corpus(demo_out, demo_opt);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/rng.h"
 #ifdef SY_HAVE_MPI
 #include "dist/mpi_communicator.h"
 #endif
@@ -11,6 +12,16 @@
 namespace sy {
 
 void SingleProcessCommunicator::abort(int code) { std::exit(code); }
+
+int64_t ranks_disagreeing(Communicator& comm, uint64_t digest) {
+  // If every rank's value equals the mean over ranks, all ranks hold the same value.
+  int64_t d[2] = {static_cast<int64_t>(digest >> 24), static_cast<int64_t>(mix64(digest) >> 24)};
+  const int64_t mine[2] = {d[0], d[1]};
+  comm.allreduce_sum(d, 2);
+  int64_t bad = d[0] != mine[0] * comm.size() || d[1] != mine[1] * comm.size();
+  comm.allreduce_sum(&bad, 1);
+  return bad;
+}
 
 bool mpi_available() {
 #ifdef SY_HAVE_MPI

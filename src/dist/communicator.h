@@ -49,6 +49,10 @@ class SingleProcessCommunicator final : public Communicator {
   std::string describe() const override { return "1 process"; }
 };
 
+// A collective: how many ranks see their digest differ from the others' (0 when every rank holds
+// the same value). Compares two 40-bit hashes of the digest through one exact integer sum.
+int64_t ranks_disagreeing(Communicator& comm, uint64_t digest);
+
 // True when this build has the MPI communicator.
 bool mpi_available();
 // True when the process was started by an MPI launcher (Open MPI's or a PMI/PMIx one).

@@ -23,14 +23,7 @@ using testing_util::routed_micro_batches;
 MpiCommunicator* g_comm = nullptr;
 
 // True when x holds the same value on every rank.
-bool same_on_all_ranks(uint64_t x) {
-  int64_t d[2] = {static_cast<int64_t>(x >> 24), static_cast<int64_t>(mix64(x) >> 24)};
-  const int64_t mine[2] = {d[0], d[1]};
-  g_comm->allreduce_sum(d, 2);
-  int64_t bad = d[0] != mine[0] * g_comm->size() || d[1] != mine[1] * g_comm->size();
-  g_comm->allreduce_sum(&bad, 1);
-  return bad == 0;
-}
+bool same_on_all_ranks(uint64_t x) { return ranks_disagreeing(*g_comm, x) == 0; }
 
 template <typename T>
 uint64_t digest(const std::vector<T>& v) {

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "core/vec_math.h"  // <immintrin.h> with GCC 12's false-positive warnings silenced
 
@@ -85,5 +87,22 @@ struct LaneTopK8 {
   }
 };
 #endif
+
+// The lane kernels are templates on K (their per-lane lists live in registers): calls
+// f(std::integral_constant<int, K>{}) for 1 ≤ K ≤ kLaneMaxK and returns true, else false.
+constexpr int kLaneMaxK = 8;
+
+template <int KK = 1, typename F>
+inline bool with_lane_k(int64_t K, F&& f) {
+  if constexpr (KK > kLaneMaxK) {
+    return false;
+  } else {
+    if (K == KK) {
+      f(std::integral_constant<int, KK>{});
+      return true;
+    }
+    return with_lane_k<KK + 1>(K, std::forward<F>(f));
+  }
+}
 
 }  // namespace sy::detail

@@ -35,6 +35,27 @@ void sinkhorn_validate(const SinkhornOptions& o) {
            "constant 1 and the router would get no gradient)");
 }
 
+// The column step of the scaling iterations from the per-block column sums part[blocks, E]
+// (added in block order: the same sum for any thread count): β_i = col_mass / Σ_t p[t,i]·α_t, or
+// after the last row step only the largest relative column residual (col_err). Returns false
+// when a sum or a β leaves the positive finite range.
+inline bool column_step(const double* part, int64_t blocks, int64_t E, double col_mass, bool last,
+                        double* beta, double& col_err) {
+  bool finite = true;
+  for (int64_t i = 0; i < E; ++i) {
+    double c = 0;
+    for (int64_t blk = 0; blk < blocks; ++blk) c += part[blk * E + i];
+    finite &= std::isfinite(c) && c > 0;
+    if (last) {
+      col_err = std::max(col_err, std::abs(c * beta[i] / col_mass - 1));
+    } else {
+      beta[i] = col_mass / c;
+      finite &= std::isfinite(beta[i]) && beta[i] > 0;
+    }
+  }
+  return finite;
+}
+
 template <typename T>
 void SinkhornBuffers<T>::resize(const SinkhornOptions& o, int64_t n_max_tokens) {
   sinkhorn_validate(o);
@@ -155,17 +176,7 @@ double scaling_iterations(const T* p, int64_t n, int64_t E, int iterations, doub
       }
     }
     // Column step β_i = (N/E) / Σ_t p[t,i]·α_t; after the last row step only the residual.
-    for (int64_t i = 0; i < E; ++i) {
-      double c = 0;
-      for (int64_t blk = 0; blk < blocks; ++blk) c += part[blk * E + i];
-      finite &= std::isfinite(c) && c > 0;
-      if (last) {
-        col_err = std::max(col_err, std::abs(c * beta[i] / col_mass - 1));
-      } else {
-        beta[i] = col_mass / c;
-        finite &= std::isfinite(beta[i]) && beta[i] > 0;
-      }
-    }
+    finite &= column_step(part, blocks, E, col_mass, last, beta, col_err);
     if (!finite) return std::numeric_limits<double>::quiet_NaN();
   }
   for (int64_t i = 0; i < E; ++i) b[i] = std::log(beta[i]);
@@ -334,18 +345,7 @@ double scaling_iterations_blocked(const float* pb, int64_t n, int64_t E, int ite
         col[i] = _mm512_reduce_add_pd(
             _mm512_add_pd(_mm512_load_pd(acc + 16 * i), _mm512_load_pd(acc + 16 * i + 8)));
     }
-    // Column step, as in scaling_iterations.
-    for (int64_t i = 0; i < E; ++i) {
-      double c = 0;
-      for (int64_t blk = 0; blk < blocks; ++blk) c += part[blk * E + i];
-      finite &= std::isfinite(c) && c > 0;
-      if (last) {
-        col_err = std::max(col_err, std::abs(c * beta[i] / col_mass - 1));
-      } else {
-        beta[i] = col_mass / c;
-        finite &= std::isfinite(beta[i]) && beta[i] > 0;
-      }
-    }
+    finite &= column_step(part, blocks, E, col_mass, last, beta, col_err);  // as above
     if (!finite) return std::numeric_limits<double>::quiet_NaN();
   }
   for (int64_t i = 0; i < E; ++i) b[i] = std::log(beta[i]);
@@ -357,23 +357,9 @@ double scaling_iterations_blocked(const float* pb, int64_t n, int64_t E, int ite
 inline bool select_fast(GateFn g, const float* z, const float* p, int64_t n, int64_t E, int64_t K,
                         const double* b, int32_t* expert, float* gate, double& topk_sum) {
   if (E > kLaneMaxExperts) return false;
-  switch (K) {
-#define SY_LANES_CASE(KK)                                        \
-  case KK:                                                       \
-    topk_sum = select_lanes<KK>(g, z, p, n, E, b, expert, gate); \
-    return true;
-    SY_LANES_CASE(1)
-    SY_LANES_CASE(2)
-    SY_LANES_CASE(3)
-    SY_LANES_CASE(4)
-    SY_LANES_CASE(5)
-    SY_LANES_CASE(6)
-    SY_LANES_CASE(7)
-    SY_LANES_CASE(8)
-#undef SY_LANES_CASE
-    default:
-      return false;
-  }
+  return detail::with_lane_k(K, [&](auto kk) {
+    topk_sum = select_lanes<decltype(kk)::value>(g, z, p, n, E, b, expert, gate);
+  });
 }
 #endif
 

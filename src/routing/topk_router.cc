@@ -74,6 +74,35 @@ inline T row_sum(const T* p, int64_t e) {
   return s;
 }
 
+// A token's K experts by score p (+ bias): the reference selection (ties to the lower index).
+template <typename T>
+inline void select_token(int64_t E, int64_t K, const T* pt, const T* bias, int32_t* et) {
+  if (bias) {
+    detail::select_top_k<T>(
+        E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
+  } else {
+    detail::select_top_k<T>(
+        E, K, [&](int64_t i) { return pt[i]; }, et);
+  }
+}
+
+// A token's K gates from its scores and experts; returns the sum of the selected scores (in slot
+// order, the order every path sums in).
+template <typename T>
+inline T token_gates(const TopKOptions& o, const T* pt, const int32_t* et, T* gt) {
+  const int64_t K = o.top_k;
+  const T scale = static_cast<T>(o.gate_scale);
+  T sel_sum = 0;
+  for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
+  for (int64_t k = 0; k < K; ++k) {
+    const T p = pt[et[k]];
+    gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum
+            : o.gate == GateFn::kRaw  ? scale * p
+                                      : scale / static_cast<T>(K);
+  }
+  return sel_sum;
+}
+
 // Steps 1–2, one token at a time: the reference path (double, CPUs without AVX-512, E > 128).
 template <typename T>
 void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
@@ -85,7 +114,6 @@ void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuf
   int32_t* expert = buf.expert.data();
   T* gate = buf.gate.data();
   const bool softmax = o.score == ScoreFn::kSoftmax;
-  const T scale = static_cast<T>(o.gate_scale);
   double entropy_sum = 0, topk_sum = 0;
 #pragma omp parallel for schedule(static) reduction(+ : entropy_sum, topk_sum)
   for (int64_t t = 0; t < n; ++t) {
@@ -123,29 +151,12 @@ void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuf
     }
     entropy_sum += h;
     int32_t* et = expert + t * K;
-    T sel_sum = 0;
-    for (int64_t k = 0; k < K && forced; ++k) {
-      et[k] = forced[t * K + k];
-      sel_sum += pt[et[k]];
+    if (forced) {
+      std::copy(forced + t * K, forced + (t + 1) * K, et);
+    } else {
+      select_token(E, K, pt, bias, et);
     }
-    if (!forced) {
-      if (bias) {
-        detail::select_top_k<T>(
-            E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
-      } else {
-        detail::select_top_k<T>(
-            E, K, [&](int64_t i) { return pt[i]; }, et);
-      }
-      for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
-    }
-    topk_sum += static_cast<double>(sel_sum);
-    T* gt = gate + t * K;
-    for (int64_t k = 0; k < K; ++k) {
-      const T p = pt[et[k]];
-      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum
-              : o.gate == GateFn::kRaw  ? scale * p
-                                        : scale / static_cast<T>(K);
-    }
+    topk_sum += static_cast<double>(token_gates(o, pt, et, gate + t * K));
   }
   entropy_out = entropy_sum;
   topk_out = topk_sum;
@@ -252,7 +263,6 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
                          double& entropy_sum, double& topk_sum) {
   const int64_t E = o.n_experts, K = o.top_k;
   const bool softmax = o.score == ScoreFn::kSoftmax;
-  const float scale = static_cast<float>(o.gate_scale);
   float* scores = buf.scores.data();
   float* lse = buf.lse.data();
   int32_t* expert = buf.expert.data();
@@ -268,26 +278,11 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
     lse[t] = out.lse;
     ent += out.entropy;
     if (forced) {
-      for (int64_t k = 0; k < K; ++k) et[k] = forced[t * K + k];
+      std::copy(forced + t * K, forced + (t + 1) * K, et);
     } else if (!selected) {
-      if (bias) {
-        detail::select_top_k<float>(
-            E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
-      } else {
-        detail::select_top_k<float>(
-            E, K, [&](int64_t i) { return pt[i]; }, et);
-      }
+      select_token(E, K, pt, bias, et);
     }
-    float sel_sum = 0;
-    for (int64_t k = 0; k < K; ++k) sel_sum += pt[et[k]];
-    tk += static_cast<double>(sel_sum);
-    float* gt = gate + t * K;
-    for (int64_t k = 0; k < K; ++k) {
-      const float p = pt[et[k]];
-      gt[k] = o.gate == GateFn::kRenorm ? scale * p / sel_sum
-              : o.gate == GateFn::kRaw  ? scale * p
-                                        : scale / static_cast<float>(K);
-    }
+    tk += static_cast<double>(token_gates(o, pt, et, gate + t * K));
   }
   entropy_sum = ent;
   topk_sum = tk;
@@ -301,7 +296,7 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
 // gates from the selected scores gathered back. Nothing in a selection round waits on a
 // horizontal reduction, which made route_token_avx512 latency-bound.
 constexpr int64_t kLaneMaxExperts = 128;
-constexpr int kLaneMaxK = 8;
+using detail::kLaneMaxK;
 
 template <int K>
 void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, RoutingBuffers<float>& buf,
@@ -407,13 +402,7 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, Routing
         const int l = __builtin_ctz(nan);
         const float* pt = scores + (t0 + l) * E;
         int32_t et[kLaneMaxK];
-        if (bias) {
-          detail::select_top_k<float>(
-              E, K, [&](int64_t i) { return pt[i] + bias[i]; }, et);
-        } else {
-          detail::select_top_k<float>(
-              E, K, [&](int64_t i) { return pt[i]; }, et);
-        }
+        select_token(E, K, pt, bias, et);
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = et[k];
       }
     }
@@ -452,23 +441,9 @@ inline bool route_tokens_lanes_k(const TopKOptions& o, const float* z, int64_t n
                                  RoutingBuffers<float>& buf, const float* bias,
                                  const int32_t* forced, double& entropy_sum, double& topk_sum) {
   if (o.n_experts > kLaneMaxExperts) return false;
-  switch (o.top_k) {
-#define SY_LANES_CASE(KK)                                                      \
-  case KK:                                                                     \
-    route_tokens_lanes<KK>(o, z, n, buf, bias, forced, entropy_sum, topk_sum); \
-    return true;
-    SY_LANES_CASE(1)
-    SY_LANES_CASE(2)
-    SY_LANES_CASE(3)
-    SY_LANES_CASE(4)
-    SY_LANES_CASE(5)
-    SY_LANES_CASE(6)
-    SY_LANES_CASE(7)
-    SY_LANES_CASE(8)
-#undef SY_LANES_CASE
-    default:
-      return false;
-  }
+  return detail::with_lane_k(o.top_k, [&](auto kk) {
+    route_tokens_lanes<decltype(kk)::value>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+  });
 }
 
 // Runs the lane kernel when it applies, else the per-token AVX-512 loop when E fits in 8

@@ -275,12 +275,7 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t
   Balancer<float>& b = model.balancer();
   for (const std::vector<float>* v : {&b.bias_state(), &b.bip_state(), &b.ec_state()})
     add(v->data(), sizeof(float) * v->size());
-  // Two 40-bit digests: if every rank's equals the mean of all, the ranks agree.
-  int64_t d[2] = {static_cast<int64_t>(h >> 24), static_cast<int64_t>(mix64(h) >> 24)};
-  const int64_t mine[2] = {d[0], d[1]};
-  comm.allreduce_sum(d, 2);
-  int64_t bad = d[0] != mine[0] * comm.size() || d[1] != mine[1] * comm.size();
-  comm.allreduce_sum(&bad, 1);
+  const int64_t bad = ranks_disagreeing(comm, h);
   SY_CHECK(bad == 0,
            "step {}: the data-parallel replicas differ ({} of {} ranks see weights or routing "
            "state unlike the others'); this is a bug in switchyard, please report it",
