@@ -68,7 +68,7 @@ struct RoutingBuffers {
   // ∂(Σ LBL terms)/∂q[t,i] = lbl_grad[(t / lbl_group)·E + i], q the per-token-normalised scores.
   std::vector<T> lbl_grad;             // [N / lbl_group, E]
   int64_t lbl_group = 0;               // tokens per row of lbl_grad; 0 = no LBL term
-  std::vector<int64_t> thread_counts;  // [threads, E] scratch of the parallel counting sort
+  std::vector<int64_t> thread_counts;  // [2, threads, E] scratch of the parallel counting sort
 };
 
 // Statistics of one routing call (sums, so they add across micro-batches exactly).

@@ -79,6 +79,28 @@ inline __m512 fast_exp(__m512 x) {
   const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
   return _mm512_mask_blend_ps(under, result, _mm512_setzero_ps());
 }
+
+// ln x on 16 floats, for positive normal x (the routers' softmax sums, in [1, E]); NaN propagates.
+// Error below 2 ulp: x = 2^k·m with m in [0.75, 1.5), ln m = 2·atanh(s), s = (m − 1)/(m + 1),
+// |s| < 0.2, by its odd series to s^11 (truncation 0.2^13/13 ≈ 6e-11); k·ln2 in two parts.
+inline __m512 fast_log(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+  // getexp gives ⌊log2 x⌋; a mantissa below 1 was halved into [0.75, 1), so k is one more.
+  const __m512 k = _mm512_mask_add_ps(_mm512_getexp_ps(x), _mm512_cmp_ps_mask(m, one, _CMP_LT_OQ),
+                                      _mm512_getexp_ps(x), one);
+  const __m512 s = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+  const __m512 s2 = _mm512_mul_ps(s, s);
+  __m512 p = _mm512_set1_ps(2.f / 11.f);
+  p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(2.f / 9.f));
+  p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(2.f / 7.f));
+  p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(2.f / 5.f));
+  p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(2.f / 3.f));
+  p = _mm512_mul_ps(_mm512_mul_ps(p, s2), s);  // ln m − 2s
+  const __m512 lo = _mm512_fmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), p);
+  return _mm512_fmadd_ps(k, _mm512_set1_ps(0.693145751953125f),
+                         _mm512_fmadd_ps(s, _mm512_set1_ps(2.f), lo));
+}
 #endif
 
 }  // namespace sy::detail

@@ -57,7 +57,7 @@ void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) 
   load.assign(e, 0);
   demand.assign(e, 0);
   lbl_grad.assign(n_max * e, T(0));
-  thread_counts.assign(static_cast<size_t>(std::max(1, omp_get_max_threads())) * e, 0);
+  thread_counts.assign(2 * static_cast<size_t>(std::max(1, omp_get_max_threads())) * e, 0);
   lbl_group = 0;
 }
 
@@ -103,20 +103,19 @@ inline T token_gates(const TopKOptions& o, const T* pt, const int32_t* et, T* gt
   return sel_sum;
 }
 
-// Steps 1–2, one token at a time: the reference path (double, CPUs without AVX-512, E > 128).
+// Steps 1–2 for tokens [lo, hi), one token at a time: the reference path (double, CPUs without
+// AVX-512, E > 128). Adds the tokens' entropies and selected-score sums to ent, tk.
 template <typename T>
-void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuffers<T>& buf,
-                         const T* bias, const int32_t* forced, double& entropy_out,
-                         double& topk_out) {
+void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t lo, int64_t hi,
+                         RoutingBuffers<T>& buf, const T* bias, const int32_t* forced, double& ent,
+                         double& tk) {
   const int64_t E = o.n_experts, K = o.top_k;
   T* scores = buf.scores.data();
   T* lse = buf.lse.data();
   int32_t* expert = buf.expert.data();
   T* gate = buf.gate.data();
   const bool softmax = o.score == ScoreFn::kSoftmax;
-  double entropy_sum = 0, topk_sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : entropy_sum, topk_sum)
-  for (int64_t t = 0; t < n; ++t) {
+  for (int64_t t = lo; t < hi; ++t) {
     const T* zt = z + t * E;
     T* pt = scores + t * E;
     T m = zt[0];
@@ -149,17 +148,15 @@ void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t n, RoutingBuf
         if (q > 0) h -= q * std::log(q);
       }
     }
-    entropy_sum += h;
+    ent += h;
     int32_t* et = expert + t * K;
     if (forced) {
       std::copy(forced + t * K, forced + (t + 1) * K, et);
     } else {
       select_token(E, K, pt, bias, et);
     }
-    topk_sum += static_cast<double>(token_gates(o, pt, et, gate + t * K));
+    tk += static_cast<double>(token_gates(o, pt, et, gate + t * K));
   }
-  entropy_out = entropy_sum;
-  topk_out = topk_sum;
 }
 
 #if defined(__AVX512F__)
@@ -256,20 +253,18 @@ inline bool route_token_avx512(const float* zt, int64_t E, int64_t K, bool softm
   return true;
 }
 
-// The float token loop of topk_route_forward with route_token_avx512, for E ≤ 16·V.
+// Steps 1–2 for float tokens [lo, hi) with route_token_avx512, for E ≤ 16·V.
 template <int V>
-void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
+void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
                          RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
-                         double& entropy_sum, double& topk_sum) {
+                         double& ent, double& tk) {
   const int64_t E = o.n_experts, K = o.top_k;
   const bool softmax = o.score == ScoreFn::kSoftmax;
   float* scores = buf.scores.data();
   float* lse = buf.lse.data();
   int32_t* expert = buf.expert.data();
   float* gate = buf.gate.data();
-  double ent = 0, tk = 0;
-#pragma omp parallel for schedule(static) reduction(+ : ent, tk)
-  for (int64_t t = 0; t < n; ++t) {
+  for (int64_t t = lo; t < hi; ++t) {
     float* pt = scores + t * E;
     int32_t* et = expert + t * K;
     TokenOut out;
@@ -284,24 +279,27 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t n,
     }
     tk += static_cast<double>(token_gates(o, pt, et, gate + t * K));
   }
-  entropy_sum = ent;
-  topk_sum = tk;
 }
 
-// Steps 1–2 for 16 float tokens at a time, one token per lane (E ≤ kLaneMaxExperts, K ≤ 8): the
-// block's logits transposed on the stack (one vector per expert), the softmax or sigmoid in the
-// scalar loop's order (max, fast_exp, the sum over experts in index order, one division,
-// products: the same floats as route_tokens_scalar's), the selection by the lane network of
-// routing/select_lanes.h (ties to the lower index; NaN lanes re-selected by select_top_k), the
-// gates from the selected scores gathered back. Nothing in a selection round waits on a
-// horizontal reduction, which made route_token_avx512 latency-bound.
+// Steps 1–2 for 16 float tokens at a time, one token per lane (E ≤ kLaneMaxExperts, K ≤ 8), over
+// tokens [lo, hi), lo a multiple of 16: the block's logits transposed on the stack (one vector per
+// expert), the softmax or sigmoid in the scalar loop's order (max, fast_exp, the sum over experts
+// in index order, one division, products: the same floats as route_tokens_scalar's), the
+// selection by the lane network of routing/select_lanes.h (ties to the lower index; NaN lanes
+// re-selected by select_top_k), the gates from the selected scores. Nothing in a selection round
+// waits on a horizontal reduction, which made route_token_avx512 latency-bound.
+//
+// Per lane, lse = m + fast_log(Σ e_i) (within 2 ulp of the scalar path's std::log), and the
+// softmax entropy is H = log Σ e_i − Σ p_i·x_i with x_i = z_i − m ≤ 0: two non-negative terms, so
+// float sums lose no digits to cancellation (the scalar path's lse − Σ p_i z_i cancels and is
+// summed in double).
 constexpr int64_t kLaneMaxExperts = 128;
 using detail::kLaneMaxK;
 
 template <int K>
-void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, RoutingBuffers<float>& buf,
-                        const float* bias, const int32_t* forced, double& entropy_sum,
-                        double& topk_sum) {
+void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
+                        RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
+                        double& ent, double& tk) {
   const int64_t E = o.n_experts;
   const bool softmax = o.score == ScoreFn::kSoftmax;
   const float scale = static_cast<float>(o.gate_scale);
@@ -309,46 +307,38 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, Routing
   float* lse = buf.lse.data();
   int32_t* expert = buf.expert.data();
   float* gate = buf.gate.data();
-  const int64_t blocks = (n + 15) / 16;
-  double ent = 0, tk = 0;
-#pragma omp parallel for schedule(static) reduction(+ : ent, tk)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    alignas(64) float zT[kLaneMaxExperts * 16];  // [E, 16] logits
-    alignas(64) float pT[kLaneMaxExperts * 16];  // [E, 16] scores
-    alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
-    alignas(64) float gT[K * 16];                // [K, 16] gates
-    alignas(64) float mx_l[16], sum_l[16], sel_l[16];
-    alignas(64) double pz_l[16];
-    const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  alignas(64) float zT[kLaneMaxExperts * 16];  // [E, 16] logits
+  alignas(64) float pT[kLaneMaxExperts * 16];  // [E, 16] scores
+  alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
+  alignas(64) float sel_l[16];
+  for (int64_t t0 = lo; t0 < hi; t0 += 16) {
+    const int64_t cnt = std::min<int64_t>(16, hi - t0);
     const auto lanes = static_cast<__mmask16>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
     if (cnt < 16) std::fill(zT, zT + E * 16, 0.f);  // idle lanes: finite, never stored
     detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, zT);
     // max(x, m) keeps m on equality and on NaN, as std::max(m, x) does.
     __m512 mx = _mm512_load_ps(zT);
     for (int64_t i = 1; i < E; ++i) mx = _mm512_max_ps(_mm512_load_ps(zT + 16 * i), mx);
-    __m512 sum = _mm512_setzero_ps();
+    __m512 sum = _mm512_setzero_ps(), ex = _mm512_setzero_ps();
+    // x below −88 has e = 0: clamped so that e·x is 0 rather than 0·(−inf); NaN passes.
+    const __m512 floor = _mm512_set1_ps(-88.f);
     for (int64_t i = 0; i < E; ++i) {
-      const __m512 e = detail::fast_exp(_mm512_sub_ps(_mm512_load_ps(zT + 16 * i), mx));
+      const __m512 x = _mm512_sub_ps(_mm512_load_ps(zT + 16 * i), mx);
+      const __m512 e = detail::fast_exp(x);
       _mm512_store_ps(pT + 16 * i, e);
       sum = _mm512_add_ps(sum, e);
+      if (softmax) ex = _mm512_fmadd_ps(e, _mm512_max_ps(floor, x), ex);
     }
-    _mm512_store_ps(mx_l, mx);
-    _mm512_store_ps(sum_l, sum);
+    const __m512 log_sum = detail::fast_log(sum);
+    _mm512_mask_storeu_ps(lse + t0, lanes, _mm512_add_ps(mx, log_sum));
     if (softmax) {
-      // H = lse − Σ p_i z_i per lane, in double.
       const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);
-      __m512d pz_lo = _mm512_setzero_pd(), pz_hi = _mm512_setzero_pd();
-      for (int64_t i = 0; i < E; ++i) {
-        const __m512 p = _mm512_mul_ps(_mm512_load_ps(pT + 16 * i), inv);
-        _mm512_store_ps(pT + 16 * i, p);
-        const __m512 zi = _mm512_load_ps(zT + 16 * i);
-        pz_lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)),
-                                _mm512_cvtps_pd(_mm512_castps512_ps256(zi)), pz_lo);
-        pz_hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
-                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), pz_hi);
-      }
-      _mm512_store_pd(pz_l, pz_lo);
-      _mm512_store_pd(pz_l + 8, pz_hi);
+      for (int64_t i = 0; i < E; ++i)
+        _mm512_store_ps(pT + 16 * i, _mm512_mul_ps(_mm512_load_ps(pT + 16 * i), inv));
+      const __m512 h = _mm512_maskz_sub_ps(lanes, log_sum, _mm512_mul_ps(ex, inv));
+      ent += _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(h))) +
+             _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(h, 1)));
     } else {
       const __m512 one = _mm512_set1_ps(1.f), sign = _mm512_set1_ps(-0.f);
       for (int64_t i = 0; i < E; ++i) {
@@ -357,33 +347,33 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, Routing
       }
     }
     detail::untranspose_block(pT, 16, E, cnt, 0, scores + t0 * E);
-    for (int64_t l = 0; l < cnt; ++l) {
-      const int64_t t = t0 + l;
-      lse[t] = mx_l[l] + std::log(sum_l[l]);
-      double h = 0;
-      if (softmax) {
-        h = static_cast<double>(lse[t]) - pz_l[l];
-      } else {
-        // Entropy of the normalised sigmoid scores: a logarithm per expert, as in the scalar path.
-        const float* pt = scores + t * E;
+    if (!softmax) {
+      // Entropy of the normalised sigmoid scores: a logarithm per expert, as in the scalar path.
+      for (int64_t l = 0; l < cnt; ++l) {
+        const float* pt = scores + (t0 + l) * E;
         const float norm = row_sum(pt, E);
+        double h = 0;
         for (int64_t i = 0; i < E; ++i) {
           const double q = static_cast<double>(pt[i] / norm);
           if (q > 0) h -= q * std::log(q);
         }
+        ent += h;
       }
-      ent += h;
     }
-    // Selection (or the forced experts) into eT.
+    // Selection (or the forced experts) into eT; pk the selected scores.
+    __m512 pk[K];
+    bool gather = true;
     if (cnt < 16) std::fill(eT, eT + K * 16, 0);
     if (forced) {
       for (int64_t l = 0; l < cnt; ++l)
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = forced[(t0 + l) * K + k];
     } else {
-      // Two independent insertion chains when E ≥ 2K, over experts [0, h) and [h, E), the
-      // second merged into the first at the end (its indices are all higher).
+      // Two independent insertion chains when E ≥ 2K and their lists fit in registers (K ≤ 6),
+      // over experts [0, h) and [h, E), the second merged into the first at the end (its
+      // indices are all higher). The first K insertions of a chain fill its list; the rest
+      // take the branch-free insert_full.
       detail::LaneTopK16<K> sel, sel2;
-      const int64_t h = E >= 2 * K ? E / 2 : E;
+      const int64_t h = E >= 2 * K && K <= 6 ? E / 2 : E;
       __mmask16 nan = 0;
       auto value = [&](int64_t i) {
         __m512 w = _mm512_load_ps(pT + 16 * i);
@@ -391,85 +381,91 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t n, Routing
         nan |= _mm512_mask_cmp_ps_mask(lanes, w, w, _CMP_UNORD_Q);
         return w;
       };
-      for (int64_t i = 0; i < std::max(h, E - h); ++i) {
-        const int filled = static_cast<int>(std::min<int64_t>(i, K));
-        if (i < h) sel.insert(value(i), static_cast<int32_t>(i), filled);
-        if (h + i < E) sel2.insert(value(h + i), static_cast<int32_t>(h + i), filled);
+      const auto i32 = [](int64_t i) { return static_cast<int32_t>(i); };
+      if (h == E) {
+        for (int64_t i = 0; i < K; ++i) sel.insert(value(i), i32(i), static_cast<int>(i));
+        for (int64_t i = K; i < E; ++i) sel.insert_full(value(i), i32(i));
+      } else {
+        for (int64_t i = 0; i < K; ++i) {
+          sel.insert(value(i), i32(i), static_cast<int>(i));
+          sel2.insert(value(h + i), i32(h + i), static_cast<int>(i));
+        }
+        int64_t i = K;
+        for (; i < h && h + i < E; ++i) {
+          sel.insert_full(value(i), i32(i));
+          sel2.insert_full(value(h + i), i32(h + i));
+        }
+        for (int64_t j = i; j < h; ++j) sel.insert_full(value(j), i32(j));
+        for (int64_t j = i; h + j < E; ++j) sel2.insert_full(value(h + j), i32(h + j));
+        for (int k = 0; k < K; ++k) sel.insert(sel2.v[k], sel2.ix[k], K);
       }
-      for (int k = 0; k < std::min<int64_t>(K, E - h); ++k) sel.insert(sel2.v[k], sel2.ix[k], K);
       for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
+      // Without a bias the selection values are the scores themselves.
+      gather = bias != nullptr || nan != 0;
+      if (!gather)
+        for (int k = 0; k < K; ++k) pk[k] = _mm512_maskz_mov_ps(lanes, sel.v[k]);
       for (; nan; nan = static_cast<__mmask16>(nan & (nan - 1))) {
         const int l = __builtin_ctz(nan);
         const float* pt = scores + (t0 + l) * E;
-        int32_t et[kLaneMaxK];
+        int32_t et[kLaneMaxK] = {};
         select_token(E, K, pt, bias, et);
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = et[k];
       }
     }
-    // Gates: the selected scores gathered from pT, summed in slot order as the scalar path does.
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    __m512 pk[K];
+    // Gates: the selected scores (gathered from pT when the selection values were not the
+    // scores), summed in slot order as the scalar path does.
     __m512 ssum = _mm512_setzero_ps();
     for (int k = 0; k < K; ++k) {
-      const __m512i at =
-          _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(eT + 16 * k), 4), lane);
-      pk[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, at, pT, 4);
+      if (gather) {
+        const __m512i at =
+            _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(eT + 16 * k), 4), lane);
+        pk[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, at, pT, 4);
+      }
       ssum = _mm512_add_ps(ssum, pk[k]);
     }
     const __m512 vscale = _mm512_set1_ps(scale);
+    __m512i gk[K], ek[K];
     for (int k = 0; k < K; ++k) {
       const __m512 g = o.gate == GateFn::kRenorm ? _mm512_div_ps(_mm512_mul_ps(vscale, pk[k]), ssum)
                        : o.gate == GateFn::kRaw  ? _mm512_mul_ps(vscale, pk[k])
                                                  : _mm512_set1_ps(scale / static_cast<float>(K));
-      _mm512_store_ps(gT + 16 * k, g);
+      gk[k] = _mm512_castps_si512(g);
+      ek[k] = _mm512_load_si512(eT + 16 * k);
     }
+    detail::store_token_major<K>(ek, cnt, expert + t0 * K);
+    detail::store_token_major<K>(gk, cnt, reinterpret_cast<int32_t*>(gate + t0 * K));
     _mm512_store_ps(sel_l, ssum);
-    for (int64_t l = 0; l < cnt; ++l) {
-      tk += static_cast<double>(sel_l[l]);
-      for (int k = 0; k < K; ++k) {
-        expert[(t0 + l) * K + k] = eT[k * 16 + l];
-        gate[(t0 + l) * K + k] = gT[k * 16 + l];
-      }
-    }
+    for (int64_t l = 0; l < cnt; ++l) tk += static_cast<double>(sel_l[l]);
   }
-  entropy_sum = ent;
-  topk_sum = tk;
 }
 
-// Runs the lane kernel for K ≤ kLaneMaxK; false otherwise.
-inline bool route_tokens_lanes_k(const TopKOptions& o, const float* z, int64_t n,
-                                 RoutingBuffers<float>& buf, const float* bias,
-                                 const int32_t* forced, double& entropy_sum, double& topk_sum) {
-  if (o.n_experts > kLaneMaxExperts) return false;
-  return detail::with_lane_k(o.top_k, [&](auto kk) {
-    route_tokens_lanes<decltype(kk)::value>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
-  });
-}
-
-// Runs the lane kernel when it applies, else the per-token AVX-512 loop when E fits in 8
-// registers; false otherwise.
-inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t n,
+// Steps 1–2 for float tokens [lo, hi) (lo a multiple of 16) with the lane kernel when E ≤ 128
+// and K ≤ 8, else the per-token AVX-512 kernel; false, having done nothing, when E > 128.
+inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
                               RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
-                              double& entropy_sum, double& topk_sum) {
-  if (route_tokens_lanes_k(o, z, n, buf, bias, forced, entropy_sum, topk_sum)) return true;
+                              double& ent, double& tk) {
+  if (o.n_experts <= kLaneMaxExperts && detail::with_lane_k(o.top_k, [&](auto kk) {
+        route_tokens_lanes<decltype(kk)::value>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      }))
+    return true;
   switch ((o.n_experts + 15) / 16) {
     case 1:
-      route_tokens_avx512<1>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      route_tokens_avx512<1>(o, z, lo, hi, buf, bias, forced, ent, tk);
       return true;
     case 2:
-      route_tokens_avx512<2>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      route_tokens_avx512<2>(o, z, lo, hi, buf, bias, forced, ent, tk);
       return true;
     case 3:
-      route_tokens_avx512<3>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      route_tokens_avx512<3>(o, z, lo, hi, buf, bias, forced, ent, tk);
       return true;
     case 4:
-      route_tokens_avx512<4>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      route_tokens_avx512<4>(o, z, lo, hi, buf, bias, forced, ent, tk);
       return true;
     case 5:
     case 6:
     case 7:
     case 8:
-      route_tokens_avx512<8>(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
+      route_tokens_avx512<8>(o, z, lo, hi, buf, bias, forced, ent, tk);
       return true;
     default:
       return false;
@@ -478,10 +474,9 @@ inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t n,
 #endif
 
 template <typename T>
-inline bool route_tokens_fast(const TopKOptions& /*o*/, const T* /*z*/, int64_t /*n*/,
-                              RoutingBuffers<T>& /*buf*/, const T* /*bias*/,
-                              const int32_t* /*forced*/, double& /*entropy_sum*/,
-                              double& /*topk_sum*/) {
+inline bool route_tokens_fast(const TopKOptions& /*o*/, const T* /*z*/, int64_t /*lo*/,
+                              int64_t /*hi*/, RoutingBuffers<T>& /*buf*/, const T* /*bias*/,
+                              const int32_t* /*forced*/, double& /*ent*/, double& /*tk*/) {
   return false;
 }
 
@@ -496,80 +491,78 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
   const T* scores = buf.scores.data();
   const T* lse = buf.lse.data();
   const int32_t* expert = buf.expert.data();
-
-  double entropy_sum = 0, topk_sum = 0;
-  // 1–2: scores, selection, gates; rows are independent. Float with AVX-512 takes the
-  // vectorised kernel; double (the gradient tests) and other CPUs the scalar one.
-  if (!route_tokens_fast(o, z, n, buf, bias, forced, entropy_sum, topk_sum))
-    route_tokens_scalar(o, z, n, buf, bias, forced, entropy_sum, topk_sum);
-
-  // 3: dispatch plan. Integer work, sequential, in token order: identical for any thread count.
   int64_t* demand = buf.demand.data();
   int64_t* load = buf.load.data();
   int64_t* offsets = buf.offsets.data();
-  // A counting sort of the slots by expert, in parallel over contiguous token ranges: each thread
-  // counts its range, the prefix sums give every thread its own cursors, and each thread fills
-  // its rows. Ranges are in token order, so the plan is the same for any thread count.
   int32_t* slot_of_row = buf.slot_of_row.data();
-  const int64_t slots = n * K;
-  const int nt = static_cast<int>(std::min<int64_t>(
-      std::min<int64_t>(omp_get_max_threads(), static_cast<int64_t>(buf.thread_counts.size()) / E),
-      std::max<int64_t>(1, slots / 2048)));
-  int64_t* tc = buf.thread_counts.data();  // [nt, E]
-  auto range = [&](int t) {
-    const int64_t per = (n + nt - 1) / nt;
-    return std::pair<int64_t, int64_t>{std::min(n, t * per) * K, std::min(n, (t + 1) * per) * K};
-  };
-  // Each thread counts into, and scatters with, a copy of its row of tc on its own stack: the
-  // rows of neighbouring threads share a cache line, and ping-ponging it between the cores on
-  // every slot costs more than the rest of the plan.
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    int64_t local[kMaxLocalExperts];
-    int64_t* c = E <= kMaxLocalExperts ? local : tc + t * E;
-    std::fill(c, c + E, int64_t(0));
-    const auto [lo, hi] = range(t);
-    for (int64_t s = lo; s < hi; ++s) ++c[expert[s]];
-    if (c == local) std::copy(c, c + E, tc + t * E);
-  }
-  offsets[0] = 0;
-  for (int64_t i = 0; i < E; ++i) {
-    int64_t d = 0;
-    for (int t = 0; t < nt; ++t) {
-      const int64_t c = tc[t * E + i];
-      tc[t * E + i] = offsets[i] + d;  // becomes thread t's cursor for expert i
-      d += c;
-    }
-    demand[i] = d;
-    offsets[i + 1] = offsets[i] + d;
-  }
-  const int64_t cap = expert_capacity(o, n);
-  bool over = false;
-  for (int64_t i = 0; i < E; ++i) over |= demand[i] > cap;
   uint8_t* kept = buf.kept.data();
   int64_t* row_of_slot = buf.row_of_slot.data();
-  // Without drops the rows are final as they are scattered, and each thread writes
-  // row_of_slot and kept for its own contiguous slots (a pass over rows would make the two
-  // threads write the same cache lines of them).
-#pragma omp parallel num_threads(nt)
+  int64_t* tc = buf.thread_counts.data();  // [2, threads, E]: counts, cursors past 1024 experts
+  const int64_t cap = expert_capacity(o, n);
+
+  // One parallel region for steps 1–3. Each thread takes a contiguous range of 16-token blocks
+  // (in thread order): 1–2, scores, selection and gates, and counts its slots per expert. After
+  // one barrier every thread knows, from all threads' counts, where its rows of each expert
+  // start (3, a counting sort of the slots by expert): ranges are in token order, so the plan is
+  // the same for any thread count. Below 16 blocks per thread a second thread costs more than
+  // it saves.
+  const int64_t blocks = (n + 15) / 16;
+  const int64_t max_threads = static_cast<int64_t>(buf.thread_counts.size()) / (2 * E);
+  const int threads = static_cast<int>(std::min<int64_t>(
+      std::min<int64_t>(omp_get_max_threads(), max_threads), std::max<int64_t>(1, blocks / 16)));
+  double entropy_sum = 0, topk_sum = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : entropy_sum, topk_sum)
   {
-    const int t = omp_get_thread_num();
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t lo = std::min(n, 16 * (blocks * t / nt));
+    const int64_t hi = std::min(n, 16 * (blocks * (t + 1) / nt));
+    // Float with AVX-512 takes the vectorised kernels; double (the gradient tests) and other
+    // CPUs the scalar one.
+    if (!route_tokens_fast(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum))
+      route_tokens_scalar(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum);
+    // Counts into tc's row t; cursors in a copy on this thread's stack (the second half of tc
+    // past 1024 experts): the rows of neighbouring threads share a cache line, and ping-ponging
+    // it between the cores on every slot costs more than the rest of the plan.
     int64_t local[kMaxLocalExperts];
-    int64_t* cur = tc + t * E;
-    if (E <= kMaxLocalExperts) cur = std::copy(cur, cur + E, local) - E;
-    const auto [lo, hi] = range(t);
+    int64_t* c = E <= kMaxLocalExperts ? local : tc + (max_threads + t) * E;
+    std::fill(c, c + E, int64_t(0));
+    for (int64_t s = lo * K; s < hi * K; ++s) ++c[expert[s]];
+    std::copy(c, c + E, tc + t * E);
+#pragma omp barrier
+    // From here tc is only read. Expert i's rows start at Σ_{i' < i} demand[i'], and thread t's
+    // rows of expert i after those of threads 0..t−1.
+    bool over = false;
+    int64_t base = 0;
+    for (int64_t i = 0; i < E; ++i) {
+      int64_t d = 0;
+      for (int u = 0; u < nt; ++u) {
+        if (u == t) c[i] = base + d;  // c: counts → this thread's cursors
+        d += tc[u * E + i];
+      }
+      if (t == 0) {
+        demand[i] = d;
+        offsets[i] = base;
+      }
+      over |= d > cap;
+      base += d;
+    }
+    if (t == 0) offsets[E] = base;
     if (over) {
-      for (int64_t s = lo; s < hi; ++s) slot_of_row[cur[expert[s]]++] = static_cast<int32_t>(s);
+      for (int64_t s = lo * K; s < hi * K; ++s)
+        slot_of_row[c[expert[s]]++] = static_cast<int32_t>(s);
     } else {
-      for (int64_t s = lo; s < hi; ++s) {
-        const int64_t r = cur[expert[s]]++;
+      // Without drops the rows are final as they are scattered, and each thread writes
+      // row_of_slot and kept for its own contiguous slots.
+      for (int64_t s = lo * K; s < hi * K; ++s) {
+        const int64_t r = c[expert[s]]++;
         slot_of_row[r] = static_cast<int32_t>(s);
         row_of_slot[s] = r;
         kept[s] = 1;
       }
     }
   }
+  bool over = false;
+  for (int64_t i = 0; i < E; ++i) over |= demand[i] > cap;
   if (!over) {
     for (int64_t i = 0; i < E; ++i) load[i] = demand[i];
     buf.rows = n * K;
