@@ -3,7 +3,7 @@
 z[N,E] (fp32, seeded standard normal) to the selected experts and their gates, written the way a
 careful PyTorch user would (vectorised, no Python loops over tokens or experts).
 
-    /usr/bin/python3 bench/torch_routing_bench.py [--threads 2] [--min-time 0.3]
+    /usr/bin/python3 bench/torch_routing_bench.py [--threads 2] [--min-time 0.3] [--algos topk,ec]
 
 Run it through scripts/routing_bench.sh, which gives it bench/run_torch_peer.sh's best
 environment (no OPENBLAS_CORETYPE, OpenMP OpenBLAS, tcmalloc) and runs the C++ side beside it.
@@ -80,6 +80,9 @@ def sinkhorn_route(z, K, iterations=8):
     return idx, torch.softmax(z, dim=1).gather(1, idx)
 
 
+ALGOS = ("topk", "lossfree", "ec", "bip1", "bip2", "bip4", "sinkhorn")
+
+
 def median_us(fn, min_time, warmup=5, min_reps=15):
     for _ in range(warmup):
         fn()
@@ -96,7 +99,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per case (at least)")
+    ap.add_argument("--algos", default=",".join(ALGOS),
+                    help="comma-separated subset of: " + ", ".join(ALGOS) + " (default: all)")
     args = ap.parse_args()
+    algos = [a for a in args.algos.split(",") if a]
+    unknown = [a for a in algos if a not in ALGOS]
+    if unknown:
+        ap.error("unknown --algos %s; allowed: %s" % (", ".join(unknown), ", ".join(ALGOS)))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -110,6 +119,8 @@ def main():
                              ("lossfree", lambda: lossfree_route(z, K, bias)),
                              ("ec", lambda: ec_route(z, K))]
                     for T in (1, 2, 4):
+                        if "bip%d" % T not in algos:
+                            continue
                         # Warm q: the prices after a few steps, as in training.
                         q = torch.zeros(E)
                         for _ in range(8):
@@ -117,6 +128,8 @@ def main():
                         cases.append(("bip%d" % T, lambda q=q, T=T: bip_route(z, K, q, T)))
                     cases.append(("sinkhorn", lambda: sinkhorn_route(z, K)))
                     for algo, fn in cases:
+                        if algo not in algos:
+                            continue
                         us, reps = median_us(fn, args.min_time)
                         print(json.dumps({"algo": algo, "n": n, "E": E, "K": K, "us": round(us, 2),
                                           "reps": reps, "threads": torch.get_num_threads(),
