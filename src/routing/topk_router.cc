@@ -103,12 +103,20 @@ inline T token_gates(const TopKOptions& o, const T* pt, const int32_t* et, T* gt
   return sel_sum;
 }
 
+// Step 3's first half for slots [s0, s1) (in slot order): counts per expert in c, and each slot's
+// rank among the slots of its expert counted so far in rank (row_of_slot, made a row later).
+// Called by the token loops right after a token or block is selected, so that this integer work
+// overlaps the vector work of the next one.
+inline void rank_slots(const int32_t* expert, int64_t s0, int64_t s1, int64_t* c, int64_t* rank) {
+  for (int64_t s = s0; s < s1; ++s) rank[s] = c[expert[s]]++;
+}
+
 // Steps 1–2 for tokens [lo, hi), one token at a time: the reference path (double, CPUs without
 // AVX-512, E > 128). Adds the tokens' entropies and selected-score sums to ent, tk.
 template <typename T>
 void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t lo, int64_t hi,
                          RoutingBuffers<T>& buf, const T* bias, const int32_t* forced, double& ent,
-                         double& tk) {
+                         double& tk, int64_t* counts) {
   const int64_t E = o.n_experts, K = o.top_k;
   T* scores = buf.scores.data();
   T* lse = buf.lse.data();
@@ -156,6 +164,7 @@ void route_tokens_scalar(const TopKOptions& o, const T* z, int64_t lo, int64_t h
       select_token(E, K, pt, bias, et);
     }
     tk += static_cast<double>(token_gates(o, pt, et, gate + t * K));
+    rank_slots(expert, t * K, (t + 1) * K, counts, buf.row_of_slot.data());
   }
 }
 
@@ -257,7 +266,7 @@ inline bool route_token_avx512(const float* zt, int64_t E, int64_t K, bool softm
 template <int V>
 void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
                          RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
-                         double& ent, double& tk) {
+                         double& ent, double& tk, int64_t* counts) {
   const int64_t E = o.n_experts, K = o.top_k;
   const bool softmax = o.score == ScoreFn::kSoftmax;
   float* scores = buf.scores.data();
@@ -278,6 +287,7 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t lo, int64
       select_token(E, K, pt, bias, et);
     }
     tk += static_cast<double>(token_gates(o, pt, et, gate + t * K));
+    rank_slots(expert, t * K, (t + 1) * K, counts, buf.row_of_slot.data());
   }
 }
 
@@ -299,7 +309,7 @@ using detail::kLaneMaxK;
 template <int K>
 void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
                         RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
-                        double& ent, double& tk) {
+                        double& ent, double& tk, int64_t* counts) {
   const int64_t E = o.n_experts;
   const bool softmax = o.score == ScoreFn::kSoftmax;
   const float scale = static_cast<float>(o.gate_scale);
@@ -368,12 +378,12 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
       for (int64_t l = 0; l < cnt; ++l)
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = forced[(t0 + l) * K + k];
     } else {
-      // Two independent insertion chains when E ≥ 2K and their lists fit in registers (K ≤ 6),
+      // Two independent insertion chains when E ≥ 4K and their lists fit in registers (K ≤ 6),
       // over experts [0, h) and [h, E), the second merged into the first at the end (its
       // indices are all higher). The first K insertions of a chain fill its list; the rest
       // take the branch-free insert_full.
       detail::LaneTopK16<K> sel, sel2;
-      const int64_t h = E >= 2 * K && K <= 6 ? E / 2 : E;
+      const int64_t h = E >= 4 * K && K <= 6 ? E / 2 : E;
       __mmask16 nan = 0;
       auto value = [&](int64_t i) {
         __m512 w = _mm512_load_ps(pT + 16 * i);
@@ -434,6 +444,7 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
     }
     detail::store_token_major<K>(ek, cnt, expert + t0 * K);
     detail::store_token_major<K>(gk, cnt, reinterpret_cast<int32_t*>(gate + t0 * K));
+    rank_slots(expert, t0 * K, (t0 + cnt) * K, counts, buf.row_of_slot.data());
     _mm512_store_ps(sel_l, ssum);
     for (int64_t l = 0; l < cnt; ++l) tk += static_cast<double>(sel_l[l]);
   }
@@ -443,29 +454,29 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
 // and K ≤ 8, else the per-token AVX-512 kernel; false, having done nothing, when E > 128.
 inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t lo, int64_t hi,
                               RoutingBuffers<float>& buf, const float* bias, const int32_t* forced,
-                              double& ent, double& tk) {
+                              double& ent, double& tk, int64_t* counts) {
   if (o.n_experts <= kLaneMaxExperts && detail::with_lane_k(o.top_k, [&](auto kk) {
-        route_tokens_lanes<decltype(kk)::value>(o, z, lo, hi, buf, bias, forced, ent, tk);
+        route_tokens_lanes<decltype(kk)::value>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       }))
     return true;
   switch ((o.n_experts + 15) / 16) {
     case 1:
-      route_tokens_avx512<1>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      route_tokens_avx512<1>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       return true;
     case 2:
-      route_tokens_avx512<2>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      route_tokens_avx512<2>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       return true;
     case 3:
-      route_tokens_avx512<3>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      route_tokens_avx512<3>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       return true;
     case 4:
-      route_tokens_avx512<4>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      route_tokens_avx512<4>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       return true;
     case 5:
     case 6:
     case 7:
     case 8:
-      route_tokens_avx512<8>(o, z, lo, hi, buf, bias, forced, ent, tk);
+      route_tokens_avx512<8>(o, z, lo, hi, buf, bias, forced, ent, tk, counts);
       return true;
     default:
       return false;
@@ -476,7 +487,8 @@ inline bool route_tokens_fast(const TopKOptions& o, const float* z, int64_t lo, 
 template <typename T>
 inline bool route_tokens_fast(const TopKOptions& /*o*/, const T* /*z*/, int64_t /*lo*/,
                               int64_t /*hi*/, RoutingBuffers<T>& /*buf*/, const T* /*bias*/,
-                              const int32_t* /*forced*/, double& /*ent*/, double& /*tk*/) {
+                              const int32_t* /*forced*/, double& /*ent*/, double& /*tk*/,
+                              int64_t* /*counts*/) {
   return false;
 }
 
@@ -516,17 +528,18 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t lo = std::min(n, 16 * (blocks * t / nt));
     const int64_t hi = std::min(n, 16 * (blocks * (t + 1) / nt));
-    // Float with AVX-512 takes the vectorised kernels; double (the gradient tests) and other
-    // CPUs the scalar one.
-    if (!route_tokens_fast(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum))
-      route_tokens_scalar(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum);
-    // Counts into tc's row t; cursors in a copy on this thread's stack (the second half of tc
-    // past 1024 experts): the rows of neighbouring threads share a cache line, and ping-ponging
-    // it between the cores on every slot costs more than the rest of the plan.
+    // Counts (into tc's row t for the others to read) and cursors in a copy on this thread's
+    // stack (the second half of tc past 1024 experts): the rows of neighbouring threads share a
+    // cache line, and ping-ponging it between the cores on every slot costs more than the rest
+    // of the plan.
     int64_t local[kMaxLocalExperts];
     int64_t* c = E <= kMaxLocalExperts ? local : tc + (max_threads + t) * E;
     std::fill(c, c + E, int64_t(0));
-    for (int64_t s = lo * K; s < hi * K; ++s) ++c[expert[s]];
+    // Steps 1–2, and each slot's rank within its expert (rank_slots). Float with AVX-512 takes
+    // the vectorised kernels; double (the gradient tests) and other CPUs the scalar one.
+    if (!route_tokens_fast(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum, c))
+      route_tokens_scalar(o, z, lo, hi, buf, bias, forced, entropy_sum, topk_sum, c);
+    const int64_t s0 = lo * K, s1 = hi * K;  // this thread's slots, in locals: no reload per slot
     std::copy(c, c + E, tc + t * E);
 #pragma omp barrier
     // From here tc is only read. Expert i's rows start at Σ_{i' < i} demand[i'], and thread t's
@@ -536,7 +549,7 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     for (int64_t i = 0; i < E; ++i) {
       int64_t d = 0;
       for (int u = 0; u < nt; ++u) {
-        if (u == t) c[i] = base + d;  // c: counts → this thread's cursors
+        if (u == t) c[i] = base + d;  // c: counts → this thread's first row of expert i
         d += tc[u * E + i];
       }
       if (t == 0) {
@@ -548,17 +561,17 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     }
     if (t == 0) offsets[E] = base;
     if (over) {
-      for (int64_t s = lo * K; s < hi * K; ++s)
-        slot_of_row[c[expert[s]]++] = static_cast<int32_t>(s);
+      for (int64_t s = s0; s < s1; ++s)
+        slot_of_row[c[expert[s]] + row_of_slot[s]] = static_cast<int32_t>(s);
     } else {
       // Without drops the rows are final as they are scattered, and each thread writes
       // row_of_slot and kept for its own contiguous slots.
-      for (int64_t s = lo * K; s < hi * K; ++s) {
-        const int64_t r = c[expert[s]]++;
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t r = c[expert[s]] + row_of_slot[s];
         slot_of_row[r] = static_cast<int32_t>(s);
         row_of_slot[s] = r;
-        kept[s] = 1;
       }
+      std::memset(kept + s0, 1, static_cast<size_t>(s1 - s0));
     }
   }
   bool over = false;
