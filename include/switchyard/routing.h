@@ -56,7 +56,7 @@ struct RoutingBuffers {
   std::vector<int32_t> expert;       // [N,K] selected expert per slot, descending score
   std::vector<T> gate;               // [N,K] gate per slot (before drops)
   std::vector<uint8_t> kept;         // [N,K] 1 if the slot survived capacity
-  std::vector<int64_t> row_of_slot;  // [N·K] row in expert-sorted order, −1 if dropped
+  std::vector<int32_t> row_of_slot;  // [N·K] row in expert-sorted order, −1 if dropped
   std::vector<int32_t> slot_of_row;  // [rows] slot (t·K + k) of each expert-sorted row
   std::vector<int64_t> offsets;      // [E+1] rows of expert i are [offsets[i], offsets[i+1])
   std::vector<int64_t> load;         // [E] kept assignments per expert (= rows per expert)

@@ -42,6 +42,10 @@ int64_t expert_capacity(const TopKOptions& o, int64_t n_tokens) {
 
 template <typename T>
 void RoutingBuffers<T>::resize(int64_t n_max, int64_t n_experts, int64_t top_k) {
+  SY_CHECK(n_max * top_k <= std::numeric_limits<int32_t>::max(),
+           "routing: tokens × top_k = {} × {} exceeds the int32 slot and row indices; route fewer "
+           "tokens per call (a smaller micro-batch)",
+           n_max, top_k);
   e = n_experts;
   k = top_k;
   n = 0;
@@ -107,8 +111,8 @@ inline T token_gates(const TopKOptions& o, const T* pt, const int32_t* et, T* gt
 // rank among the slots of its expert counted so far in rank (row_of_slot, made a row later).
 // Called by the token loops right after a token or block is selected, so that this integer work
 // overlaps the vector work of the next one.
-inline void rank_slots(const int32_t* expert, int64_t s0, int64_t s1, int64_t* c, int64_t* rank) {
-  for (int64_t s = s0; s < s1; ++s) rank[s] = c[expert[s]]++;
+inline void rank_slots(const int32_t* expert, int64_t s0, int64_t s1, int64_t* c, int32_t* rank) {
+  for (int64_t s = s0; s < s1; ++s) rank[s] = static_cast<int32_t>(c[expert[s]]++);
 }
 
 // Steps 1–2 for tokens [lo, hi), one token at a time: the reference path (double, CPUs without
@@ -184,9 +188,12 @@ struct TokenOut {
 template <int V>
 inline bool route_token_avx512(const float* zt, int64_t E, int64_t K, bool softmax,
                                const float* bias, float* pt, int32_t* et, TokenOut& out) {
-  const __mmask16 tail = static_cast<__mmask16>(E % 16 == 0 ? 0xFFFF : (1u << (E % 16)) - 1);
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  auto lanes = [&](int j) { return j == V - 1 ? tail : static_cast<__mmask16>(0xFFFF); };
+  // Register j holds experts 16j..16j+15, those < E (V = 8 serves every E in (64, 128]).
+  auto lanes = [&](int j) {
+    const int64_t held = std::clamp<int64_t>(E - 16 * j, 0, 16);
+    return static_cast<__mmask16>((1u << held) - 1);
+  };
   __m512 z[V], p[V];
   for (int j = 0; j < V; ++j) z[j] = _mm512_mask_loadu_ps(neg_inf, lanes(j), zt + 16 * j);
   __m512 mv = z[0];
@@ -322,6 +329,11 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
   alignas(64) float pT[kLaneMaxExperts * 16];  // [E, 16] scores
   alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
   alignas(64) float sel_l[16];
+  int32_t* row_of_slot = buf.row_of_slot.data();
+  const __m512i one_i = _mm512_set1_epi32(1);
+  const __m512i one_q = _mm512_set1_epi64(1);
+  __m512i count[4];  // E ≤ 64: the counts of this range so far, 16 experts per register
+  for (__m512i& c : count) c = _mm512_setzero_si512();
   for (int64_t t0 = lo; t0 < hi; t0 += 16) {
     const int64_t cnt = std::min<int64_t>(16, hi - t0);
     const auto lanes = static_cast<__mmask16>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
@@ -444,9 +456,47 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
     }
     detail::store_token_major<K>(ek, cnt, expert + t0 * K);
     detail::store_token_major<K>(gk, cnt, reinterpret_cast<int32_t*>(gate + t0 * K));
-    rank_slots(expert, t0 * K, (t0 + cnt) * K, counts, buf.row_of_slot.data());
+    if (E <= 64) {
+      // Ranks with the counts in registers (count[j] lane i: expert 16·j + i): a token's K
+      // experts are distinct, so its K ranks are one lookup and its K increments one masked add
+      // per register. (rank_slots increments counters in memory slot by slot, and the CPU,
+      // having seen such loads depend on the stores before them, then holds every load until
+      // the stores before it are done.)
+      alignas(64) uint64_t sets[16];  // token l's experts as bits
+      for (int half = 0; half < 2; ++half) {
+        __m512i set = _mm512_setzero_si512();
+        for (int k = 0; k < K; ++k) {
+          const __m256i e8 =
+              half == 0 ? _mm512_castsi512_si256(ek[k]) : _mm512_extracti64x4_epi64(ek[k], 1);
+          set = _mm512_or_si512(set, _mm512_sllv_epi64(one_q, _mm512_cvtepi32_epi64(e8)));
+        }
+        _mm512_store_si512(sets + 8 * half, set);
+      }
+      const auto slots = static_cast<__mmask16>((1u << K) - 1);
+      for (int64_t l = 0; l < cnt; ++l) {
+        const int64_t s = (t0 + l) * K;
+        const __m512i ev = _mm512_maskz_loadu_epi32(slots, expert + s);
+        __m512i rank = _mm512_permutex2var_epi32(count[0], ev, count[1]);
+        if (E > 32)
+          rank = _mm512_mask_blend_epi32(_mm512_cmpge_epi32_mask(ev, _mm512_set1_epi32(32)), rank,
+                                         _mm512_permutex2var_epi32(count[2], ev, count[3]));
+        _mm512_mask_storeu_epi32(row_of_slot + s, slots, rank);
+        for (int j = 0; j < 4; ++j) {
+          if (16 * j >= E) break;
+          count[j] = _mm512_mask_add_epi32(count[j], static_cast<__mmask16>(sets[l] >> (16 * j)),
+                                           count[j], one_i);
+        }
+      }
+    } else {
+      rank_slots(expert, t0 * K, (t0 + cnt) * K, counts, row_of_slot);
+    }
     _mm512_store_ps(sel_l, ssum);
     for (int64_t l = 0; l < cnt; ++l) tk += static_cast<double>(sel_l[l]);
+  }
+  if (E <= 64) {
+    alignas(64) int32_t c64[64];
+    for (int j = 0; j < 4; ++j) _mm512_store_si512(c64 + 16 * j, count[j]);
+    for (int64_t i = 0; i < E; ++i) counts[i] += c64[i];
   }
 }
 
@@ -508,7 +558,7 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
   int64_t* offsets = buf.offsets.data();
   int32_t* slot_of_row = buf.slot_of_row.data();
   uint8_t* kept = buf.kept.data();
-  int64_t* row_of_slot = buf.row_of_slot.data();
+  int32_t* row_of_slot = buf.row_of_slot.data();
   int64_t* tc = buf.thread_counts.data();  // [2, threads, E]: counts, cursors past 1024 experts
   const int64_t cap = expert_capacity(o, n);
 
@@ -569,7 +619,7 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t r = c[expert[s]] + row_of_slot[s];
         slot_of_row[r] = static_cast<int32_t>(s);
-        row_of_slot[s] = r;
+        row_of_slot[s] = static_cast<int32_t>(r);
       }
       std::memset(kept + s0, 1, static_cast<size_t>(s1 - s0));
     }
@@ -607,10 +657,10 @@ RoutingStats topk_route_forward(const TopKOptions& o, const T* z, int64_t n, Rou
     offsets[E] = write;
     buf.rows = write;
     buf.dropped = n * K - write;
-    std::fill(row_of_slot, row_of_slot + n * K, int64_t(-1));
+    std::fill(row_of_slot, row_of_slot + n * K, -1);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < write; ++r) {
-      row_of_slot[slot_of_row[r]] = r;
+      row_of_slot[slot_of_row[r]] = static_cast<int32_t>(r);
       kept[slot_of_row[r]] = 1;
     }
   }

@@ -164,7 +164,7 @@ TEST(TopKRouterTest, FloatPathSelectsLikeTheDoublePathWithTies) {
 TEST(TopKRouterTest, LaneKernelSelectsLikeTheDoublePath) {
   const int64_t n = 37;
   for (ScoreFn sc : {ScoreFn::kSoftmax, ScoreFn::kSigmoid}) {
-    for (int64_t E : {8, 16, 33, 128}) {
+    for (int64_t E : {8, 16, 32, 33, 64, 65, 128}) {
       for (int64_t K = 1; K <= std::min<int64_t>(10, E); ++K) {  // 9, 10: per-token kernel
         for (int mode = 0; mode < 3; ++mode) {                   // 0 plain, 1 bias, 2 forced
           auto o = opts(E, K, sc, K == 1 ? GateFn::kRaw : GateFn::kRenorm);
