@@ -390,12 +390,11 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
       for (int64_t l = 0; l < cnt; ++l)
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = forced[(t0 + l) * K + k];
     } else {
-      // Two independent insertion chains when E ≥ 4K and their lists fit in registers (K ≤ 6),
-      // over experts [0, h) and [h, E), the second merged into the first at the end (its
-      // indices are all higher). The first K insertions of a chain fill its list; the rest
-      // take the branch-free insert_full.
-      detail::LaneTopK16<K> sel, sel2;
-      const int64_t h = E >= 4 * K && K <= 6 ? E / 2 : E;
+      // One insertion chain over the experts in index order: the first K insertions fill the
+      // list, the rest take the branch-free insert_full. (Two chains over the two halves, merged
+      // at the end, were no faster at E = 16 or 64: the loop is throughput-bound, and the merge
+      // and second fill are extra insertions.)
+      detail::LaneTopK16<K> sel;
       __mmask16 nan = 0;
       auto value = [&](int64_t i) {
         __m512 w = _mm512_load_ps(pT + 16 * i);
@@ -403,24 +402,9 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
         nan |= _mm512_mask_cmp_ps_mask(lanes, w, w, _CMP_UNORD_Q);
         return w;
       };
-      const auto i32 = [](int64_t i) { return static_cast<int32_t>(i); };
-      if (h == E) {
-        for (int64_t i = 0; i < K; ++i) sel.insert(value(i), i32(i), static_cast<int>(i));
-        for (int64_t i = K; i < E; ++i) sel.insert_full(value(i), i32(i));
-      } else {
-        for (int64_t i = 0; i < K; ++i) {
-          sel.insert(value(i), i32(i), static_cast<int>(i));
-          sel2.insert(value(h + i), i32(h + i), static_cast<int>(i));
-        }
-        int64_t i = K;
-        for (; i < h && h + i < E; ++i) {
-          sel.insert_full(value(i), i32(i));
-          sel2.insert_full(value(h + i), i32(h + i));
-        }
-        for (int64_t j = i; j < h; ++j) sel.insert_full(value(j), i32(j));
-        for (int64_t j = i; h + j < E; ++j) sel2.insert_full(value(h + j), i32(h + j));
-        for (int k = 0; k < K; ++k) sel.insert(sel2.v[k], sel2.ix[k], K);
-      }
+      for (int64_t i = 0; i < std::min<int64_t>(K, E); ++i)
+        sel.insert(value(i), static_cast<int32_t>(i), static_cast<int>(i));
+      for (int64_t i = K; i < E; ++i) sel.insert_full(value(i), static_cast<int32_t>(i));
       for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
       // Without a bias the selection values are the scores themselves.
       gather = bias != nullptr || nan != 0;
