@@ -159,11 +159,23 @@ struct LaneTopK8 {
   }
 
   inline void insert(__m512d w, int32_t i, int filled) {
-    const __m256i wi = _mm256_set1_epi32(i);
     __mmask8 gt[K];
 #pragma GCC unroll 16
     for (int j = 0; j < K; ++j)
       gt[j] = j >= filled ? static_cast<__mmask8>(0xFF) : _mm512_cmp_pd_mask(w, v[j], _CMP_GT_OQ);
+    shift_in(w, _mm256_set1_epi32(i), gt);
+  }
+
+  // insert(w, i, K) with the list known to be full (no per-slot test of `filled`).
+  inline void insert_full(__m512d w, int32_t i) {
+    __mmask8 gt[K];
+#pragma GCC unroll 16
+    for (int j = 0; j < K; ++j) gt[j] = _mm512_cmp_pd_mask(w, v[j], _CMP_GT_OQ);
+    shift_in(w, _mm256_set1_epi32(i), gt);
+  }
+
+ private:
+  inline void shift_in(__m512d w, __m256i wi, const __mmask8* gt) {
 #pragma GCC unroll 16
     for (int j = K - 1; j > 0; --j) {
       v[j] = _mm512_mask_blend_pd(gt[j], v[j], _mm512_mask_blend_pd(gt[j - 1], w, v[j - 1]));

@@ -221,9 +221,13 @@ double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t
       const __m512d w_hi = _mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), bi);
       nan_lo |= _mm512_cmp_pd_mask(w_lo, w_lo, _CMP_UNORD_Q);
       nan_hi |= _mm512_cmp_pd_mask(w_hi, w_hi, _CMP_UNORD_Q);
-      const int filled = static_cast<int>(std::min<int64_t>(i, K));
-      sel_lo.insert(w_lo, static_cast<int32_t>(i), filled);
-      sel_hi.insert(w_hi, static_cast<int32_t>(i), filled);
+      if (i < K) {
+        sel_lo.insert(w_lo, static_cast<int32_t>(i), static_cast<int>(i));
+        sel_hi.insert(w_hi, static_cast<int32_t>(i), static_cast<int>(i));
+      } else {
+        sel_lo.insert_full(w_lo, static_cast<int32_t>(i));
+        sel_hi.insert_full(w_hi, static_cast<int32_t>(i));
+      }
     }
     for (int k = 0; k < K; ++k) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(eT + 16 * k), sel_lo.ix[k]);
