@@ -310,38 +310,51 @@ double scaling_iterations_blocked(const float* pb, int64_t n, int64_t E, int ite
       alignas(64) double alpha_l[16];
       std::fill(acc, acc + E * 16, 0.0);
       const int64_t t1 = std::min(n, (blk + 1) * kSinkhornBlock);
-      for (int64_t t0 = blk * kSinkhornBlock; t0 < t1; t0 += 16) {
-        const float* pt = pb + t0 * E;  // this block of 16 tokens: [E, 16]
-        const int64_t cnt = std::min<int64_t>(16, n - t0);
-        const auto lanes = static_cast<uint32_t>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
-        const auto lo = static_cast<__mmask8>(lanes), hi = static_cast<__mmask8>(lanes >> 8);
-        __m512d dlo = zero, dhi = zero;
-        for (int64_t i = 0; i < E; ++i) {
-          const __m512 p = _mm512_loadu_ps(pt + 16 * i);
-          const __m512d bi = _mm512_set1_pd(beta[i]);
-          dlo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), bi, dlo);
-          dhi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)), bi, dhi);
+      // Two groups of 16 tokens per pass over acc (a lone group at the end): each acc vector is
+      // loaded and stored once per 32 tokens, and still gets the groups' products in token order.
+      for (int64_t t0 = blk * kSinkhornBlock; t0 < t1; t0 += 32) {
+        const int groups = t1 - t0 > 16 ? 2 : 1;
+        __m512d al[2][2];  // [group][half] α, 0 in idle lanes
+        for (int g = 0; g < groups; ++g) {
+          const int64_t tg = t0 + 16 * g;
+          const float* pt = pb + tg * E;  // this group of 16 tokens: [E, 16]
+          const int64_t cnt = std::min<int64_t>(16, n - tg);
+          const auto lanes = static_cast<uint32_t>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+          const auto lo = static_cast<__mmask8>(lanes), hi = static_cast<__mmask8>(lanes >> 8);
+          __m512d dlo = zero, dhi = zero;
+          for (int64_t i = 0; i < E; ++i) {
+            const __m512 p = _mm512_loadu_ps(pt + 16 * i);
+            const __m512d bi = _mm512_set1_pd(beta[i]);
+            dlo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), bi, dlo);
+            dhi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)), bi, dhi);
+          }
+          // Idle lanes get α = 0, so that they add nothing to the column sums.
+          const __m512d alo = _mm512_maskz_div_pd(lo, one, dlo);
+          const __m512d ahi = _mm512_maskz_div_pd(hi, one, dhi);
+          const __mmask8 ok_lo = _mm512_mask_cmp_pd_mask(
+              _mm512_mask_cmp_pd_mask(lo, alo, zero, _CMP_GT_OQ), alo, dmax, _CMP_LE_OQ);
+          const __mmask8 ok_hi = _mm512_mask_cmp_pd_mask(
+              _mm512_mask_cmp_pd_mask(hi, ahi, zero, _CMP_GT_OQ), ahi, dmax, _CMP_LE_OQ);
+          finite = finite && ok_lo == lo && ok_hi == hi;
+          al[g][0] = alo;
+          al[g][1] = ahi;
+          if (last) {
+            _mm512_store_pd(alpha_l, alo);
+            _mm512_store_pd(alpha_l + 8, ahi);
+            for (int64_t l = 0; l < cnt; ++l) a[tg + l] = std::log(alpha_l[l]) - a[tg + l];
+          }
         }
-        // Idle lanes get α = 0, so that they add nothing to the column sums.
-        const __m512d alo = _mm512_maskz_div_pd(lo, one, dlo);
-        const __m512d ahi = _mm512_maskz_div_pd(hi, one, dhi);
-        const __mmask8 ok_lo = _mm512_mask_cmp_pd_mask(
-            _mm512_mask_cmp_pd_mask(lo, alo, zero, _CMP_GT_OQ), alo, dmax, _CMP_LE_OQ);
-        const __mmask8 ok_hi = _mm512_mask_cmp_pd_mask(
-            _mm512_mask_cmp_pd_mask(hi, ahi, zero, _CMP_GT_OQ), ahi, dmax, _CMP_LE_OQ);
-        finite = finite && ok_lo == lo && ok_hi == hi;
+        const float* pt = pb + t0 * E;
         for (int64_t i = 0; i < E; ++i) {
-          const __m512 p = _mm512_loadu_ps(pt + 16 * i);
           double* ai = acc + 16 * i;
-          _mm512_store_pd(ai, _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), alo,
-                                              _mm512_load_pd(ai)));
-          _mm512_store_pd(ai + 8, _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
-                                                  ahi, _mm512_load_pd(ai + 8)));
-        }
-        if (last) {
-          _mm512_store_pd(alpha_l, alo);
-          _mm512_store_pd(alpha_l + 8, ahi);
-          for (int64_t l = 0; l < cnt; ++l) a[t0 + l] = std::log(alpha_l[l]) - a[t0 + l];
+          __m512d lo = _mm512_load_pd(ai), hi = _mm512_load_pd(ai + 8);
+          for (int g = 0; g < groups; ++g) {
+            const __m512 p = _mm512_loadu_ps(pt + 16 * (g * E + i));
+            lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), al[g][0], lo);
+            hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)), al[g][1], hi);
+          }
+          _mm512_store_pd(ai, lo);
+          _mm512_store_pd(ai + 8, hi);
         }
       }
       double* col = part + blk * E;
