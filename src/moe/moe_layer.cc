@@ -96,12 +96,23 @@ RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeW
     r.dropped = 0;
     r.lbl_group = 0;
     for (int64_t i = 0; i < E; ++i) r.load[i] = r.demand[i] = ec.offsets[i + 1] - ec.offsets[i];
+    // Entropy H_t = Σ_i p_i·(lse_t − z_i), with lse_t = z_m − log p_m at the largest score p_m
+    // (≥ 1/E, so its logarithm is well conditioned): one logarithm per token, not one per score,
+    // and every term ≥ 0 (no cancellation).
+    double entropy = 0;
+#pragma omp parallel for schedule(static) reduction(+ : entropy)
     for (int64_t t = 0; t < n; ++t) {
       const T* pt = ec.scores.data() + t * E;
+      const T* zt = a.logits.data() + t * E;
+      int64_t m = 0;
+      for (int64_t i = 1; i < E; ++i) m = pt[i] > pt[m] ? i : m;
+      const double lse = static_cast<double>(zt[m]) - std::log(static_cast<double>(pt[m]));
+      double ht = 0;
       for (int64_t i = 0; i < E; ++i)
-        if (pt[i] > 0)
-          st.entropy_sum -= static_cast<double>(pt[i]) * std::log(static_cast<double>(pt[i]));
+        ht += static_cast<double>(pt[i]) * std::max(0.0, lse - static_cast<double>(zt[i]));
+      entropy += ht;
     }
+    st.entropy_sum = entropy;
     for (int64_t r2 = 0; r2 < a.rows; ++r2)
       st.topk_score_sum += static_cast<double>(a.gate_of_row[r2]);
   } else {

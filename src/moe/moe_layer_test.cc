@@ -150,6 +150,18 @@ TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
     if (!causal) {
       for (int i = 0; i < 4; ++i) EXPECT_EQ(fx.acts.route.load[i], 12);  // ceil(24·2/4)
     }
+    // The router entropy statistic against −Σ p·log p computed directly.
+    {
+      y.assign(fx.n * fx.dims.d, 0);
+      const RoutingStats st =
+          moe_forward(fx.opt, fx.dims, fx.weights(), fx.h.data(), fx.n, fx.acts, y.data(), ri);
+      double want = 0;
+      for (int64_t s = 0; s < fx.n * 4; ++s) {
+        const double p = fx.acts.ec.scores[s];
+        if (p > 0) want -= p * std::log(p);
+      }
+      EXPECT_NEAR(st.entropy_sum, want, 1e-12 * fx.n) << "causal " << causal;
+    }
     std::vector<double> dh(fx.h.size(), 0), dr(fx.router.size(), 0), dgu(fx.gate_up.size(), 0),
         dd(fx.down.size(), 0), dsgu(fx.sgu.size(), 0), dsd(fx.sdown.size(), 0);
     MoeGrads<double> g{dr.data(), dgu.data(), dd.data(), dsgu.data(), dsd.data()};
