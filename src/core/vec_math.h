@@ -53,17 +53,14 @@ inline float fast_exp(float x) {
 inline double fast_exp(double x) { return std::exp(x); }
 
 #if defined(__AVX512F__)
-// fast_exp on 16 floats at once, for loops written with intrinsics (the routers' per-token
-// kernels). The same reduction and polynomial as the scalar version; where the compiler fuses a
-// multiply-add differently the two may differ in the last ulp. NaN propagates; the clamps are
-// min/max with the constant first, so that a NaN x passes through them.
-inline __m512 fast_exp(__m512 x) {
-  const __m512 hi = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
-  const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.3f), hi);
+namespace vec_internal {
+// e^x by the reduction and polynomial of the scalar fast_exp, without its clamps: exact to 2e-7
+// for x in [−87.3, 88.3]; outside, garbage (up to NaN) that the callers discard or clamp away.
+inline __m512 exp_in_range(__m512 x) {
   const __m512 round = _mm512_set1_ps(12582912.0f);
   const __m512 n =
-      _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), round), round);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
+      _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), round), round);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
   __m512 p = _mm512_set1_ps(1.f / 5040.f);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
@@ -75,7 +72,26 @@ inline __m512 fast_exp(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   // p·2^n in one instruction; the same bits as the scalar version's multiplication by a
   // constructed 2^n (both are an exact or correctly rounded product: checked over 2·10^9 inputs).
-  const __m512 result = _mm512_scalef_ps(p, n);
+  return _mm512_scalef_ps(p, n);
+}
+}  // namespace vec_internal
+
+// fast_exp on 16 floats at once, for loops written with intrinsics (the routers' per-token
+// kernels). The same reduction and polynomial as the scalar version; where the compiler fuses a
+// multiply-add differently the two may differ in the last ulp. NaN propagates; the clamps are
+// min/max with the constant first, so that a NaN x passes through them.
+inline __m512 fast_exp(__m512 x) {
+  const __m512 hi = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
+  const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.3f), hi);
+  const __m512 result = vec_internal::exp_in_range(xc);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+  return _mm512_mask_blend_ps(under, result, _mm512_setzero_ps());
+}
+
+// fast_exp for x ≤ 0 (or NaN), as in a max-subtracted softmax: the same values without the two
+// clamps (the upper one cannot act; below −87.3 the result is forced to 0 anyway).
+inline __m512 fast_exp_nonpositive(__m512 x) {
+  const __m512 result = vec_internal::exp_in_range(x);
   const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
   return _mm512_mask_blend_ps(under, result, _mm512_setzero_ps());
 }

@@ -330,6 +330,9 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
   alignas(64) int32_t eT[K * 16];              // [K, 16] selected experts
   alignas(64) float sel_l[16];
   int32_t* row_of_slot = buf.row_of_slot.data();
+  bool bias_nan = false;
+  if (bias != nullptr && forced == nullptr)
+    for (int64_t i = 0; i < E; ++i) bias_nan |= std::isnan(bias[i]);
   const __m512i one_i = _mm512_set1_epi32(1);
   const __m512i one_q = _mm512_set1_epi64(1);
   __m512i count[4];  // E ≤ 64: the counts of this range so far, 16 experts per register
@@ -346,8 +349,8 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
     // x below −88 has e = 0: clamped so that e·x is 0 rather than 0·(−inf); NaN passes.
     const __m512 floor = _mm512_set1_ps(-88.f);
     for (int64_t i = 0; i < E; ++i) {
-      const __m512 x = _mm512_sub_ps(_mm512_load_ps(zT + 16 * i), mx);
-      const __m512 e = detail::fast_exp(x);
+      const __m512 x = _mm512_sub_ps(_mm512_load_ps(zT + 16 * i), mx);  // ≤ 0, or NaN
+      const __m512 e = detail::fast_exp_nonpositive(x);
       _mm512_store_ps(pT + 16 * i, e);
       sum = _mm512_add_ps(sum, e);
       if (softmax) ex = _mm512_fmadd_ps(e, _mm512_max_ps(floor, x), ex);
@@ -395,11 +398,14 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
       // at the end, were no faster at E = 16 or 64: the loop is throughput-bound, and the merge
       // and second fill are extra insertions.)
       detail::LaneTopK16<K> sel;
-      __mmask16 nan = 0;
+      // A lane's selection values hold a NaN only if its logits do (then its sum of exponentials
+      // is NaN: the max passes a NaN through to z − m) or the bias does. A lane flagged without
+      // need (a +∞ logit under sigmoid scores) is merely selected by the scalar fallback.
+      auto nan = static_cast<__mmask16>(
+          bias_nan ? lanes : _mm512_mask_cmp_ps_mask(lanes, sum, sum, _CMP_UNORD_Q));
       auto value = [&](int64_t i) {
         __m512 w = _mm512_load_ps(pT + 16 * i);
         if (bias) w = _mm512_add_ps(w, _mm512_set1_ps(bias[i]));
-        nan |= _mm512_mask_cmp_ps_mask(lanes, w, w, _CMP_UNORD_Q);
         return w;
       };
       for (int64_t i = 0; i < std::min<int64_t>(K, E); ++i)

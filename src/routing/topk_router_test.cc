@@ -166,13 +166,14 @@ TEST(TopKRouterTest, LaneKernelSelectsLikeTheDoublePath) {
   for (ScoreFn sc : {ScoreFn::kSoftmax, ScoreFn::kSigmoid}) {
     for (int64_t E : {8, 16, 32, 33, 64, 65, 128}) {
       for (int64_t K = 1; K <= std::min<int64_t>(10, E); ++K) {  // 9, 10: per-token kernel
-        for (int mode = 0; mode < 3; ++mode) {                   // 0 plain, 1 bias, 2 forced
+        for (int mode = 0; mode < 4; ++mode) {  // 0 plain, 1 bias, 2 forced, 3 a NaN in the bias
           auto o = opts(E, K, sc, K == 1 ? GateFn::kRaw : GateFn::kRenorm);
           std::vector<double> zd(n * E), bd(E, 0.0);
           fill_normal(zd, 30 + K);
           for (auto& v : zd) v = std::round(v * 2) / 2;
-          if (mode == 1)
+          if (mode == 1 || mode == 3)
             for (int64_t i = 0; i < E; ++i) bd[i] = (i % 3) * 0.25 - (i % 5 == 0 ? 0.5 : 0.0);
+          if (mode == 3) bd[E / 3] = std::nan("");
           zd[20 * E + E / 2] = std::nan("");  // token 20: NaN scores
           std::vector<int32_t> forced(n * K);
           for (int64_t s = 0; s < n * K; ++s) forced[s] = static_cast<int32_t>((s * 7 + s / K) % E);
@@ -181,8 +182,8 @@ TEST(TopKRouterTest, LaneKernelSelectsLikeTheDoublePath) {
           RoutingBuffers<double> bufD;
           bufF.resize(n, E, K);
           bufD.resize(n, E, K);
-          const float* bfp = mode == 1 ? bf.data() : nullptr;
-          const double* bdp = mode == 1 ? bd.data() : nullptr;
+          const float* bfp = mode == 1 || mode == 3 ? bf.data() : nullptr;
+          const double* bdp = mode == 1 || mode == 3 ? bd.data() : nullptr;
           const int32_t* fp = mode == 2 ? forced.data() : nullptr;
           const auto sf = topk_route_forward(o, zf.data(), n, bufF, bfp, fp);
           const auto sd = topk_route_forward(o, zd.data(), n, bufD, bdp, fp);
