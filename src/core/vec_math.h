@@ -117,6 +117,24 @@ inline __m512 fast_log(__m512 x) {
   return _mm512_fmadd_ps(k, _mm512_set1_ps(0.693145751953125f),
                          _mm512_fmadd_ps(s, _mm512_set1_ps(2.f), lo));
 }
+
+// ln x on 8 doubles, for positive normal x; NaN propagates. Error below 2 ulp: the reduction of
+// the float version, with the series of 2·atanh(s) to s^21 (|s| < 0.2: truncation 0.2^23/23 ≈
+// 4e-18) and ln2 in two parts.
+inline __m512d fast_log(__m512d x) {
+  const __m512d one = _mm512_set1_pd(1.0);
+  const __m512d m = _mm512_getmant_pd(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+  const __m512d k = _mm512_mask_add_pd(_mm512_getexp_pd(x), _mm512_cmp_pd_mask(m, one, _CMP_LT_OQ),
+                                       _mm512_getexp_pd(x), one);
+  const __m512d s = _mm512_div_pd(_mm512_sub_pd(m, one), _mm512_add_pd(m, one));
+  const __m512d s2 = _mm512_mul_pd(s, s);
+  __m512d p = _mm512_set1_pd(2.0 / 21.0);
+  for (int j = 19; j >= 3; j -= 2) p = _mm512_fmadd_pd(p, s2, _mm512_set1_pd(2.0 / j));
+  p = _mm512_mul_pd(_mm512_mul_pd(p, s2), s);  // ln m − 2s
+  const __m512d lo = _mm512_fmadd_pd(k, _mm512_set1_pd(1.9082149292705877e-10), p);
+  return _mm512_fmadd_pd(k, _mm512_set1_pd(0.6931471803691238),
+                         _mm512_fmadd_pd(s, _mm512_set1_pd(2.0), lo));
+}
 #endif
 
 }  // namespace sy::detail

@@ -90,6 +90,30 @@ TEST(FastLogTest, WithinTwoUlpOfTheCorrectlyRoundedLog) {
   EXPECT_TRUE(
       std::isnan(lane0(detail::fast_log(_mm512_set1_ps(std::numeric_limits<float>::quiet_NaN())))));
 }
+
+TEST(FastLogTest, DoubleWithinTwoUlpOfStdLog) {
+  int64_t worst = 0;
+  std::vector<double> xs;
+  xs.reserve(200016);
+  for (int i = 0; i < 100000; ++i) xs.push_back(1e-9 * std::pow(1.0005, i));  // 1e-9 .. 5e12
+  for (int i = 0; i < 100000; ++i) xs.push_back(0.7 + 1e-5 * i);              // around 1
+  while (xs.size() % 8 != 0) xs.push_back(3.0);
+  for (size_t i = 0; i < xs.size(); i += 8) {
+    alignas(64) double out[8];
+    _mm512_store_pd(out, detail::fast_log(_mm512_loadu_pd(xs.data() + i)));
+    for (int l = 0; l < 8; ++l) {
+      const double ref = std::log(xs[i + l]);
+      if (ref == 0.0) {
+        ASSERT_EQ(out[l], 0.0);
+        continue;
+      }
+      ASSERT_EQ(std::signbit(out[l]), std::signbit(ref)) << xs[i + l];
+      worst =
+          std::max(worst, std::abs(std::bit_cast<int64_t>(out[l]) - std::bit_cast<int64_t>(ref)));
+    }
+  }
+  EXPECT_LE(worst, 2);
+}
 #endif
 
 }  // namespace
