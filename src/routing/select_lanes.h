@@ -1,6 +1,6 @@
-// Internal to src/routing: top-K selection for several tokens at once, one token per vector lane
-// (16 floats or 8 doubles), over values in the transposed layout (one vector per expert, experts
-// fed in ascending index order). Used by the top-K router (float) and Sinkhorn (double).
+// Internal to src/routing: top-K selection for 16 tokens at once, one token per float lane, over
+// values in the transposed layout (one vector per expert, experts fed in ascending index order).
+// Used by the top-K router and by Sinkhorn (on its double values rounded to float, with a check).
 //
 // The K best of each lane are kept sorted, descending, in K value registers and K index registers.
 // An expert displaces only on a strictly greater value, so ties go to the lower index: per lane,
@@ -23,80 +23,52 @@
 namespace sy::detail {
 
 #if defined(__AVX512F__)
-// The vector types and operations of one lane width: 16 float lanes, or 8 double lanes (with
-// their indices in a 256-bit vector).
-struct Float16Lanes {
-  using Value = __m512;
-  using Index = __m512i;
-  using Mask = __mmask16;
-  static Value zero() { return _mm512_setzero_ps(); }
-  static Index index(int32_t i) { return _mm512_set1_epi32(i); }
-  static Mask greater(Value a, Value b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
-  static Value blend(Mask m, Value a, Value b) { return _mm512_mask_blend_ps(m, a, b); }
-  static Index blend(Mask m, Index a, Index b) { return _mm512_mask_blend_epi32(m, a, b); }
-};
-struct Double8Lanes {
-  using Value = __m512d;
-  using Index = __m256i;
-  using Mask = __mmask8;
-  static Value zero() { return _mm512_setzero_pd(); }
-  static Index index(int32_t i) { return _mm256_set1_epi32(i); }
-  static Mask greater(Value a, Value b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
-  static Value blend(Mask m, Value a, Value b) { return _mm512_mask_blend_pd(m, a, b); }
-  static Index blend(Mask m, Index a, Index b) { return _mm256_mask_blend_epi32(m, a, b); }
-};
+// 16 float lanes. REQUIRES: insert(w, i, filled) called with filled = min(i, K) for i = 0, 1, ...,
+// or insert_full(w, i) once i ≥ K.
+template <int K>
+struct LaneTopK16 {
+  __m512 v[K];
+  __m512i ix[K];
 
-// REQUIRES: insert(w, i, filled) called with filled = min(i, K) for i = 0, 1, ..., or
-// insert_full(w, i) once i ≥ K.
-template <typename L, int K>
-struct LaneTopK {
-  using Value = typename L::Value;
-  using Index = typename L::Index;
-  using Mask = typename L::Mask;
-  Value v[K];
-  Index ix[K];
-
-  LaneTopK() {
+  LaneTopK16() {
     for (int j = 0; j < K; ++j) {
-      v[j] = L::zero();
-      ix[j] = L::index(0);
+      v[j] = _mm512_setzero_ps();
+      ix[j] = _mm512_setzero_si512();
     }
   }
 
-  inline void insert(Value w, int32_t i, int filled) {
-    Mask gt[K];
+  inline void insert(__m512 w, int32_t i, int filled) {
+    __mmask16 gt[K];
 #pragma GCC unroll 16
-    for (int j = 0; j < K; ++j) gt[j] = j >= filled ? static_cast<Mask>(~0u) : L::greater(w, v[j]);
-    shift_in(w, L::index(i), gt);
+    for (int j = 0; j < K; ++j)
+      gt[j] =
+          j >= filled ? static_cast<__mmask16>(0xFFFF) : _mm512_cmp_ps_mask(w, v[j], _CMP_GT_OQ);
+    shift_in(w, _mm512_set1_epi32(i), gt);
   }
 
   // insert(w, i, K) with the list known to be full: no per-slot test of `filled`, which GCC
   // otherwise compiles into branches and mask moves.
-  inline void insert_full(Value w, int32_t i) {
-    Mask gt[K];
+  inline void insert_full(__m512 w, int32_t i) {
+    __mmask16 gt[K];
 #pragma GCC unroll 16
-    for (int j = 0; j < K; ++j) gt[j] = L::greater(w, v[j]);
-    shift_in(w, L::index(i), gt);
+    for (int j = 0; j < K; ++j) gt[j] = _mm512_cmp_ps_mask(w, v[j], _CMP_GT_OQ);
+    shift_in(w, _mm512_set1_epi32(i), gt);
   }
 
  private:
   // gt[j]: the lanes where w goes above slot j. There slot j takes slot j−1's old entry, or w
   // if w lands at j.
-  inline void shift_in(Value w, Index wi, const Mask* gt) {
+  inline void shift_in(__m512 w, __m512i wi, const __mmask16* gt) {
 #pragma GCC unroll 16
     for (int j = K - 1; j > 0; --j) {
-      v[j] = L::blend(gt[j], v[j], L::blend(gt[j - 1], w, v[j - 1]));
-      ix[j] = L::blend(gt[j], ix[j], L::blend(gt[j - 1], wi, ix[j - 1]));
+      v[j] = _mm512_mask_blend_ps(gt[j], v[j], _mm512_mask_blend_ps(gt[j - 1], w, v[j - 1]));
+      ix[j] =
+          _mm512_mask_blend_epi32(gt[j], ix[j], _mm512_mask_blend_epi32(gt[j - 1], wi, ix[j - 1]));
     }
-    v[0] = L::blend(gt[0], v[0], w);
-    ix[0] = L::blend(gt[0], ix[0], wi);
+    v[0] = _mm512_mask_blend_ps(gt[0], v[0], w);
+    ix[0] = _mm512_mask_blend_epi32(gt[0], ix[0], wi);
   }
 };
-
-template <int K>
-using LaneTopK16 = LaneTopK<Float16Lanes, K>;  // 16 float lanes (the top-K router)
-template <int K>
-using LaneTopK8 = LaneTopK<Double8Lanes, K>;  // 8 double lanes (Sinkhorn)
 
 // The K per-slot vectors of 16 tokens (rows[k], lane l = token l's slot k) written token-major:
 // out[l·K + k] = rows[k][l] for the first cnt tokens, nothing past them. A register transposition

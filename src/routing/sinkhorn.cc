@@ -196,13 +196,19 @@ inline T gates_of(GateFn g, const T* pt, const int32_t* et, int64_t K, T* gt) {
 constexpr int64_t kLaneMaxExperts = 128;
 
 // The selection on z + b for float logits, 16 tokens per block: the block's logits transposed on
-// the stack, each half of 8 tokens selected in double by the lane network of
-// routing/select_lanes.h (the values double(z) + b are exactly the scalar path's; ties to the
-// lower index), NaN lanes re-selected by select_top_k. Gates as in the scalar loop.
+// the stack, and the values w = double(z) + b (exactly the scalar path's) rounded to float and
+// selected on 16 lanes by the lane network of routing/select_lanes.h, keeping the K + 1 largest.
+// Rounding to nearest is monotone, so where those K + 1 floats are strictly decreasing the K
+// largest doubles are the same experts in the same order (every other w rounds to at most the
+// (K+1)-th float, below the K-th). A lane with a tie among them (equal logits, or doubles closer
+// than a float's spacing) or a NaN is re-selected in double by select_top_k, as is the reference:
+// ties to the lower index. Gates as in the scalar loop.
 template <int K>
 double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t E, const double* b,
                     int32_t* expert, float* gate) {
   const int64_t blocks = (n + 15) / 16;
+  // The (K+1)-th value exists only when E > K; with E = K there is no boundary to check.
+  const int check = E > K ? K : K - 1;  // adjacent pairs (j, j + 1), j < check, must differ
   double topk_sum = 0;
 #pragma omp parallel for schedule(static) reduction(+ : topk_sum)
   for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -211,33 +217,28 @@ double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t
     const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
     if (cnt < 16) std::fill(zT, zT + E * 16, 0.f);  // idle lanes: finite, never used
     detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, zT);
-    // The two halves in one loop: two independent insertion chains.
-    detail::LaneTopK8<K> sel_lo, sel_hi;
-    __mmask8 nan_lo = 0, nan_hi = 0;
+    detail::LaneTopK16<K + 1> sel;
+    __mmask16 redo = 0;
     for (int64_t i = 0; i < E; ++i) {
       const __m512 zi = _mm512_load_ps(zT + 16 * i);
       const __m512d bi = _mm512_set1_pd(b[i]);
       const __m512d w_lo = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(zi)), bi);
       const __m512d w_hi = _mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), bi);
-      nan_lo |= _mm512_cmp_pd_mask(w_lo, w_lo, _CMP_UNORD_Q);
-      nan_hi |= _mm512_cmp_pd_mask(w_hi, w_hi, _CMP_UNORD_Q);
-      if (i < K) {
-        sel_lo.insert(w_lo, static_cast<int32_t>(i), static_cast<int>(i));
-        sel_hi.insert(w_hi, static_cast<int32_t>(i), static_cast<int>(i));
+      const __m512 w = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(w_lo)),
+                                          _mm512_cvtpd_ps(w_hi), 1);
+      redo |= _mm512_cmp_ps_mask(w, w, _CMP_UNORD_Q);
+      if (i <= K) {
+        sel.insert(w, static_cast<int32_t>(i), static_cast<int>(i));
       } else {
-        sel_lo.insert_full(w_lo, static_cast<int32_t>(i));
-        sel_hi.insert_full(w_hi, static_cast<int32_t>(i));
+        sel.insert_full(w, static_cast<int32_t>(i));
       }
     }
-    for (int k = 0; k < K; ++k) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(eT + 16 * k), sel_lo.ix[k]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(eT + 16 * k + 8), sel_hi.ix[k]);
-    }
-    const unsigned nan = nan_lo | (static_cast<unsigned>(nan_hi) << 8);
+    for (int j = 0; j < check; ++j) redo |= _mm512_cmp_ps_mask(sel.v[j], sel.v[j + 1], _CMP_EQ_OQ);
+    for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
     for (int64_t l = 0; l < cnt; ++l) {
       const int64_t t = t0 + l;
       int32_t* et = expert + t * K;
-      if ((nan >> l) & 1u) {
+      if ((redo >> l) & 1u) {
         const float* zt = z + t * E;
         detail::select_top_k<double>(
             E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + b[i]; }, et);

@@ -124,9 +124,10 @@ TEST(SinkhornTest, ZeroIterationsIsPlainTopKAndTiesGoToTheLowerIndex) {
   }
 }
 
-// The float path's selection (16 tokens per block, double lanes) against select_top_k on
-// z + b with the potentials b it returned: every K up to 8, partial blocks, E on and off
-// multiples of 16, tied logits, and a NaN row (all potentials NaN: every lane falls back).
+// The float path's selection (16 tokens per block, on double values rounded to float and checked
+// for ties) against select_top_k on z + b with the potentials b it returned: every K up to 8,
+// partial blocks, E on and off multiples of 16, tied logits (the tie fallback), and a NaN row
+// (all potentials NaN: every lane falls back).
 TEST(SinkhornTest, LaneSelectionMatchesTheScalarSelection) {
   const int64_t n = 45;
   for (int64_t E : {9, 16, 64, 128}) {
