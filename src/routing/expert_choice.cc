@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/kth_select.h"
+#include "routing/softmax.h"
 #include "routing/transposed.h"
 
 namespace sy {
@@ -83,16 +84,7 @@ void check_call(const char* where, int64_t n, int64_t n_experts, int64_t n_max, 
 template <typename T>
 void softmax_rows(const T* z, int64_t n, int64_t E, T* s) {
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < n; ++t) {
-    const T* zt = z + t * E;
-    T* st = s + t * E;
-    T m = zt[0];
-    for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
-    T sum = 0;
-    for (int64_t i = 0; i < E; ++i) sum += (st[i] = detail::fast_exp(zt[i] - m));
-    const T inv = T(1) / sum;
-    for (int64_t i = 0; i < E; ++i) st[i] *= inv;
-  }
+  for (int64_t t = 0; t < n; ++t) detail::softmax_row(z + t * E, E, s + t * E);
 }
 
 // Per-token expert counts and their histogram from the plan. Each thread counts its own range of

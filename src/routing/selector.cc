@@ -11,6 +11,7 @@
 #include "core/vec_math.h"
 #include "routing/hash_router.h"
 #include "routing/optimal.h"
+#include "routing/softmax.h"
 #include "routing/transposed.h"
 
 namespace sy {
@@ -63,11 +64,7 @@ void scores_of(const TopKOptions& o, const T* z, int64_t n, T* s) {
     if (o.score == ScoreFn::kSigmoid) {
       for (int64_t i = 0; i < E; ++i) st[i] = T(1) / (T(1) + detail::fast_exp(-zt[i]));
     } else {
-      T m = zt[0], sum = 0;
-      for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
-      for (int64_t i = 0; i < E; ++i) sum += (st[i] = detail::fast_exp(zt[i] - m));
-      const T inv = T(1) / sum;
-      for (int64_t i = 0; i < E; ++i) st[i] *= inv;
+      detail::softmax_row(zt, E, st);
     }
   }
 }

@@ -12,6 +12,7 @@
 #include "routing/plan.h"
 #include "routing/select.h"
 #include "routing/select_lanes.h"
+#include "routing/softmax.h"
 #include "routing/transposed.h"
 
 namespace sy {
@@ -433,15 +434,8 @@ SinkhornStats sinkhorn_route_forward(const SinkhornOptions& o, const T* z, int64
   if (!blocked) {
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; ++t) {
-      const T* zt = z + t * E;
-      T* pt = p + t * E;
-      T m = zt[0];
-      for (int64_t i = 1; i < E; ++i) m = std::max(m, zt[i]);
-      T sum = 0;
-      for (int64_t i = 0; i < E; ++i) sum += (pt[i] = detail::fast_exp(zt[i] - m));
-      const T inv = T(1) / sum;
-      for (int64_t i = 0; i < E; ++i) pt[i] *= inv;
-      a[t] = static_cast<double>(m) + std::log(static_cast<double>(sum));
+      const auto r = detail::softmax_row(z + t * E, E, p + t * E);
+      a[t] = static_cast<double>(r.max) + std::log(static_cast<double>(r.sum));
     }
   }
   st.max_col_error = blocked ? scaling_iterations_blocked(buf.scores_blocked.data(), n, E,
