@@ -198,18 +198,19 @@ constexpr int64_t kLaneMaxExperts = 128;
 
 // The selection on z + b for float logits, 16 tokens per block: the block's logits transposed on
 // the stack, and the values w = double(z) + b (exactly the scalar path's) rounded to float and
-// selected on 16 lanes by the lane network of routing/select_lanes.h, keeping the K + 1 largest.
-// Rounding to nearest is monotone, so where those K + 1 floats are strictly decreasing the K
-// largest doubles are the same experts in the same order (every other w rounds to at most the
-// (K+1)-th float, below the K-th). A lane with a tie among them (equal logits, or doubles closer
-// than a float's spacing) or a NaN is re-selected in double by select_top_k, as is the reference:
-// ties to the lower index. Gates as in the scalar loop.
+// selected on 16 lanes by the packed-key network of routing/select_lanes.h, keeping the K + 1
+// largest. Rounding to nearest is monotone, so where those K + 1 floats are strictly decreasing
+// (here: with their keys' low bits ignored, exact()) the K largest doubles are the same experts in
+// the same order (every other w rounds to at most the (K+1)-th float, below the K-th). A lane
+// with a tie or near-tie among them (equal logits, or doubles within a few of a float's spacings)
+// or a NaN is re-selected in double by select_top_k, as is the reference: ties to the lower
+// index. Gates as in the scalar loop.
 template <int K>
 double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t E, const double* b,
                     int32_t* expert, float* gate) {
   const int64_t blocks = (n + 15) / 16;
   // The (K+1)-th value exists only when E > K; with E = K there is no boundary to check.
-  const int check = E > K ? K : K - 1;  // adjacent pairs (j, j + 1), j < check, must differ
+  const int slots = static_cast<int>(std::min<int64_t>(E, K + 1));  // must strictly decrease
   double topk_sum = 0;
 #pragma omp parallel for schedule(static) reduction(+ : topk_sum)
   for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -218,24 +219,23 @@ double select_lanes(GateFn g, const float* z, const float* p, int64_t n, int64_t
     const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
     if (cnt < 16) std::fill(zT, zT + E * 16, 0.f);  // idle lanes: finite, never used
     detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, zT);
-    detail::LaneTopK16<K + 1> sel;
+    detail::LaneTopKeys16<K + 1> sel(E);
     __mmask16 redo = 0;
     for (int64_t i = 0; i < E; ++i) {
       const __m512 zi = _mm512_load_ps(zT + 16 * i);
       const __m512d bi = _mm512_set1_pd(b[i]);
       const __m512d w_lo = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(zi)), bi);
       const __m512d w_hi = _mm512_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(zi, 1)), bi);
-      const __m512 w = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(w_lo)),
-                                          _mm512_cvtpd_ps(w_hi), 1);
+      // + 0 turns −0 into +0 (the keys would order them) and changes nothing else.
+      const __m512 w =
+          _mm512_add_ps(_mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(w_lo)),
+                                           _mm512_cvtpd_ps(w_hi), 1),
+                        _mm512_setzero_ps());
       redo |= _mm512_cmp_ps_mask(w, w, _CMP_UNORD_Q);
-      if (i <= K) {
-        sel.insert(w, static_cast<int32_t>(i), static_cast<int>(i));
-      } else {
-        sel.insert_full(w, static_cast<int32_t>(i));
-      }
+      sel.insert(w, static_cast<int32_t>(i));
     }
-    for (int j = 0; j < check; ++j) redo |= _mm512_cmp_ps_mask(sel.v[j], sel.v[j + 1], _CMP_EQ_OQ);
-    for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
+    redo |= static_cast<__mmask16>(~sel.exact(slots));
+    for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.index(k));
     for (int64_t l = 0; l < cnt; ++l) {
       const int64_t t = t0 + l;
       int32_t* et = expert + t * K;

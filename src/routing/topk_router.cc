@@ -302,9 +302,10 @@ void route_tokens_avx512(const TopKOptions& o, const float* z, int64_t lo, int64
 // tokens [lo, hi), lo a multiple of 16: the block's logits transposed on the stack (one vector per
 // expert), the softmax or sigmoid in the scalar loop's order (max, fast_exp, the sum over experts
 // in index order, one division, products: the same floats as route_tokens_scalar's), the
-// selection by the lane network of routing/select_lanes.h (ties to the lower index; NaN lanes
-// re-selected by select_top_k), the gates from the selected scores. Nothing in a selection round
-// waits on a horizontal reduction, which made route_token_avx512 latency-bound.
+// selection by the packed-key lane network of routing/select_lanes.h (ties to the lower index;
+// lanes with near-ties or NaN re-selected by select_top_k), the gates from the selected scores.
+// Nothing in a selection round waits on a horizontal reduction, which made route_token_avx512
+// latency-bound.
 //
 // Per lane, lse = m + fast_log(Σ e_i) (within 2 ulp of the scalar path's std::log), and the
 // softmax entropy is H = log Σ e_i − Σ p_i·x_i with x_i = z_i − m ≤ 0: two non-negative terms, so
@@ -357,10 +358,12 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
     }
     const __m512 log_sum = detail::fast_log(sum);
     _mm512_mask_storeu_ps(lse + t0, lanes, _mm512_add_ps(mx, log_sum));
+    // Softmax: pT keeps the exponentials e_i; the scores are e_i · inv wherever they are used
+    // (selection values, gates, the stored scores), the scalar path's product.
+    const __m512 inv = softmax ? _mm512_div_ps(_mm512_set1_ps(1.f), sum) : _mm512_set1_ps(1.f);
+    alignas(64) float inv_l[16];
+    _mm512_store_ps(inv_l, inv);
     if (softmax) {
-      const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);
-      for (int64_t i = 0; i < E; ++i)
-        _mm512_store_ps(pT + 16 * i, _mm512_mul_ps(_mm512_load_ps(pT + 16 * i), inv));
       const __m512 h = _mm512_maskz_sub_ps(lanes, log_sum, _mm512_mul_ps(ex, inv));
       ent += _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(h))) +
              _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(h, 1)));
@@ -371,7 +374,7 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
         _mm512_store_ps(pT + 16 * i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
       }
     }
-    detail::untranspose_block(pT, 16, E, cnt, 0, scores + t0 * E);
+    detail::untranspose_block(pT, 16, E, cnt, 0, scores + t0 * E, softmax ? inv_l : nullptr);
     if (!softmax) {
       // Entropy of the normalised sigmoid scores: a logarithm per expert, as in the scalar path.
       for (int64_t l = 0; l < cnt; ++l) {
@@ -387,52 +390,46 @@ void route_tokens_lanes(const TopKOptions& o, const float* z, int64_t lo, int64_
     }
     // Selection (or the forced experts) into eT; pk the selected scores.
     __m512 pk[K];
-    bool gather = true;
     if (cnt < 16) std::fill(eT, eT + K * 16, 0);
     if (forced) {
       for (int64_t l = 0; l < cnt; ++l)
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = forced[(t0 + l) * K + k];
     } else {
-      // One insertion chain over the experts in index order: the first K insertions fill the
-      // list, the rest take the branch-free insert_full. (Two chains over the two halves, merged
-      // at the end, were no faster at E = 16 or 64: the loop is throughput-bound, and the merge
-      // and second fill are extra insertions.)
-      detail::LaneTopK16<K> sel;
-      // A lane's selection values hold a NaN only if its logits do (then its sum of exponentials
-      // is NaN: the max passes a NaN through to z − m) or the bias does. A lane flagged without
-      // need (a +∞ logit under sigmoid scores) is merely selected by the scalar fallback.
-      auto nan = static_cast<__mmask16>(
-          bias_nan ? lanes : _mm512_mask_cmp_ps_mask(lanes, sum, sum, _CMP_UNORD_Q));
+      // Packed keys with one slot more than K (select_lanes.h): a lane whose K + 1 keys are
+      // strictly decreasing in their high bits has its K experts exactly; the others (ties,
+      // near-ties, NaN) are re-selected by select_token. The scores are never −0 (exponentials
+      // and sigmoids are ≥ +0, and +0 + b is −0 for no b).
+      detail::LaneTopKeys16<K + 1> sel(E);
       auto value = [&](int64_t i) {
         __m512 w = _mm512_load_ps(pT + 16 * i);
+        if (softmax) w = _mm512_mul_ps(w, inv);
         if (bias) w = _mm512_add_ps(w, _mm512_set1_ps(bias[i]));
         return w;
       };
-      for (int64_t i = 0; i < std::min<int64_t>(K, E); ++i)
-        sel.insert(value(i), static_cast<int32_t>(i), static_cast<int>(i));
-      for (int64_t i = K; i < E; ++i) sel.insert_full(value(i), static_cast<int32_t>(i));
-      for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.ix[k]);
-      // Without a bias the selection values are the scores themselves.
-      gather = bias != nullptr || nan != 0;
-      if (!gather)
-        for (int k = 0; k < K; ++k) pk[k] = _mm512_maskz_mov_ps(lanes, sel.v[k]);
-      for (; nan; nan = static_cast<__mmask16>(nan & (nan - 1))) {
-        const int l = __builtin_ctz(nan);
+      for (int64_t i = 0; i < E; ++i) sel.insert(value(i), static_cast<int32_t>(i));
+      for (int k = 0; k < K; ++k) _mm512_store_si512(eT + 16 * k, sel.index(k));
+      // A lane's selection values hold a NaN only if its logits do (then its sum of exponentials
+      // is NaN: the max passes a NaN through to z − m) or the bias does. A lane flagged without
+      // need (a +∞ logit under sigmoid scores) is merely selected by the scalar fallback.
+      auto redo = static_cast<__mmask16>(
+          bias_nan ? lanes
+                   : _mm512_mask_cmp_ps_mask(lanes, sum, sum, _CMP_UNORD_Q) |
+                         (lanes & ~sel.exact(static_cast<int>(std::min<int64_t>(E, K + 1)))));
+      for (; redo; redo = static_cast<__mmask16>(redo & (redo - 1))) {
+        const int l = __builtin_ctz(redo);
         const float* pt = scores + (t0 + l) * E;
         int32_t et[kLaneMaxK] = {};
         select_token(E, K, pt, bias, et);
         for (int k = 0; k < K; ++k) eT[k * 16 + l] = et[k];
       }
     }
-    // Gates: the selected scores (gathered from pT when the selection values were not the
-    // scores), summed in slot order as the scalar path does.
+    // Gates: the selected scores gathered from pT, summed in slot order as the scalar path does.
     __m512 ssum = _mm512_setzero_ps();
     for (int k = 0; k < K; ++k) {
-      if (gather) {
-        const __m512i at =
-            _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(eT + 16 * k), 4), lane);
-        pk[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, at, pT, 4);
-      }
+      const __m512i at =
+          _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(eT + 16 * k), 4), lane);
+      pk[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, at, pT, 4);
+      if (softmax) pk[k] = _mm512_mul_ps(pk[k], inv);
       ssum = _mm512_add_ps(ssum, pk[k]);
     }
     const __m512 vscale = _mm512_set1_ps(scale);

@@ -63,10 +63,16 @@ constexpr TransposeIndex make_transpose_index() {
 inline constexpr TransposeIndex kTransposeIndex = make_transpose_index();
 
 // One 16×16 block in registers: four permute stages, one two-source permute per output register.
-inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+// With `scale`, every source row is multiplied by it lane by lane first (dst[c, r] = src[r, c] ·
+// scale[c]).
+inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst,
+                            const __m512* scale = nullptr) {
   __m512 x[16];  // fully unrolled below, so that x lives in registers
 #pragma GCC unroll 16
-  for (int j = 0; j < 16; ++j) x[j] = _mm512_loadu_ps(src + j * ld_src);
+  for (int j = 0; j < 16; ++j) {
+    x[j] = _mm512_loadu_ps(src + j * ld_src);
+    if (scale) x[j] = _mm512_mul_ps(x[j], *scale);
+  }
 #pragma GCC unroll 4
   for (int s = 0; s < 4; ++s) {
     const int h = 1 << s;
@@ -101,14 +107,17 @@ inline void transpose_rows<float>(const float* src, int64_t ld, int64_t cols, in
 
 #if defined(__AVX512F__)
 // The inverse of transpose_rows for the 16 tokens t0.. (lanes: those < N): dst[t·E + i] =
-// sT[i·ld + t].
+// sT[i·ld + t], or sT[i·ld + t] · scale[t − t0] with `scale` (16 floats, 64-byte aligned).
 inline void untranspose_block(const float* sT, int64_t ld, int64_t E, int64_t n, int64_t t0,
-                              float* dst) {
+                              float* dst, const float* scale = nullptr) {
   int64_t i = 0;
+  const __m512 s = scale ? _mm512_load_ps(scale) : _mm512_set1_ps(1.f);
   if (t0 + 16 <= n)
-    for (; i + 16 <= E; i += 16) transpose_16x16(sT + i * ld + t0, ld, dst + t0 * E + i, E);
+    for (; i + 16 <= E; i += 16)
+      transpose_16x16(sT + i * ld + t0, ld, dst + t0 * E + i, E, scale ? &s : nullptr);
   for (; i < E; ++i)
-    for (int64_t t = t0; t < std::min(n, t0 + 16); ++t) dst[t * E + i] = sT[i * ld + t];
+    for (int64_t t = t0; t < std::min(n, t0 + 16); ++t)
+      dst[t * E + i] = scale ? sT[i * ld + t] * scale[t - t0] : sT[i * ld + t];
 }
 
 // Router scores of the 16 tokens t0.. (lanes: those < N) from the logits z[N,E], written into
