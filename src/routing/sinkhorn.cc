@@ -319,19 +319,30 @@ double scaling_iterations_blocked(const float* pb, int64_t n, int64_t E, int ite
       for (int64_t t0 = blk * kSinkhornBlock; t0 < t1; t0 += 32) {
         const int groups = t1 - t0 > 16 ? 2 : 1;
         __m512d al[2][2];  // [group][half] α, 0 in idle lanes
+        // Σ_i p[t,i]·β_i for the groups' 32 tokens as four independent chains of FMAs (each in
+        // expert order): one chain per half of a group would wait on the FMA latency.
+        __m512d d[2][2] = {{zero, zero}, {zero, zero}};
+        const auto fma2 = [&](const float* pi, __m512d bi, __m512d* dg) {
+          const __m512 v = _mm512_loadu_ps(pi);
+          dg[0] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), bi, dg[0]);
+          dg[1] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), bi, dg[1]);
+        };
+        const float* p0 = pb + t0 * E;
+        if (groups == 2) {
+          for (int64_t i = 0; i < E; ++i) {
+            const __m512d bi = _mm512_set1_pd(beta[i]);
+            fma2(p0 + 16 * i, bi, d[0]);
+            fma2(p0 + 16 * (E + i), bi, d[1]);
+          }
+        } else {
+          for (int64_t i = 0; i < E; ++i) fma2(p0 + 16 * i, _mm512_set1_pd(beta[i]), d[0]);
+        }
         for (int g = 0; g < groups; ++g) {
           const int64_t tg = t0 + 16 * g;
-          const float* pt = pb + tg * E;  // this group of 16 tokens: [E, 16]
           const int64_t cnt = std::min<int64_t>(16, n - tg);
           const auto lanes = static_cast<uint32_t>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
           const auto lo = static_cast<__mmask8>(lanes), hi = static_cast<__mmask8>(lanes >> 8);
-          __m512d dlo = zero, dhi = zero;
-          for (int64_t i = 0; i < E; ++i) {
-            const __m512 p = _mm512_loadu_ps(pt + 16 * i);
-            const __m512d bi = _mm512_set1_pd(beta[i]);
-            dlo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), bi, dlo);
-            dhi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)), bi, dhi);
-          }
+          const __m512d dlo = d[g][0], dhi = d[g][1];
           // Idle lanes get α = 0, so that they add nothing to the column sums.
           const __m512d alo = _mm512_maskz_div_pd(lo, one, dlo);
           const __m512d ahi = _mm512_maskz_div_pd(hi, one, dhi);
