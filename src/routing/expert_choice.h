@@ -77,6 +77,7 @@ struct ExpertChoiceBuffers {
   std::array<int64_t, 6> histogram{};      // tokens with 0,1,2,3,4,≥5 experts (sums to N)
   std::vector<T> kth_value;                // [E] k-th largest S[:,i] (training forward only)
   std::vector<int32_t> candidates;         // [E,G] scratch: one group's tokens per expert
+  std::vector<T> work;                     // [E,G] scratch: one group's selection (float)
   std::vector<T> scores_t;                 // [E,ld ≥ N] scratch: S transposed (float)
   std::vector<T> dscores;                  // [N,E] scratch for the backward pass
 };

@@ -158,7 +158,10 @@ TEST(ExpertChoiceTest, FloatSelectionMatchesTheNaiveReferenceWithTies) {
     double c;
     int64_t chunk;
   };
-  const Shape shapes[] = {{2048, 16, 4, 0}, {1000, 64, 6, 0}, {777, 12, 2, 100}, {40, 5, 1.5, 0}};
+  // The last two select among top_candidates (k ≪ group size ≥ kSampleMin), the others from
+  // whole columns.
+  const Shape shapes[] = {{2048, 16, 4, 0}, {1000, 64, 6, 0}, {777, 12, 2, 100},
+                          {40, 5, 1.5, 0},  {2048, 64, 4, 0}, {3000, 32, 1, 1500}};
   for (const Shape& sp : shapes) {
     for (int kind = 0; kind < 2; ++kind) {
       SCOPED_TRACE(::testing::Message() << "n=" << sp.n << " E=" << sp.E << " kind=" << kind);

@@ -162,16 +162,26 @@ inline void find_bin(const uint32_t* hist, int64_t bins, int64_t n, int64_t r, i
 // `above` counts those above it. Otherwise (rarely) the caller selects from all of src.
 constexpr int64_t kSampleMin = 1024;  // below it, the radix levels alone are cheaper
 
-inline bool bracket(const float* src, int64_t n, int64_t r, float* work, int64_t& inside,
-                    int64_t& above) {
-  constexpr int64_t m = 64;
+// The bracket's keys [klo, khi] (descending order: khi the upper end) from the sample; an open
+// side is 0 or UINT32_MAX.
+constexpr int64_t kSample = 64;
+
+// The sample ranks of the bracket's ends: rs ∓ d.
+inline void bracket_ranks(int64_t n, int64_t r, int64_t& rs, int64_t& d) {
+  constexpr int64_t m = kSample;
+  rs = r * m / n;
+  const double f = static_cast<double>(rs) / m;
+  d = static_cast<int64_t>(3.0 * std::sqrt(m * f * (1 - f))) + 2;
+}
+
+inline void sample_bracket(const float* src, int64_t n, int64_t r, uint32_t& khi, uint32_t& klo) {
+  constexpr int64_t m = kSample;
   uint32_t sample[m];
   for (int64_t j = 0; j < m; ++j) sample[j] = float_key(src[(2 * j + 1) * n / (2 * m)]);
-  const int64_t rs = r * m / n;
-  const double f = static_cast<double>(rs) / m;
-  const auto d = static_cast<int64_t>(3.0 * std::sqrt(m * f * (1 - f))) + 2;
-  // Keys in descending order: [khi, klo] is the bracket; an open side when the sample ends.
-  uint32_t khi = UINT32_MAX, klo = 0;
+  int64_t rs, d;
+  bracket_ranks(n, r, rs, d);
+  khi = UINT32_MAX;
+  klo = 0;
   int64_t first = 0;
   if (rs - d >= 0) {
     std::nth_element(sample, sample + (rs - d), sample + m, std::greater<>());
@@ -182,6 +192,12 @@ inline bool bracket(const float* src, int64_t n, int64_t r, float* work, int64_t
     std::nth_element(sample + first, sample + (rs + d), sample + m, std::greater<>());
     klo = sample[rs + d];
   }
+}
+
+inline bool bracket(const float* src, int64_t n, int64_t r, float* work, int64_t& inside,
+                    int64_t& above) {
+  uint32_t khi, klo;
+  sample_bracket(src, n, r, khi, klo);
   int64_t j = 0, w = 0, gt_count = 0;
 #if defined(__AVX512F__)
   const __m512i vhi = _mm512_set1_epi32(static_cast<int32_t>(khi));
@@ -210,6 +226,53 @@ inline bool bracket(const float* src, int64_t n, int64_t r, float* work, int64_t
 }
 
 }  // namespace radix_internal
+
+// The elements of src[0..n) that can rank r (0-based from the top) or higher, with their positions
+// and in position order: vals[0..c) and pos[0..c) (room for n each) receive every element whose
+// key is at least the lower end of the sampled bracket above, so that c > r, the r-th largest of
+// vals is src's and as many elements are above it, and every element equal to it is there. For a
+// selection followed by a pass that takes the selected elements in order (Expert Choice with
+// k ≪ n): that pass then reads c elements instead of n. Returns c, or −1 (nothing useful
+// written) when top_candidates_apply(n, r) is false or, rarely, when fewer than r + 1 elements
+// reach the bound. REQUIRES: 0 ≤ r < n.
+//
+// top_candidates_apply: whether there is a sample (n ≥ kSampleMin) and the bracket is open above
+// (r among the few largest; otherwise the candidates would include every element above the
+// bracket, which bracket() merely counts) and closed below (else it would keep everything).
+inline bool top_candidates_apply(int64_t n, int64_t r) {
+  if (n < radix_internal::kSampleMin) return false;
+  int64_t rs, d;
+  radix_internal::bracket_ranks(n, r, rs, d);
+  return rs - d < 0 && rs + d < radix_internal::kSample;  // open above, closed below
+}
+
+inline int64_t top_candidates(const float* src, int64_t n, int64_t r, float* vals, int32_t* pos) {
+  if (!top_candidates_apply(n, r)) return -1;
+  uint32_t khi, klo;
+  radix_internal::sample_bracket(src, n, r, khi, klo);
+  int64_t j = 0, w = 0;
+#if defined(__AVX512F__)
+  const __m512i vlo = _mm512_set1_epi32(static_cast<int32_t>(klo));
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; j + 16 <= n; j += 16) {
+    const __m512 x = _mm512_loadu_ps(src + j);
+    const __mmask16 in = _mm512_cmpge_epu32_mask(float_key(x), vlo);
+    // Compressed in registers, 16 lanes stored: w ≤ j, so the stores stay inside [0, n).
+    _mm512_storeu_ps(vals + w, _mm512_maskz_compress_ps(in, x));
+    _mm512_storeu_si512(
+        pos + w, _mm512_maskz_compress_epi32(
+                     in, _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(j)))));
+    w += std::popcount(static_cast<uint32_t>(in));
+  }
+#endif
+  for (; j < n; ++j) {
+    if (float_key(src[j]) >= klo) {
+      vals[w] = src[j];
+      pos[w++] = static_cast<int32_t>(j);
+    }
+  }
+  return w > r ? w : -1;
+}
 
 // The r-th largest (0-based) of src[0..n), exactly: for n ≥ kSampleMin first a sampled bracket
 // (above), then MSD radix selection on float_key with digits

@@ -84,6 +84,47 @@ TEST(KthSelectTest, RadixSelectMatchesNthElementValueAndCountAbove) {
   }
 }
 
+// top_candidates keeps, in position order, every element at or above the r-th largest (so the
+// selection among them is the selection among all), or declines; it applies, and usually does
+// not decline, for the few largest of a large array.
+TEST(KthSelectTest, TopCandidatesHoldTheRthLargestAndEverythingAbove) {
+  alignas(64) uint32_t hist[kRadixBins];
+  int used = 0;
+  for (int kind = 0; kind <= 7; ++kind) {
+    for (int64_t n : {1000, 1024, 2048, 4099, 8192}) {
+      for (int64_t r : {int64_t(0), int64_t(5), n / 32, n / 16, n / 4}) {
+        SCOPED_TRACE(::testing::Message() << "kind " << kind << " n " << n << " r " << r);
+        const std::vector<float> v = make_data(kind, n, 7 * n + kind);
+        std::vector<float> vals(n, -7.f), work(n);
+        std::vector<int32_t> pos(n, -1);
+        const int64_t c = top_candidates(v.data(), n, r, vals.data(), pos.data());
+        if (c < 0) continue;
+        ++used;
+        EXPECT_TRUE(top_candidates_apply(n, r));
+        ASSERT_GT(c, r);
+        std::vector<float> ref = v;
+        std::nth_element(ref.begin(), ref.begin() + r, ref.end(), std::greater<>());
+        int64_t at_or_above = 0;
+        for (float x : v) at_or_above += float_key(x) >= float_key(ref[r]);
+        int64_t kept = 0;
+        for (int64_t j = 0; j < c; ++j) {
+          ASSERT_EQ(float_key(vals[j]), float_key(v[pos[j]])) << j;
+          if (j > 0) {
+            ASSERT_LT(pos[j - 1], pos[j]);
+          }
+          kept += float_key(vals[j]) >= float_key(ref[r]);
+        }
+        EXPECT_EQ(kept, at_or_above);
+        const KthResult got = rth_largest_radix(vals.data(), c, r, work.data(), hist);
+        EXPECT_EQ(float_key(got.value), float_key(ref[r]));
+      }
+    }
+  }
+  EXPECT_GE(used, 30);
+  EXPECT_FALSE(top_candidates_apply(1000, 5));    // no sample below kSampleMin
+  EXPECT_FALSE(top_candidates_apply(2048, 512));  // the bracket is closed above
+}
+
 TEST(KthSelectTest, FloatKeyPreservesOrderAndMergesTheZeros) {
   const float xs[] = {
       -std::numeric_limits<float>::infinity(), -3.f, -1e-30f, -0.f, 0.f, 1e-38f, 0.5f, 7.f,
