@@ -197,8 +197,7 @@ void route_unshuffled_avx512(const ExpertChoiceOptions& o, const float* z, int64
     alignas(64) uint32_t hist[detail::kRadixBins];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
-      detail::scores_block_transposed(z, n, E, false, b * 16, ld, ST);
-      detail::untranspose_block(ST, ld, E, n, b * 16, S);
+      detail::scores_block_transposed(z, n, E, false, b * 16, ld, ST, S);
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < E; ++i) {

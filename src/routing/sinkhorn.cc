@@ -262,7 +262,7 @@ inline bool softmax_fast(const float* z, int64_t n, int64_t E, float* p, float* 
   const int64_t blocks = (n + 15) / 16;
 #pragma omp parallel for schedule(static)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    alignas(64) float sT[kLaneMaxExperts * 16];  // [E, 16] logits, then scores
+    alignas(64) float sT[kLaneMaxExperts * 16];  // [E, 16] logits, then exponentials
     const int64_t t0 = 16 * blk, cnt = std::min<int64_t>(16, n - t0);
     if (cnt < 16) std::fill(sT, sT + E * 16, 0.f);  // idle lanes: finite, never stored
     detail::transpose_rows(z + t0 * E, 16, E, 0, cnt, sT);
@@ -271,15 +271,18 @@ inline bool softmax_fast(const float* z, int64_t n, int64_t E, float* p, float* 
     for (int64_t i = 1; i < E; ++i) mx = _mm512_max_ps(_mm512_load_ps(sT + 16 * i), mx);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < E; ++i) {
-      const __m512 e = detail::fast_exp(_mm512_sub_ps(_mm512_load_ps(sT + 16 * i), mx));
+      const __m512 e = detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_load_ps(sT + 16 * i), mx));
       _mm512_store_ps(sT + 16 * i, e);
       sum = _mm512_add_ps(sum, e);
     }
+    // The scores e_i · inv straight into the blocked copy, and (the same products) into rows.
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.f), sum);
+    alignas(64) float inv_l[16];
+    _mm512_store_ps(inv_l, inv);
     for (int64_t i = 0; i < E; ++i)
-      _mm512_store_ps(sT + 16 * i, _mm512_mul_ps(_mm512_load_ps(sT + 16 * i), inv));
-    detail::untranspose_block(sT, 16, E, cnt, 0, p + t0 * E);
-    std::copy(sT, sT + E * 16, p_blocked + t0 * E);
+      _mm512_storeu_ps(p_blocked + t0 * E + 16 * i,
+                       _mm512_mul_ps(_mm512_load_ps(sT + 16 * i), inv));
+    detail::untranspose_block(sT, 16, E, cnt, 0, p + t0 * E, inv_l);
     // a = lse in double, 8 lanes at a time (fast_log: within 2 ulp of std::log).
     const auto lanes = static_cast<uint32_t>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
     for (int half = 0; half < 2; ++half) {
