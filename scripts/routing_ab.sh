@@ -40,11 +40,14 @@ best = {}  # name → [best µs per binary]
 scale = {"us": 1.0, "ms": 1e3, "ns": 1e-3, "s": 1e6}
 for i in range(len(bins)):
     for r in range(1, rounds + 1):
-        for b in json.load(open("%s/%d.%d.json" % (tmp, i, r)))["benchmarks"]:
+        text = open("%s/%d.%d.json" % (tmp, i, r)).read()
+        # Google Benchmark writes nothing when the filter matches no benchmark.
+        for b in (json.loads(text)["benchmarks"] if text.strip() else []):
             row = best.setdefault(b["name"], [float("inf")] * len(bins))
             row[i] = min(row[i], b["real_time"] * scale[b["time_unit"]])
 if not best:
-    sys.exit("routing_ab.sh: no benchmark matched the filter")
+    sys.exit("routing_ab.sh: no benchmark matched the filter (names look like "
+             "'BM_TopK/2048/16/4/real_time'; list them with BINARY --benchmark_list_tests)")
 print("best of %d rounds, µs; ratio = first / last binary" % rounds)
 for i, b in enumerate(bins):
     print("  [%d] %s" % (i, b))
