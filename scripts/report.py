@@ -263,6 +263,40 @@ def plot_avg_maxvio(runs, out, figures):
     return save(fig, out, "avg_maxvio.png", figures)
 
 
+def plot_oracle(runs, out, figures):
+    """Objective gap (and, for BIP, the dual gap) against the exact optimum, mean over MoE layers,
+    from the records with `layers[].oracle` (router.oracle_every). None when no run has them."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for r in runs:
+        gap, dual = [], []
+        for t in r.train:
+            os_ = [l["oracle"] for l in t.get("layers", []) if isinstance(l.get("oracle"), dict)]
+            g = [o["objective_gap"] for o in os_ if isinstance(o.get("objective_gap"), (int, float))]
+            d = [o["dual_gap"] for o in os_ if isinstance(o.get("dual_gap"), (int, float))]
+            if g:
+                gap.append((t["step"], mean(g)))
+            if d:
+                dual.append((t["step"], mean(d)))
+        if gap:
+            line, = ax.plot([s for s, _ in gap], [v for _, v in gap], marker="o", ms=3, lw=1.2,
+                            label=f"{r.name} objective gap")
+            drawn = True
+            if dual:
+                ax.plot([s for s, _ in dual], [v for _, v in dual], marker="x", ms=4, ls="--",
+                        color=line.get_color(), label=f"{r.name} dual gap (BIP)")
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("gap vs the exact optimum (mean over MoE layers)")
+    ax.set_title("Oracle: 1 − objective/optimum (< 0: above capacity); BIP: D(q)/optimum − 1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, out, "oracle_gap.png", figures)
+
+
 def plot_heatmaps(run, out, figures, notes):
     """Expert × domain heatmap per MoE layer, from the last eval record with per-domain F."""
     last = None
@@ -488,6 +522,9 @@ def main(argv=None):
         if n:
             mv.append((r.name, [n]))
     sections.append(("Balance: MaxVio", mv))
+    og = plot_oracle(runs, args.out, figures)
+    if og:
+        sections.append(("Against the exact optimum (router.oracle_every)", [(None, [og])]))
     hm = []
     for r in runs:
         names = plot_heatmaps(r, args.out, figures, notes)

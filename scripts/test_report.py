@@ -63,7 +63,8 @@ def eval_record(step, n_layers, E, K, domains, ec):
     return r
 
 
-def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False, evals=True):
+def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False, evals=True,
+             oracle=False):
     d = os.path.join(root, name)
     os.makedirs(d)
     with open(os.path.join(d, "config.toml"), "w") as f:
@@ -72,7 +73,12 @@ def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False
                 '[[balance.terms]]\ntype = "lbl"\nscope = "micro"\ncoef = 0.01\n')
     with open(os.path.join(d, "metrics.jsonl"), "w") as f:
         for s in range(1, steps + 1):
-            f.write(json.dumps(train_record(s, n_layers, E, K)) + "\n")
+            rec = train_record(s, n_layers, E, K)
+            if oracle and s % 4 == 0:
+                for l in rec["layers"]:
+                    l["oracle"] = {"objective_gap": 0.01 / s, "capacity_violation": 2, "objective": 30.0,
+                                   "optimal_objective": 30.3, "dual_gap": 0.002 / s}
+            f.write(json.dumps(rec) + "\n")
             if evals and s % 5 == 0 or (evals and s == steps):
                 f.write(json.dumps(eval_record(s, n_layers, E, K, domains, ec)) + "\n")
     return d
@@ -121,6 +127,17 @@ def main():
         check("router expert_choice" in page and "router topk" in page, "table shows the router from config.toml")
         # final train loss of plain_run at step 12: 5.5 - 0.6 = 4.900
         check("4.900" in page, "table has the final train loss")
+
+        check(not os.path.exists(os.path.join(out, "oracle_gap.png")), "no oracle plot without oracle records")
+
+        # --- a run with oracle records (router.oracle_every): the gap plot and its section
+        orc = make_run(tmp, "bip_oracle", oracle=True)
+        out_o = os.path.join(tmp, "report_o")
+        p = run_report(orc, plain, "--out", out_o)
+        check(p.returncode == 0, f"report with oracle records exits 0 (stderr: {p.stderr.strip()})")
+        check(os.path.isfile(os.path.join(out_o, "oracle_gap.png")), "oracle_gap.png written")
+        page_o = open(os.path.join(out_o, "index.html"), encoding="utf-8").read() if p.returncode == 0 else ""
+        check('src="oracle_gap.png"' in page_o and "exact optimum" in page_o, "page has the oracle section")
 
         # --- a run without evaluations: no eval curve, a note, still succeeds
         out2 = os.path.join(tmp, "report2")

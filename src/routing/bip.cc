@@ -7,9 +7,11 @@
 #include <functional>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "core/error.h"
 #include "routing/kth_select.h"
+#include "routing/select.h"
 #include "routing/transposed.h"
 
 namespace sy {
@@ -223,6 +225,27 @@ double bip_dual_objective(const BipShape& sh, const T* s, const T* p, const T* q
 }
 
 template <typename T>
+double bip_dual_at_prices(const BipShape& sh, const T* s, const T* q) {
+  const int64_t n = sh.n, m = sh.m, K = sh.k;
+  double rows = 0, sum_q = 0;
+#pragma omp parallel reduction(+ : rows)
+  {
+    std::vector<int32_t> top(K);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      const T* st = s + t * m;
+      const auto v = [&](int64_t i) {
+        return static_cast<double>(st[i]) - static_cast<double>(q[i]);
+      };
+      detail::select_top_k<double>(m, K, v, top.data());
+      for (int64_t k = 0; k < K; ++k) rows += v(top[k]);
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) sum_q += static_cast<double>(q[i]);
+  return static_cast<double>(sh.capacity) * sum_q + rows;
+}
+
+template <typename T>
 void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* scratch,
                  int64_t scratch_size, double* dual) {
   bip_validate(sh, "bip_iterate");
@@ -352,6 +375,7 @@ void bip_step(BipMode mode, const BipShape& sh, const T* s, int iterations, T* q
   template void bip_iterate<T>(const BipShape&, const T*, int, T*, T*, T*, int64_t, double*);   \
   template void bip_iterate_transposed<T>(const BipShape&, const T*, int, T*, T*, T*, int64_t); \
   template double bip_dual_objective<T>(const BipShape&, const T*, const T*, const T*);         \
+  template double bip_dual_at_prices<T>(const BipShape&, const T*, const T*);                   \
   template void bip_route<T>(const BipShape&, const T*, const T*, int32_t*);                    \
   template void bip_step<T>(BipMode, const BipShape&, const T*, int, T*, T*, T*, int64_t,       \
                             int32_t*, double*);

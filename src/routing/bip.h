@@ -119,6 +119,15 @@ void bip_iterate_transposed(const BipShape& sh, const T* sT, int iterations, T* 
 template <typename T>
 double bip_dual_objective(const BipShape& sh, const T* s, const T* p, const T* q);
 
+// min_p D(p,q): the dual value that the expert prices q certify, in double. For fixed q a token's
+// term K·p + Σ_i max(0, v_i − p), v = s[t,:] − q, is smallest for p between the K-th and the
+// (K+1)-th largest v, where it is the sum of the K largest v; so this is c·Σ q + Σ_t (sum of the
+// K largest s[t,i] − q[i]). For q ≥ 0 it is ≥ the LP optimum (weak duality), and ≤ D(p,q) for
+// any p: what the oracle's dual gap reports for the prices that routed. Uses sh.n, sh.m, sh.k,
+// sh.capacity.
+template <typename T>
+double bip_dual_at_prices(const BipShape& sh, const T* s, const T* q);
+
 // experts[N,K] = for each token the K indices of the largest s[t,i] − q[i], in descending order
 // (ties: lower index). Uses sh.n, sh.m, sh.k only.
 template <typename T>

@@ -69,6 +69,38 @@ TEST(BipTest, DualNeverIncreasesNeverBelowOptimumAndConvergesIn16Iterations) {
   }
 }
 
+// The dual at the prices: D(p*, q) with p* each token's (K+1)-th largest s − q (a minimiser),
+// never above D(p, q) for the iteration's own p, never below the optimum; 0 prices give the
+// unconstrained top-K objective.
+TEST(BipTest, DualAtPricesMinimisesOverTheTokenPrices) {
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(::testing::Message() << "n=" << c.n << " m=" << c.m << " k=" << c.k);
+    const BipShape sh = bip_shape(c.n, c.m, c.k);
+    const std::vector<double> s = random_scores(c.n, c.m, c.seed);
+    const double opt = optimum(sh, s);
+    std::vector<double> q(c.m, 0.0), p(c.n), scratch(bip_scratch_size(sh.n, sh.m, 2));
+    std::vector<int32_t> top(c.n * c.k);
+    bip_route(sh, s.data(), q.data(), top.data());
+    EXPECT_NEAR(bip_dual_at_prices(sh, s.data(), q.data()),
+                assignment_objective(sh, s.data(), top.data()), 1e-9);
+    for (int it = 1; it <= 4; ++it) {
+      bip_iterate(sh, s.data(), 1, q.data(), p.data(), scratch.data(),
+                  static_cast<int64_t>(scratch.size()));
+      const double d = bip_dual_at_prices(sh, s.data(), q.data());
+      std::vector<double> pstar(c.n);
+      for (int64_t t = 0; t < c.n; ++t) {
+        std::vector<double> v(c.m);
+        for (int64_t i = 0; i < c.m; ++i) v[i] = s[t * c.m + i] - q[i];
+        std::sort(v.begin(), v.end(), std::greater<>());
+        pstar[t] = c.k < c.m ? v[c.k] : v[c.k - 1];
+      }
+      EXPECT_NEAR(d, bip_dual_objective(sh, s.data(), pstar.data(), q.data()), 1e-9 * c.n);
+      EXPECT_LE(d, bip_dual_objective(sh, s.data(), p.data(), q.data()) + 1e-9 * c.n);
+      EXPECT_GE(d, opt * (1 - 1e-9)) << "iteration " << it;
+    }
+  }
+}
+
 TEST(BipTest, FloatScoresBehaveLikeDouble) {
   const Case c = kCases[0];
   const BipShape sh = bip_shape(c.n, c.m, c.k);
@@ -148,6 +180,42 @@ TEST(BipTest, CausalRoutesWithThePreviousPricesAsPublishedWithTheNewOnes) {
   bip_route(sh, s.data(), q_ref.data(), want.data());
   EXPECT_EQ(q, q_ref);
   EXPECT_EQ(got, want);
+}
+
+// Selector::routed_prices: the q that routed (before the update in causal mode, after it as
+// published), what the oracle's dual gap is computed at; null for other router types.
+TEST(BipTest, SelectorRecordsThePricesThatRouted) {
+  const int64_t n = 96, m = 8, k = 2;
+  const std::vector<double> zd = normal_logits(n, m, 23);
+  const std::vector<float> z(zd.begin(), zd.end());
+  TopKOptions o;
+  o.n_experts = m;
+  o.top_k = k;
+  for (BipMode mode : {BipMode::kCausal, BipMode::kAsPublished}) {
+    SelectorOptions so;
+    so.type = RouterType::kBip;
+    so.bip_mode = mode;
+    Selector<float> sel;
+    sel.resize(so, o, n);
+    EXPECT_EQ(sel.routed_prices(), nullptr);
+    std::vector<float> q(m);
+    for (int64_t i = 0; i < m; ++i) q[i] = 0.01f * static_cast<float>(i);
+    const std::vector<float> q0 = q;
+    const auto c = sel.select(so, o, z.data(), nullptr, n, q.data(), nullptr, true);
+    ASSERT_NE(sel.routed_prices(), nullptr);
+    EXPECT_NE(q, q0);
+    const std::vector<float>& want = mode == BipMode::kCausal ? q0 : q;
+    for (int64_t i = 0; i < m; ++i) {
+      EXPECT_EQ(sel.routed_prices()[i], want[i]);
+      EXPECT_EQ(c.bias[i], -want[i]);
+    }
+  }
+  SelectorOptions so;
+  so.type = RouterType::kSinkhorn;
+  Selector<float> sel;
+  sel.resize(so, o, n);
+  sel.select(so, o, z.data(), nullptr, n, nullptr, nullptr, true);
+  EXPECT_EQ(sel.routed_prices(), nullptr);
 }
 
 TEST(BipTest, RouteIsTopKOfShiftedScoresWithTiesToTheLowerIndex) {

@@ -40,6 +40,7 @@ void Selector<T>::resize(const SelectorOptions& so, const TopKOptions& o, int64_
   if (so.type == RouterType::kBip) {
     p_.assign(n_max, T(0));
     q_prev_.assign(E, T(0));
+    routed_q_.assign(E, T(0));
     scratch_.assign(bip_scratch_size(n_max, E, omp_get_max_threads()), T(0));
   }
   if (so.type == RouterType::kSinkhorn || so.type == RouterType::kHash ||
@@ -88,6 +89,7 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
                                                  T* q, const T* loss_free_bias, bool update) {
   const int64_t E = o.n_experts, K = o.top_k;
   Choice c;
+  routed_q_valid_ = false;
   switch (so.type) {
     case RouterType::kTopK:
     case RouterType::kExpertChoice:  // routed by the MoE layer itself
@@ -130,6 +132,8 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
       if (update && so.bip_mode == BipMode::kAsPublished) iterate();
       for (int64_t i = 0; i < E; ++i)
         bias_[i] = -q[i] + (loss_free_bias ? loss_free_bias[i] : T(0));
+      std::copy(q, q + E, routed_q_.begin());
+      routed_q_valid_ = true;
       if (update && so.bip_mode == BipMode::kCausal) iterate();
       c.bias = bias_.data();
       break;

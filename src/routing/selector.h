@@ -59,11 +59,17 @@ class Selector {
   Choice select(const SelectorOptions& so, const TopKOptions& o, const T* z,
                 const int32_t* token_ids, int64_t n, T* q, const T* loss_free_bias, bool update);
 
+  // BIP: the prices q [E] that routed the last call (before its update in causal mode, after it
+  // as published), for the oracle's dual gap; null after a call of another type.
+  const T* routed_prices() const { return routed_q_valid_ ? routed_q_.data() : nullptr; }
+
  private:
   std::vector<T> scores_;       // s [N,E]; BIP, float on AVX-512: sT [E,ld] (bip.h)
   std::vector<T> p_, scratch_;  // BIP
   std::vector<T> q_prev_;       // BIP with bip_iterations = 0: q before the last iteration
   std::vector<T> bias_;         // [E] −q (+ loss-free bias)
+  std::vector<T> routed_q_;     // [E] BIP: the q that routed the last call
+  bool routed_q_valid_ = false;
   std::vector<int32_t> forced_;
   std::vector<int32_t> hash_scratch_;
   std::vector<int64_t> loads_;

@@ -470,12 +470,17 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
         std::vector<int32_t> best(r.n * r.k);
         std::vector<int64_t> loads(r.e);
         const double best_obj = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
+        // BIP: the dual value its routing prices certify (≥ the optimum by weak duality).
+        const float* q = model.layer_acts(l).selector.routed_prices();
+        const double dual = q != nullptr ? bip_dual_at_prices(sh, r.scores.data(), q)
+                                         : std::numeric_limits<double>::quiet_NaN();
         AssignmentReport rep =
-            assignment_report(sh, r.scores.data(), r.expert.data(), best_obj, loads.data());
+            assignment_report(sh, r.scores.data(), r.expert.data(), best_obj, loads.data(), dual);
         oracle[l] = json{{"objective_gap", rep.objective_gap},
                          {"capacity_violation", rep.capacity_violation},
                          {"objective", rep.objective},
                          {"optimal_objective", rep.optimal_objective}};
+        if (q != nullptr) oracle[l]["dual_gap"] = rep.dual_gap;
       }
     }
     const double gnorm = global_grad_norm(model.grads(), model.num_params());

@@ -267,6 +267,13 @@ TEST(TrainerTest, OracleReportsTheOptimalityGapOfEveryRouter) {
     } else {
       EXPECT_TRUE(std::isfinite(gap));
     }
+    // BIP also reports the dual gap of its routing prices: ≥ 0 by weak duality.
+    if (std::string(type) == "bip") {
+      EXPECT_GE(o["dual_gap"].get<double>(), -1e-9);
+      EXPECT_LT(o["dual_gap"].get<double>(), 1.0);
+    } else {
+      EXPECT_FALSE(o.contains("dual_gap"));
+    }
   }
 }
 
