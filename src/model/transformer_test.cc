@@ -129,7 +129,7 @@ namespace {
 // Causality probe: change the tokens after position t and compare the logits at positions ≤ t.
 // Returns the largest difference there. The balancer's state is restored between the two runs.
 double causality_probe(const std::string& router, const std::string& bip_mode, bool loss_free,
-                       ForwardMode mode = ForwardMode::kTrain) {
+                       ForwardMode mode = ForwardMode::kTrain, uint64_t token_seed = 21) {
   ModelConfig m = tiny_model();
   m.vocab_size = 32;
   m.seq_len = 16;
@@ -153,7 +153,7 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
     auto& b = model.balancer().bias_state();
     for (size_t i = 0; i < b.size(); ++i) b[i] = 0.05f * static_cast<float>(i % 3);
   }
-  auto a = random_tokens(2, m.seq_len, m.vocab_size, 21);
+  auto a = random_tokens(2, m.seq_len, m.vocab_size, token_seed);
   auto changed = a;
   const int64_t t = 6;
   for (int64_t b = 0; b < 2; ++b)
@@ -188,10 +188,17 @@ TEST(CausalityProbeTest, TokenChoiceLossFreeAndCausalBipDoNotLeak) {
 TEST(CausalityProbeTest, BatchBalancedRoutersLeakFutureTokens) {
   // As-published BIP prices q on the whole batch, later tokens included, before routing it;
   // Sinkhorn balances over the whole batch too. Either can move an earlier token's routing.
-  // The probe documents the leak: with these seeds the earlier logits visibly change.
-  const double bip = causality_probe("bip", "as-published", false);
-  const double sinkhorn = causality_probe("sinkhorn", "as-published", false);
-  EXPECT_GT(std::max(bip, sinkhorn), 1e-4) << "bip " << bip << ", sinkhorn " << sinkhorn;
+  // The probe documents each leak on its own: for some batch among a few, the earlier logits
+  // visibly change (a leak shows only when a change of prices flips an earlier selection).
+  for (const char* router : {"bip", "sinkhorn"}) {
+    double worst = 0;
+    for (uint64_t seed : {21, 22, 23, 24}) {
+      worst = std::max(worst,
+                       causality_probe(router, "as-published", false, ForwardMode::kTrain, seed));
+      if (worst > 1e-4) break;
+    }
+    EXPECT_GT(worst, 1e-4) << router;
+  }
   // Expert Choice's training-time routing: each expert takes the group's top-k tokens, so a
   // later token can push an earlier one out of an expert.
   EXPECT_GT(causality_probe("expert_choice", "as-published", false), 1e-4);

@@ -90,6 +90,7 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
   const int64_t E = o.n_experts, K = o.top_k;
   Choice c;
   routed_q_valid_ = false;
+  sinkhorn_col_error_ = std::numeric_limits<double>::quiet_NaN();
   switch (so.type) {
     case RouterType::kTopK:
     case RouterType::kExpertChoice:  // routed by the MoE layer itself
@@ -140,7 +141,7 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
     }
     case RouterType::kSinkhorn: {
       SinkhornOptions sk{E, K, so.sinkhorn_iterations, GateFn::kRaw};
-      sinkhorn_route_forward(sk, z, n, sinkhorn_);
+      sinkhorn_col_error_ = sinkhorn_route_forward(sk, z, n, sinkhorn_).max_col_error;
       std::copy(sinkhorn_.expert.begin(), sinkhorn_.expert.begin() + n * K, forced_.begin());
       c.forced = forced_.data();
       break;

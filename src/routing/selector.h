@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ class Selector {
   // BIP: the prices q [E] that routed the last call (before its update in causal mode, after it
   // as published), for the oracle's dual gap; null after a call of another type.
   const T* routed_prices() const { return routed_q_valid_ ? routed_q_.data() : nullptr; }
+  // Sinkhorn: max_i |Σ_t Π[t,i]·E/N − 1| of the last call's balanced matrix (how far its
+  // iterations got from balance; sinkhorn.h), or NaN after a call of another type.
+  double sinkhorn_col_error() const { return sinkhorn_col_error_; }
 
  private:
   std::vector<T> scores_;       // s [N,E]; BIP, float on AVX-512: sT [E,ld] (bip.h)
@@ -70,6 +74,7 @@ class Selector {
   std::vector<T> bias_;         // [E] −q (+ loss-free bias)
   std::vector<T> routed_q_;     // [E] BIP: the q that routed the last call
   bool routed_q_valid_ = false;
+  double sinkhorn_col_error_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<int32_t> forced_;
   std::vector<int32_t> hash_scratch_;
   std::vector<int64_t> loads_;

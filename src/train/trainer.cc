@@ -532,6 +532,14 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                         {"ep_imbalance", ep},
                         {"experts_per_token", sm.experts_per_token(l)}});
       if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
+      // The balancers' state after this step's update, and Sinkhorn's residual imbalance.
+      const int64_t E = m.n_experts;
+      if (const float* b = balancer.bias(l); b != nullptr)
+        layers.back()["bias"] = std::vector<float>(b, b + E);
+      if (const float* q = balancer.bip_dual(l); q != nullptr)
+        layers.back()["bip_prices"] = std::vector<float>(q, q + E);
+      const double col_err = model.layer_acts(l).selector.sinkhorn_col_error();
+      if (std::isfinite(col_err)) layers.back()["sinkhorn_col_error"] = col_err;
     }
     if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
     json rec = {{"type", "train"},

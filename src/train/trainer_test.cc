@@ -141,6 +141,12 @@ TEST(TrainerTest, LossFreeBiasResumesBitExactly) {
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_EQ(a[i]["layers"][1]["load"], b[i]["layers"][1]["load"]);
   EXPECT_EQ(a.back()["loss"].get<double>(), b.back()["loss"].get<double>());
+  // The bias is logged after each step's update: the sign update moves every entry by ±u (or 0).
+  ASSERT_TRUE(a[0]["layers"][0].contains("bias"));
+  ASSERT_EQ(a[0]["layers"][0]["bias"].size(), 4u);
+  EXPECT_NE(a[0]["layers"][0]["bias"], a[1]["layers"][0]["bias"]);
+  EXPECT_EQ(a.back()["layers"][1]["bias"], b.back()["layers"][1]["bias"]);
+  EXPECT_FALSE(a[0]["layers"][0].contains("bip_prices"));
 }
 
 TEST(TrainerTest, EveryRouterFamilyTrains) {
@@ -155,6 +161,19 @@ TEST(TrainerTest, EveryRouterFamilyTrains) {
     EXPECT_TRUE(std::isfinite(r.final_loss)) << type;
     auto recs = records(c.out_dir, "train");
     ASSERT_EQ(recs.size(), 3u) << type;
+    // The router's own state and residuals in the step records.
+    const auto& last = recs.back()["layers"][0];
+    EXPECT_EQ(last.contains("bip_prices"), std::string(type) == "bip") << type;
+    if (last.contains("bip_prices")) {
+      ASSERT_EQ(last["bip_prices"].size(), 4u);
+      for (auto& q : last["bip_prices"]) EXPECT_GE(q.get<double>(), 0.0);
+    }
+    EXPECT_EQ(last.contains("sinkhorn_col_error"), std::string(type) == "sinkhorn") << type;
+    if (last.contains("sinkhorn_col_error")) {
+      EXPECT_GE(last["sinkhorn_col_error"].get<double>(), 0.0);
+      EXPECT_LT(last["sinkhorn_col_error"].get<double>(), 0.5);
+    }
+    EXPECT_FALSE(last.contains("bias")) << type;
     if (std::string(type) == "optimal") {
       // Exact balanced assignment: no expert above capacity ceil(K·N/E) = 32 per micro-batch.
       for (auto& rec : recs)
