@@ -37,6 +37,10 @@ def main() -> int:
     for e in evals:
         print(f"  eval step {e['step']:>5}: loss {e['loss']:.3f}, perplexity {e['perplexity']:.2f}, "
               f"MaxVio_global per layer {', '.join(f'{v:.2f}' for v in e['maxvio_global'])}")
+        if "loss_causal" in e:  # Expert Choice, Sinkhorn: the causal routing's evaluation
+            print(f"  {'':>16}  causal routing: loss {e['loss_causal']:.3f}, perplexity "
+                  f"{e['perplexity_causal']:.2f}, MaxVio_global per layer "
+                  f"{', '.join(f'{v:.2f}' for v in e['maxvio_global_causal'])}")
     print(f"  speed          {tps:,.0f} tokens/s (median), MFU {100 * mfu:.0f}% of the measured sgemm peak")
     print(f"  balance        AvgMaxVio {avg_mv:.3f} over the run, SupMaxVio {sup_mv:.3f} (max over steps)")
     print("  last step per layer: load (token-slots per expert), MaxVio")

@@ -51,6 +51,7 @@ std::vector<Section> sections(RunConfig& c) {
         {"ec_chunk", &r.ec_chunk},
         {"ec_group_order", &r.ec_group_order},
         {"ec_threshold_decay", &r.ec_threshold_decay},
+        {"sinkhorn_eval_decay", &r.sinkhorn_eval_decay},
         {"oracle_every", &r.oracle_every}}},
       {"loss_free",
        {{"update", &lf.update},

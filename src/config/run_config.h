@@ -47,7 +47,8 @@ struct RouterConfig {
   int64_t ec_chunk = 0;  // Expert Choice: tokens per routing group; 0 = micro-batch
   std::string ec_group_order = "sequential";  // Expert Choice: "sequential" | "shuffled" groups
   double ec_threshold_decay = 0.99;           // Expert Choice: EMA decay of the causal thresholds
-  int64_t oracle_every = 0;  // every N steps, the optimality gap of the routing; 0 = off
+  double sinkhorn_eval_decay = 0.99;  // Sinkhorn: EMA decay of the causal evaluation's potentials
+  int64_t oracle_every = 0;           // every N steps, the optimality gap of the routing; 0 = off
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".

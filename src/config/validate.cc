@@ -118,6 +118,8 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.at_least("router.oracle_every", r.oracle_every, 0, "0 turns the oracle off");
   c.require(r.ec_threshold_decay >= 0 && r.ec_threshold_decay < 1, "router.ec_threshold_decay",
             "in [0, 1)", num(r.ec_threshold_decay));
+  c.require(r.sinkhorn_eval_decay >= 0 && r.sinkhorn_eval_decay < 1, "router.sinkhorn_eval_decay",
+            "in [0, 1)", num(r.sinkhorn_eval_decay));
 }
 
 void check_balance(const Checker& c, const BalanceConfig& b) {

@@ -60,6 +60,8 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.bip = cfg.router.type == "bip";
   b.expert_choice = cfg.router.type == "expert_choice";
   b.ec_decay = cfg.router.ec_threshold_decay;
+  b.sinkhorn = cfg.router.type == "sinkhorn";
+  b.sinkhorn_decay = cfg.router.sinkhorn_eval_decay;
   return b;
 }
 
@@ -284,6 +286,9 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
       ri.ec_theta = balancer_.ec_theta(mi);
       ri.ec_causal = mode == ForwardMode::kEvalCausal;
       ri.ec_decay = balancer_.ec_decay(micro);
+      ri.sinkhorn_b = balancer_.sinkhorn_potentials(mi);
+      ri.sinkhorn_causal = mode == ForwardMode::kEvalCausal;
+      ri.sinkhorn_decay = balancer_.sinkhorn_decay(micro);
       if (moe_dims_.expert_choice && sel_.ec_shuffle && mode != ForwardMode::kEvalCausal) {
         // Which tokens share a routing group: a Fisher–Yates permutation from a stream of
         // (seed, step, micro-batch, layer) in training, of (seed, layer) in evaluation.

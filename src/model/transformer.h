@@ -42,8 +42,8 @@ SelectorOptions selector_options(const RouterConfig& r);
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
 // only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact
 // and shuffle scopes (records routing; skips the LM head).
-// kEvalCausal: evaluation with Expert Choice's causal routing (thresholds θ); for the other
-// routers the same as kEval.
+// kEvalCausal: evaluation with Expert Choice's causal routing (thresholds θ) or Sinkhorn's
+// (top-K of z + b̄, the EMA potentials); for the other routers the same as kEval.
 enum class ForwardMode { kTrain, kEval, kPrepass, kEvalCausal };
 
 // Results of one forward pass over a micro-batch.
@@ -101,6 +101,11 @@ class Transformer {
   Balancer<T>& balancer() { return balancer_; }
   const Balancer<T>& balancer() const { return balancer_; }
   bool expert_choice() const { return moe_dims_.expert_choice; }
+  // Whether ForwardMode::kEvalCausal routes differently from kEval: Expert Choice (thresholds)
+  // and Sinkhorn (EMA potentials); every other router is causal already.
+  bool has_causal_eval() const {
+    return moe_dims_.expert_choice || sel_.type == RouterType::kSinkhorn;
+  }
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 

@@ -7,6 +7,7 @@
 
 #include "core/gradcheck.h"
 #include "core/rng.h"
+#include "routing/select.h"
 
 namespace sy {
 namespace {
@@ -143,6 +144,7 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   bo.lbl.clear();
   bo.bip = router == "bip";
   bo.expert_choice = router == "expert_choice";
+  bo.sinkhorn = router == "sinkhorn";
   if (loss_free) bo.bias_update = BiasUpdate::kSign;
   SelectorOptions so = selector_options(rc);
   Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, so);
@@ -162,6 +164,10 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   const auto saved = model.balancer().bip_state();
   if (bo.expert_choice) {
     for (auto& th : model.balancer().ec_state()) th = 0.3f;  // thresholds as if trained
+  }
+  if (bo.sinkhorn) {  // potentials as if trained
+    auto& sb = model.balancer().sinkhorn_state();
+    for (size_t i = 0; i < sb.size(); ++i) sb[i] = 0.2f * static_cast<float>(i % 3) - 0.2f;
   }
   model.forward(a.data(), 2, mode);
   std::vector<float> la(model.logits(), model.logits() + 2 * m.seq_len * m.vocab_size);
@@ -204,9 +210,58 @@ TEST(CausalityProbeTest, BatchBalancedRoutersLeakFutureTokens) {
   EXPECT_GT(causality_probe("expert_choice", "as-published", false), 1e-4);
 }
 
-TEST(CausalityProbeTest, ExpertChoiceCausalEvaluationDoesNotLeak) {
+TEST(CausalityProbeTest, CausalEvaluationsOfExpertChoiceAndSinkhornDoNotLeak) {
   EXPECT_LT(causality_probe("expert_choice", "as-published", false, ForwardMode::kEvalCausal),
             1e-5);
+  for (uint64_t seed : {21, 22, 23, 24})
+    EXPECT_LT(causality_probe("sinkhorn", "as-published", false, ForwardMode::kEvalCausal, seed),
+              1e-5)
+        << seed;
+}
+
+// Sinkhorn's causal-evaluation potentials: the first training call copies the call's column
+// potentials, later ones average them in with the configured decay; evaluation leaves them alone,
+// and the causal evaluation routes each token by the top-K of z + b̄.
+TEST(TransformerTest, SinkhornPotentialsAreAnEmaOfTrainingCallsOnly) {
+  ModelConfig m = tiny_model();
+  m.n_dense_layers = 0;
+  RouterConfig rc;
+  rc.type = "sinkhorn";
+  BalancerOptions bo = test_balancer(m, 2);
+  bo.lbl.clear();
+  bo.sinkhorn = true;
+  bo.sinkhorn_decay = 0.75;
+  Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, selector_options(rc));
+  model.init(5);
+  const int64_t E = m.n_experts;
+  const auto a = random_tokens(2, m.seq_len, m.vocab_size, 31);
+  const auto b = random_tokens(2, m.seq_len, m.vocab_size, 32);
+  model.balancer().begin_step(0);
+  model.forward(a.data(), 2, ForwardMode::kTrain, 0);
+  std::vector<double> b1(model.layer_acts(0).selector.sinkhorn_potentials(),
+                         model.layer_acts(0).selector.sinkhorn_potentials() + E);
+  std::vector<float> s1(model.balancer().sinkhorn_potentials(0),
+                        model.balancer().sinkhorn_potentials(0) + E);
+  for (int64_t i = 0; i < E; ++i) EXPECT_EQ(s1[i], static_cast<float>(b1[i])) << i;  // a copy
+  model.forward(b.data(), 2, ForwardMode::kEval);
+  model.forward(b.data(), 2, ForwardMode::kEvalCausal);
+  for (int64_t i = 0; i < E; ++i) EXPECT_EQ(model.balancer().sinkhorn_potentials(0)[i], s1[i]);
+  // The causal evaluation's experts: top-K of z + b̄ per token.
+  const RoutingBuffers<float>& r = model.layer_route(0);
+  const float* z = model.layer_acts(0).logits.data();
+  for (int64_t t = 0; t < r.n; ++t) {
+    std::vector<int32_t> want(m.top_k);
+    detail::select_top_k<double>(
+        E, m.top_k,
+        [&](int64_t i) { return static_cast<double>(z[t * E + i]) + static_cast<double>(s1[i]); },
+        want.data());
+    for (int64_t k = 0; k < m.top_k; ++k) ASSERT_EQ(r.expert[t * m.top_k + k], want[k]) << t;
+  }
+  model.forward(b.data(), 2, ForwardMode::kTrain, 1);
+  const double* b2 = model.layer_acts(0).selector.sinkhorn_potentials();
+  for (int64_t i = 0; i < E; ++i)
+    EXPECT_EQ(model.balancer().sinkhorn_potentials(0)[i],
+              static_cast<float>(0.75 * static_cast<double>(s1[i]) + 0.25 * b2[i]));
 }
 
 }  // namespace

@@ -117,9 +117,20 @@ RoutingStats moe_forward(const TopKOptions& opt, const MoeDims& dims, const MoeW
       st.topk_score_sum += static_cast<double>(a.gate_of_row[r2]);
   } else {
     typename Selector<T>::Choice choice{ri.bias, nullptr};
-    if (ri.selector && ri.selector->type != RouterType::kTopK)
+    const bool sinkhorn = ri.selector && ri.selector->type == RouterType::kSinkhorn;
+    if (sinkhorn && ri.sinkhorn_causal && ri.sinkhorn_b) {
+      choice = a.selector.select_sinkhorn_causal(opt, a.logits.data(), n, ri.sinkhorn_b);
+    } else if (ri.selector && ri.selector->type != RouterType::kTopK) {
       choice = a.selector.select(*ri.selector, opt, a.logits.data(), ri.token_ids, n, ri.bip_dual,
                                  ri.bias, ri.update);
+      if (sinkhorn && ri.update && ri.sinkhorn_b) {
+        const double* b = a.selector.sinkhorn_potentials();
+        const double d = ri.sinkhorn_decay;
+        for (int64_t i = 0; i < E; ++i)
+          ri.sinkhorn_b[i] =
+              static_cast<T>(d * static_cast<double>(ri.sinkhorn_b[i]) + (1 - d) * b[i]);
+      }
+    }
     st = topk_route_forward(opt, a.logits.data(), n, a.route, choice.bias, choice.forced);
     const RoutingBuffers<T>& r = a.route;
     a.rows = r.rows;

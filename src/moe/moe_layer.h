@@ -99,6 +99,12 @@ struct RouteInputs {
   bool ec_causal = false;
   double ec_decay = 0.99;
   const int32_t* ec_perm = nullptr;  // [N] routing-group order (null = token order)
+  // Sinkhorn: the layer's causal-evaluation potentials b̄[E] (in/out: an EMA of the training
+  // calls' column potentials with decay sinkhorn_decay, 0 = copy), and routing by them alone
+  // (evaluation; Selector::select_sinkhorn_causal).
+  T* sinkhorn_b = nullptr;
+  bool sinkhorn_causal = false;
+  double sinkhorn_decay = 0.99;
 };
 
 // y[N,D] = MoE(h[N,D]) (overwritten). Returns the routing statistics of this call. LBL terms are

@@ -53,6 +53,7 @@ Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
   if (o.bias_update != BiasUpdate::kOff) bias_.assign(L * E, T(0));
   if (o.bip) bip_dual_.assign(L * E, T(0));
   if (o.expert_choice) ec_theta_.assign(L * E, T(0));
+  if (o.sinkhorn) sinkhorn_b_.assign(L * E, T(0));
   buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
   buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
   step_counts_.assign(L * E, 0);
@@ -198,11 +199,11 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
 template <typename T>
 void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
   // State that the forward passes update from each rank's own micro-batches (BIP's q, Expert
-  // Choice's θ) is replaced by its mean over ranks, so every replica routes alike (one process:
-  // unchanged).
+  // Choice's θ, Sinkhorn's b̄) is replaced by its mean over ranks, so every replica routes alike
+  // (one process: unchanged).
   if (comm_->size() > 1) {
     const T inv = T(1) / static_cast<T>(comm_->size());
-    for (std::vector<T>* v : {&bip_dual_, &ec_theta_}) {
+    for (std::vector<T>* v : {&bip_dual_, &ec_theta_, &sinkhorn_b_}) {
       if (v->empty()) continue;
       comm_->allreduce_sum(v->data(), static_cast<int64_t>(v->size()));
       for (T& x : *v) x *= inv;

@@ -58,6 +58,8 @@ struct BalancerOptions {
   bool bip = false;               // keep BIP dual prices q[E] per layer (router.type = "bip")
   bool expert_choice = false;     // keep Expert Choice thresholds θ[E] per layer
   double ec_decay = 0.99;         // their EMA decay
+  bool sinkhorn = false;          // keep Sinkhorn's EMA column potentials b̄[E] per layer
+  double sinkhorn_decay = 0.99;   // their EMA decay
 };
 
 template <typename T>
@@ -95,6 +97,16 @@ class Balancer {
   }
   std::vector<T>& ec_state() { return ec_theta_; }
   const std::vector<T>& ec_state() const { return ec_theta_; }
+  // Sinkhorn's causal-evaluation potentials b̄[E] of a layer (an EMA of the training calls'
+  // column potentials), or null.
+  T* sinkhorn_potentials(int64_t layer) {
+    return sinkhorn_b_.empty() ? nullptr : sinkhorn_b_.data() + layer * o_.n_experts;
+  }
+  std::vector<T>& sinkhorn_state() { return sinkhorn_b_; }
+  const std::vector<T>& sinkhorn_state() const { return sinkhorn_b_; }
+  double sinkhorn_decay(int64_t micro) const {
+    return step_ == 0 && micro == 0 ? 0.0 : o_.sinkhorn_decay;
+  }
   // The θ update's decay for micro-batch `micro` of the current step: 0 (copy) for the very
   // first training batch, else the configured decay.
   double ec_decay(int64_t micro) const { return step_ == 0 && micro == 0 ? 0.0 : o_.ec_decay; }
@@ -110,9 +122,10 @@ class Balancer {
   SingleProcessCommunicator single_;
   Communicator* comm_;
   int64_t step_ = 0;
-  std::vector<T> bias_;      // [L, E]
-  std::vector<T> bip_dual_;  // [L, E]
-  std::vector<T> ec_theta_;  // [L, E]
+  std::vector<T> bias_;        // [L, E]
+  std::vector<T> bip_dual_;    // [L, E]
+  std::vector<T> ec_theta_;    // [L, E]
+  std::vector<T> sinkhorn_b_;  // [L, E]
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]

@@ -11,6 +11,7 @@
 #include "core/vec_math.h"
 #include "routing/hash_router.h"
 #include "routing/optimal.h"
+#include "routing/select.h"
 #include "routing/softmax.h"
 #include "routing/transposed.h"
 
@@ -158,6 +159,27 @@ typename Selector<T>::Choice Selector<T>::select(const SelectorOptions& so, cons
       c.forced = forced_.data();
       break;
   }
+  return c;
+}
+
+template <typename T>
+typename Selector<T>::Choice Selector<T>::select_sinkhorn_causal(const TopKOptions& o, const T* z,
+                                                                 int64_t n, const T* b) {
+  const int64_t E = o.n_experts, K = o.top_k;
+  SY_CHECK(static_cast<int64_t>(forced_.size()) >= n * K,
+           "Selector::select_sinkhorn_causal: resize with router type sinkhorn for {} tokens first",
+           n);
+  sinkhorn_col_error_ = std::numeric_limits<double>::quiet_NaN();
+  routed_q_valid_ = false;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* zt = z + t * E;
+    detail::select_top_k<double>(
+        E, K, [&](int64_t i) { return static_cast<double>(zt[i]) + static_cast<double>(b[i]); },
+        forced_.data() + t * K);
+  }
+  Choice c;
+  c.forced = forced_.data();
   return c;
 }
 

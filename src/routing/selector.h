@@ -66,6 +66,14 @@ class Selector {
   // Sinkhorn: max_i |Σ_t Π[t,i]·E/N − 1| of the last call's balanced matrix (how far its
   // iterations got from balance; sinkhorn.h), or NaN after a call of another type.
   double sinkhorn_col_error() const { return sinkhorn_col_error_; }
+  // Sinkhorn: the column potentials b[E] of the last call (after its iterations), which the
+  // model averages (EMA) into the potentials of the causal evaluation.
+  const double* sinkhorn_potentials() const { return sinkhorn_.col_pot.data(); }
+
+  // Sinkhorn's causal evaluation (ours): each token's K experts are the K largest z[t,i] + b[i]
+  // (ties: lower index), with fixed potentials b[E] (the EMA of training's), so a token's routing
+  // depends only on its own logits. REQUIRES: resize with type kSinkhorn.
+  Choice select_sinkhorn_causal(const TopKOptions& o, const T* z, int64_t n, const T* b);
 
  private:
   std::vector<T> scores_;       // s [N,E]; BIP, float on AVX-512: sT [E,ld] (bip.h)

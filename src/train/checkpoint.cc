@@ -51,7 +51,8 @@ json switchyard_json(const RunConfig& c) {
                 {"hash_seed", r.hash_seed},
                 {"ec_capacity_factor", r.ec_capacity_factor},
                 {"ec_chunk", r.ec_chunk},
-                {"ec_threshold_decay", r.ec_threshold_decay}}},
+                {"ec_threshold_decay", r.ec_threshold_decay},
+                {"sinkhorn_eval_decay", r.sinkhorn_eval_decay}}},
               {"balance", {{"terms", terms}}},
               {"loss_free",
                {{"update", c.loss_free.update},
@@ -67,6 +68,11 @@ std::string bias_name(int64_t layer) {
 // Ours (no Hugging Face counterpart): the BIP balancer's expert prices q.
 std::string dual_name(int64_t layer) {
   return "model.layers." + std::to_string(layer) + ".mlp.gate.bip_dual";
+}
+
+// Ours: Sinkhorn's causal-evaluation potentials b̄.
+std::string sinkhorn_name(int64_t layer) {
+  return "model.layers." + std::to_string(layer) + ".mlp.gate.sinkhorn_potentials";
 }
 
 // Ours: Expert Choice's causal-evaluation thresholds θ.
@@ -147,7 +153,8 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
   const std::vector<float>& bias = model.balancer().bias_state();
   const std::vector<float>& dual = model.balancer().bip_state();
   const std::vector<float>& theta = model.balancer().ec_state();
-  if (!bias.empty() || !dual.empty() || !theta.empty()) {
+  const std::vector<float>& sink = model.balancer().sinkhorn_state();
+  if (!bias.empty() || !dual.empty() || !theta.empty() || !sink.empty()) {
     const int64_t E = cfg.model.n_experts;
     std::vector<io::TensorView> b;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
@@ -155,6 +162,7 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
       if (!bias.empty()) b.push_back({bias_name(layer), "F32", {E}, bias.data() + l * E});
       if (!dual.empty()) b.push_back({dual_name(layer), "F32", {E}, dual.data() + l * E});
       if (!theta.empty()) b.push_back({theta_name(layer), "F32", {E}, theta.data() + l * E});
+      if (!sink.empty()) b.push_back({sinkhorn_name(layer), "F32", {E}, sink.data() + l * E});
     }
     io::write_safetensors(w.path("balancer.safetensors"), b);
   }
@@ -190,12 +198,13 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
   std::vector<float>& bias = model.balancer().bias_state();
   std::vector<float>& dual = model.balancer().bip_state();
   std::vector<float>& theta = model.balancer().ec_state();
+  std::vector<float>& sink = model.balancer().sinkhorn_state();
   const std::string state_file = dir + "/balancer.safetensors";
-  if (!bias.empty() || !dual.empty() || !theta.empty()) {
+  if (!bias.empty() || !dual.empty() || !theta.empty() || !sink.empty()) {
     SY_CHECK(
         std::filesystem::exists(state_file),
-        "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP or Expert "
-        "Choice) keeps state that a checkpoint must hold",
+        "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP, Expert "
+        "Choice or Sinkhorn) keeps state that a checkpoint must hold",
         dir);
     io::SafetensorsReader b(state_file);
     const int64_t E = model.config().n_experts;
@@ -204,6 +213,7 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
       if (!bias.empty()) b.read(bias_name(layer), {E}, bias.data() + l * E);
       if (!dual.empty()) b.read(dual_name(layer), {E}, dual.data() + l * E);
       if (!theta.empty()) b.read(theta_name(layer), {E}, theta.data() + l * E);
+      if (!sink.empty()) b.read(sinkhorn_name(layer), {E}, sink.data() + l * E);
     }
   }
   if (opt) {

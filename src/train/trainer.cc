@@ -215,8 +215,9 @@ void truncate_metrics(const std::string& path, int64_t step) {
   fs::rename(tmp, path);
 }
 
-// One evaluation over every validation set, overall and per domain (and, for Expert Choice,
-// again with the causal routing). `sums` receives the overall sums of the training-time routing.
+// One evaluation over every validation set, overall and per domain (and, for Expert Choice and
+// Sinkhorn, again with the causal routing). `sums` receives the overall sums of the training-time
+// routing.
 json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
                        const std::vector<std::string>& domain_list, int64_t batches_per_set,
                        Buffer<int32_t>& tokens, Buffer<int32_t>& domains, EvalSums* sums,
@@ -244,8 +245,9 @@ json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
   for (size_t d = 0; d < domain_list.size(); ++d)
     if (e.domain[d].tokens > 0) dom[domain_list[d]] = domain_record(e.domain[d], E);
   j["domains"] = dom;
-  if (model.expert_choice()) {
-    // Expert Choice's training-time routing sees later tokens; the causal routing does not.
+  if (model.has_causal_eval()) {
+    // Expert Choice's and Sinkhorn's training-time routing sees later tokens; the causal routing
+    // (EC's thresholds, Sinkhorn's EMA potentials) does not.
     EvalSums c = eval_all(ForwardMode::kEvalCausal);
     const double lc = c.tokens ? c.ce / c.tokens : 0.0;
     json mvc = json::array();
@@ -273,7 +275,8 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t
   };
   add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
   Balancer<float>& b = model.balancer();
-  for (const std::vector<float>* v : {&b.bias_state(), &b.bip_state(), &b.ec_state()})
+  for (const std::vector<float>* v :
+       {&b.bias_state(), &b.bip_state(), &b.ec_state(), &b.sinkhorn_state()})
     add(v->data(), sizeof(float) * v->size());
   const int64_t bad = ranks_disagreeing(comm, h);
   SY_CHECK(bad == 0,
@@ -406,9 +409,15 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     }
     const double loss = j["loss"].get<double>();
     res.final_eval_loss = loss;
-    if (!quiet)
+    if (!quiet && j.contains("loss_causal")) {
+      fmt::print(stderr,
+                 "eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n",
+                 step, loss, std::exp(loss), j["loss_causal"].get<double>(),
+                 j["perplexity_causal"].get<double>());
+    } else if (!quiet) {
       fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
                  std::exp(loss));
+    }
   };
 
   const auto run_t0 = Clock::now();

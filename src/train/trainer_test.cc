@@ -239,6 +239,28 @@ TEST(TrainerTest, ExpertChoiceHasExactLoadsReportsBothEvaluationsAndResumes) {
   EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
 }
 
+// Sinkhorn's causal evaluation: every eval record has both losses, the causal one from the EMA
+// potentials, which a resume restores bit-exactly (the resumed run's causal loss is the same).
+TEST(TrainerTest, SinkhornReportsBothEvaluationsAndResumesItsPotentials) {
+  RunConfig straight = tiny("sk_straight");
+  straight.router.type = "sinkhorn";
+  straight.balance.terms.clear();
+  straight.train.steps = 6;
+  straight.train.eval_every = 3;
+  RunConfig split = straight;
+  split.out_dir = tiny("sk_split").out_dir;
+  train(straight, {.quiet = true});
+  train(split, {.quiet = true, .stop_after = 3});
+  train(split, {.quiet = true});
+  auto evals = records(straight.out_dir, "eval");
+  ASSERT_FALSE(evals.empty());
+  ASSERT_TRUE(evals.back().contains("loss_causal"));
+  EXPECT_TRUE(std::isfinite(evals.back()["loss_causal"].get<double>()));
+  EXPECT_NE(evals.back()["loss_causal"], evals.back()["loss"]);
+  EXPECT_EQ(weights(straight.out_dir, 6), weights(split.out_dir, 6));
+  EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
+}
+
 // Routing groups of 16 of the micro-batch's 64 tokens, shuffled across the micro-batch: loads stay
 // exact, the groups differ from consecutive ones, and a resumed run draws the same permutations.
 TEST(TrainerTest, ExpertChoiceShuffledGroupsKeepExactLoadsAndResume) {
