@@ -263,6 +263,48 @@ def plot_avg_maxvio(runs, out, figures):
     return save(fig, out, "avg_maxvio.png", figures)
 
 
+STATE_FIELDS = {"bias": "loss-free bias b", "bip_prices": "BIP dual price q"}
+
+
+def plot_balancer_state(run, field, out, figures):
+    """Per MoE layer, each expert's balancer state (`field` of the train records' layers: the
+    loss-free bias or BIP's prices) over steps. None when the run's records do not carry it."""
+    ids = moe_layer_ids(run)
+    series = []  # per layer: (steps, [[value per expert] per step])
+    for j in range(len(ids)):
+        steps, vals = [], []
+        for t in run.train:
+            layers = t.get("layers", [])
+            v = layers[j].get(field) if len(layers) > j else None
+            if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                steps.append(t["step"])
+                vals.append(v)
+        series.append((steps, vals))
+    if not any(steps for steps, _ in series):
+        return None
+    cols = min(2, len(ids))
+    rows = (len(ids) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.4 * rows), squeeze=False)
+    for j, lid in enumerate(ids):
+        ax = axes[j // cols][j % cols]
+        steps, vals = series[j]
+        E = max((len(v) for v in vals), default=0)
+        cmap = plt.get_cmap("tab20")
+        for i in range(E):
+            ax.plot(steps, [v[i] if i < len(v) else float("nan") for v in vals], lw=0.9,
+                    color=cmap(i % cmap.N), label=f"expert {i}" if j == 0 and E <= 20 else None)
+        ax.set_title(f"layer {lid}", fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    for j in range(len(ids), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(f"{run.name}: {STATE_FIELDS[field]} per expert, after each step")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        fig.legend(fontsize=7, loc="center right", bbox_to_anchor=(1.08, 0.5))
+    fig.tight_layout()
+    return save(fig, out, f"{field}_{fname(run.name)}.png", figures)
+
+
 def plot_oracle(runs, out, figures):
     """Objective gap (and, for BIP, the dual gap) against the exact optimum, mean over MoE layers,
     from the records with `layers[].oracle` (router.oracle_every). None when no run has them."""
@@ -522,6 +564,13 @@ def main(argv=None):
         if n:
             mv.append((r.name, [n]))
     sections.append(("Balance: MaxVio", mv))
+    st = []
+    for r in runs:
+        names = [n for n in (plot_balancer_state(r, f, args.out, figures) for f in STATE_FIELDS) if n]
+        if names:
+            st.append((r.name, names))
+    if st:
+        sections.append(("Balancer state: loss-free bias, BIP prices", st))
     og = plot_oracle(runs, args.out, figures)
     if og:
         sections.append(("Against the exact optimum (router.oracle_every)", [(None, [og])]))

@@ -78,6 +78,9 @@ def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False
                 for l in rec["layers"]:
                     l["oracle"] = {"objective_gap": 0.01 / s, "capacity_violation": 2, "objective": 30.0,
                                    "optimal_objective": 30.3, "dual_gap": 0.002 / s}
+            if oracle:  # a BIP run: its prices per layer and expert
+                for li, l in enumerate(rec["layers"]):
+                    l["bip_prices"] = [0.001 * s * ((i + li) % 3) for i in range(E)]
             f.write(json.dumps(rec) + "\n")
             if evals and s % 5 == 0 or (evals and s == steps):
                 f.write(json.dumps(eval_record(s, n_layers, E, K, domains, ec)) + "\n")
@@ -138,6 +141,11 @@ def main():
         check(os.path.isfile(os.path.join(out_o, "oracle_gap.png")), "oracle_gap.png written")
         page_o = open(os.path.join(out_o, "index.html"), encoding="utf-8").read() if p.returncode == 0 else ""
         check('src="oracle_gap.png"' in page_o and "exact optimum" in page_o, "page has the oracle section")
+        check(os.path.isfile(os.path.join(out_o, "bip_prices_bip_oracle.png")), "bip_prices plot written")
+        check('src="bip_prices_bip_oracle.png"' in page_o and "Balancer state" in page_o,
+              "page has the balancer-state section")
+        check(not os.path.exists(os.path.join(out_o, "bip_prices_plain_run.png")),
+              "no balancer-state plot for a run without state")
 
         # --- a run without evaluations: no eval curve, a note, still succeeds
         out2 = os.path.join(tmp, "report2")
