@@ -5,6 +5,8 @@
 #   at every step and the losses equal to floating-point summation order (rel. 1e-5);
 # * the methods whose meaning depends on the layout (global buffer, shuffle, BIP per-rank duals)
 #   run, log the global batch, and keep the replicas identical (checked at every checkpoint);
+# * Sinkhorn balances each micro-batch, so its training is layout-invariant too; its causal
+#   evaluation potentials are per rank during a step and averaged after it (the replicas agree);
 # * resume: stopped after 3 steps and resumed gives the same metrics as a straight run, also
 #   when resumed with a different number of ranks.
 # Usage: tests/mpi_test.sh BUILD_DIR
@@ -58,8 +60,9 @@ declare -A METHOD=(
   [global]="--set balance.terms.0.scope=global"
   [shuffle]="--set balance.terms.0.scope=shuffle"
   [bip]="--set router.type=bip"
+  [sinkhorn]="--set router.type=sinkhorn --set balance.terms=[] --set train.eval_every=2"
 )
-for name in micro global-exact loss-free expert-choice global shuffle bip; do
+for name in micro global-exact loss-free expert-choice global shuffle bip sinkhorn; do
   # shellcheck disable=SC2206
   extra=(${METHOD[$name]})
   "$SY" train "${BASE[@]}" "${extra[@]}" --set train.grad_accum=2 --set out_dir="$WORK/$name-1" \
