@@ -382,6 +382,12 @@ RunConfig parse_run_config(const std::string& toml_text, const std::vector<std::
                            const std::string& origin) {
   RunConfig cfg = config_schema::parse_unvalidated(toml_text, overrides, origin);
   config_schema::validate(cfg, origin);
+  return resolve_defaults(std::move(cfg));
+}
+
+RunConfig resolve_defaults(RunConfig cfg) {
+  if (cfg.router.score == "auto")
+    cfg.router.score = cfg.loss_free.update != "off" ? "sigmoid" : "softmax";
   return cfg;
 }
 

@@ -33,7 +33,9 @@ struct ModelConfig {
 struct RouterConfig {
   // "topk" | "bip" | "sinkhorn" | "hash" | "optimal" | "expert_choice"
   std::string type = "topk";
-  std::string score = "softmax";          // "softmax" | "sigmoid"
+  // "auto" | "softmax" | "sigmoid". auto: sigmoid with the loss-free bias (its paper's finding,
+  // ALGORITHMS.md §3), softmax otherwise; resolved by resolve_defaults.
+  std::string score = "auto";
   std::string gate = "renorm";            // "renorm" | "raw" | "uniform"
   double gate_scale = 1.0;                // > 0
   double capacity_factor = 0.0;           // 0 = dropless; else C = ceil(cf·N·K/E) per micro-batch
@@ -127,6 +129,11 @@ RunConfig parse_run_config(const std::string& toml_text,
                            const std::string& origin = "<string>");
 // Validates cross-field constraints (K ≤ E, D % H, capacity ≥ 1 token, K=1 with renorm, ...).
 void validate(const RunConfig& cfg);
+
+// The config with its context-dependent defaults made explicit (router.score = "auto" →
+// "sigmoid" when loss_free.update is not "off", else "softmax"). parse_run_config and train()
+// apply it, so every written config.toml holds the values the run used. Idempotent.
+RunConfig resolve_defaults(RunConfig cfg);
 // The resolved config as TOML (written beside every run so it can be re-run exactly).
 std::string to_toml(const RunConfig& cfg);
 

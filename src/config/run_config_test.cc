@@ -81,7 +81,7 @@ void expect_same(RunConfig a, RunConfig b) {
 
 TEST(RunConfigTest, EmptyFileGivesHeaderDefaults) {
   RunConfig c = parse_run_config("");
-  expect_same(c, RunConfig{});
+  expect_same(c, resolve_defaults(RunConfig{}));
   ASSERT_EQ(c.balance.terms.size(), 1u);
   EXPECT_EQ(c.balance.terms[0].type, "lbl");
   EXPECT_EQ(c.balance.terms[0].scope, "micro");
@@ -356,7 +356,8 @@ TEST(RunConfigTest, RejectsOutOfRangeValues) {
 
 TEST(RunConfigTest, RejectsUnknownEnumValueWithSuggestion) {
   EXPECT_EQ(tiny_error({"router.score=softmx"}),
-            "tiny.toml: router.score must be one of \"softmax\", \"sigmoid\", got \"softmx\"; "
+            "tiny.toml: router.score must be one of \"auto\", \"softmax\", \"sigmoid\", got "
+            "\"softmx\"; "
             "did you mean \"softmax\"?");
 }
 
@@ -372,6 +373,23 @@ TEST(RunConfigTest, PublicValidateNamesConfigAsOrigin) {
 }
 
 // --- cross-field rules ---
+
+// router.score = "auto" (the default): sigmoid with the loss-free bias (ALGORITHMS.md §3: the
+// balancer's paper default), softmax otherwise; an explicit choice is kept either way.
+TEST(RunConfigTest, AutoScoreIsSigmoidWithTheLossFreeBiasElseSoftmax) {
+  EXPECT_EQ(RunConfig{}.router.score, "auto");
+  EXPECT_EQ(parse_run_config("").router.score, "softmax");
+  EXPECT_EQ(parse_run_config("", {"loss_free.update=sign"}).router.score, "sigmoid");
+  EXPECT_EQ(parse_run_config("", {"loss_free.update=proportional"}).router.score, "sigmoid");
+  EXPECT_EQ(parse_run_config("", {"loss_free.update=sign", "router.score=softmax"}).router.score,
+            "softmax");
+  EXPECT_EQ(parse_run_config("", {"router.score=sigmoid"}).router.score, "sigmoid");
+  const RunConfig r = resolve_defaults(parse_run_config("", {"loss_free.update=sign"}));
+  EXPECT_EQ(r.router.score, "sigmoid");  // idempotent
+  // The resolved value is what a run's config.toml records.
+  EXPECT_NE(to_toml(parse_run_config("", {"loss_free.update=sign"})).find("score = \"sigmoid\""),
+            std::string::npos);
+}
 
 TEST(RunConfigTest, LossFreeBiasOnlyWithRoutersThatUseIt) {
   for (const char* type : {"sinkhorn", "hash", "optimal"}) {

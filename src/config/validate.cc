@@ -23,7 +23,7 @@ constexpr std::string_view kRouterTypes[] = {"topk", "bip",     "sinkhorn",
                                              "hash", "optimal", "expert_choice"};
 constexpr std::string_view kBipModes[] = {"as-published", "causal"};
 constexpr std::string_view kEcGroupOrders[] = {"sequential", "shuffled"};
-constexpr std::string_view kScoreFns[] = {"softmax", "sigmoid"};
+constexpr std::string_view kScoreFns[] = {"auto", "softmax", "sigmoid"};
 constexpr std::string_view kGates[] = {"renorm", "raw", "uniform"};
 constexpr std::string_view kDropPolicies[] = {"probs", "position"};
 constexpr std::string_view kBalanceTypes[] = {"lbl"};

@@ -12,11 +12,18 @@
 
 namespace sy {
 
+// "auto" is resolved with the loss-free setting by resolve_defaults (config/run_config.h), which
+// train() and parse_run_config apply; a config that skipped it routes with softmax scores, in
+// the router and the balancer alike.
+ScoreFn router_score(const RouterConfig& r) {
+  return parse_score_fn(r.score == "auto" ? "softmax" : r.score);
+}
+
 TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
   TopKOptions o;
   o.n_experts = m.n_experts;
   o.top_k = m.top_k;
-  o.score = parse_score_fn(r.score);
+  o.score = router_score(r);
   o.gate = parse_gate_fn(r.gate);
   o.gate_scale = r.gate_scale;
   o.capacity_factor = r.capacity_factor;
@@ -47,7 +54,7 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.seq_len = m.seq_len;
   b.micro_batch = cfg.train.micro_batch;
   b.grad_accum = cfg.train.grad_accum;
-  b.score = parse_score_fn(cfg.router.score);
+  b.score = router_score(cfg.router);
   for (const auto& t : cfg.balance.terms) {
     SY_CHECK(t.type == "lbl", "balance.terms: type must be \"lbl\", got \"{}\"", t.type);
     b.lbl.push_back(LblTerm{parse_lbl_scope(t.scope), t.coef});

@@ -34,6 +34,8 @@ struct ParamInfo {
 
 // Router options implied by a run's config.
 TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
+// router.score as a ScoreFn: "auto" (not resolved by resolve_defaults) is softmax.
+ScoreFn router_score(const RouterConfig& r);
 // Balancer options implied by a run's config (LBL terms, loss-free bias, batch geometry).
 BalancerOptions balancer_options(const RunConfig& cfg);
 // The router family and its options.

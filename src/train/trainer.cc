@@ -289,8 +289,9 @@ std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step)
 
 }  // namespace
 
-TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
-  validate(cfg);
+TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
+  validate(cfg_in);
+  const RunConfig cfg = resolve_defaults(cfg_in);
   apply_system(cfg.system);
   SingleProcessCommunicator single;
   Communicator& comm = opts.comm ? *opts.comm : single;
