@@ -198,6 +198,7 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
 
 template <typename T>
 void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
+  sinkhorn_restart_ = false;
   // State that the forward passes update from each rank's own micro-batches (BIP's q, Expert
   // Choice's θ, Sinkhorn's b̄) is replaced by its mean over ranks, so every replica routes alike
   // (one process: unchanged).

@@ -104,9 +104,13 @@ class Balancer {
   }
   std::vector<T>& sinkhorn_state() { return sinkhorn_b_; }
   const std::vector<T>& sinkhorn_state() const { return sinkhorn_b_; }
+  // 0 (copy) for the very first training batch, and for the whole step after
+  // restart_sinkhorn_potentials(); else the configured decay.
   double sinkhorn_decay(int64_t micro) const {
-    return step_ == 0 && micro == 0 ? 0.0 : o_.sinkhorn_decay;
+    return sinkhorn_restart_ || (step_ == 0 && micro == 0) ? 0.0 : o_.sinkhorn_decay;
   }
+  // The potentials are unknown (a checkpoint without them): copy, not average, until end_step.
+  void restart_sinkhorn_potentials() { sinkhorn_restart_ = true; }
   // The θ update's decay for micro-batch `micro` of the current step: 0 (copy) for the very
   // first training batch, else the configured decay.
   double ec_decay(int64_t micro) const { return step_ == 0 && micro == 0 ? 0.0 : o_.ec_decay; }
@@ -126,6 +130,7 @@ class Balancer {
   std::vector<T> bip_dual_;    // [L, E]
   std::vector<T> ec_theta_;    // [L, E]
   std::vector<T> sinkhorn_b_;  // [L, E]
+  bool sinkhorn_restart_ = false;
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]

@@ -200,12 +200,14 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
   std::vector<float>& theta = model.balancer().ec_state();
   std::vector<float>& sink = model.balancer().sinkhorn_state();
   const std::string state_file = dir + "/balancer.safetensors";
-  if (!bias.empty() || !dual.empty() || !theta.empty() || !sink.empty()) {
-    SY_CHECK(
-        std::filesystem::exists(state_file),
-        "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP, Expert "
-        "Choice or Sinkhorn) keeps state that a checkpoint must hold",
-        dir);
+  const bool required = !bias.empty() || !dual.empty() || !theta.empty();
+  const bool have_file = std::filesystem::exists(state_file);
+  SY_CHECK(!required || have_file,
+           "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP or "
+           "Expert Choice) keeps state that a checkpoint must hold",
+           dir);
+  bool sink_missing = !sink.empty() && !have_file;
+  if (have_file && (required || !sink.empty())) {
     io::SafetensorsReader b(state_file);
     const int64_t E = model.config().n_experts;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
@@ -213,8 +215,22 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
       if (!bias.empty()) b.read(bias_name(layer), {E}, bias.data() + l * E);
       if (!dual.empty()) b.read(dual_name(layer), {E}, dual.data() + l * E);
       if (!theta.empty()) b.read(theta_name(layer), {E}, theta.data() + l * E);
-      if (!sink.empty()) b.read(sinkhorn_name(layer), {E}, sink.data() + l * E);
+      if (!sink.empty() && b.has(sinkhorn_name(layer))) {
+        b.read(sinkhorn_name(layer), {E}, sink.data() + l * E);
+      } else if (!sink.empty()) {
+        sink_missing = true;
+      }
     }
+  }
+  if (sink_missing) {
+    // A Sinkhorn checkpoint from before the causal evaluation existed: training resumes as it
+    // was; the evaluation potentials start again from the next training step's.
+    std::fill(sink.begin(), sink.end(), 0.f);
+    model.balancer().restart_sinkhorn_potentials();
+    fmt::print(stderr,
+               "note: {}: no Sinkhorn causal-evaluation potentials (a checkpoint written before "
+               "they existed); they restart from the next training step's\n",
+               dir);
   }
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");

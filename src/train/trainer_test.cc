@@ -10,6 +10,8 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/transformer.h"
+#include "train/checkpoint.h"
 
 namespace sy {
 namespace {
@@ -259,6 +261,32 @@ TEST(TrainerTest, SinkhornReportsBothEvaluationsAndResumesItsPotentials) {
   EXPECT_NE(evals.back()["loss_causal"], evals.back()["loss"]);
   EXPECT_EQ(weights(straight.out_dir, 6), weights(split.out_dir, 6));
   EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
+}
+
+// A Sinkhorn checkpoint written before the causal-evaluation potentials existed (no
+// balancer.safetensors) still loads: the potentials restart, copied from the next training step.
+TEST(TrainerTest, SinkhornCheckpointWithoutPotentialsLoadsAndRestartsThem) {
+  RunConfig c = tiny("sk_old");
+  c.router.type = "sinkhorn";
+  c.balance.terms.clear();
+  BalancerOptions without = balancer_options(c);
+  without.sinkhorn = false;  // what an older version kept
+  Transformer<float> old_model(c.model, topk_options(c.model, c.router), without, 4, nullptr,
+                               selector_options(c.router));
+  old_model.init(1);
+  const std::string dir = c.out_dir + "/ckpt";
+  save_checkpoint(dir, c, old_model, nullptr, TrainerState{});
+  ASSERT_FALSE(fs::exists(dir + "/balancer.safetensors"));
+  Transformer<float> model(c.model, topk_options(c.model, c.router), balancer_options(c), 4,
+                           nullptr, selector_options(c.router));
+  for (float& b : model.balancer().sinkhorn_state()) b = 7.f;
+  model.balancer().begin_step(5);
+  ASSERT_NO_THROW(load_checkpoint(dir, model, nullptr, nullptr));
+  for (float b : model.balancer().sinkhorn_state()) EXPECT_EQ(b, 0.f);
+  EXPECT_EQ(model.balancer().sinkhorn_decay(1), 0.0);  // copy during the next step
+  model.balancer().end_step(std::vector<std::vector<int64_t>>(
+      model.n_moe_layers(), std::vector<int64_t>(c.model.n_experts, 0)));
+  EXPECT_EQ(model.balancer().sinkhorn_decay(1), c.router.sinkhorn_eval_decay);
 }
 
 // Routing groups of 16 of the micro-batch's 64 tokens, shuffled across the micro-batch: loads stay
