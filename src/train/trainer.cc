@@ -255,6 +255,10 @@ json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
     j["loss_causal"] = lc;
     j["perplexity_causal"] = std::exp(lc);
     j["maxvio_global_causal"] = mvc;
+    json domc = json::object();  // per domain too: specialisation under the causal routing
+    for (size_t d = 0; d < domain_list.size(); ++d)
+      if (c.domain[d].tokens > 0) domc[domain_list[d]] = domain_record(c.domain[d], E);
+    j["domains_causal"] = domc;
   }
   if (sums) *sums = std::move(e);
   return j;

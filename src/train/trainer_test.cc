@@ -258,6 +258,14 @@ TEST(TrainerTest, SinkhornReportsBothEvaluationsAndResumesItsPotentials) {
   ASSERT_FALSE(evals.empty());
   ASSERT_TRUE(evals.back().contains("loss_causal"));
   EXPECT_TRUE(std::isfinite(evals.back()["loss_causal"].get<double>()));
+  // Per domain under the causal routing too, with the same domains as the other evaluation.
+  ASSERT_TRUE(evals.back().contains("domains_causal"));
+  EXPECT_GE(evals.back()["domains"].size(), 1u);
+  EXPECT_EQ(evals.back()["domains_causal"].size(), evals.back()["domains"].size());
+  for (auto& [name, d] : evals.back()["domains_causal"].items()) {
+    EXPECT_TRUE(evals.back()["domains"].contains(name)) << name;
+    EXPECT_TRUE(d.contains("specialisation")) << name;
+  }
   EXPECT_NE(evals.back()["loss_causal"], evals.back()["loss"]);
   EXPECT_EQ(weights(straight.out_dir, 6), weights(split.out_dir, 6));
   EXPECT_EQ(records(split.out_dir, "eval").back()["loss_causal"], evals.back()["loss_causal"]);
