@@ -445,6 +445,15 @@ def table_row(run):
     dead = [l.get("dead_experts") for l in last.get("layers", [])]
     dead = [d for d in dead if isinstance(d, int)]
     mfu = mean([x.get("mfu") for x in steady])
+    # Expert specialisation by domain (KL of F from uniform, nats): mean over the last
+    # evaluation's domains and MoE layers.
+    spec = None
+    ev_dom = next((e for e in reversed(run.evals) if isinstance(e.get("domains"), dict) and e["domains"]),
+                  None)
+    if ev_dom:
+        vals = [v for d in ev_dom["domains"].values() if isinstance(d, dict)
+                for v in (d.get("specialisation") or []) if isinstance(v, (int, float))]
+        spec = mean(vals) if vals else None
     causal = None
     if ev and isinstance(ev.get("loss_causal"), (int, float)):
         causal = f"{ev['loss_causal']:.3f} / {fmt(ev.get('perplexity_causal'), '.2f')}"
@@ -461,6 +470,7 @@ def table_row(run):
         "AvgMaxVio mean / max": f"{fmt(mean(avg))} / {fmt(max(avg) if avg else None)}",
         "SupMaxVio mean / max": f"{fmt(mean(sup))} / {fmt(max(sup) if sup else None)}",
         "dead experts (per layer)": (f"{sum(dead)} ({' + '.join(map(str, dead))})" if dead else "—"),
+        "specialisation (mean, nats)": fmt(spec) if spec is not None else "—",
     }
 
 
@@ -499,7 +509,9 @@ def write_html(out, runs, sections, notes):
     parts.append(f'<p class="small">Train loss: last step. Eval: last evaluation record. tokens/s and MFU: '
                  f"mean over steps after the first {WARMUP_STEPS}. AvgMaxVio / SupMaxVio: mean and max over all "
                  "steps of the per-step values (mean / max over MoE layers of the layer MaxVio). Dead experts: "
-                 "last step, load below 10% of the mean.</p>")
+                 "last step, load below 10% of the mean. Specialisation: KL(F̂ ‖ uniform) of each domain's "
+                 "expert shares, mean over domains and MoE layers of the last evaluation with domains "
+                 "(0 = no specialisation).</p>")
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{e(n)}</li>' for n in notes) + "</ul>")
     for title, items in sections:

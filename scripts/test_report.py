@@ -130,6 +130,9 @@ def main():
         check("router expert_choice" in page and "router topk" in page, "table shows the router from config.toml")
         # final train loss of plain_run at step 12: 5.5 - 0.6 = 4.900
         check("4.900" in page, "table has the final train loss")
+        # specialisation of domain_ec: mean over 3 domains and 3 layers of 0.05(d+1) + 0.01 l = 0.110
+        check("specialisation (mean, nats)" in page and "0.110" in page,
+              "table has the mean specialisation of the last evaluation with domains")
 
         check(not os.path.exists(os.path.join(out, "oracle_gap.png")), "no oracle plot without oracle records")
 
