@@ -171,6 +171,8 @@ inline int64_t take_rows(const float* v, const int32_t* pos, int64_t c, int64_t 
 inline int64_t select_group(const float* v, int64_t tg, int64_t start, int64_t k, float* cand,
                             int32_t* pos, float* work, uint32_t* hist, int32_t* out_token,
                             float* out_gate, float& kth) {
+  // The inline test (top_candidates repeats it for its other callers) spares the E = 16 shapes
+  // the out-of-line call: without it they measured 2–5% slower.
   if (detail::top_candidates_apply(tg, k - 1)) {
     const int64_t w =
         select_candidates(v, tg, start, k, cand, pos, work, hist, out_token, out_gate, kth);

@@ -13,7 +13,6 @@
 #pragma once
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
