@@ -15,6 +15,7 @@
 
 #include "config/run_config.h"
 #include "core/error.h"
+#include "core/signals.h"
 #include "data/batch_source.h"
 #include "data/corpus.h"
 #include "dist/communicator.h"
@@ -46,7 +47,8 @@ int write_report(const std::vector<std::string>& runs, const std::string& out) {
   std::fflush(stdout);
   std::fflush(stderr);
   pid_t pid = 0;
-  if (posix_spawn(&pid, python, nullptr, nullptr, argv_c.data(), environ) != 0)
+  const sy::ChildSignalDefaults child_signals;
+  if (posix_spawn(&pid, python, nullptr, child_signals.get(), argv_c.data(), environ) != 0)
     throw sy::Error(fmt::format("report: cannot run {}: {}", python, std::strerror(errno)));
   int status = 0;
   waitpid(pid, &status, 0);
@@ -82,7 +84,7 @@ std::string run_state(const sy::RunConfig& cfg) {
 // `switchyard experiment`: every run of the file in turn, then one report (rank 0).
 int run_experiment(const std::string& path, const std::vector<std::string>& overrides,
                    const std::vector<std::string>& only, const std::string& out, bool dry_run,
-                   bool report, bool quiet) {
+                   bool report, bool quiet, sy::StopSignals& signals) {
   const sy::Experiment x = sy::load_experiment(path, overrides, only, out);
   if (dry_run) {
     std::printf("%s: %zu run(s), base %s, out_dir %s\n%s\n", path.c_str(), x.runs.size(),
@@ -108,6 +110,7 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
           problems);
     return problems == 0 ? 0 : 1;
   }
+  const sy::StopSignals::AcceptScope accept = signals.accept_stop();
   std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
   std::vector<std::string> dirs;
   const int status = on_all_ranks(*comm, [&] {
@@ -117,7 +120,8 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
         std::fprintf(stderr, "== experiment %s: run %zu/%zu \"%s\" (%s) -> %s\n", path.c_str(),
                      i + 1, x.runs.size(), r.name.c_str(), run_state(r.config).c_str(),
                      r.config.out_dir.c_str());
-      const sy::TrainResult res = sy::train(r.config, {.quiet = quiet, .comm = comm.get()});
+      const sy::TrainResult res =
+          sy::train(r.config, {.quiet = quiet, .comm = comm.get(), .stop = &signals.flag()});
       if (res.interrupted) return 130;
       dirs.push_back(r.config.out_dir);
     }
@@ -127,7 +131,7 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
   return write_report(dirs, x.out_dir + "/report");
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, sy::StopSignals& signals) {
   CLI::App app{
       "switchyard: train Mixture-of-Experts language models and compare how load-balancing "
       "methods behave.\nDocs: README.md, docs/config.md, docs/model.md."};
@@ -289,12 +293,16 @@ int run(int argc, char** argv) {
   }
 
   if (*train) {
+    // A stop signal from here on finishes the current step and saves a checkpoint.
+    const sy::StopSignals::AcceptScope accept = signals.accept_stop();
     // Under mpirun: data parallel over MPI ranks (docs/distributed.md); else one process.
     std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
     return on_all_ranks(*comm, [&] {
       sy::RunConfig cfg = sy::load_run_config(config_path, overrides);
-      sy::TrainResult r =
-          sy::train(cfg, {.quiet = quiet, .stop_after = stop_after, .comm = comm.get()});
+      sy::TrainResult r = sy::train(cfg, {.quiet = quiet,
+                                          .stop_after = stop_after,
+                                          .comm = comm.get(),
+                                          .stop = &signals.flag()});
       return r.interrupted && stop_after < 0 ? 130 : 0;  // a signal: 130 (128 + SIGINT)
     });
   }
@@ -317,7 +325,7 @@ int run(int argc, char** argv) {
   if (*report) return write_report(report_runs, report_out);
   if (*experiment)
     return run_experiment(exp_path, exp_overrides, exp_only, exp_out, exp_dry, !exp_no_report,
-                          exp_quiet);
+                          exp_quiet, signals);
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
     nlohmann::json j = nlohmann::json::parse(r.record_json);
@@ -333,7 +341,9 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   try {
-    return run(argc, argv);
+    // First, before MPI, OpenMP or any library starts a thread: see core/signals.h.
+    sy::StopSignals signals;
+    return run(argc, argv, signals);
   } catch (const sy::Error& e) {
     std::fprintf(stderr, "switchyard: error: %s\n", e.what());
     return 1;

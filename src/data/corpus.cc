@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/signals.h"
 #include "data/indexed_dataset.h"
 #include "data/tokenizer.h"
 #include "io/checkpoint_dir.h"
@@ -228,7 +229,8 @@ void run_text_extraction(const std::string& script, const std::string& text_dir)
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, kPython, nullptr, nullptr, argv.data(), environ);
+  const ChildSignalDefaults child_signals;  // interruptible, SIGPIPE at its default
+  const int rc = posix_spawn(&pid, kPython, nullptr, child_signals.get(), argv.data(), environ);
   SY_CHECK(rc == 0, "data demo: starting {} {} must succeed, got error {}", kPython, script, rc);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {

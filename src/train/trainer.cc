@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,15 +15,19 @@
 #include <sstream>
 #include <thread>
 
+#include "core/console.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/rng.h"
 #include "data/batch_source.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint_dir.h"
+#include "io/run_lock.h"
 #include "model/transformer.h"
 #include "routing/optimal.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
+#include "train/metrics_log.h"
 #include "train/optimizer.h"
 
 namespace sy {
@@ -33,9 +36,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-std::atomic<bool> g_stop_requested{false};
-extern "C" void on_stop_signal(int /*signum*/) { g_stop_requested.store(true); }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
@@ -191,30 +191,6 @@ void allreduce(EvalSums& s, Communicator& comm) {
   }
 }
 
-// Keeps only the records of steps ≤ step (after a resume), atomically.
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    try {
-      json j = json::parse(line);
-      if (j.value("step", int64_t(0)) > step) continue;
-    } catch (const json::exception&) {
-      continue;  // a torn last line from an interrupted write
-    }
-    kept += line + "\n";
-  }
-  in.close();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-  }
-  fs::rename(tmp, path);
-}
-
 // One evaluation over every validation set, overall and per domain (and, for Expert Choice and
 // Sinkhorn, again with the causal routing). `sums` receives the overall sums of the training-time
 // routing.
@@ -264,19 +240,23 @@ json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
   return j;
 }
 
+// A 64-bit digest of bytes, chained from h (the same on every rank for the same bytes).
+uint64_t digest_bytes(uint64_t h, const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = mix64(h ^ w);
+  }
+  for (size_t i = bytes / 8 * 8; i < bytes; ++i) h = mix64(h ^ p[i]);
+  return h;
+}
+
 // Data parallelism keeps one model on every rank; a checkpoint (written by rank 0) is only true
 // for all of them if their weights and routing state are the same bits. Checked before each save.
 void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t step) {
   uint64_t h = 0;
-  auto add = [&h](const void* data, size_t bytes) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i + 8 <= bytes; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      h = mix64(h ^ w);
-    }
-    for (size_t i = bytes / 8 * 8; i < bytes; ++i) h = mix64(h ^ p[i]);
-  };
+  auto add = [&h](const void* data, size_t bytes) { h = digest_bytes(h, data, bytes); };
   add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
   Balancer<float>& b = model.balancer();
   for (const std::vector<float>* v :
@@ -290,6 +270,104 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t
 }
 
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08}", step); }
+
+// ---- Start-up checks: a run fails before its first step, not after hours of training ----------
+
+// Every rank must train the same resolved config: ranks started with different files or --set
+// overrides (mpirun app contexts) would otherwise wait forever in a collective of another size, or
+// train different models. This is the first collective of a run, the same on every rank.
+void check_ranks_agree_on_config(const RunConfig& cfg, Communicator& comm) {
+  if (comm.size() == 1) return;
+  const std::string text = to_toml(cfg);
+  const int64_t bad = ranks_disagreeing(comm, digest_bytes(0, text.data(), text.size()));
+  SY_CHECK(bad == 0,
+           "the ranks must all train the same config, got {} of {} ranks with a resolved config "
+           "unlike the others' (rank {} has out_dir {}); start every rank with the same --config "
+           "and --set overrides",
+           bad, comm.size(), comm.rank(), cfg.out_dir);
+}
+
+// out_dir is written into config.toml and every checkpoint: it must be text TOML can hold, and
+// the longest file a checkpoint writes below it must fit the system's path limit.
+void check_out_dir_path(const std::string& out) {
+  try {
+    (void)json(out).dump();  // throws on invalid UTF-8
+  } catch (const json::exception&) {
+    fail(fmt::format("out_dir must be valid UTF-8 (it is stored in config.toml), got {:?}", out));
+  }
+  // "/checkpoints/step_00000000.tmp-<pid>/optimizer.safetensors" and its kin.
+  constexpr size_t kLongestBelow = 80;
+  SY_CHECK(out.size() + kLongestBelow < PATH_MAX,
+           "out_dir must be shorter than {} characters (checkpoint files below it must fit the "
+           "system's {}-byte path limit), got {} characters",
+           PATH_MAX - kLongestBelow, PATH_MAX, out.size());
+}
+
+// Refuses a config that cannot fit in memory before allocating it (with R ranks on this host,
+// each needs its own copy).
+void check_memory(const RunConfig& cfg) {
+  const MemoryEstimate e = estimate_training_memory(cfg);
+  const double avail = available_memory_bytes();
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const double here = local ? std::max(1.0, std::atof(local)) : 1.0;
+  SY_CHECK(avail < 0 || e.total_bytes * here <= avail,
+           "this config needs about {:.1f} GB per process (parameters {:.2f}, gradients {:.2f}, "
+           "AdamW moments {:.2f}, activations {:.2f} GB){}, but {:.1f} GB are available; lower "
+           "train.micro_batch (activations grow with micro_batch x seq_len) or the model size",
+           e.total_bytes / 1e9, e.params_bytes / 1e9, e.grads_bytes / 1e9, e.moments_bytes / 1e9,
+           e.activations_bytes / 1e9, here > 1 ? fmt::format(" x {} ranks on this host", here) : "",
+           avail / 1e9);
+}
+
+// Rank 0 writes the run directory; the others read it on resume: all must see the same one.
+void check_ranks_share_run_dir(const std::string& out, uint64_t lead_token, Communicator& comm) {
+  if (comm.size() == 1) return;
+  int64_t token = static_cast<int64_t>(lead_token);  // 0 except on rank 0: the sum is its token
+  comm.allreduce_sum(&token, 1);
+  int64_t blind = io::read_run_lock_token(out) != static_cast<uint64_t>(token);
+  comm.allreduce_sum(&blind, 1);
+  SY_CHECK(blind == 0,
+           "{}: every rank must see the run directory rank 0 writes, got {} of {} ranks that do "
+           "not (a local directory on each machine?); put out_dir on a file system all ranks "
+           "share",
+           out, blind, comm.size());
+}
+
+// The newest committed checkpoint to resume from: the one `latest` names, or a newer complete one
+// (a kill between a checkpoint's commit and the pointer's update leaves one).
+std::optional<std::string> checkpoint_to_resume(const std::string& ckpt_root, bool quiet) {
+  std::optional<std::string> latest = io::read_latest_pointer(ckpt_root);
+  std::optional<std::string> newest;
+  for (const std::string& name : io::list_checkpoints(ckpt_root))
+    if (name.rfind("step_", 0) == 0) newest = name;  // oldest first: the last is the newest
+  if (!newest || (latest && *newest <= *latest)) return latest;
+  if (!quiet)
+    say("{}: resuming from {}, the newest complete checkpoint (latest names {})\n", ckpt_root,
+        *newest, latest ? *latest : "none");
+  return newest;
+}
+
+// What to do after divergence (docs/training.md, "Divergence").
+std::string diverged_hint(const std::string& last_saved, const std::string& ckpt_root, double lr) {
+  if (last_saved.empty())
+    return fmt::format(
+        "there is no checkpoint yet: start again with a lower train.lr (now {}), a smaller "
+        "model.init_std, or check the data",
+        lr);
+  return fmt::format(
+      "{}/{} is the last checkpoint (its weights are finite): run the same command with a lower "
+      "train.lr (now {}), e.g. --set train.lr={}, to resume from it",
+      ckpt_root, last_saved, lr, lr / 10);
+}
+
+// Training must never write non-finite weights: checked before every checkpoint.
+int64_t count_non_finite(const float* x, int64_t n) {
+  int64_t bad = 0;
+#pragma omp parallel for reduction(+ : bad) schedule(static)
+  for (int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
+  return bad;
+}
+
 
 }  // namespace
 
@@ -307,9 +385,23 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   const int64_t B = tc.micro_batch, S = m.seq_len, M = tc.grad_accum;
   const std::string out = cfg.out_dir;
   const std::string ckpt_root = out + "/checkpoints";
-  if (lead) fs::create_directories(ckpt_root);
-  comm.barrier();
+  auto stop_requested = [&] { return opts.stop != nullptr && opts.stop->load() != 0; };
 
+  // Stage 1: checks that would otherwise fail late (after a collective hang, at the first
+  // checkpoint, or as bad_alloc after minutes), then the run directory, locked for this process.
+  check_ranks_agree_on_config(cfg, comm);
+  check_out_dir_path(out);
+  check_memory(cfg);
+  std::optional<io::RunDirLock> run_lock;  // rank 0 writes the directory; one writer at a time
+  if (lead) {
+    run_lock.emplace(out, "training");
+    std::error_code ec;
+    fs::create_directories(ckpt_root, ec);
+    SY_CHECK(!ec, "{}: must be creatable, got: {}", ckpt_root, ec.message());
+  }
+  check_ranks_share_run_dir(out, lead ? run_lock->token() : 0, comm);
+
+  // Stage 2: the model, optimizer and data; a fresh start or the newest checkpoint.
   Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, &comm,
                            selector_options(cfg.router));
   AdamW opt(model.param_table(), model.num_params());
@@ -318,7 +410,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   std::vector<std::string> domain_list;
   std::vector<ValidSet> valid_sets = make_valid_sources(cfg, &domain_list);
 
-  const std::optional<std::string> latest = io::read_latest_pointer(ckpt_root);
+  const std::optional<std::string> latest = checkpoint_to_resume(ckpt_root, quiet);
   const std::string metrics_path = out + "/metrics.jsonl";
   if (latest) {
     const std::string dir = ckpt_root + "/" + *latest;
@@ -331,22 +423,23 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     load_checkpoint(dir, model, &opt, &state);
     train_src->set_position(state.data_position);
     if (lead) truncate_metrics(metrics_path, state.step);
-    if (!quiet) fmt::print(stderr, "resuming {} from {} (step {})\n", out, *latest, state.step);
+    if (!quiet) say("resuming {} from {} (step {})\n", out, *latest, state.step);
   } else {
     model.init(tc.seed);
-    if (lead) std::ofstream(metrics_path, std::ios::trunc);
   }
+  std::optional<MetricsLog> log;  // rank 0 only
   if (lead) {
-    std::ofstream c(out + "/config.toml", std::ios::trunc);
-    c << to_toml(cfg);
+    log.emplace(metrics_path, /*fresh=*/!latest);
+    io::write_file_atomic(out + "/config.toml", to_toml(cfg));
   }
+  std::string last_saved = latest ? *latest : "";  // the newest checkpoint on disk
 
   TrainResult res;
   res.first_step = state.step;
   res.last_step = state.step;
   if (state.step >= tc.steps) {
     if (!quiet)
-      fmt::print(stderr, "{}: already trained to step {} (train.steps = {})\n", out, state.step,
+      say( "{}: already trained to step {} (train.steps = {})\n", out, state.step,
                  tc.steps);
     return res;
   }
@@ -356,7 +449,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   comm.allreduce_sum(&peak, 1);
   const double flops_tok = model.flops_per_token();
   if (!quiet) {
-    fmt::print(stderr,
+    say(
                "switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
                "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU "
                "denominator)\n",
@@ -365,12 +458,12 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                cfg.system.gemm, peak);
     const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
     if (R * cfg.system.threads > hw && hw > 0)
-      fmt::print(stderr,
+      say(
                  "warning: {} ranks x {} threads (system.threads) > {} hardware threads: the "
                  "ranks' threads compete for cores; set system.threads = {}\n",
                  R, cfg.system.threads, hw, std::max<int64_t>(1, hw / R));
     if (R > 1)
-      fmt::print(stderr,
+      say(
                  "            data parallel: global batch {} sequences = {} ranks x {} "
                  "micro-batches x {}\n",
                  R * M * B, R, M, B);
@@ -378,19 +471,14 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
 
   Buffer<int32_t> tokens(B * (S + 1)), domains(B);
   StepMetrics sm(model.n_moe_layers(), m.n_experts);
-  std::FILE* log = nullptr;  // rank 0 only
-  if (lead) {
-    log = std::fopen(metrics_path.c_str(), "a");
-    SY_CHECK(log, "{}: cannot open for appending", metrics_path);
-  }
-  std::string line;
-  line.reserve(1 << 16);
-
-  g_stop_requested = false;
-  auto prev_int = std::signal(SIGINT, on_stop_signal);
-  auto prev_term = std::signal(SIGTERM, on_stop_signal);
 
   auto save = [&](int64_t step) {
+    // Never write non-finite weights (they would become `latest` and poison every resume).
+    const int64_t bad = count_non_finite(model.params(), model.num_params());
+    SY_CHECK(bad == 0,
+             "step {}: {} of {} weights are not finite after the optimizer update: training "
+             "diverged, and no checkpoint of this step is written; {}",
+             step, bad, model.num_params(), diverged_hint(last_saved, ckpt_root, tc.lr));
     if (R > 1) check_replicas_agree(model, comm, step);
     state.step = step;
     state.data_position = train_src->position();
@@ -399,6 +487,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       io::write_latest_pointer(ckpt_root, step_dir_name(step));
       io::prune_checkpoints(ckpt_root, 3);
     }
+    last_saved = step_dir_name(step);
     comm.barrier();  // no rank goes on (or exits) before the checkpoint is complete
   };
   auto evaluate = [&](int64_t step) {
@@ -408,19 +497,19 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                                comm);
     j["type"] = "eval";
     j["step"] = step;
-    if (log) {
-      std::fprintf(log, "%s\n", j.dump().c_str());
-      std::fflush(log);
-    }
     const double loss = j["loss"].get<double>();
+    SY_CHECK(std::isfinite(loss),
+             "step {}: the validation loss must be finite, got {}: training diverged; {}", step,
+             loss, diverged_hint(last_saved, ckpt_root, tc.lr));
+    if (log) log->append(j.dump());
     res.final_eval_loss = loss;
     if (!quiet && j.contains("loss_causal")) {
-      fmt::print(stderr,
+      say(
                  "eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n",
                  step, loss, std::exp(loss), j["loss_causal"].get<double>(),
                  j["perplexity_causal"].get<double>());
     } else if (!quiet) {
-      fmt::print(stderr, "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
+      say( "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
                  std::exp(loss));
     }
   };
@@ -436,6 +525,18 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     train_src->set_position(step_start + static_cast<uint64_t>((mb * R + rank) * B));
     train_src->next(tokens.data(), domains.data(), B);
   };
+  // A stop requested during start-up: nothing new to save.
+  {
+    int64_t early = stop_requested();
+    comm.allreduce_sum(&early, 1);
+    if (early > 0) {
+      res.interrupted = true;
+      if (!quiet)
+        say("stopped before step {}: nothing new to save{}\n", state.step + 1,
+            last_saved.empty() ? "" : fmt::format("; {} is the latest checkpoint", last_saved));
+      return res;
+    }
+  }
   for (int64_t step = state.step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     const double lr = lr_at(tc, step);
@@ -498,6 +599,14 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       }
     }
     const double gnorm = global_grad_norm(model.grads(), model.num_params());
+    const double ce_mean = ce / static_cast<double>(ntok);
+    const double loss = ce_mean + (lbl + z) / static_cast<double>(M * R);
+    // Divergence stops training before the update, so the weights are never made non-finite by
+    // it; the same values on every rank (all-reduced), so every rank stops here.
+    SY_CHECK(std::isfinite(loss) && std::isfinite(gnorm),
+             "step {}: the training loss ({}) and gradient norm ({}) must be finite: training "
+             "diverged; the weights were not updated by this step; {}",
+             step + 1, loss, gnorm, diverged_hint(last_saved, ckpt_root, tc.lr));
     const double clip = tc.grad_clip > 0 && gnorm > tc.grad_clip ? tc.grad_clip / gnorm : 1.0;
     opt.step(model.params(), model.grads(), lr, clip, tc);
     {
@@ -510,12 +619,6 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     train_seconds += dt;
     ++steps_this_run;
     state.tokens_seen += B * S * M * R;
-    const double ce_mean = ce / static_cast<double>(ntok);
-    const double loss = ce_mean + (lbl + z) / static_cast<double>(M * R);
-    SY_CHECK(std::isfinite(loss),
-             "step {}: the training loss is not finite ({}); lower train.lr (now {}) or check "
-             "the data",
-             step + 1, loss, tc.lr);
     const double tps = static_cast<double>(B * S * M * R) / dt;
     const double mfu = tps * flops_tok / (peak * 1e9);
 
@@ -574,17 +677,16 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                 {"avg_maxvio", avg_mv},
                 {"sup_maxvio", sup_mv},
                 {"layers", layers}};
-    if (log) {
-      line = rec.dump();
-      std::fprintf(log, "%s\n", line.c_str());
-      std::fflush(log);
-    }
+    if (log) log->append(rec.dump());
     res.final_loss = loss;
     res.last_step = step + 1;
 
-    if (!quiet && (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
+    // After a stop request, print nothing until the checkpoint is written: under mpirun the
+    // console may no longer be read, and a blocked write would cost the checkpoint.
+    if (!quiet && !stop_requested() &&
+        (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
       const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
-      fmt::print(stderr,
+      say(
                  "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
                  "tok/s | MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
                  step + 1, std::to_string(tc.steps).size(), tc.steps, loss,
@@ -595,7 +697,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) evaluate(step + 1);
     // Every rank must agree to stop at the same step (a signal may reach one rank first).
     int64_t stop_votes =
-        g_stop_requested.load() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
+        stop_requested() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
     comm.allreduce_sum(&stop_votes, 1);
     const bool stop = stop_votes > 0;
     if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop)
@@ -603,17 +705,14 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     if (stop && !last) {
       res.interrupted = true;
       if (!quiet)
-        fmt::print(stderr,
+        say(
                    "stopped after step {}; checkpoint saved. Run the same command to resume.\n",
                    step + 1);
       break;
     }
   }
-  if (log) std::fclose(log);
-  std::signal(SIGINT, prev_int);
-  std::signal(SIGTERM, prev_term);
   if (!quiet && !res.interrupted)
-    fmt::print(stderr, "done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
+    say( "done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
                format_duration(seconds_since(run_t0)), metrics_path, ckpt_root,
                step_dir_name(res.last_step));
   return res;

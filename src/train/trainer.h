@@ -7,7 +7,8 @@
 //   evaluation checkpoints/    step_NNNNNNNN/ directories (see train/checkpoint.h) and `latest`
 // A run whose out_dir already holds a checkpoint resumes from it (bit-exactly: same weights,
 // losses and data order as an uninterrupted run); metrics after that step are discarded.
-// SIGINT/SIGTERM finish the current step, write a checkpoint and return.
+// A stop request (TrainOptions::stop; SIGINT/SIGTERM/SIGHUP in the CLI) finishes the current
+// step, writes a checkpoint and returns.
 // One Trainer per process; not thread-safe; uses the OpenMP pool.
 //
 // Data parallelism (R ranks, `mpirun -np R switchyard train ...`): every rank holds the whole
@@ -21,6 +22,7 @@
 // (out_dir must be on a file system every rank sees).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +39,10 @@ struct TrainOptions {
   // Data parallelism (borrowed; null = one process). Every rank calls train() with the same
   // config; see "Data parallelism" below.
   Communicator* comm = nullptr;
+  // A stop request (borrowed; null = none): nonzero (the signal number, from StopSignals) makes
+  // training finish the current step, save a checkpoint and return with interrupted = true.
+  // Polled before the first step and after each step; may be set from any thread.
+  const std::atomic<int>* stop = nullptr;
 };
 
 struct TrainResult {
@@ -48,6 +54,17 @@ struct TrainResult {
 };
 
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts = {});
+
+// What one training process allocates for a config, estimated from the shapes before anything
+// is allocated (train() refuses a config whose estimate exceeds the memory available).
+struct MemoryEstimate {
+  static constexpr double kOverhead = 150e6;  // libraries, thread stacks, GEMM and routing scratch
+  double params_bytes = 0, grads_bytes = 0, moments_bytes = 0, activations_bytes = 0;
+  double total_bytes = 0;  // all of the above + kOverhead
+};
+MemoryEstimate estimate_training_memory(const RunConfig& cfg);
+// MemAvailable, or less if a cgroup limit leaves less room; -1 if unknown.
+double available_memory_bytes();
 
 struct EvalResult {
   double loss = 0;  // mean cross-entropy (nats per token)
