@@ -53,29 +53,33 @@ def load_run(path, name):
         raise ReportError(f"{path}: not a directory")
     if not os.path.isfile(metrics):
         raise ReportError(f"{metrics}: not found (is {path} a switchyard run directory?)")
-    with open(metrics, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(metrics, "rb") as f:  # bytes: a torn last line may end inside a UTF-8 character
+        lines = f.read().split(b"\n")
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            if lineno == last:  # a run still writing: its last record may be incomplete
                 continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{metrics}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(r, dict):
-                raise ReportError(f"{metrics}:{lineno}: a record must be a JSON object")
-            kind = r.get("type")
-            if kind == "train":
-                for key in ("step", "loss"):
-                    if not isinstance(r.get(key), (int, float)):
-                        raise ReportError(f"{metrics}:{lineno}: train record without a numeric '{key}'")
-                run.train.append(r)
-            elif kind == "eval":
-                for key in ("step", "loss"):
-                    if not isinstance(r.get(key), (int, float)):
-                        raise ReportError(f"{metrics}:{lineno}: eval record without a numeric '{key}'")
-                run.evals.append(r)
-            else:  # a record type newer than this script: skipped, said on the page
-                run.skipped[kind] = run.skipped.get(kind, 0) + 1
+            raise ReportError(f"{metrics}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(r, dict):
+            raise ReportError(f"{metrics}:{lineno}: a record must be a JSON object")
+        kind = r.get("type")
+        if kind == "train":
+            for key in ("step", "loss"):
+                if not isinstance(r.get(key), (int, float)):
+                    raise ReportError(f"{metrics}:{lineno}: train record without a numeric '{key}'")
+            run.train.append(r)
+        elif kind == "eval":
+            for key in ("step", "loss"):
+                if not isinstance(r.get(key), (int, float)):
+                    raise ReportError(f"{metrics}:{lineno}: eval record without a numeric '{key}'")
+            run.evals.append(r)
+        else:  # a record type newer than this script: skipped, said on the page
+            run.skipped[kind] = run.skipped.get(kind, 0) + 1
     if not run.train:
         raise ReportError(f"{metrics}: no training steps (the file is empty or has only evaluations)")
     cfg = os.path.join(path, "config.toml")

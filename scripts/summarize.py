@@ -18,11 +18,26 @@ def main() -> int:
         print(f"summarize: {path} not found: is {run} a switchyard run directory?", file=sys.stderr)
         return 1
     train, evals = [], []
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                (train if r["type"] == "train" else evals).append(r)
+    with open(path, "rb") as f:  # bytes: a torn last line may end inside a UTF-8 character
+        lines = f.read().split(b"\n")
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            if lineno == last:  # a run still writing: its last record may be incomplete
+                continue
+            print(f"summarize: {path}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})", file=sys.stderr)
+            return 1
+        if not isinstance(r, dict):
+            print(f"summarize: {path}:{lineno}: a record must be a JSON object", file=sys.stderr)
+            return 1
+        if r.get("type") == "train":
+            train.append(r)
+        elif r.get("type") == "eval":
+            evals.append(r)
     if not train:
         print(f"summarize: {path} has no training steps yet", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPORT = os.path.join(HERE, "report.py")
+SUMMARIZE = os.path.join(HERE, "summarize.py")
 PY = "/usr/bin/python3"
 DOMAINS = ["literature", "code_c", "math"]
 
@@ -172,13 +173,35 @@ def main():
         check(p.returncode != 0 and os.path.join(empty, "metrics.jsonl") in p.stderr,
               f"empty metrics.jsonl named (stderr: {p.stderr.strip()})")
 
+        # a garbled line in the middle (13 records + 3 evals before it) is an error ...
         bad = make_run(tmp, "bad_json")
         with open(os.path.join(bad, "metrics.jsonl"), "a") as f:
             f.write('{"type": "train", "step": 13, "loss": \n')
+            f.write(json.dumps(train_record(14, 2, 8, 2)) + "\n")
         p = run_report(bad, "--out", os.path.join(tmp, "r5"))
-        check(p.returncode != 0 and os.path.join(bad, "metrics.jsonl") + ":" in p.stderr,
+        check(p.returncode != 0 and os.path.join(bad, "metrics.jsonl") + ":16:" in p.stderr,
               f"bad JSON line named with file and line (stderr: {p.stderr.strip()})")
         check("Traceback" not in p.stderr, "bad JSON gives a message, not a traceback")
+        p = subprocess.run([PY, SUMMARIZE, bad], capture_output=True, text=True)
+        check(p.returncode == 1 and os.path.join(bad, "metrics.jsonl") + ":16:" in p.stderr
+              and "Traceback" not in p.stderr,
+              f"summarize names a bad JSON line with file and line (stderr: {p.stderr.strip()})")
+
+        # ... but a torn last line is a run still writing: skipped, with or without its newline,
+        # even when cut inside a UTF-8 character
+        for torn in (b'{"type": "train", "step": 13, "lo', b'{"type": "train", "step": 13, "loss": \n',
+                     b'{"type": "eval", "domains": {"caf\xc3'):
+            live = make_run(tmp, f"live_{len(torn)}")
+            with open(os.path.join(live, "metrics.jsonl"), "ab") as f:
+                f.write(torn)
+            out_l = os.path.join(tmp, f"r_live_{len(torn)}")
+            p = run_report(live, "--out", out_l)
+            check(p.returncode == 0 and os.path.isfile(os.path.join(out_l, "index.html")),
+                  f"report skips a torn last line {torn!r} (stderr: {p.stderr.strip()})")
+            p = subprocess.run([PY, SUMMARIZE, live], capture_output=True, text=True)
+            check(p.returncode == 0 and "12 steps" in p.stdout,
+                  f"summarize skips a torn last line {torn!r} (stdout: {p.stdout.strip()}, "
+                  f"stderr: {p.stderr.strip()})")
 
         badcfg = make_run(tmp, "bad_config")
         with open(os.path.join(badcfg, "config.toml"), "a") as f:

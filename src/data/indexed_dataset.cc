@@ -1,10 +1,10 @@
 #include "data/indexed_dataset.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -27,8 +27,8 @@ T load(const unsigned char* p) {
 
 bool is_integer_code(uint8_t code) { return code >= 1 && code <= 8 && code != 6 && code != 7; }
 
-// Maps `path` read-only; *size receives its size. Returns null for an empty file.
-const unsigned char* map_file(const std::string& path, int64_t* size) {
+// Opens `path` read-only; *size receives its size.
+int open_file(const std::string& path, int64_t* size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   SY_CHECK(fd >= 0, "{}: file must be readable, got {} (is the dataset prefix right?)", path,
            std::strerror(errno));
@@ -39,15 +39,62 @@ const unsigned char* map_file(const std::string& path, int64_t* size) {
     fail(fmt::format("{}: fstat failed: {}", path, std::strerror(err)));
   }
   *size = static_cast<int64_t>(st.st_size);
-  if (*size == 0) {
-    ::close(fd);
-    return nullptr;
+  return fd;
+}
+
+// The size of the open file now, or -1.
+int64_t current_size(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
+}
+
+constexpr int kEndOfFile = -1;
+
+// Reads bytes [offset, offset + bytes) of fd. Returns 0, an errno, or kEndOfFile when the file
+// ends first (it shrank since it was opened).
+int pread_all(int fd, int64_t offset, int64_t bytes, void* dst) {
+  auto* p = static_cast<unsigned char*>(dst);
+  while (bytes > 0) {
+    const ssize_t got = ::pread(fd, p, static_cast<size_t>(bytes), offset);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return errno;
+    if (got == 0) return kEndOfFile;
+    p += got;
+    offset += got;
+    bytes -= got;
   }
-  void* p = ::mmap(nullptr, static_cast<size_t>(*size), PROT_READ, MAP_SHARED, fd, 0);
-  const int err = errno;
+  return 0;
+}
+
+// Throws for a failed pread_all of bytes [offset, offset + bytes) of `path`, open as fd.
+[[noreturn]] void fail_read(int rc, const std::string& path, int fd, int64_t opened_size,
+                            int64_t offset, int64_t bytes) {
+  if (rc != kEndOfFile)
+    fail(fmt::format("{}: read of bytes [{}, {}) must succeed, got {}", path, offset,
+                     offset + bytes, std::strerror(rc)));
+  const int64_t now = current_size(fd);
+  const std::string now_str = now < 0 ? std::string("unknown") : std::to_string(now);
+  fail(fmt::format(
+      "{}: was truncated while in use ({} bytes when opened, {} now); restore the file and resume",
+      path, opened_size, now_str));
+}
+
+// The whole file, read once: an index truncated later cannot fault its readers.
+std::vector<unsigned char> read_file(const std::string& path) {
+  int64_t size = 0;
+  const int fd = open_file(path, &size);
+  std::vector<unsigned char> bytes(static_cast<size_t>(size));
+  const int rc = pread_all(fd, 0, size, bytes.data());
+  if (rc != 0) {
+    try {
+      fail_read(rc, path, fd, size, 0, size);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
   ::close(fd);
-  SY_CHECK(p != MAP_FAILED, "{}: mmap must succeed, got {}", path, std::strerror(err));
-  return static_cast<const unsigned char*>(p);
+  return bytes;
 }
 
 void write_all(std::FILE* f, const void* data, size_t n, const std::string& path) {
@@ -219,20 +266,23 @@ void IndexedDatasetWriter::finalize() {
 // Reader
 
 IndexedDataset::IndexedDataset(std::string prefix) : prefix_(std::move(prefix)) {
-  idx_ = map_file(prefix_ + ".idx", &idx_size_);
+  idx_bytes_ = read_file(prefix_ + ".idx");
+  idx_ = idx_bytes_.data();
+  idx_size_ = static_cast<int64_t>(idx_bytes_.size());
+  bin_fd_ = open_file(prefix_ + ".bin", &bin_size_);
   try {
-    bin_ = map_file(prefix_ + ".bin", &bin_size_);
     validate();
   } catch (...) {
-    if (idx_ != nullptr) ::munmap(const_cast<unsigned char*>(idx_), static_cast<size_t>(idx_size_));
-    if (bin_ != nullptr) ::munmap(const_cast<unsigned char*>(bin_), static_cast<size_t>(bin_size_));
+    ::close(bin_fd_);
     throw;
   }
 }
 
-IndexedDataset::~IndexedDataset() {
-  if (idx_ != nullptr) ::munmap(const_cast<unsigned char*>(idx_), static_cast<size_t>(idx_size_));
-  if (bin_ != nullptr) ::munmap(const_cast<unsigned char*>(bin_), static_cast<size_t>(bin_size_));
+IndexedDataset::~IndexedDataset() { ::close(bin_fd_); }
+
+void IndexedDataset::read_bin(int64_t offset, int64_t bytes, void* dst) const {
+  const int rc = pread_all(bin_fd_, offset, bytes, dst);
+  if (rc != 0) fail_read(rc, prefix_ + ".bin", bin_fd_, bin_size_, offset, bytes);
 }
 
 void IndexedDataset::validate() {
@@ -336,6 +386,9 @@ std::pair<int64_t, int64_t> IndexedDataset::document_range(int64_t d) const {
 }
 
 namespace {
+// Tokens of a narrower or wider dtype are read through a buffer of this many bytes.
+constexpr int64_t kReadChunk = 16384;
+
 template <typename T>
 void widen(const unsigned char* src, int64_t count, int32_t* out, const std::string& where) {
   for (int64_t t = 0; t < count; ++t) {
@@ -355,29 +408,37 @@ void IndexedDataset::read(int64_t i, int64_t offset, int64_t count, int32_t* out
            "{}: token range [{}, {}) of sequence {} must lie within its {} tokens", prefix_, offset,
            offset + count, i, len);
   if (count == 0) return;
-  const unsigned char* src = bin_ + sequence_pointer(i) + offset * itemsize_;
+  const int64_t start = sequence_pointer(i) + offset * itemsize_;
+  if (dtype_ == TokenDtype::kI32) {
+    read_bin(start, count * 4, out);
+    return;
+  }
+  unsigned char buf[kReadChunk];  // per call: read() may run on several threads
   const std::string& where = prefix_;
-  switch (dtype_) {
-    case TokenDtype::kU8:
-      widen<uint8_t>(src, count, out, where);
-      break;
-    case TokenDtype::kI8:
-      widen<int8_t>(src, count, out, where);
-      break;
-    case TokenDtype::kI16:
-      widen<int16_t>(src, count, out, where);
-      break;
-    case TokenDtype::kI32:
-      std::memcpy(out, src, static_cast<size_t>(count) * 4);
-      break;
-    case TokenDtype::kI64:
-      widen<int64_t>(src, count, out, where);
-      break;
-    case TokenDtype::kU16:
-      widen<uint16_t>(src, count, out, where);
-      break;
-    default:
-      SY_DCHECK(false);
+  for (int64_t done = 0; done < count;) {
+    const int64_t n = std::min(count - done, kReadChunk / itemsize_);
+    read_bin(start + done * itemsize_, n * itemsize_, buf);
+    int32_t* dst = out + done;
+    switch (dtype_) {
+      case TokenDtype::kU8:
+        widen<uint8_t>(buf, n, dst, where);
+        break;
+      case TokenDtype::kI8:
+        widen<int8_t>(buf, n, dst, where);
+        break;
+      case TokenDtype::kI16:
+        widen<int16_t>(buf, n, dst, where);
+        break;
+      case TokenDtype::kI64:
+        widen<int64_t>(buf, n, dst, where);
+        break;
+      case TokenDtype::kU16:
+        widen<uint16_t>(buf, n, dst, where);
+        break;
+      default:
+        SY_DCHECK(false);
+    }
+    done += n;
   }
 }
 

@@ -116,9 +116,11 @@ class IndexedDatasetWriter {
 // sequence length >= 0, pointers aligned to the token size, increasing without overlap and
 // inside .bin, the last sequence ending at the end of .bin, document indices starting at 0,
 // non-decreasing and ending at the sequence count.
-// Both files are memory-mapped read-only (the index is read with unaligned loads: its arrays
-// start at byte 34). Owns the mappings. After construction every method is const and may be
-// called from several threads at once; spans stay valid while the dataset lives.
+// The index is read into memory once (and read with unaligned loads: its arrays start at byte
+// 34); tokens are read from .bin with pread() on demand, not through a memory mapping, so a
+// .bin truncated while in use is an error naming it rather than a SIGBUS. Owns the index and
+// the .bin descriptor. After construction every method is const and may be called from several
+// threads at once.
 class IndexedDataset {
  public:
   explicit IndexedDataset(std::string prefix);
@@ -139,13 +141,14 @@ class IndexedDataset {
 
   // The tokens of sequence i in their stored type. REQUIRES: token_dtype_of<T>() == dtype().
   template <typename T>
-  std::span<const T> sequence(int64_t i) const {
+  std::vector<T> sequence(int64_t i) const {
     SY_CHECK(token_dtype_of<T>() == dtype_,
              "{}.bin: requested element type must be the dataset's dtype {}, got {}", prefix_,
              token_dtype_name(static_cast<uint8_t>(dtype_)),
              token_dtype_name(static_cast<uint8_t>(token_dtype_of<T>())));
-    const int64_t len = sequence_length(i);
-    return {reinterpret_cast<const T*>(bin_ + sequence_pointer(i)), static_cast<size_t>(len)};
+    std::vector<T> out(static_cast<size_t>(sequence_length(i)));
+    read_bin(sequence_pointer(i), static_cast<int64_t>(out.size() * sizeof(T)), out.data());
+    return out;
   }
 
   // Copies tokens [offset, offset + count) of sequence i into out as int32, whatever the dtype
@@ -155,11 +158,15 @@ class IndexedDataset {
 
  private:
   void validate();
+  // Reads bytes [offset, offset + bytes) of .bin into dst; a short read is the "truncated while
+  // in use" error.
+  void read_bin(int64_t offset, int64_t bytes, void* dst) const;
   std::string prefix_;
   TokenDtype dtype_ = TokenDtype::kI32;
   int64_t itemsize_ = 4;
-  const unsigned char* idx_ = nullptr;  // mapping of .idx
-  const unsigned char* bin_ = nullptr;  // mapping of .bin (null when .bin is empty)
+  std::vector<unsigned char> idx_bytes_;  // the whole .idx
+  const unsigned char* idx_ = nullptr;    // idx_bytes_.data()
+  int bin_fd_ = -1;                       // .bin, open for pread
   int64_t idx_size_ = 0, bin_size_ = 0;
   int64_t n_seq_ = 0, n_doc_index_ = 0, n_tokens_ = 0;
   int64_t lengths_off_ = 0, pointers_off_ = 0, docs_off_ = 0;  // byte offsets in .idx

@@ -273,5 +273,37 @@ TEST(IndexedDatasetTest, EmptyDatasetOpens) {
   EXPECT_EQ(fs::file_size(prefix + ".idx"), 34u + 8u);
 }
 
+// Regression: the .bin was memory-mapped, so a file truncated under a running job (e.g. by
+// preprocessing rerun in place) killed the process with a bare SIGBUS at the next read.
+TEST(IndexedDatasetTest, BinTruncatedWhileOpenIsAnErrorNamingTheFile) {
+  const std::string dir = temp_dir();
+  for (const TokenDtype dtype : {TokenDtype::kU16, TokenDtype::kI32}) {
+    const std::string prefix = fmt::format("{}/d{}", dir, static_cast<int>(dtype));
+    const int64_t item = token_dtype_size(static_cast<uint8_t>(dtype));
+    std::vector<int32_t> doc(5000);
+    for (size_t t = 0; t < doc.size(); ++t) doc[t] = static_cast<int32_t>(t % 1000);
+    {
+      IndexedDatasetWriter w(prefix, dtype);
+      for (int d = 0; d < 3; ++d) w.add_document(doc);
+      w.finalize();
+    }
+    const IndexedDataset ds(prefix);
+    const int64_t size = 3 * 5000 * item, cut = 6000 * item;  // pages past the cut are gone
+    ASSERT_EQ(static_cast<int64_t>(fs::file_size(prefix + ".bin")), size);
+    fs::resize_file(prefix + ".bin", static_cast<uintmax_t>(cut));
+    fs::resize_file(prefix + ".idx", 0);  // read at open: no longer needed
+    EXPECT_EQ(ds.read(0), doc);
+    const std::string what = fmt::format(
+        "{}.bin: was truncated while in use ({} bytes when opened, {} now); restore the file "
+        "and resume",
+        prefix, size, cut);
+    expect_error([&] { ds.read(2); }, {what});
+    int32_t out[10];
+    expect_error([&] { ds.read(1, 4995, 5, out); }, {what});
+    ds.read(1, 0, 10, out);  // still inside the file
+    EXPECT_EQ(out[9], 9);
+  }
+}
+
 }  // namespace
 }  // namespace sy

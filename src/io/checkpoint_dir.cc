@@ -25,14 +25,17 @@ namespace fs = std::filesystem;
 
 constexpr const char* kTmpTag = ".tmp-";
 constexpr const char* kOldTag = ".old-";  // only from the rename-aside fallback in replace_dir
+constexpr const char* kDelTag = ".del-";  // a pruned checkpoint, renamed before its removal
 constexpr const char* kLatestName = "latest";
 
 std::string errno_str() { return std::strerror(errno); }
 
-// RAII file descriptor.
+// RAII file descriptor. open(O_CREAT) takes the new file's mode from its third argument: without
+// one it is whatever happens to be in that register (a setuid `latest` was seen), so always pass
+// 0644 (before umask); open ignores it without O_CREAT.
 class Fd {
  public:
-  Fd(const std::string& path, int flags) : fd_(::open(path.c_str(), flags | O_CLOEXEC)) {}
+  Fd(const std::string& path, int flags) : fd_(::open(path.c_str(), flags | O_CLOEXEC, 0644)) {}
   ~Fd() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -150,6 +153,13 @@ int64_t debris_pid(const std::string& name, const char* tag) {
   return std::stol(digits);
 }
 
+// Whether `name` is `<prefix><digits>`: a checkpoint name the caller writes, so may prune.
+bool is_own_name(const std::string& name, const std::string& prefix) {
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
+  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 bool process_alive(int64_t pid) {
   if (pid == ::getpid()) return true;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
@@ -197,8 +207,8 @@ CheckpointWriter::CheckpointWriter(const std::string& final_dir) {
   SY_CHECK(!ec, "{}: cannot create directory: {}", parent_of(final_), ec.message());
   fs::remove_all(tmp_, ec);
   SY_CHECK(!ec, "{}: cannot remove stale temp dir: {}", tmp_, ec.message());
-  SY_CHECK(fs::create_directory(tmp_, ec) && !ec, "{}: cannot create temp dir: {}", tmp_,
-           ec ? ec.message() : "already exists");
+  // 0755, not 0777, before umask: a checkpoint is written by one user and read by any.
+  SY_CHECK(::mkdir(tmp_.c_str(), 0755) == 0, "{}: cannot create temp dir: {}", tmp_, errno_str());
 }
 
 CheckpointWriter::~CheckpointWriter() {
@@ -355,7 +365,8 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(run_dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.find(kTmpTag) != std::string::npos || name.find(kOldTag) != std::string::npos)
+    if (name.find(kTmpTag) != std::string::npos || name.find(kOldTag) != std::string::npos ||
+        name.find(kDelTag) != std::string::npos)
       continue;
     std::error_code ec2;
     if (e.is_directory(ec2) && fs::is_regular_file(e.path() / kManifestName, ec2))
@@ -366,18 +377,48 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
   return out;
 }
 
-std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last) {
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last,
+                                           const std::string& prefix) {
   SY_CHECK(keep_last >= 1, "prune_checkpoints: keep_last must be >= 1, got {}", keep_last);
+  SY_CHECK(is_plain_name(prefix), "prune_checkpoints: prefix must be a plain name, got '{}'",
+           prefix);
   std::vector<std::string> removed;
   std::error_code ec;
 
-  // Debris of interrupted writes, if the process that wrote it is gone.
+  // Renamed to `<name>.del-<pid>` first, which readers ignore: a kill during the removal leaves
+  // debris the next prune removes, never a half-removed checkpoint that looks like one.
+  auto remove_checkpoint = [&](const std::string& name) {
+    const fs::path from = fs::path(run_dir) / name;
+    const fs::path to = fs::path(run_dir) / (name + kDelTag + std::to_string(::getpid()));
+    std::error_code rec;
+    fs::remove_all(to, rec);  // our own debris of an earlier failed removal
+    fs::rename(from, to, rec);
+    SY_CHECK(!rec, "{}: old checkpoint must be renamable to {} to remove it, got: {}",
+             from.string(), to.filename().string(), rec.message());
+    fsync_path(run_dir, true);
+    fs::remove_all(to, rec);
+    SY_CHECK(!rec,
+             "{}: old checkpoint must be removable, got: {}; it is no longer needed: delete it "
+             "by hand",
+             to.string(), rec.message());
+    removed.push_back(name);
+  };
+  // A checkpoint we wrote: `<prefix><digits>`, a directory (not a symlink to one).
+  auto is_own_dir = [&](const fs::path& p) {
+    std::error_code sec;
+    return is_own_name(p.filename().string(), prefix) &&
+           fs::is_directory(fs::symlink_status(p, sec));
+  };
+
+  // Debris of interrupted writes and removals, if the process that left it is gone.
   std::vector<fs::path> entries;
   for (const auto& e : fs::directory_iterator(run_dir, ec)) entries.push_back(e.path());
   SY_CHECK(!ec, "{}: cannot list directory: {}", run_dir, ec.message());
   for (const fs::path& p : entries) {
     const std::string name = p.filename().string();
-    if (int64_t pid = debris_pid(name, kTmpTag); pid > 0 && !process_alive(pid)) {
+    // At most one tag ends the name with digits: the other gives -1.
+    const int64_t pid = std::max(debris_pid(name, kTmpTag), debris_pid(name, kDelTag));
+    if (pid > 0 && !process_alive(pid)) {
       fs::remove_all(p, ec);
       removed.push_back(name);
     } else if (int64_t opid = debris_pid(name, kOldTag); opid > 0 && !process_alive(opid)) {
@@ -392,14 +433,23 @@ std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_
     }
   }
 
-  const std::vector<std::string> cps = list_checkpoints(run_dir);
   const std::optional<std::string> latest = read_latest_pointer(run_dir);
+  // Orphans: a committed checkpoint always has its manifest (it appears by rename), so one of
+  // ours without it is what a removal killed half-way left (before removals went by rename).
+  for (const fs::path& p : entries) {
+    const std::string name = p.filename().string();
+    if (!is_own_dir(p) || (latest && name == *latest)) continue;
+    std::error_code mec;
+    if (!fs::exists(p / kManifestName, mec) && !mec) remove_checkpoint(name);
+  }
+
+  std::vector<std::string> cps;
+  for (const std::string& name : list_checkpoints(run_dir))
+    if (is_own_dir(fs::path(run_dir) / name)) cps.push_back(name);
   const size_t n_old = cps.size() > static_cast<size_t>(keep_last) ? cps.size() - keep_last : 0;
   for (size_t i = 0; i < n_old; ++i) {
     if (latest && cps[i] == *latest) continue;
-    fs::remove_all(fs::path(run_dir) / cps[i], ec);
-    SY_CHECK(!ec, "{}/{}: cannot remove old checkpoint: {}", run_dir, cps[i], ec.message());
-    removed.push_back(cps[i]);
+    remove_checkpoint(cps[i]);
   }
   return removed;
 }

@@ -4,8 +4,11 @@
 //   {"format": "switchyard-checkpoint", "version": 1,
 //    "files": {name: {"bytes": n, "sha256": "<64 hex digits>"}, ...}}
 // A run directory holds several checkpoints, a `latest` file naming the newest one, and possibly
-// debris from an interrupted write (`<name>.tmp-<pid>`), which readers ignore and
-// prune_checkpoints removes.
+// debris from an interrupted write (`<name>.tmp-<pid>`) or removal (`<name>.del-<pid>`), which
+// readers ignore and prune_checkpoints removes once process <pid> is gone.
+//
+// Modes: files are created 0644 and checkpoint directories 0755, both before umask, so another
+// user can resume from or evaluate a run.
 //
 // Crash safety: files are written into `<final>.tmp-<pid>` and only commit() makes them visible,
 // after every file and the directory are fsynced, by one rename (an atomic exchange when `final`
@@ -75,13 +78,17 @@ void write_latest_pointer(const std::string& run_dir, const std::string& name);
 // names a directory that does not exist.
 std::optional<std::string> read_latest_pointer(const std::string& run_dir);
 
-// Committed checkpoints in run_dir (subdirectories holding manifest.json, not temp dirs),
+// Committed checkpoints in run_dir (subdirectories holding manifest.json, not debris),
 // oldest first by name with digit runs compared as numbers ("step_99" < "step_100").
 std::vector<std::string> list_checkpoints(const std::string& run_dir);
 
-// Removes all but the newest `keep_last` checkpoints (never the one `latest` names) and
-// stale temp dirs left by processes no longer running. Returns the names removed.
-// REQUIRES: keep_last >= 1.
-std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last);
+// Removes all but the newest `keep_last` of the checkpoints named `<prefix><digits>` (never the
+// one `latest` names); any other directory, such as a user's copy `keep_best`, is never touched.
+// Also removes debris left by processes no longer running, and `<prefix><digits>` directories
+// without manifest.json (what a removal killed half-way left). Each checkpoint is renamed to
+// `<name>.del-<pid>` before it is removed, so a kill leaves only debris. Returns the names
+// removed. REQUIRES: keep_last >= 1; prefix a plain name.
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last,
+                                           const std::string& prefix = "step_");
 
 }  // namespace sy::io

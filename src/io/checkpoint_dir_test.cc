@@ -1,6 +1,7 @@
 #include "io/checkpoint_dir.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -235,6 +236,95 @@ TEST_F(CheckpointDirTest, PruneKeepsNewestAndLatest) {
   EXPECT_EQ(prune_checkpoints(run_, 2), std::vector<std::string>{"step_2"});
   EXPECT_EQ(list_checkpoints(run_), (std::vector<std::string>{"step_1", "step_10", "step_100"}));
   EXPECT_HAS(error_of([&] { prune_checkpoints(run_, 0); }), "keep_last must be >= 1, got 0");
+}
+
+// Regression: open(O_CREAT) without a mode gave `latest` mode -rwsr-Sr-T and manifest.json
+// ---x--x---, so another user could not resume from or evaluate the run.
+TEST_F(CheckpointDirTest, FilesAre0644AndDirs0755UnderUmask022) {
+  const mode_t old_mask = ::umask(022);
+  const std::string root = run_ + "/checkpoints";
+  save("checkpoints/step_1", 1.0f);
+  save("checkpoints/step_1", 2.0f);  // replaces: the exchange path
+  write_latest_pointer(root, "step_1");
+  ::umask(old_mask);
+  int n_files = 0;
+  auto check = [&](const fs::path& p) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    const mode_t mode = st.st_mode & 07777;  // with setuid, setgid and sticky bits
+    if (S_ISDIR(st.st_mode)) {
+      EXPECT_EQ(mode, 0755u) << p << std::oct << " has mode " << mode;
+    } else {
+      ASSERT_TRUE(S_ISREG(st.st_mode)) << p;
+      EXPECT_EQ(mode, 0644u) << p << std::oct << " has mode " << mode;
+      ++n_files;
+    }
+  };
+  check(root);
+  for (const auto& e : fs::recursive_directory_iterator(root)) check(e.path());
+  EXPECT_EQ(n_files, 4);  // latest, manifest.json, weights.safetensors, state.json
+}
+
+// A pid no process has: a child that has exited and been reaped.
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+// Regression: pruning removed a user's copy `keep_best` (a directory with a manifest), which
+// sorts before the trainer's `step_<n>`.
+TEST_F(CheckpointDirTest, PruneRemovesOnlyTheTrainersCheckpoints) {
+  for (const char* name : {"keep_best", "step_1", "step_2", "step_3", "step_4", "step_2_copy"})
+    save(name, 1.0f);
+  fs::create_directory_symlink(run_ + "/keep_best", run_ + "/step_0");
+  write_latest_pointer(run_, "step_4");
+  EXPECT_EQ(prune_checkpoints(run_, 2), (std::vector<std::string>{"step_1", "step_2"}));
+  EXPECT_EQ(entries(), (std::vector<std::string>{"keep_best", "latest", "step_0", "step_2_copy",
+                                                 "step_3", "step_4"}));
+  verify_checkpoint(run_ + "/keep_best");
+  // Another prefix is another writer's checkpoints.
+  for (const char* name : {"best_1", "best_2"}) save(name, 1.0f);
+  EXPECT_EQ(prune_checkpoints(run_, 1, "best_"), std::vector<std::string>{"best_1"});
+  EXPECT_TRUE(fs::exists(run_ + "/step_3"));
+  EXPECT_HAS(error_of([&] { prune_checkpoints(run_, 1, ""); }),
+             "prefix must be a plain name, got ''");
+}
+
+// Regression: a kill during fs::remove_all of an old checkpoint left `step_<n>` half-removed,
+// without its manifest, and no later prune removed it.
+TEST_F(CheckpointDirTest, PruneRemovesHalfRemovedOrphan) {
+  save("step_1", 1.0f);
+  save("step_2", 2.0f);
+  write_latest_pointer(run_, "step_2");
+  fs::remove(run_ + "/step_1/manifest.json");
+  fs::remove(run_ + "/step_1/state.json");
+  fs::create_directory(run_ + "/notes");  // not ours: kept
+  EXPECT_EQ(list_checkpoints(run_), std::vector<std::string>{"step_2"});
+  EXPECT_EQ(prune_checkpoints(run_, 3), std::vector<std::string>{"step_1"});
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "notes", "step_2"}));
+}
+
+TEST_F(CheckpointDirTest, PruneRemovesDebrisOfDeadPidAndKeepsDebrisOfLivePid) {
+  save("step_1", 1.0f);
+  save("step_2", 2.0f);
+  save("step_3", 3.0f);
+  write_latest_pointer(run_, "step_3");
+  // What a kill during a removal leaves: the checkpoint renamed aside, partly deleted.
+  const std::string dead = "step_1.del-" + std::to_string(dead_pid());
+  fs::rename(run_ + "/step_1", run_ + "/" + dead);
+  fs::remove(run_ + "/" + dead + "/state.json");
+  // A removal still under way in a live process (our parent): not ours to touch.
+  const std::string live = "step_2.del-" + std::to_string(::getppid());
+  fs::copy(run_ + "/step_2", run_ + "/" + live);
+  EXPECT_EQ(list_checkpoints(run_), (std::vector<std::string>{"step_2", "step_3"}));
+  EXPECT_EQ(prune_checkpoints(run_, 3), std::vector<std::string>{dead});
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_2", live, "step_3"}));
+  // Pruning itself leaves no debris behind.
+  EXPECT_EQ(prune_checkpoints(run_, 1), std::vector<std::string>{"step_2"});
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", live, "step_3"}));
 }
 
 }  // namespace

@@ -356,7 +356,9 @@ std::string diverged_hint(const std::string& last_saved, const std::string& ckpt
         lr);
   return fmt::format(
       "{}/{} is the last checkpoint (its weights are finite): run the same command with a lower "
-      "train.lr (now {}), e.g. --set train.lr={}, to resume from it",
+      "train.lr (now {}), e.g. --set train.lr={}, to resume from it (if it diverges again at once, "
+      "that checkpoint's weights were already damaged: delete it to resume from an earlier one, "
+      "or start over)",
       ckpt_root, last_saved, lr, lr / 10);
 }
 
