@@ -20,6 +20,7 @@
 #include "data/corpus.h"
 #include "dist/communicator.h"
 #include "io/checkpoint_dir.h"
+#include "io/run_lock.h"
 #include "train/experiment.h"
 #include "train/trainer.h"
 
@@ -114,6 +115,9 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
   std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
   std::vector<std::string> dirs;
   const int status = on_all_ranks(*comm, [&] {
+    // One experiment per directory at a time (each run's trainer also locks the run's own).
+    std::optional<sy::io::RunDirLock> lock;
+    if (comm->rank() == 0) lock.emplace(x.out_dir, "experiment " + path);
     for (size_t i = 0; i < x.runs.size(); ++i) {
       const sy::ExperimentRun& r = x.runs[i];
       if (comm->rank() == 0)

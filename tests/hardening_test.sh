@@ -94,6 +94,23 @@ kill -TERM "$holder"; wait "$holder"
 succeeds "the directory is free once the holder stopped" "$SY" train "${TINY[@]}" --set train.steps=3 \
   --set out_dir="$WORK/busy2"
 
+# ... and a second experiment on the same directory.
+cat >"$WORK/exp.toml" <<EOT
+description = "lock"
+claim = "none"
+base = "$SRC/configs/tiny.toml"
+out_dir = "$WORK/exp"
+set = ["train.steps=100000"]
+[[runs]]
+name = "a"
+EOT
+"$SY" experiment "$WORK/exp.toml" --quiet --no-report >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 1 200); do [[ -s $WORK/exp/a/metrics.jsonl ]] && break; sleep 0.05; done
+fails_with "second experiment" "is in use by another switchyard process (experiment" \
+  "$SY" experiment "$WORK/exp.toml" --quiet --no-report
+kill -TERM "$holder"; wait "$holder"
+
 # 6. Run directories that cannot work, and configs that cannot fit, fail before the first step.
 fails_with "non-UTF-8 out_dir" "out_dir must be valid UTF-8" "$SY" train "${TINY[@]}" \
   --set "out_dir=$WORK/bad$(printf '\377')"
