@@ -127,6 +127,18 @@ fi
 fails_with "micro_batch 300000" "lower train.micro_batch" "$SY" train -c "$SRC/configs/small.toml" --quiet \
   --set train.micro_batch=300000 --set out_dir="$WORK/mem"
 [[ ! -e $WORK/mem/metrics.jsonl ]] && ok || fail "the memory check runs before training"
+# The estimate is close to what a run really uses (SMALL: printed estimate vs peak RSS).
+/usr/bin/python3 - "$SY" "$SRC/configs/small.toml" "$WORK/rss" <<'PY' && ok || fail "memory estimate vs peak RSS"
+import re, resource, subprocess, sys
+sy, cfg, out = sys.argv[1:]
+r = subprocess.run([sy, "train", "-c", cfg, "--set", "train.steps=2", "--set", "train.warmup_steps=1",
+                    "--set", "train.eval_every=0", "--set", f"out_dir={out}"], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+est = float(re.search(r"memory estimate ([0-9.]+) GB", r.stderr).group(1))
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+assert 0.8 <= est / rss <= 1.25, f"estimate {est} GB vs peak RSS {rss:.3f} GB"
+print(f"memory estimate {est} GB, peak RSS {rss:.3f} GB")
+PY
 
 # 7. A complete checkpoint written just before a kill (newer than `latest`) is found on resume.
 succeeds "train 6 steps" "$SY" train "${TINY[@]}" --set train.steps=6 --set train.checkpoint_every=3 \

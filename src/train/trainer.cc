@@ -451,13 +451,16 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   comm.allreduce_sum(&peak, 1);
   const double flops_tok = model.flops_per_token();
   if (!quiet) {
-    say(
-               "switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
-               "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU "
-               "denominator)\n",
-               model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * S) / 6e6,
-               train_src->describe(), comm.describe(), cfg.system.threads, R > 1 ? " per rank" : "",
-               cfg.system.gemm, peak);
+    const MemoryEstimate mem = estimate_training_memory(cfg);
+    say("switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
+        "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n"
+        "            memory estimate {:.2f} GB{} (weights, gradients, AdamW moments {:.2f}; "
+        "activations {:.2f})\n",
+        model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * S) / 6e6,
+        train_src->describe(), comm.describe(), cfg.system.threads, R > 1 ? " per rank" : "",
+        cfg.system.gemm, peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
+        (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9,
+        mem.activations_bytes / 1e9);
     const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
     if (R * cfg.system.threads > hw && hw > 0)
       say(

@@ -58,7 +58,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts = {});
 // What one training process allocates for a config, estimated from the shapes before anything
 // is allocated (train() refuses a config whose estimate exceeds the memory available).
 struct MemoryEstimate {
-  static constexpr double kOverhead = 150e6;  // libraries, thread stacks, GEMM and routing scratch
+  static constexpr double kOverhead = 80e6;  // libraries, thread stacks, GEMM and routing scratch
   double params_bytes = 0, grads_bytes = 0, moments_bytes = 0, activations_bytes = 0;
   double total_bytes = 0;  // all of the above + kOverhead
 };
