@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace sy::io {
 namespace {
@@ -98,15 +99,7 @@ FileDigest digest_file(const std::string& path, bool sync) {
 void write_file_synced(const std::string& path, const std::string& text) {
   Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC);
   SY_CHECK(fd.get() >= 0, "{}: cannot open for writing: {}", path, errno_str());
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd.get(), p, left);
-    if (n < 0 && errno == EINTR) continue;
-    SY_CHECK(n > 0, "{}: write failed: {}", path, errno_str());
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  write_all(fd.get(), text.data(), text.size(), path);
   SY_CHECK(::fsync(fd.get()) == 0, "{}: fsync failed: {}", path, errno_str());
 }
 
