@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -65,7 +66,19 @@ void truncate_metrics(const std::string& path, int64_t step) {
       bad_number = number;
       continue;
     }
-    if (j.is_object() && j.value("step", int64_t(0)) > step) continue;
+    // A record's step must be an integer: value("step", 0) would throw nlohmann's type_error
+    // for a string and convert 1e300 to int64_t (undefined behaviour).
+    const auto s = j.is_object() ? j.find("step") : j.end();
+    if (s != j.end()) {
+      SY_CHECK(s->is_number_integer(),
+               "{}: line {} step must be an integer, got {}; the log is corrupt (move it aside to "
+               "resume)",
+               path, number, s->dump());
+      if (s->is_number_unsigned()
+              ? s->get<uint64_t>() > static_cast<uint64_t>(std::max<int64_t>(step, 0))
+              : s->get<int64_t>() > step)
+        continue;
+    }
     kept += line;
     kept += '\n';
   }
