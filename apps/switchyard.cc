@@ -19,6 +19,7 @@
 #include "data/batch_source.h"
 #include "data/corpus.h"
 #include "dist/communicator.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint_dir.h"
 #include "io/run_lock.h"
 #include "train/experiment.h"
@@ -82,14 +83,19 @@ std::string run_state(const sy::RunConfig& cfg) {
                                  : fmt::format("resumes at step {} of {}", step, cfg.train.steps);
 }
 
-// `switchyard experiment`: every run of the file in turn, then one report (rank 0).
-int run_experiment(const std::string& path, const std::vector<std::string>& overrides,
-                   const std::vector<std::string>& only, const std::string& out, bool dry_run,
-                   bool report, bool quiet, sy::StopSignals& signals) {
-  const sy::Experiment x = sy::load_experiment(path, overrides, only, out);
+// `switchyard experiment`: every run of the file in turn (seed by seed), then one report with
+// the statistics over seeds and the claims' verdicts (rank 0).
+int run_experiment(const std::string& path, const sy::ExperimentOptions& options,
+                   const std::string& command, bool dry_run, bool report, bool quiet,
+                   sy::StopSignals& signals) {
+  const sy::Experiment x = sy::load_experiment(path, options);
   if (dry_run) {
-    std::printf("%s: %zu run(s), base %s, out_dir %s\n%s\n", path.c_str(), x.runs.size(),
-                x.base.c_str(), x.out_dir.c_str(), x.description.c_str());
+    std::printf(
+        "%s: %zu run(s) (%zu arm(s) x %d seed(s)), reference %s, base %s, out_dir %s%s\n"
+        "%s\n",
+        path.c_str(), x.runs.size(), x.arms.size(), x.seeds,
+        x.reference.empty() ? "none" : x.reference.c_str(), x.base.c_str(), x.out_dir.c_str(),
+        x.quick ? " (--quick)" : "", x.description.c_str());
     int problems = 0;
     for (const sy::ExperimentRun& r : x.runs) {
       std::string data = "data ok";
@@ -101,38 +107,49 @@ int run_experiment(const std::string& path, const std::vector<std::string>& over
         data = fmt::format("DATA PROBLEM: {}", e.what());
         ++problems;
       }
-      std::printf("  %-20s %s, %s\n      --set %s\n", r.name.c_str(), run_state(r.config).c_str(),
-                  data.c_str(), fmt::format("{}", fmt::join(r.overrides, " --set ")).c_str());
+      std::printf("  %-20s %s, %s\n      --set %s\n", r.label().c_str(),
+                  run_state(r.config).c_str(), data.c_str(),
+                  fmt::format("{}", fmt::join(r.overrides, " --set ")).c_str());
     }
+    for (const sy::ExperimentClaim& c : x.claims)
+      std::printf("  claim: %s of %s %s than %s\n", c.metric.c_str(), c.arm.c_str(),
+                  c.better.c_str(),
+                  c.value ? fmt::format("{}", *c.value).c_str() : c.reference.c_str());
+    for (const std::string& n : x.notes) std::printf("  note: %s\n", n.c_str());
     if (problems > 0)
       std::printf(
           "%d run(s) cannot read their data; the demo corpus is built by `make demo` or "
-          "`build/switchyard data demo --out data/demo` (from the repository root)\n",
+          "`build/switchyard data demo --out data/demo` (from the repository root); --quick "
+          "needs no data\n",
           problems);
     return problems == 0 ? 0 : 1;
   }
   const sy::StopSignals::AcceptScope accept = signals.accept_stop();
   std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
-  std::vector<std::string> dirs;
+  const std::string manifest = x.out_dir + "/experiment.json";
   const int status = on_all_ranks(*comm, [&] {
     // One experiment per directory at a time (each run's trainer also locks the run's own).
     std::optional<sy::io::RunDirLock> lock;
-    if (comm->rank() == 0) lock.emplace(x.out_dir, "experiment " + path);
+    if (comm->rank() == 0) {
+      lock.emplace(x.out_dir, "experiment " + path);
+      // Before training: the report (scripts/stats.py) can summarise a partial experiment.
+      sy::io::write_file_atomic(manifest, sy::experiment_manifest_json(x, command));
+      for (const std::string& n : x.notes) std::fprintf(stderr, "experiment: %s\n", n.c_str());
+    }
     for (size_t i = 0; i < x.runs.size(); ++i) {
       const sy::ExperimentRun& r = x.runs[i];
       if (comm->rank() == 0)
         std::fprintf(stderr, "== experiment %s: run %zu/%zu \"%s\" (%s) -> %s\n", path.c_str(),
-                     i + 1, x.runs.size(), r.name.c_str(), run_state(r.config).c_str(),
+                     i + 1, x.runs.size(), r.label().c_str(), run_state(r.config).c_str(),
                      r.config.out_dir.c_str());
       const sy::TrainResult res =
           sy::train(r.config, {.quiet = quiet, .comm = comm.get(), .stop = &signals.flag()});
       if (res.interrupted) return 130;
-      dirs.push_back(r.config.out_dir);
     }
     return 0;
   });
   if (status != 0 || !report || comm->rank() != 0) return status;
-  return write_report(dirs, x.out_dir + "/report");
+  return write_report({"--experiment", manifest}, x.out_dir + "/report");
 }
 
 int run(int argc, char** argv, sy::StopSignals& signals) {
@@ -263,29 +280,45 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
   report->add_option("--out,-o", report_out, "report directory (index.html and PNGs)")->required();
 
   std::string exp_path;
-  std::vector<std::string> exp_overrides, exp_only;
+  sy::ExperimentOptions exp_opt;
   bool exp_dry = false, exp_no_report = false;
   CLI::App* experiment = app.add_subcommand(
       "experiment",
-      "Run an experiment: every run of an experiment file (a base config, shared overrides, and "
-      "named runs with their own; configs/experiments/), one after the other, then one report "
-      "comparing them in <out_dir>/report. Runs resume from their checkpoints and finished runs "
-      "are skipped, so the same command continues an interrupted experiment. Works under "
-      "mpirun. See docs/experiments.md.");
+      "Run an experiment: every run (arm) of an experiment file (a base config, shared "
+      "overrides, and named runs with their own; configs/experiments/), with N seeds, one after "
+      "the other, then one report in <out_dir>/report: plots, mean, std and 95% t-interval over "
+      "seeds of every headline metric (summary.json, summary.md, index.html), each arm's paired "
+      "difference from the reference arm (seed by seed), and a verdict for each of the file's "
+      "[[claims]]: supported if the 95% interval of the paired difference lies wholly on the "
+      "claimed side of 0, contradicted if wholly on the other side, else (and with one seed) not "
+      "resolved. Runs resume from their checkpoints and finished runs are skipped, so the "
+      "same command continues an interrupted experiment. Works under mpirun. See "
+      "docs/experiments.md.");
   experiment->add_option("file", exp_path, "experiment file (TOML)")
       ->required()
       ->check(CLI::ExistingFile);
-  experiment->add_option("--set,-s", exp_overrides,
+  experiment->add_option("--set,-s", exp_opt.overrides,
                          "override a config key in every run, after the file's own overrides, "
                          "e.g. --set train.steps=50 (repeatable)");
-  experiment->add_option("--only", exp_only, "run only this run (repeatable)");
-  std::string exp_out;
-  experiment->add_option("--out,-o", exp_out,
+  experiment->add_option("--only", exp_opt.only, "run only this run (repeatable)");
+  experiment
+      ->add_option("--seeds", exp_opt.seeds,
+                   "train every run with N seeds, seed k in <out_dir>/<run>/seed-<k> with "
+                   "train.seed (and the synthetic corpus's seed) + k - 1, the same for every run "
+                   "(paired); default: the file's `seeds`, else 1 (one run per arm in "
+                   "<out_dir>/<run>)")
+      ->check(CLI::Range(1, 100));
+  experiment->add_flag("--quick", exp_opt.quick,
+                       "smoke test of the same arms, seeds and claims: the synthetic corpus (no "
+                       "data files), a narrow model, 30 steps, an evaluation every 5, one thread; "
+                       "runs and report in <out_dir>-quick unless --out is given (a few seconds "
+                       "per run)");
+  experiment->add_option("--out,-o", exp_opt.out_dir,
                          "put the runs and the report here instead of the file's out_dir (e.g. "
                          "for a quick look with --set train.steps=50)");
   experiment->add_flag("--dry-run", exp_dry,
-                       "resolve and validate every run, check its data, and print each run's "
-                       "state and overrides; train nothing");
+                       "resolve and validate every run and claim, check its data, and print "
+                       "each run's state and overrides; train nothing");
   experiment->add_flag("--no-report", exp_no_report, "do not write the report");
   bool exp_quiet = false;
   experiment->add_flag("--quiet,-q", exp_quiet, "no progress lines");
@@ -327,9 +360,11 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
     return 0;
   }
   if (*report) return write_report(report_runs, report_out);
-  if (*experiment)
-    return run_experiment(exp_path, exp_overrides, exp_only, exp_out, exp_dry, !exp_no_report,
-                          exp_quiet, signals);
+  if (*experiment) {
+    std::string command = "switchyard";
+    for (int i = 1; i < argc; ++i) command += fmt::format(" {}", argv[i]);
+    return run_experiment(exp_path, exp_opt, command, exp_dry, !exp_no_report, exp_quiet, signals);
+  }
   if (*eval) {
     sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
     nlohmann::json j = nlohmann::json::parse(r.record_json);

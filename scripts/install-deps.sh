@@ -23,8 +23,13 @@ packages=(
   python3 python3-numpy python3-torch libtcmalloc-minimal4
   # run reports (scripts/report.py): PNG plots drawn by matplotlib, Agg backend
   python3-matplotlib
+  # experiment statistics (scripts/stats.py: t-intervals) and the report's browser test
+  python3-scipy chromium
   # lint
   clang-format clang-tidy
+  # fuzzing (scripts/fuzz.sh): clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP
+  # (libomp-dev also brings Archer, which ThreadSanitizer needs: scripts/run-sanitizers.sh)
+  clang libclang-rt-14-dev libomp-dev
   # corpus text (scripts/corpus/): groff renders man pages; the heavy readers (R, bible-kjv)
   # are installed by scripts/corpus/build_text.py on first use
   groff-base

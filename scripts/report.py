@@ -2,11 +2,15 @@
 """Writes a report of one or more switchyard runs: PNG plots (matplotlib, Agg) and an index.html.
 
     scripts/report.py RUN_DIR [RUN_DIR ...] --out REPORT_DIR
+    scripts/report.py --experiment OUT_DIR/experiment.json --out REPORT_DIR
 
 Each RUN_DIR is a training output directory (metrics.jsonl, config.toml; docs/training.md).
-Runs are named by their directory name. The page is static: open REPORT_DIR/index.html in a
-browser, no server needed. Plots whose data a run does not have yet (no evaluations, no
-per-domain results) are skipped with a note on the page.
+Runs are named by their directory name. With --experiment (what `switchyard experiment` runs),
+the runs are the experiment's (named <arm> or <arm>/seed-<k>), and the page adds the statistics
+over seeds, the paired differences from the reference arm and the claims' verdicts
+(scripts/stats.py), also written as REPORT_DIR/summary.json and summary.md. The page is static:
+open REPORT_DIR/index.html in a browser, no server needed. Plots whose data a run does not have
+yet (no evaluations, no per-domain results) are skipped with a note on the page.
 """
 import argparse
 import html
@@ -22,6 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import metrics_jsonl  # noqa: E402  (scripts/metrics_jsonl.py, beside this file)
+import stats  # noqa: E402  (scripts/stats.py, beside this file)
 
 WARMUP_STEPS = 3  # steps left out of the speed averages (start-up, first allocations)
 EPT_LABELS = ["0", "1", "2", "3", "4", "≥5"]
@@ -44,6 +52,8 @@ class Run:
         self.config = {}
         self.config_note = None
         self.skipped = {}  # record type -> count of records this script does not read
+        self.arm = name  # an experiment's arm (its seeds share a colour); else the run itself
+        self.seed = None
 
 
 def load_run(path, name):
@@ -53,20 +63,11 @@ def load_run(path, name):
         raise ReportError(f"{path}: not a directory")
     if not os.path.isfile(metrics):
         raise ReportError(f"{metrics}: not found (is {path} a switchyard run directory?)")
-    with open(metrics, "rb") as f:  # bytes: a torn last line may end inside a UTF-8 character
-        lines = f.read().split(b"\n")
-    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            if lineno == last:  # a run still writing: its last record may be incomplete
-                continue
-            raise ReportError(f"{metrics}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})") from None
-        if not isinstance(r, dict):
-            raise ReportError(f"{metrics}:{lineno}: a record must be a JSON object")
+    try:
+        recs = list(metrics_jsonl.records(metrics))
+    except metrics_jsonl.MetricsError as e:
+        raise ReportError(str(e)) from None
+    for lineno, r in recs:
         kind = r.get("type")
         if kind == "train":
             for key in ("step", "loss"):
@@ -143,6 +144,22 @@ def moe_layer_ids(run):
     return [l.get("layer", i) for i, l in enumerate(run.train[-1].get("layers", []))]
 
 
+def arm_styles(runs):
+    """{id(run): (colour, label or None)}: one colour per arm, the label on the arm's first run
+    (an experiment's seeds are drawn as lines of one colour)."""
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    cmap = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")
+    counts = {a: sum(1 for r in runs if r.arm == a) for a in arms}
+    out, seen = {}, set()
+    for r in runs:
+        label = None
+        if r.arm not in seen:
+            seen.add(r.arm)
+            label = r.arm if counts[r.arm] == 1 else f"{r.arm} ({counts[r.arm]} seeds)"
+        out[id(r)] = (cmap(arms.index(r.arm) % cmap.N), label)
+    return out
+
+
 def save(fig, out, name, figures):
     for ax in fig.axes:
         if ax.get_xlabel() == "optimizer step":
@@ -160,12 +177,15 @@ def save(fig, out, name, figures):
 
 def plot_train_loss(runs, out, figures):
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    style = arm_styles(runs)
     for r in runs:
+        color, label = style[id(r)]
         steps = [t["step"] for t in r.train]
-        line, = ax.plot(steps, [t["loss"] for t in r.train], label=f"{r.name} loss", lw=1.3)
+        ax.plot(steps, [t["loss"] for t in r.train], label=label and f"{label} loss", lw=1.3,
+                color=color)
         if any("ce" in t for t in r.train):
             ax.plot([t["step"] for t in r.train if "ce" in t], [t["ce"] for t in r.train if "ce" in t],
-                    ls=":", lw=1.0, color=line.get_color(), label=f"{r.name} CE only")
+                    ls=":", lw=1.0, color=color, label=label and f"{label} CE only")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title("Training loss (solid: CE + auxiliary losses; dotted: cross-entropy)")
@@ -183,14 +203,16 @@ def plot_eval_loss(runs, out, figures, notes):
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
     causal = False
+    style = arm_styles(with_eval)
     for r in with_eval:
+        color, label = style[id(r)]
         steps = [e["step"] for e in r.evals]
-        line, = ax.plot(steps, [e["loss"] for e in r.evals], marker="o", ms=3, label=r.name)
+        ax.plot(steps, [e["loss"] for e in r.evals], marker="o", ms=3, label=label, color=color)
         ce = [(e["step"], e["loss_causal"]) for e in r.evals if isinstance(e.get("loss_causal"), (int, float))]
         if ce:
             causal = True
             ax.plot([s for s, _ in ce], [v for _, v in ce], marker="x", ms=4, ls="--",
-                    color=line.get_color(), label=f"{r.name} (causal routing)")
+                    color=color, label=label and f"{label} (causal routing)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Validation loss, all domains" + (" (dashed: Expert Choice, causal routing)" if causal else ""))
@@ -254,10 +276,12 @@ def plot_maxvio_layers(run, out, figures, notes):
 
 def plot_avg_maxvio(runs, out, figures):
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    style = arm_styles(runs)
     for r in runs:
+        color, label = style[id(r)]
         pts = [(t["step"], t["avg_maxvio"]) for t in r.train if isinstance(t.get("avg_maxvio"), (int, float))]
         if pts:
-            ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1.2, label=r.name)
+            ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1.2, label=label, color=color)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("AvgMaxVio (mean over MoE layers)")
     ax.set_title("AvgMaxVio per step, all runs")
@@ -487,6 +511,9 @@ th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: right; }
 th { background: #eee; } td:first-child, td:nth-child(2) { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
 .note { color: #8a5a00; } .small { font-size: 0.85em; color: #555; }
+td.supported { background: #d9f2d9; } td.contradicted { background: #f7d4d4; }
+td.unresolved { background: #f2f2f2; }
+#claims td { text-align: left; }
 """
 
 
@@ -494,19 +521,53 @@ def img(name, alt):
     return f'<img src="{html.escape(name)}" alt="{html.escape(alt)}">'
 
 
-def write_html(out, runs, sections, notes):
+def experiment_html(summary):
+    """The experiment's header, claims, statistics over seeds and paired differences (the tables
+    of summary.md, from scripts/stats.py)."""
+    e = html.escape
+    t = summary["target"]
+    parts = [f"<p>{e(summary.get('claim') or '')}</p>",
+             f'<p class="small">Experiment file <code>{e(str(summary.get("experiment")))}</code>; command '
+             f'<code>{e(str(summary.get("command")))}</code>; <b>{summary["seeds"]} seed(s)</b> per arm'
+             + (" (<b>--quick</b>: a smoke run, not a result)" if summary["quick"] else "")
+             + f"; reference arm <b>{e(summary.get('reference') or 'none')}</b>; target validation loss "
+             f"{e(stats.fnum(t['loss']) if t['loss'] is not None else 'none')} ({e(t['source'])}). "
+             "Also in summary.json and summary.md.</p>"]
+    for tid, title, header, rows, note in stats.tables(summary):
+        parts.append(f"<h2>{e(title)}</h2>")
+        parts.append(f'<table id="{tid}"><tr>' + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            cells = []
+            for c in row:
+                cls = {stats.SUPPORTED: "supported", stats.CONTRADICTED: "contradicted",
+                       stats.NOT_RESOLVED: "unresolved"}.get(c) if tid == "claims" else None
+                cells.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append(f'</table><p class="small">{e(note)}</p>')
+    if summary["notes"]:
+        parts.append("<h3>Experiment notes</h3><ul>"
+                     + "".join(f'<li class="note">{e(n)}</li>' for n in summary["notes"]) + "</ul>")
+    return parts
+
+
+def write_html(out, runs, sections, notes, summary=None):
     e = html.escape
     rows = [table_row(r) for r in runs]
     cols = list(rows[0].keys())
     if all(r["causal eval loss / ppl"] == "—" for r in rows):
         cols.remove("causal eval loss / ppl")
+    title = (f"switchyard experiment: {summary.get('description') or summary.get('experiment')}" if summary
+             else f"switchyard report: {', '.join(r.name for r in runs)}")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>switchyard report: {e(', '.join(r.name for r in runs))}</title>",
+             f"<title>{e(title)}</title>",
              f"<style>{CSS}</style></head><body>",
-             f"<h1>switchyard report: {e(', '.join(r.name for r in runs))}</h1>",
-             '<p class="small">Runs: ' + "; ".join(f"<b>{e(r.name)}</b> = {e(os.path.abspath(r.path))}"
-                                                   for r in runs) + "</p>",
-             "<h2>Summary</h2>", '<table id="summary"><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
+             f"<h1>{e(title)}</h1>"]
+    if summary:
+        parts += experiment_html(summary)
+    parts += ['<p class="small">Runs: ' + "; ".join(f"<b>{e(r.name)}</b> = {e(os.path.abspath(r.path))}"
+                                                    for r in runs) + "</p>",
+              "<h2>Summary" + (" per run" if summary else "") + "</h2>",
+              '<table id="summary"><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{e(row[c])}</td>" for c in cols) + "</tr>")
     parts.append("</table>")
@@ -534,14 +595,42 @@ def write_html(out, runs, sections, notes):
     return path
 
 
+def load_experiment_runs(manifest_path):
+    """The runs of an experiment manifest (scripts/stats.py), named <arm> or <arm>/seed-<k>;
+    runs not trained yet are left out (stats.summarise notes them)."""
+    man = stats.load_manifest(manifest_path)
+    root = os.path.dirname(os.path.abspath(manifest_path))
+    runs = []
+    for arm in man["arms"]:
+        for run in arm.get("runs", []):
+            path = os.path.join(root, run["dir"])
+            if not os.path.isfile(os.path.join(path, "metrics.jsonl")):
+                continue
+            name = arm["name"] if man["seeds"] == 1 else f"{arm['name']}/seed-{run['seed']}"
+            r = load_run(path, name)
+            r.arm, r.seed = arm["name"], run["seed"]
+            runs.append(r)
+    return runs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Write PNG plots and index.html for switchyard runs.")
-    ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.jsonl)")
+    ap.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (with metrics.jsonl)")
+    ap.add_argument("--experiment", metavar="MANIFEST",
+                    help="OUT_DIR/experiment.json of `switchyard experiment`: its runs, statistics over "
+                         "seeds and claims (then no RUN_DIR)")
     ap.add_argument("--out", required=True, metavar="REPORT_DIR", help="directory to write the report to")
     args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.experiment):
+        ap.error("give run directories or --experiment MANIFEST (one of them)")
 
-    runs, seen = [], {}
+    runs, seen, summary = [], {}, None
     try:
+        if args.experiment:
+            summary = stats.summarise(args.experiment)
+            runs = load_experiment_runs(args.experiment)
+            if not runs:
+                raise ReportError(f"{args.experiment}: no run of the experiment has trained yet")
         for p in args.runs:
             name = os.path.basename(os.path.normpath(os.path.abspath(p))) or p
             if name in seen:  # two runs with the same directory name: keep both, distinguishable
@@ -550,7 +639,7 @@ def main(argv=None):
             else:
                 seen[name] = 1
             runs.append(load_run(p, name))
-    except ReportError as err:
+    except (ReportError, stats.StatsError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 1
     except OSError as err:
@@ -559,51 +648,65 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     figures, notes = [], []
+    if summary:
+        stats.write_summary(summary, args.out)
     for r in runs:
         if r.config_note:
             notes.append(f"{r.name}: {r.config_note}")
         for kind, n in r.skipped.items():
             notes.append(f"{r.name}: {n} record(s) of type {kind!r} in metrics.jsonl not shown.")
+    # One run per arm for the per-run plots: with several seeds, each arm's lowest seed (the
+    # statistics and the all-run plots cover every seed).
+    if any(r.seed is not None and r.seed > 1 for r in runs):
+        first = {}
+        for r in runs:
+            if r.arm not in first or r.seed < first[r.arm].seed:
+                first[r.arm] = r
+        per_run = [r for r in runs if first[r.arm] is r]
+        notes.append("Per-run plots (per-domain loss, MaxVio per layer, balancer state, heatmaps, experts per "
+                     "token) show each arm's lowest seed: " + ", ".join(r.name for r in per_run) + ".")
+    else:
+        per_run = runs
 
     sections = []
     sections.append(("Loss", [(None, [plot_train_loss(runs, args.out, figures)])]))
     ev = plot_eval_loss(runs, args.out, figures, notes)
     dom_items = []
-    for r in runs:
+    for r in per_run:
         n = plot_eval_domains(r, args.out, figures, notes)
         if n:
             dom_items.append((r.name, [n]))
     sections.append(("Validation loss", ([(None, [ev])] if ev else []) + dom_items))
     mv = [(None, [plot_avg_maxvio(runs, args.out, figures)])]
-    for r in runs:
+    for r in per_run:
         n = plot_maxvio_layers(r, args.out, figures, notes)
         if n:
             mv.append((r.name, [n]))
     sections.append(("Balance: MaxVio", mv))
     st = []
-    for r in runs:
+    for r in per_run:
         names = [n for n in (plot_balancer_state(r, f, args.out, figures) for f in STATE_FIELDS) if n]
         if names:
             st.append((r.name, names))
     if st:
         sections.append(("Balancer state: loss-free bias, BIP prices", st))
-    og = plot_oracle(runs, args.out, figures)
+    og = plot_oracle(per_run, args.out, figures)
     if og:
         sections.append(("Against the exact optimum (router.oracle_every)", [(None, [og])]))
     hm = []
-    for r in runs:
+    for r in per_run:
         names = plot_heatmaps(r, args.out, figures, notes)
         if names:
             hm.append((r.name, names))
     sections.append(("Expert × domain routing (last evaluation)", hm))
     ept = []
-    for r in runs:
+    for r in per_run:
         n = plot_experts_per_token(r, args.out, figures, notes)
         if n:
             ept.append((r.name, [n]))
     sections.append(("Experts per token (last step)", ept))
 
-    path = write_html(args.out, runs, sections, notes)
+    path = write_html(args.out, runs, sections, notes, summary)
     print(path)
     return 0
 

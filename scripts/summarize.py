@@ -2,10 +2,13 @@
 """Summarises a switchyard run directory: loss, evaluation, speed and balance, from metrics.jsonl.
 
     scripts/summarize.py RUN_DIR
+    scripts/summarize.py EXPERIMENT_DIR    (with experiment.json: statistics over seeds and the
+                                            claims' verdicts, as summary.md; scripts/stats.py)
 """
-import json
 import os
 import sys
+
+import metrics_jsonl  # scripts/metrics_jsonl.py
 
 
 def main() -> int:
@@ -13,27 +16,27 @@ def main() -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     run = sys.argv[1]
+    manifest = os.path.join(run, "experiment.json")
+    if os.path.isfile(manifest) and not os.path.exists(os.path.join(run, "metrics.jsonl")):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import stats  # scripts/stats.py (SciPy)
+        try:
+            print(stats.markdown(stats.summarise(manifest)))
+        except (stats.StatsError, OSError) as e:
+            print(f"summarize: {e}", file=sys.stderr)
+            return 1
+        return 0
     path = os.path.join(run, "metrics.jsonl")
     if not os.path.exists(path):
         print(f"summarize: {path} not found: is {run} a switchyard run directory?", file=sys.stderr)
         return 1
     train, evals = [], []
-    with open(path, "rb") as f:  # bytes: a torn last line may end inside a UTF-8 character
-        lines = f.read().split(b"\n")
-    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            if lineno == last:  # a run still writing: its last record may be incomplete
-                continue
-            print(f"summarize: {path}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})", file=sys.stderr)
-            return 1
-        if not isinstance(r, dict):
-            print(f"summarize: {path}:{lineno}: a record must be a JSON object", file=sys.stderr)
-            return 1
+    try:
+        recs = list(metrics_jsonl.records(path))
+    except metrics_jsonl.MetricsError as e:
+        print(f"summarize: {e}", file=sys.stderr)
+        return 1
+    for _, r in recs:
         if r.get("type") == "train":
             train.append(r)
         elif r.get("type") == "eval":

@@ -8,21 +8,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 SY="$BUILD/switchyard"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-passed=0
-failed=0
-check() {  # check NAME COMMAND...: the command must succeed
-  local name=$1; shift
-  if "$@" >"$WORK/log" 2>&1; then passed=$((passed + 1)); else
-    failed=$((failed + 1)); echo "FAIL: $name"; cat "$WORK/log"; fi
-  cp "$WORK/log" "$WORK/out"  # after the command: it may read the previous command's output
-}
-fails_with() {  # fails_with NAME TEXT COMMAND...: exit status 1 and TEXT in the output
-  local name=$1 text=$2; shift 2
-  "$@" >"$WORK/out" 2>&1
-  local rc=$?
-  if [[ $rc -eq 1 ]] && grep -qF -- "$text" "$WORK/out"; then passed=$((passed + 1)); else
-    failed=$((failed + 1)); echo "FAIL: $name (status $rc, wanted 1 and \"$text\")"; cat "$WORK/out"; fi
-}
+source "$SRC/tests/lib.sh"  # check, fails_with, finish
 usage_error() {  # usage_error NAME TEXT COMMAND...: a command-line error (non-zero status) naming TEXT
   local name=$1 text=$2; shift 2
   "$@" >"$WORK/out" 2>&1
@@ -101,5 +87,4 @@ fails_with "data tokenize: not UTF-8" "latin1.txt:1:" "$SY" data tokenize -i "$W
 fails_with "data tokenize: empty file" "empty.txt: document must be non-empty" "$SY" data tokenize -i "$WORK/empty.txt" --domain x --output "$WORK/ds/x" --tokenizer "$WORK/ds/fx.tokenizer.model"
 fails_with "data tokenize: no tokenizer" "--train-tokenizer" "$SY" data tokenize -i "$WORK/doc1.txt" --domain x --output "$WORK/ds/x"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish cli_test

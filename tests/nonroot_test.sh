@@ -23,14 +23,7 @@ trap 'rm -rf "$WORK"' EXIT
 chmod 755 "$WORK"  # mktemp -d makes it 0700
 NB_GROUP=$(id -gn nobody)
 as_nobody() { setpriv --reuid=nobody --regid="$NB_GROUP" --clear-groups env HOME="$WORK/nb" "$@"; }
-passed=0
-failed=0
-check() {  # check NAME COMMAND...: the command must succeed
-  local name=$1; shift
-  if "$@" >"$WORK/log" 2>&1; then passed=$((passed + 1)); else
-    failed=$((failed + 1)); echo "FAIL: $name"; cat "$WORK/log"; fi
-  cp "$WORK/log" "$WORK/out"
-}
+source "$SRC/tests/lib.sh"  # check, fails_with, finish
 none_found() { [[ -z "$(find "$@" -print -quit)" ]]; }  # none_found DIR TESTS...: no match
 
 check "train as root" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" \
@@ -51,5 +44,4 @@ check "resume as nobody" as_nobody "$SY" train -c "$SRC/configs/tiny.toml" \
 check "resumed to 4 steps" test "$(grep -c '"type":"train"' "$WORK/nb/run/metrics.jsonl")" -eq 4
 check "resumed checkpoint written" test -s "$WORK/nb/run/checkpoints/step_00000004/manifest.json"
 
-echo "nonroot_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish nonroot_test

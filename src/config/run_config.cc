@@ -410,6 +410,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
 void validate(const RunConfig& cfg) { config_schema::validate(cfg, "config"); }
 
+std::string toml_quote(std::string_view s) { return quote(s); }
+
 std::string to_toml(const RunConfig& cfg_in) {
   RunConfig cfg = cfg_in;  // the schema binds mutable pointers
   std::string out =

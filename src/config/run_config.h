@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sy {
@@ -136,5 +137,8 @@ void validate(const RunConfig& cfg);
 RunConfig resolve_defaults(RunConfig cfg);
 // The resolved config as TOML (written beside every run so it can be re-run exactly).
 std::string to_toml(const RunConfig& cfg);
+// `s` as a TOML basic string: quoted, with '"', '\' and control characters escaped, so that
+// "key=" + toml_quote(s) is an override that sets the string key to exactly s.
+std::string toml_quote(std::string_view s);
 
 }  // namespace sy
