@@ -3,10 +3,11 @@
 #   make test    install what is missing, build, run every test (C++ and the PyTorch parity test)
 #   make bench   build, run the benchmarks (switchyard vs PyTorch on the same machine)
 #   make lint    clang-format check and clang-tidy
+#   make fuzz    the libFuzzer targets, FUZZ_SECONDS (default 600) each (docs/testing.md)
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build test demo bench lint format clean
+.PHONY: all deps build test demo bench lint format clean fuzz
 
 all: build
 
@@ -19,6 +20,7 @@ build: deps
 
 test: build
 	@scripts/run-tests.sh $(BUILD)
+	@scripts/fuzz.sh smoke
 
 demo: build
 	@scripts/demo.sh $(BUILD)
@@ -28,6 +30,9 @@ bench: build
 
 lint: deps
 	@scripts/lint.sh $(BUILD)
+
+fuzz: deps
+	@scripts/fuzz.sh long
 
 format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -198,6 +198,26 @@ TEST(RunConfigTest, StringKeyTakesOverrideTextEvenWhenItParsesAsAnotherType) {
   EXPECT_EQ(c.data.train_tokens, "1.5");
 }
 
+// Found by fuzz/set_override_fuzz (fuzz/regressions/set_override/invalid-utf8-string): a --set
+// value that does not parse as TOML is taken verbatim, bytes that are not UTF-8 included; the
+// config.toml written from it then failed to parse ("invalid utf-8 sequence"), so the run's
+// checkpoints could not be evaluated or resumed.
+TEST(RunConfigTest, RejectsTextThatIsNotUtf8OrHoldsNul) {
+  EXPECT_EQ(tiny_error({"out_dir=\xA2runs/exp\""}),
+            "tiny.toml: out_dir must be valid UTF-8 text without NUL characters, got "
+            "\"\\xA2runs/exp\"\"; config.toml is written as UTF-8 TOML, and a path ends at a NUL");
+  EXPECT_NE(tiny_error({"data.valid=a\xC0\xAF"}).find("data.valid must be valid UTF-8"),
+            std::string::npos);  // an overlong '/'
+  EXPECT_NE(tiny_error({"balance.terms.0.scope=\xED\xA0\x80"})
+                .find("balance.terms.0.scope must be valid UTF-8"),
+            std::string::npos);  // a surrogate
+  // Found by fuzz/experiment_fuzz: "\u0000" in a TOML string is a NUL, at which a path ends.
+  EXPECT_NE(error_of("out_dir = \"runs/a\\u0000b\"\n").find("got \"runs/a\\x00b\""),
+            std::string::npos);
+  RunConfig c = tiny({"out_dir=runs/caf\xC3\xA9-\xF0\x9F\x98\x80"});  // é and an emoji
+  expect_same(c, parse_run_config(to_toml(c), {}, "config.toml"));
+}
+
 TEST(RunConfigTest, OverridesApplyInOrder) {
   RunConfig c = tiny({"train.steps=50", "train.steps=60"});
   EXPECT_EQ(c.train.steps, 60);

@@ -41,6 +41,58 @@ constexpr uint64_t kMaxSeed = static_cast<uint64_t>(std::numeric_limits<int64_t>
 
 std::string num(double x) { return fmt::format("{}", x); }
 
+// Whether s is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF),
+// as TOML requires: a string read from a TOML file always is, but a --set value is taken
+// verbatim from the command line.
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int n = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + static_cast<size_t>(n) >= s.size()) return false;
+    for (int k = 1; k <= n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
+// s with every byte outside printable ASCII as \xNN, for a message about invalid text.
+std::string escaped(std::string_view s) {
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
+      out += ch;
+    } else {
+      out += fmt::format("\\x{:02X}", c);
+    }
+  }
+  return out;
+}
+
 class Checker {
  public:
   explicit Checker(std::string_view origin) : origin_(origin) {}
@@ -253,17 +305,27 @@ void validate(const RunConfig& cfg_in, std::string_view origin) {
   Checker c(origin);
   RunConfig cfg = cfg_in;  // the schema binds mutable pointers
   // NaN slips through every "x > 0" below and inf through most, so reject both once, for all.
+  // Text that is not UTF-8 would be written to config.toml, which could then not be read back;
+  // a NUL (TOML's "\u0000") would silently cut a path short.
+  auto utf8 = [&](std::string_view key, const std::string& v) {
+    c.require(valid_utf8(v) && v.find('\0') == std::string::npos, key,
+              "valid UTF-8 text without NUL characters", fmt::format("\"{}\"", escaped(v)),
+              "config.toml is written as UTF-8 TOML, and a path ends at a NUL");
+  };
   for (const Section& s : sections(cfg)) {
     for (const Field& f : s.fields) {
       if (const auto* p = std::get_if<double*>(&f.ptr)) {
         c.require(std::isfinite(**p), full_key(s.name, f.name), "a finite number", num(**p));
       }
+      if (const auto* p = std::get_if<std::string*>(&f.ptr)) utf8(full_key(s.name, f.name), **p);
     }
   }
   for (size_t i = 0; i < cfg.balance.terms.size(); ++i) {
     double coef = cfg.balance.terms[i].coef;
     c.require(std::isfinite(coef), fmt::format("balance.terms.{}.coef", i), "a finite number",
               num(coef));
+    utf8(fmt::format("balance.terms.{}.type", i), cfg.balance.terms[i].type);
+    utf8(fmt::format("balance.terms.{}.scope", i), cfg.balance.terms[i].scope);
   }
   c.require(!cfg.out_dir.empty(), "out_dir", "a directory path", "\"\"",
             "e.g. out_dir = \"runs/tiny\"");

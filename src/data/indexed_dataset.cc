@@ -342,7 +342,8 @@ void IndexedDataset::validate() {
     SY_CHECK(ptr <= bin_size_ && len * itemsize_ <= bin_size_ - ptr,
              "{}: sequence {} (bytes [{}, {})) must lie inside the file of {} bytes, got past "
              "its end (truncated .bin or an .idx from another dataset; {})",
-             bin_path, i, ptr, ptr + len * itemsize_, bin_size_, rebuild);
+             bin_path, i, ptr, static_cast<uint64_t>(ptr) + static_cast<uint64_t>(len * itemsize_),
+             bin_size_, rebuild);  // unsigned: ptr may be INT64_MAX here, and ptr >= 0
     end = ptr + len * itemsize_;
     n_tokens_ += len;
   }

@@ -225,6 +225,16 @@ TEST_F(CorruptDatasetTest, RejectsPointerPastEnd) {
   expect_open_fails({"example.bin", "sequence 3 (bytes [200, 204))", "inside the file of 12"});
 }
 
+// Found by fuzz/indexed_dataset_fuzz (fuzz/regressions/indexed_dataset/pointer-near-int64-max):
+// the message's end offset, pointer + length * itemsize, overflowed int64_t (UBSan:
+// signed-integer-overflow) for a pointer near INT64_MAX.
+TEST_F(CorruptDatasetTest, RejectsPointerNearInt64MaxWithoutOverflow) {
+  for (int k = 0; k < 8; ++k) idx_[50 + 3 * 8 + k] = k == 7 ? 0x7f : 0xff;
+  idx_[50 + 3 * 8] = 0xfe;  // sequence 3 pointer: INT64_MAX - 1, a multiple of 2
+  expect_open_fails({"example.bin", "sequence 3 (bytes [9223372036854775806, 9223372036854775810))",
+                     "inside the file of 12"});
+}
+
 TEST_F(CorruptDatasetTest, RejectsOverlappingPointers) {
   idx_[50 + 1 * 8] = 4;  // sequence 1 starts inside sequence 0
   expect_open_fails(

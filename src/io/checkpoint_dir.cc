@@ -270,10 +270,12 @@ std::map<std::string, ManifestEntry> verify_checkpoint(const std::string& dir) {
   nlohmann::json m;
   try {
     m = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error; out_of_range for 1e999
     fail(fmt::format("{}: must be valid JSON, got: {}; the manifest is corrupt", mpath, e.what()));
   }
-  SY_CHECK(m.is_object() && m.value("format", "") == kCheckpointFormat,
+  // value("format", "") would throw nlohmann's type_error for a format that is not a string.
+  SY_CHECK(m.is_object() && m.contains("format") && m["format"].is_string() &&
+               m["format"] == kCheckpointFormat,
            "{}: format must be \"{}\", got {}; this is not a switchyard checkpoint manifest", mpath,
            kCheckpointFormat,
            m.is_object() && m.contains("format") ? m["format"].dump() : "nothing");

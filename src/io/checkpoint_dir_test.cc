@@ -202,6 +202,25 @@ TEST_F(CheckpointDirTest, VerifyRejectsWrongManifestVersionAndFormat) {
   EXPECT_HAS(msg, "manifest.json must exist");
 }
 
+// Found by fuzz/manifest_fuzz (fuzz/regressions/manifest/): nlohmann::json exceptions other than
+// parse_error escaped verify_checkpoint instead of a sy::Error naming the manifest.
+TEST_F(CheckpointDirTest, VerifyRejectsManifestFormatThatIsNotAString) {
+  save("ck", 1.0f);
+  const std::string mp = run_ + "/ck/manifest.json";
+  std::ofstream(mp) << R"({"format": false})";
+  EXPECT_HAS(error_of([&] { verify_checkpoint(run_ + "/ck"); }),
+             "manifest.json: format must be \"switchyard-checkpoint\", got false");
+}
+
+TEST_F(CheckpointDirTest, VerifyRejectsJsonNumberOverflowInManifest) {
+  save("ck", 1.0f);
+  const std::string mp = run_ + "/ck/manifest.json";
+  std::ofstream(mp) << R"({"format": "switchyard-checkpoint", "version": 1e999})";
+  const std::string msg = error_of([&] { verify_checkpoint(run_ + "/ck"); });
+  EXPECT_HAS(msg, "manifest.json: must be valid JSON");
+  EXPECT_HAS(msg, "number overflow");
+}
+
 TEST_F(CheckpointDirTest, WriterRejectsNamesOutsideTheDirectory) {
   CheckpointWriter w(run_ + "/ck");
   EXPECT_HAS(error_of([&] { w.path("../evil"); }), "must be a plain name");

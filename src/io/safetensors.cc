@@ -220,7 +220,8 @@ void SafetensorsReader::parse_header() {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number beyond double's range (1e999).
     fail(fmt::format("{}: header must be valid JSON, got: {}{}", path_, e.what(), hint));
   }
   SY_CHECK(header.is_object(), "{}: header must be a JSON object, got {}{}", path_,

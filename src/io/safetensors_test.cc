@@ -221,6 +221,19 @@ TEST_F(SafetensorsTest, RejectsBadJson) {
   EXPECT_HAS(msg, "header must be valid JSON");
 }
 
+// Found by fuzz/safetensors_fuzz (fuzz/regressions/safetensors/json-number-overflow): a number
+// beyond double's range makes nlohmann::json throw out_of_range, not parse_error, and it escaped
+// the reader as a foreign exception.
+TEST_F(SafetensorsTest, RejectsJsonNumberOverflowAsSyError) {
+  write_all(
+      file("n.safetensors"),
+      raw_file(R"({"a": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 4]}})", "abcd"));
+  const std::string msg = open_error(file("n.safetensors"));
+  EXPECT_HAS(msg, file("n.safetensors"));
+  EXPECT_HAS(msg, "header must be valid JSON");
+  EXPECT_HAS(msg, "number overflow");
+}
+
 TEST_F(SafetensorsTest, RejectsHeaderThatIsNotAnObject) {
   write_all(file("j.safetensors"), raw_file("[1, 2]", ""));
   EXPECT_HAS(open_error(file("j.safetensors")), "header must be a JSON object, got array");

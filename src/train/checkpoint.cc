@@ -166,11 +166,7 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
     }
     io::write_safetensors(w.path("balancer.safetensors"), b);
   }
-  json state = {{"step", st.step},
-                {"data_position", st.data_position},
-                {"tokens_seen", st.tokens_seen},
-                {"optimizer_steps", opt ? opt->steps_taken() : 0}};
-  w.write_text("trainer_state.json", state.dump(2) + "\n");
+  w.write_text("trainer_state.json", trainer_state_json({st, opt ? opt->steps_taken() : 0}));
   w.write_text("config.json", hf_config_json(cfg));
   w.write_text("config.toml", to_toml(cfg));
   w.commit();
@@ -240,21 +236,10 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
     }
   }
   if (st || opt) {
-    json j;
-    try {
-      j = json::parse(read_text(dir + "/trainer_state.json"));
-      if (st) {
-        st->step = j.at("step").get<int64_t>();
-        st->data_position = j.at("data_position").get<uint64_t>();
-        st->tokens_seen = j.at("tokens_seen").get<int64_t>();
-      }
-      if (opt) opt->set_steps_taken(j.at("optimizer_steps").get<int64_t>());
-    } catch (const json::exception& e) {
-      fail(
-          fmt::format("{}/trainer_state.json: must hold step, data_position, tokens_seen and "
-                      "optimizer_steps: {}",
-                      dir, e.what()));
-    }
+    const std::string path = dir + "/trainer_state.json";
+    const TrainerStateFile f = parse_trainer_state(read_text(path), path);
+    if (st) *st = f.state;
+    if (opt) opt->set_steps_taken(f.optimizer_steps);
   }
 }
 

@@ -16,14 +16,9 @@
 #include "config/run_config.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
+#include "train/trainer_state.h"
 
 namespace sy {
-
-struct TrainerState {
-  int64_t step = 0;            // optimizer steps completed
-  uint64_t data_position = 0;  // sequences the training source has yielded
-  int64_t tokens_seen = 0;
-};
 
 // Writes dir atomically (replacing an existing one). opt may be null (weights-only export).
 void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,

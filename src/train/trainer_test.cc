@@ -317,7 +317,10 @@ TEST(TrainerTest, ExpertChoiceShuffledGroupsKeepExactLoadsAndResume) {
   train(shuffled, {.quiet = true});
   train(split, {.quiet = true, .stop_after = 2});
   train(split, {.quiet = true});
-  for (auto& layer : records(shuffled.out_dir, "train")[0]["layers"])
+  // Named, not `for (... : records(...)[0]["layers"])`: a range-for keeps only the reference that
+  // operator[] returns alive, not the temporary vector it points into (heap-use-after-free).
+  auto recs = records(shuffled.out_dir, "train");
+  for (auto& layer : recs[0]["layers"])
     for (auto& load : layer["load"]) EXPECT_EQ(load.get<int64_t>(), 64);  // 4 groups × 8 × 2
   EXPECT_NE(weights(sequential.out_dir, 4), weights(shuffled.out_dir, 4));
   EXPECT_EQ(weights(shuffled.out_dir, 4), weights(split.out_dir, 4));
