@@ -1,5 +1,6 @@
-// Training-step throughput of switchyard on a config (SMALL by default): forward + backward +
-// AdamW over one micro-batch per step, on the synthetic corpus, timed after a warm-up. Also
+// Training-step throughput of switchyard on a config (SMALL by default): the trainer's step
+// (train/train_step.h: forward + backward over one micro-batch, the balancer's updates, AdamW) on
+// the synthetic corpus, timed after a warm-up. Also
 // measures the sgemm peak of both BLAS backends in the same process, the MFU denominator.
 // Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
 //   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
@@ -8,7 +9,6 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -19,6 +19,7 @@
 #include "data/batch_source.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
+#include "train/train_step.h"
 
 // NOLINTNEXTLINE(bugprone-exception-escape): only sy::Error is expected; others abort loudly
 int main(int argc, char** argv) {
@@ -50,32 +51,29 @@ int main(int argc, char** argv) {
     model.init(cfg.train.seed);
     sy::AdamW opt(model.param_table(), model.num_params());
     sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);
-    std::vector<int32_t> tokens(B * (S + 1)), domains(B);
-    std::vector<double> secs, fwd, bwd, optim;
-    auto since = [](std::chrono::steady_clock::time_point t) {
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    };
+    sy::SingleProcessCommunicator comm;
+    sy::StepMetrics metrics(model.n_moe_layers(), m.n_experts);
+    sy::Buffer<int32_t> tokens(B * (S + 1)), domains(B);
+    // The trainer's own step (train/train_step.h): the balancer's pre-pass and end-of-step
+    // update, the metrics and the divergence check included.
+    const sy::StepContext ctx{.model = &model,
+                              .opt = &opt,
+                              .source = &src,
+                              .comm = &comm,
+                              .train = &cfg.train,
+                              .metrics = &metrics,
+                              .tokens = &tokens,
+                              .domains = &domains};
+    std::vector<double> secs, fwd, bwd, optim, read;
     for (int i = 0; i < warmup + steps; ++i) {
-      src.next(tokens.data(), domains.data(), B);  // data generation is not timed
-      auto t0 = std::chrono::steady_clock::now();
-      model.zero_grad();
-      auto t1 = std::chrono::steady_clock::now();
-      model.balancer().begin_step(i);
-      sy::ForwardStats st = model.forward(tokens.data(), B);
-      const double f = since(t1);
-      t1 = std::chrono::steady_clock::now();
-      model.backward(1.0f / static_cast<float>(st.n_tokens), 1.0f);
-      const double b = since(t1);
-      t1 = std::chrono::steady_clock::now();
-      double gn = sy::global_grad_norm(model.grads(), model.num_params());
-      opt.step(model.params(), model.grads(), 1e-3, gn > 1.0 ? 1.0 / gn : 1.0, cfg.train);
-      const double o = since(t1);
-      const double s = since(t0);
+      const sy::StepResult r = sy::train_step(ctx, i, "(benchmark)");
+      const sy::StepTimes& t = r.times;
       if (i >= warmup) {
-        secs.push_back(s);
-        fwd.push_back(f);
-        bwd.push_back(b);
-        optim.push_back(o);
+        secs.push_back(t.read + t.prepass + t.forward + t.backward + t.reduce + t.update);
+        fwd.push_back(t.prepass + t.forward);
+        bwd.push_back(t.backward);
+        optim.push_back(t.update);
+        read.push_back(t.read);
       }
     }
     auto median = [](std::vector<double> v) {
@@ -96,6 +94,7 @@ int main(int argc, char** argv) {
                           {"forward_ms", median(fwd) * 1e3},
                           {"backward_ms", median(bwd) * 1e3},
                           {"optimizer_ms", median(optim) * 1e3},
+                          {"read_ms", median(read) * 1e3},
                           {"flops_per_token", flops},
                           {"model_gflops", tps * flops / 1e9},
                           {"sgemm_peak_gflops", peak},

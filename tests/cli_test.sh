@@ -67,7 +67,7 @@ fails_with "K = 1 renorm" "router" "$SY" train -c "$SRC/configs/tiny.toml" --set
 fails_with "bad enum" "router.score" "$SY" train -c "$SRC/configs/tiny.toml" --set router.score=tanh --set out_dir="$WORK/x"
 printf 'abc' >"$WORK/bad.bin"
 fails_with "bad token file" "multiple of 4" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/bad.bin"
-fails_with "different model in out_dir" "different model" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set model.n_experts=8 --set train.steps=30 --quiet
+fails_with "different model in out_dir" "model.n_experts: 4 in the checkpoint, 8 given" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set model.n_experts=8 --set train.steps=30 --quiet
 truncate -s 100 "$WORK/run/checkpoints/step_00000024/model.safetensors"
 fails_with "truncated checkpoint" "model.safetensors" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/valid.bin"
 

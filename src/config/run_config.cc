@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -411,6 +412,59 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 void validate(const RunConfig& cfg) { config_schema::validate(cfg, "config"); }
 
 std::string toml_quote(std::string_view s) { return quote(s); }
+
+namespace {
+
+constexpr std::string_view kModelSections[] = {"model", "router", "loss_free"};
+
+void append_entries(std::vector<ConfigEntry>& out, std::string_view prefix,
+                    const std::vector<Field>& fields) {
+  for (const Field& f : fields) {
+    ConfigValue v = std::visit([](auto* p) { return ConfigValue(*p); }, f.ptr);
+    out.push_back({config_schema::full_key(prefix, f.name), std::move(v)});
+  }
+}
+
+std::string value_text(const ConfigValue& v) {
+  return std::visit(Overloaded{
+                        [](int64_t x) { return fmt::format("{}", x); },
+                        [](uint64_t x) { return fmt::format("{}", x); },
+                        [](double x) { return format_double(x); },
+                        [](const std::string& x) { return quote(x); },
+                    },
+                    v);
+}
+
+}  // namespace
+
+std::vector<ConfigEntry> model_entries(const RunConfig& cfg_in) {
+  RunConfig cfg = cfg_in;  // the schema binds mutable pointers
+  std::vector<ConfigEntry> out;
+  for (const Section& s : config_schema::sections(cfg)) {
+    for (std::string_view name : kModelSections)
+      if (s.name == name) append_entries(out, s.name, s.fields);
+  }
+  for (size_t i = 0; i < cfg.balance.terms.size(); ++i)
+    append_entries(out, fmt::format("balance.terms.{}", i),
+                   config_schema::term_fields(cfg.balance.terms[i]));
+  return out;
+}
+
+std::vector<std::string> resume_conflicts(const RunConfig& saved, const RunConfig& given) {
+  std::vector<std::string> out;
+  const size_t n_saved = saved.balance.terms.size(), n_given = given.balance.terms.size();
+  if (n_saved != n_given)
+    out.push_back(fmt::format("balance.terms: {} term(s) in the checkpoint, {} given", n_saved,
+                              n_given));
+  const std::vector<ConfigEntry> a = model_entries(saved), b = model_entries(given);
+  // Same schema, so the same keys in the same order up to the shorter list of terms.
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i].value == b[i].value) continue;
+    out.push_back(fmt::format("{}: {} in the checkpoint, {} given", a[i].key,
+                              value_text(a[i].value), value_text(b[i].value)));
+  }
+  return out;
+}
 
 std::string to_toml(const RunConfig& cfg_in) {
   RunConfig cfg = cfg_in;  // the schema binds mutable pointers

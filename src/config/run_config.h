@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace sy {
@@ -140,5 +141,19 @@ std::string to_toml(const RunConfig& cfg);
 // `s` as a TOML basic string: quoted, with '"', '\' and control characters escaped, so that
 // "key=" + toml_quote(s) is an override that sets the string key to exactly s.
 std::string toml_quote(std::string_view s);
+
+// The keys that define the trained model and how it routes and balances: every key of [model],
+// [router], [loss_free] and [balance] (terms as "balance.terms.<i>.<key>"), in file order, from the
+// schema, so a key added there is guarded here with no second list. A resumed run must keep all
+// of them (docs/training.md, "Resuming"); checkpoints record them in config.json.
+using ConfigValue = std::variant<int64_t, uint64_t, double, std::string>;
+struct ConfigEntry {
+  std::string key;  // dotted: "router.ec_group_order"
+  ConfigValue value;
+};
+std::vector<ConfigEntry> model_entries(const RunConfig& cfg);
+// One line per model entry that differs between a checkpoint's config and the given one, e.g.
+// `router.ec_group_order: "sequential" in the checkpoint, "shuffled" given`; empty if none.
+std::vector<std::string> resume_conflicts(const RunConfig& saved, const RunConfig& given);
 
 }  // namespace sy

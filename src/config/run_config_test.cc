@@ -17,6 +17,13 @@ namespace {
 using config_schema::Field;
 using config_schema::Section;
 
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -594,6 +601,58 @@ TEST(RunConfigTest, DocsListEveryKey) {
     EXPECT_NE(doc.find(fmt::format("`{}`", f.name)), std::string::npos)
         << "balance term key " << f.name << " is missing from docs/config.md";
   }
+}
+
+// The resume guard is derived from the schema: changing any single key of [model], [router],
+// [loss_free] or a balance term is one conflict naming that key; a [train], [data] or [system]
+// key is none. (router.ec_group_order was missing from the hand-kept list this replaced, so an
+// Expert Choice run resumed with another group order silently.)
+TEST(RunConfigTest, ResumeConflictsCoverEveryModelKeyFromTheSchema) {
+  const RunConfig base = tiny();
+  const std::vector<ConfigEntry> entries = model_entries(base);
+  size_t changed = 0, guarded = 0;
+  RunConfig probe = base;
+  auto perturb = [](Field& f) {
+    std::visit(Overloaded{[](int64_t* p) { *p += 1; }, [](uint64_t* p) { *p += 1; },
+                          [](double* p) { *p = *p * 2 + 1; },
+                          [](std::string* p) { *p += "x"; }},
+               f.ptr);
+  };
+  std::vector<Section> secs = config_schema::sections(probe);
+  for (Section& s : secs) {
+    for (Field& f : s.fields) {
+      const RunConfig before = probe;
+      perturb(f);
+      const std::string key = config_schema::full_key(s.name, f.name);
+      const std::vector<std::string> c = resume_conflicts(before, probe);
+      const bool model_key = s.name == "model" || s.name == "router" || s.name == "loss_free";
+      if (model_key) {
+        ++guarded;
+        ASSERT_EQ(c.size(), 1u) << key;
+        EXPECT_EQ(c[0].rfind(key + ": ", 0), 0u) << c[0];
+      } else {
+        EXPECT_TRUE(c.empty()) << key;
+      }
+      ++changed;
+    }
+  }
+  for (Field& f : config_schema::term_fields(probe.balance.terms.at(0))) {
+    const RunConfig before = probe;
+    perturb(f);
+    const std::vector<std::string> c = resume_conflicts(before, probe);
+    ASSERT_EQ(c.size(), 1u) << f.name;
+    EXPECT_EQ(c[0].rfind("balance.terms.0." + std::string(f.name) + ": ", 0), 0u) << c[0];
+    ++guarded;
+  }
+  EXPECT_EQ(guarded, entries.size());  // every guarded key is a model entry, and vice versa
+  EXPECT_GT(changed, guarded);
+  const RunConfig g = tiny({"router.ec_group_order=\"shuffled\""});
+  ASSERT_EQ(resume_conflicts(base, g).size(), 1u);
+  EXPECT_EQ(resume_conflicts(base, g)[0],
+            "router.ec_group_order: \"sequential\" in the checkpoint, \"shuffled\" given");
+  RunConfig two = base;
+  two.balance.terms.push_back(two.balance.terms[0]);
+  EXPECT_EQ(resume_conflicts(base, two).at(0), "balance.terms: 1 term(s) in the checkpoint, 2 given");
 }
 
 }  // namespace

@@ -1,15 +1,13 @@
 // The communicator: how data-parallel ranks share routing statistics and gradients. Passed in,
-// never global.
+// never global. It is the Reducer (core/reducer.h) the balancer sums its statistics through,
+// plus what the trainer needs besides: a barrier, a job-wide abort, a description.
 //
 // Two implementations: SingleProcessCommunicator (every collective is the identity) and, when
 // the build found Open MPI, MpiCommunicator (dist/mpi_communicator.h). make_communicator() picks
 // MPI when the process was started by an MPI launcher (`mpirun -np R switchyard train ...`).
 //
-// Guarantees every implementation keeps:
-// * sums of integer counts are exact, so global-batch statistics are identical for any layout of
-//   ranks;
-// * floating-point sums give bit-identical results on every rank (so replicas never drift);
-// * collectives are called by every rank in the same order (the caller's duty).
+// Guarantees: the Reducer's (exact integer sums, bit-identical float sums on every rank, so
+// replicas never drift; collectives in the same order on every rank).
 // Not thread-safe: call from one thread (the trainer's).
 #pragma once
 
@@ -17,17 +15,12 @@
 #include <memory>
 #include <string>
 
+#include "core/reducer.h"
+
 namespace sy {
 
-class Communicator {
+class Communicator : public Reducer {
  public:
-  virtual ~Communicator() = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
-  // In place: x[i] ← Σ over ranks of x[i].
-  virtual void allreduce_sum(int64_t* x, int64_t n) = 0;
-  virtual void allreduce_sum(float* x, int64_t n) = 0;
-  virtual void allreduce_sum(double* x, int64_t n) = 0;
   // Every rank waits until all have arrived.
   virtual void barrier() = 0;
   // Ends every rank of the job at once (after an error on one rank, so the others do not wait

@@ -82,7 +82,7 @@ void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> sha
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
-                            const BalancerOptions& balance, int64_t micro_batch, Communicator* comm,
+                            const BalancerOptions& balance, int64_t micro_batch, Reducer* comm,
                             const SelectorOptions& selector)
     : cfg_(m), ropt_(router), sel_(selector), balancer_(balance, comm), b_max_(micro_batch) {
   D_ = m.d_model;

@@ -16,7 +16,7 @@
 
 #include "config/run_config.h"
 #include "core/buffer.h"
-#include "dist/communicator.h"
+#include "core/reducer.h"
 #include "moe/moe_layer.h"
 #include "routing/balancer.h"
 #include "routing/selector.h"
@@ -59,9 +59,10 @@ struct ForwardStats {
 template <typename T>
 class Transformer {
  public:
-  // micro_batch: the largest B that forward() will be given. comm may be null (one process).
+  // micro_batch: the largest B that forward() will be given. comm: the balancer's reducer
+  // (core/reducer.h; the communicator in training), may be null (one process).
   Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
-              int64_t micro_batch, Communicator* comm = nullptr,
+              int64_t micro_batch, Reducer* comm = nullptr,
               const SelectorOptions& selector = {});
 
   const ModelConfig& config() const { return cfg_; }

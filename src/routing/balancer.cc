@@ -46,7 +46,7 @@ BiasUpdate parse_bias_update(const std::string& s) {
 }
 
 template <typename T>
-Balancer<T>::Balancer(const BalancerOptions& o, Communicator* comm)
+Balancer<T>::Balancer(const BalancerOptions& o, Reducer* comm)
     : o_(o), comm_(comm ? comm : &single_) {
   const int64_t L = o.n_layers, E = o.n_experts;
   const int64_t N = o.micro_batch * o.seq_len;

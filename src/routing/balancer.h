@@ -1,7 +1,7 @@
 // The balancer: the state and the between-step logic of load balancing, for all MoE layers.
 //
 // It owns (1) the load-balancing-loss terms and their scopes (ALGORITHMS.md §2): `sequence`,
-// `micro`, `global` (counts summed over data-parallel ranks through the communicator, plus the
+// `micro`, `global` (counts summed over data-parallel ranks through the reducer, plus the
 // buffer of the step's earlier micro-batches — "Demons in the Detail", Algorithm 1),
 // `global-exact` (ours: the step's exact counts from a router-statistics pre-pass over all its
 // micro-batches before any backward), `shuffle` (the paper's control: f from a random sample, of
@@ -18,14 +18,15 @@
 //   end_step(loads summed over the step's micro-batches)   → loss-free bias update
 // Evaluation never calls any of these (bias() is read-only): evaluation changes no state.
 //
-// Ownership: a Balancer is owned by the model; it borrows the communicator. Not thread-safe.
+// Ownership: a Balancer is owned by the model; it borrows the reducer (core/reducer.h: the
+// communicator in training). Not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "core/reducer.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -65,8 +66,8 @@ struct BalancerOptions {
 template <typename T>
 class Balancer {
  public:
-  // comm may be null: a single-process communicator is used.
-  Balancer(const BalancerOptions& o, Communicator* comm);
+  // comm may be null: one process (LocalReducer).
+  Balancer(const BalancerOptions& o, Reducer* comm);
 
   const BalancerOptions& options() const { return o_; }
   bool needs_prepass() const;
@@ -88,6 +89,9 @@ class Balancer {
   const T* bias(int64_t layer) const;
   // The BIP dual prices q[E] of a layer (updated by the router's selection stage), or null.
   T* bip_dual(int64_t layer) {
+    return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
+  }
+  const T* bip_dual(int64_t layer) const {
     return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
   }
   std::vector<T>& bip_state() { return bip_dual_; }
@@ -123,8 +127,8 @@ class Balancer {
 
  private:
   BalancerOptions o_;
-  SingleProcessCommunicator single_;
-  Communicator* comm_;
+  LocalReducer single_;
+  Reducer* comm_;
   int64_t step_ = 0;
   std::vector<T> bias_;        // [L, E]
   std::vector<T> bip_dual_;    // [L, E]

@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,50 +16,16 @@ using nlohmann::json;
 
 namespace {
 
+// The model entries (run_config.h: [model], [router], [loss_free], [balance], from the schema) as
+// nested JSON: {"model": {"d_model": 64, ...}, ..., "balance": {"terms": [{"type": ...}]}}.
 json switchyard_json(const RunConfig& c) {
-  const auto& m = c.model;
-  const auto& r = c.router;
-  json terms = json::array();
-  for (const auto& t : c.balance.terms)
-    terms.push_back({{"type", t.type}, {"scope", t.scope}, {"coef", t.coef}});
-  return json{{"model",
-               {{"vocab_size", m.vocab_size},
-                {"d_model", m.d_model},
-                {"n_layers", m.n_layers},
-                {"n_heads", m.n_heads},
-                {"seq_len", m.seq_len},
-                {"n_experts", m.n_experts},
-                {"top_k", m.top_k},
-                {"d_expert", m.d_expert},
-                {"n_shared_experts", m.n_shared_experts},
-                {"d_shared", m.d_shared},
-                {"n_dense_layers", m.n_dense_layers},
-                {"d_dense", m.d_dense},
-                {"rope_theta", m.rope_theta},
-                {"norm_eps", m.norm_eps},
-                {"init_std", m.init_std}}},
-              {"router",
-               {{"type", r.type},
-                {"score", r.score},
-                {"gate", r.gate},
-                {"gate_scale", r.gate_scale},
-                {"capacity_factor", r.capacity_factor},
-                {"drop_policy", r.drop_policy},
-                {"z_loss_coef", r.z_loss_coef},
-                {"bip_iterations", r.bip_iterations},
-                {"bip_mode", r.bip_mode},
-                {"sinkhorn_iterations", r.sinkhorn_iterations},
-                {"hash_seed", r.hash_seed},
-                {"ec_capacity_factor", r.ec_capacity_factor},
-                {"ec_chunk", r.ec_chunk},
-                {"ec_threshold_decay", r.ec_threshold_decay},
-                {"sinkhorn_eval_decay", r.sinkhorn_eval_decay}}},
-              {"balance", {{"terms", terms}}},
-              {"loss_free",
-               {{"update", c.loss_free.update},
-                {"rate", c.loss_free.rate},
-                {"center", c.loss_free.center},
-                {"freeze_after", c.loss_free.freeze_after}}}};
+  json out = {{"balance", {{"terms", json::array()}}}};
+  for (const ConfigEntry& e : model_entries(c)) {
+    std::string pointer = "/" + e.key;
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    std::visit([&](const auto& v) { out[json::json_pointer(pointer)] = v; }, e.value);
+  }
+  return out;
 }
 
 std::string bias_name(int64_t layer) {
@@ -89,8 +56,6 @@ std::string read_text(const std::string& path) {
 }
 
 }  // namespace
-
-std::string model_signature(const RunConfig& cfg) { return switchyard_json(cfg).dump(); }
 
 std::string hf_config_json(const RunConfig& c) {
   const auto& m = c.model;

@@ -32,10 +32,6 @@ RunConfig read_checkpoint_config(const std::string& dir);
 void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* opt,
                      TrainerState* st);
 
-// The model-defining part of a config as JSON text (model, router, balance); two configs whose
-// strings differ cannot share weights and optimizer state.
-std::string model_signature(const RunConfig& cfg);
-
 // config.json for a checkpoint: Hugging Face Qwen3-MoE keys plus a "switchyard" object.
 std::string hf_config_json(const RunConfig& cfg);
 

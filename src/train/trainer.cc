@@ -29,6 +29,7 @@
 #include "train/metrics.h"
 #include "train/metrics_log.h"
 #include "train/optimizer.h"
+#include "train/train_step.h"
 
 namespace sy {
 
@@ -333,6 +334,20 @@ void check_ranks_share_run_dir(const std::string& out, uint64_t lead_token, Comm
            out, blind, comm.size());
 }
 
+// A resume continues the same model: every key of [model], [router], [loss_free] and [balance]
+// (run_config.h, model_entries) must equal the checkpoint's; the error lists each that differs.
+void check_resume_config(const std::string& out, const std::string& checkpoint,
+                         const RunConfig& saved, const RunConfig& given) {
+  const std::vector<std::string> conflicts = resume_conflicts(saved, given);
+  if (conflicts.empty()) return;
+  std::string list;
+  for (const std::string& c : conflicts) list += "\n  " + c;
+  fail(fmt::format("{}: resuming from {} needs the same [model], [router], [loss_free] and "
+                   "[balance] keys as the checkpoint; {} differ:{}\nUse a new out_dir to start a "
+                   "fresh run with these settings.",
+                   out, checkpoint, conflicts.size(), list));
+}
+
 // The newest committed checkpoint to resume from: the one `latest` names, or a newer complete one
 // (a kill between a checkpoint's commit and the pointer's update leaves one).
 std::optional<std::string> checkpoint_to_resume(const std::string& ckpt_root, bool quiet) {
@@ -370,6 +385,105 @@ int64_t count_non_finite(const float* x, int64_t n) {
   return bad;
 }
 
+
+// The oracle (sampled every router.oracle_every steps, rank 0): per MoE layer, the optimality
+// gap of the last micro-batch's routing against the exact balanced assignment, and for BIP the
+// dual gap of the prices that routed it. Null entries on other steps and ranks.
+std::vector<json> oracle_report(const RouterConfig& rc, const Transformer<float>& model,
+                                int64_t step, bool lead) {
+  std::vector<json> oracle(model.n_moe_layers());
+  if (!lead || rc.oracle_every <= 0 || (step + 1) % rc.oracle_every != 0 || model.expert_choice())
+    return oracle;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+    const RoutingBuffers<float>& r = model.layer_route(l);
+    const BipShape sh = bip_shape(r.n, r.e, r.k);
+    std::vector<int32_t> best(r.n * r.k);
+    std::vector<int64_t> loads(r.e);
+    const double best_obj = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
+    // BIP: the dual value its routing prices certify (≥ the optimum by weak duality).
+    const float* q = model.layer_acts(l).selector.routed_prices();
+    const double dual = q != nullptr ? bip_dual_at_prices(sh, r.scores.data(), q)
+                                     : std::numeric_limits<double>::quiet_NaN();
+    AssignmentReport rep =
+        assignment_report(sh, r.scores.data(), r.expert.data(), best_obj, loads.data(), dual);
+    oracle[l] = json{{"objective_gap", rep.objective_gap},
+                     {"capacity_violation", rep.capacity_violation},
+                     {"objective", rep.objective},
+                     {"optimal_objective", rep.optimal_objective}};
+    if (q != nullptr) oracle[l]["dual_gap"] = rep.dual_gap;
+  }
+  return oracle;
+}
+
+struct StepRecordInfo {  // what the step record holds besides the step's result and routing
+  int64_t step = 0;      // 1-based: steps completed
+  int64_t tokens_seen = 0;
+  int64_t ranks = 1;
+  double tokens_per_s = 0, step_ms = 0, mfu = 0;
+};
+
+// The step's {"type": "train", ...} record (docs/training.md, "Metrics"): the losses, schedule
+// and speed, then per MoE layer the loads and balance of the global batch, the balancers' state
+// after the step's update and the oracle's gaps.
+json step_record(const RunConfig& cfg, const Transformer<float>& model, const StepMetrics& sm,
+                 const StepResult& r, const std::vector<json>& oracle, const StepRecordInfo& info) {
+  const ModelConfig& m = cfg.model;
+  const Balancer<float>& balancer = model.balancer();
+  json balance_bsz = json::object();
+  for (size_t j = 0; j < cfg.balance.terms.size(); ++j)
+    balance_bsz[cfg.balance.terms[j].scope] = balancer.balance_bsz(j);
+  double avg_mv = 0, sup_mv = 0;
+  json layers = json::array();
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+    LayerSummary s = sm.summary(l);
+    avg_mv += s.maxvio;
+    sup_mv = std::max(sup_mv, s.maxvio);
+    json ep = json::object();
+    for (int64_t rk = 2; rk < m.n_experts; rk *= 2)
+      if (m.n_experts % rk == 0)
+        ep[std::to_string(rk)] = ep_imbalance(sm.load(l).data(), m.n_experts, rk);
+    layers.push_back({{"layer", m.n_dense_layers + l},
+                      {"load", sm.load(l)},
+                      {"maxvio", s.maxvio},
+                      {"maxvio_micro", s.maxvio_micro},
+                      {"dead_experts", s.dead},
+                      {"drop_rate", s.drop_rate},
+                      {"router_entropy", s.entropy},
+                      {"topk_score_sum", s.topk_score},
+                      {"lbl", s.lbl},
+                      {"z_loss", s.z_loss},
+                      {"ep_imbalance", ep},
+                      {"experts_per_token", sm.experts_per_token(l)}});
+    if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
+    // The balancers' state after this step's update, and Sinkhorn's residual imbalance.
+    const int64_t E = m.n_experts;
+    if (const float* b = balancer.bias(l); b != nullptr)
+      layers.back()["bias"] = std::vector<float>(b, b + E);
+    if (const float* q = balancer.bip_dual(l); q != nullptr)
+      layers.back()["bip_prices"] = std::vector<float>(q, q + E);
+    const double col_err = model.layer_acts(l).selector.sinkhorn_col_error();
+    if (std::isfinite(col_err)) layers.back()["sinkhorn_col_error"] = col_err;
+  }
+  if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
+  return json{{"type", "train"},
+              {"step", info.step},
+              {"loss", r.loss},
+              {"ce", r.ce},
+              {"lbl", r.lbl},
+              {"z_loss", r.z_loss},
+              {"lr", r.lr},
+              {"grad_norm", r.grad_norm},
+              {"clip_scale", r.clip_scale},
+              {"tokens", info.tokens_seen},
+              {"ranks", info.ranks},
+              {"tokens_per_s", info.tokens_per_s},
+              {"step_ms", info.step_ms},
+              {"mfu", info.mfu},
+              {"balance_bsz", balance_bsz},
+              {"avg_maxvio", avg_mv},
+              {"sup_maxvio", sup_mv},
+              {"layers", layers}};
+}
 
 }  // namespace
 
@@ -417,11 +531,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   if (latest) {
     const std::string dir = ckpt_root + "/" + *latest;
     RunConfig saved = read_checkpoint_config(dir);
-    SY_CHECK(model_signature(saved) == model_signature(cfg),
-             "{}: holds a checkpoint of a different model/router/balance config than the one "
-             "given; resume needs the same [model], [router] and [balance] sections (checkpoint: "
-             "{}). Use a new out_dir to start a fresh run.",
-             out, model_signature(saved));
+    check_resume_config(out, *latest, saved, cfg);
     load_checkpoint(dir, model, &opt, &state);
     train_src->set_position(state.data_position);
     if (lead) truncate_metrics(metrics_path, state.step);
@@ -522,14 +632,6 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   const auto run_t0 = Clock::now();
   double train_seconds = 0;
   int64_t steps_this_run = 0;
-  // Means over the global batch: R ranks × M micro-batches × B·S tokens.
-  const float ce_scale = 1.0f / static_cast<float>(B * S * M * R);
-  const float aux_scale = 1.0f / static_cast<float>(M * R);
-  // Rank r's micro-batch m is the stream's micro-batch m·R + r after the step's start.
-  auto read_micro_batch = [&](uint64_t step_start, int64_t mb) {
-    train_src->set_position(step_start + static_cast<uint64_t>((mb * R + rank) * B));
-    train_src->next(tokens.data(), domains.data(), B);
-  };
   // A stop requested during start-up: nothing new to save.
   {
     int64_t early = stop_requested();
@@ -542,148 +644,33 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       return res;
     }
   }
+  const StepContext step_ctx{.model = &model,
+                             .opt = &opt,
+                             .source = train_src.get(),
+                             .comm = &comm,
+                             .train = &tc,
+                             .metrics = &sm,
+                             .tokens = &tokens,
+                             .domains = &domains};
   for (int64_t step = state.step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
-    const double lr = lr_at(tc, step);
-    model.zero_grad();
-    sm.reset();
-    double ce = 0, lbl = 0, z = 0;
-    int64_t ntok = 0;
-    Balancer<float>& balancer = model.balancer();
-    balancer.begin_step(step);
-    const uint64_t step_start = train_src->position();
-    if (balancer.needs_prepass()) {
-      // Router statistics of the whole step before any backward (global-exact, shuffle).
-      for (int64_t mb = 0; mb < M; ++mb) {
-        read_micro_batch(step_start, mb);
-        model.forward(tokens.data(), B, ForwardMode::kPrepass, mb);
-      }
-      balancer.finish_prepass();
-    }
-    for (int64_t mb = 0; mb < M; ++mb) {
-      read_micro_batch(step_start, mb);
-      ForwardStats st = model.forward(tokens.data(), B, ForwardMode::kTrain, mb);
-      model.backward(ce_scale, aux_scale);
-      sm.add(model);
-      ce += st.ce_sum;
-      ntok += st.n_tokens;
-      lbl += st.lbl;
-      z += st.z_loss;
-    }
-    train_src->set_position(step_start + static_cast<uint64_t>(R * M * B));
-    if (R > 1) {
-      comm.allreduce_sum(model.grads(), model.num_params());
-      double sums[4] = {ce, lbl, z, static_cast<double>(ntok)};
-      comm.allreduce_sum(sums, 4);
-      ce = sums[0];
-      lbl = sums[1];
-      z = sums[2];
-      ntok = static_cast<int64_t>(sums[3]);
-    }
-    // The oracle (sampled, rank 0): the optimality gap of the last micro-batch's routing per layer.
-    std::vector<json> oracle(model.n_moe_layers());
-    if (lead && cfg.router.oracle_every > 0 && (step + 1) % cfg.router.oracle_every == 0 &&
-        !model.expert_choice()) {
-      for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-        const RoutingBuffers<float>& r = model.layer_route(l);
-        const BipShape sh = bip_shape(r.n, r.e, r.k);
-        std::vector<int32_t> best(r.n * r.k);
-        std::vector<int64_t> loads(r.e);
-        const double best_obj = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
-        // BIP: the dual value its routing prices certify (≥ the optimum by weak duality).
-        const float* q = model.layer_acts(l).selector.routed_prices();
-        const double dual = q != nullptr ? bip_dual_at_prices(sh, r.scores.data(), q)
-                                         : std::numeric_limits<double>::quiet_NaN();
-        AssignmentReport rep =
-            assignment_report(sh, r.scores.data(), r.expert.data(), best_obj, loads.data(), dual);
-        oracle[l] = json{{"objective_gap", rep.objective_gap},
-                         {"capacity_violation", rep.capacity_violation},
-                         {"objective", rep.objective},
-                         {"optimal_objective", rep.optimal_objective}};
-        if (q != nullptr) oracle[l]["dual_gap"] = rep.dual_gap;
-      }
-    }
-    const double gnorm = global_grad_norm(model.grads(), model.num_params());
-    const double ce_mean = ce / static_cast<double>(ntok);
-    const double loss = ce_mean + (lbl + z) / static_cast<double>(M * R);
-    // Divergence stops training before the update, so the weights are never made non-finite by
-    // it; the same values on every rank (all-reduced), so every rank stops here.
-    SY_CHECK(std::isfinite(loss) && std::isfinite(gnorm),
-             "step {}: the training loss ({}) and gradient norm ({}) must be finite: training "
-             "diverged; the weights were not updated by this step; {}",
-             step + 1, loss, gnorm, diverged_hint(last_saved, ckpt_root, tc.lr));
-    const double clip = tc.grad_clip > 0 && gnorm > tc.grad_clip ? tc.grad_clip / gnorm : 1.0;
-    opt.step(model.params(), model.grads(), lr, clip, tc);
-    {
-      std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
-      for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = sm.load(l);
-      balancer.end_step(std::move(loads));
-    }
-    sm.allreduce(comm);  // the step's statistics over every rank
+    const StepResult r = train_step(step_ctx, step, diverged_hint(last_saved, ckpt_root, tc.lr));
+    const std::vector<json> oracle = oracle_report(cfg.router, model, step, lead);
     const double dt = seconds_since(t0);
     train_seconds += dt;
     ++steps_this_run;
-    state.tokens_seen += B * S * M * R;
-    const double tps = static_cast<double>(B * S * M * R) / dt;
+    state.tokens_seen += r.tokens;
+    const double tps = static_cast<double>(r.tokens) / dt;
     const double mfu = tps * flops_tok / (peak * 1e9);
-
-    // The step record.
-    json balance_bsz = json::object();
-    for (size_t j = 0; j < cfg.balance.terms.size(); ++j)
-      balance_bsz[cfg.balance.terms[j].scope] = balancer.balance_bsz(j);
-    double avg_mv = 0, sup_mv = 0;
-    json layers = json::array();
-    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-      LayerSummary s = sm.summary(l);
-      avg_mv += s.maxvio;
-      sup_mv = std::max(sup_mv, s.maxvio);
-      json ep = json::object();
-      for (int64_t r = 2; r < m.n_experts; r *= 2)
-        if (m.n_experts % r == 0)
-          ep[std::to_string(r)] = ep_imbalance(sm.load(l).data(), m.n_experts, r);
-      layers.push_back({{"layer", m.n_dense_layers + l},
-                        {"load", sm.load(l)},
-                        {"maxvio", s.maxvio},
-                        {"maxvio_micro", s.maxvio_micro},
-                        {"dead_experts", s.dead},
-                        {"drop_rate", s.drop_rate},
-                        {"router_entropy", s.entropy},
-                        {"topk_score_sum", s.topk_score},
-                        {"lbl", s.lbl},
-                        {"z_loss", s.z_loss},
-                        {"ep_imbalance", ep},
-                        {"experts_per_token", sm.experts_per_token(l)}});
-      if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
-      // The balancers' state after this step's update, and Sinkhorn's residual imbalance.
-      const int64_t E = m.n_experts;
-      if (const float* b = balancer.bias(l); b != nullptr)
-        layers.back()["bias"] = std::vector<float>(b, b + E);
-      if (const float* q = balancer.bip_dual(l); q != nullptr)
-        layers.back()["bip_prices"] = std::vector<float>(q, q + E);
-      const double col_err = model.layer_acts(l).selector.sinkhorn_col_error();
-      if (std::isfinite(col_err)) layers.back()["sinkhorn_col_error"] = col_err;
-    }
-    if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
-    json rec = {{"type", "train"},
-                {"step", step + 1},
-                {"loss", loss},
-                {"ce", ce_mean},
-                {"lbl", lbl / static_cast<double>(M * R)},
-                {"z_loss", z / static_cast<double>(M * R)},
-                {"lr", lr},
-                {"grad_norm", gnorm},
-                {"clip_scale", clip},
-                {"tokens", state.tokens_seen},
-                {"ranks", R},
-                {"tokens_per_s", tps},
-                {"step_ms", dt * 1e3},
-                {"mfu", mfu},
-                {"balance_bsz", balance_bsz},
-                {"avg_maxvio", avg_mv},
-                {"sup_maxvio", sup_mv},
-                {"layers", layers}};
+    const json rec = step_record(cfg, model, sm, r, oracle,
+                                 {.step = step + 1,
+                                  .tokens_seen = state.tokens_seen,
+                                  .ranks = R,
+                                  .tokens_per_s = tps,
+                                  .step_ms = dt * 1e3,
+                                  .mfu = mfu});
     if (log) log->append(rec.dump());
-    res.final_loss = loss;
+    res.final_loss = r.loss;
     res.last_step = step + 1;
 
     // After a stop request, print nothing until the checkpoint is written: under mpirun the
@@ -694,8 +681,8 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       say(
                  "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
                  "tok/s | MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
-                 step + 1, std::to_string(tc.steps).size(), tc.steps, loss,
-                 lbl / static_cast<double>(M * R), lr, gnorm, tps, 100 * mfu, avg_mv,
+                 step + 1, std::to_string(tc.steps).size(), tc.steps, r.loss, r.lbl, r.lr,
+                 r.grad_norm, tps, 100 * mfu, rec["avg_maxvio"].get<double>(),
                  format_duration(eta));
     }
     const bool last = step + 1 == tc.steps;

@@ -367,7 +367,29 @@ TEST(TrainerTest, RefusesToResumeADifferentModel) {
     train(c, {.quiet = true});
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("different model"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.n_experts: 4 in the checkpoint, 8 given"),
+              std::string::npos)
+        << e.what();
+  }
+  // Every [router] key, not only those a hand-kept list named: an Expert Choice run resumed with
+  // another group order was accepted silently.
+  RunConfig ec = tiny("mismatch-ec");
+  ec.router.type = "expert_choice";
+  ec.router.z_loss_coef = 0;
+  ec.router.ec_chunk = 16;
+  ec.balance.terms.clear();
+  ec.train.steps = 2;
+  train(ec, {.quiet = true});
+  ec.router.ec_group_order = "shuffled";
+  ec.train.steps = 4;
+  try {
+    train(ec, {.quiet = true});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "router.ec_group_order: \"sequential\" in the checkpoint, \"shuffled\" given"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -1,0 +1,117 @@
+#include "train/train_step.h"
+
+#include <chrono>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+
+namespace sy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Adds the seconds since `t` to `acc` and restarts `t`.
+void lap(Clock::time_point& t, double& acc) {
+  const Clock::time_point now = Clock::now();
+  acc += std::chrono::duration<double>(now - t).count();
+  t = now;
+}
+
+}  // namespace
+
+StepResult train_step(const StepContext& c, int64_t step, const std::string& on_divergence) {
+  Transformer<float>& model = *c.model;
+  Communicator& comm = *c.comm;
+  const TrainConfig& tc = *c.train;
+  const int64_t R = comm.size(), rank = comm.rank();
+  const int64_t B = tc.micro_batch, S = model.config().seq_len, M = tc.grad_accum;
+  StepResult res;
+  StepTimes& times = res.times;
+  Clock::time_point t = Clock::now();
+  res.lr = lr_at(tc, step);
+  model.zero_grad();
+  c.metrics->reset();
+  Balancer<float>& balancer = model.balancer();
+  balancer.begin_step(step);
+  const uint64_t step_start = c.source->position();
+  auto read_micro_batch = [&](int64_t mb) {
+    c.source->set_position(step_start + static_cast<uint64_t>((mb * R + rank) * B));
+    c.source->next(c.tokens->data(), c.domains->data(), B);
+  };
+  lap(t, times.update);
+
+  // Pre-pass: the router statistics of the whole step before any backward.
+  if (balancer.needs_prepass()) {
+    for (int64_t mb = 0; mb < M; ++mb) {
+      read_micro_batch(mb);
+      lap(t, times.read);
+      model.forward(c.tokens->data(), B, ForwardMode::kPrepass, mb);
+      lap(t, times.prepass);
+    }
+    balancer.finish_prepass();
+    lap(t, times.prepass);
+  }
+
+  // Forward and backward, means over the global batch: R ranks × M micro-batches × B·S tokens.
+  const float ce_scale = 1.0f / static_cast<float>(B * S * M * R);
+  const float aux_scale = 1.0f / static_cast<float>(M * R);
+  double ce = 0, lbl = 0, z = 0;
+  int64_t ntok = 0;
+  for (int64_t mb = 0; mb < M; ++mb) {
+    read_micro_batch(mb);
+    lap(t, times.read);
+    const ForwardStats st = model.forward(c.tokens->data(), B, ForwardMode::kTrain, mb);
+    lap(t, times.forward);
+    model.backward(ce_scale, aux_scale);
+    c.metrics->add(model);
+    lap(t, times.backward);
+    ce += st.ce_sum;
+    ntok += st.n_tokens;
+    lbl += st.lbl;
+    z += st.z_loss;
+  }
+  c.source->set_position(step_start + static_cast<uint64_t>(R * M * B));
+
+  // Reduce over the ranks.
+  if (R > 1) {
+    comm.allreduce_sum(model.grads(), model.num_params());
+    double sums[4] = {ce, lbl, z, static_cast<double>(ntok)};
+    comm.allreduce_sum(sums, 4);
+    ce = sums[0];
+    lbl = sums[1];
+    z = sums[2];
+    ntok = static_cast<int64_t>(sums[3]);
+  }
+  lap(t, times.reduce);
+
+  // Check: divergence stops training before the update, so it never makes the weights
+  // non-finite; the values are the same on every rank (all-reduced), so every rank stops here.
+  res.grad_norm = global_grad_norm(model.grads(), model.num_params());
+  res.ce = ce / static_cast<double>(ntok);
+  res.lbl = lbl / static_cast<double>(M * R);
+  res.z_loss = z / static_cast<double>(M * R);
+  res.loss = res.ce + (lbl + z) / static_cast<double>(M * R);
+  res.tokens = B * S * M * R;
+  SY_CHECK(std::isfinite(res.loss) && std::isfinite(res.grad_norm),
+           "step {}: the training loss ({}) and gradient norm ({}) must be finite: training "
+           "diverged; the weights were not updated by this step; {}",
+           step + 1, res.loss, res.grad_norm, on_divergence);
+
+  // Update: clipping, AdamW, the balancer's end-of-step update, the step's routing statistics
+  // over every rank.
+  res.clip_scale =
+      tc.grad_clip > 0 && res.grad_norm > tc.grad_clip ? tc.grad_clip / res.grad_norm : 1.0;
+  c.opt->step(model.params(), model.grads(), res.lr, res.clip_scale, tc);
+  std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = c.metrics->load(l);
+  balancer.end_step(std::move(loads));
+  lap(t, times.update);
+  c.metrics->allreduce(comm);
+  lap(t, times.reduce);
+  return res;
+}
+
+}  // namespace sy
