@@ -4,10 +4,11 @@
 #   make bench   build, run the benchmarks (switchyard vs PyTorch on the same machine)
 #   make lint    clang-format check and clang-tidy
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS (default 600) each (docs/testing.md)
+#   make sanitize  ASan+UBSan over the test suites, TSan (Archer) over kernels, routing, MoE
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build test demo bench lint format clean fuzz
+.PHONY: all deps build test demo bench lint format clean fuzz sanitize
 
 all: build
 
@@ -20,6 +21,7 @@ build: deps
 
 test: build
 	@scripts/run-tests.sh $(BUILD)
+	@JOBS=$(JOBS) scripts/run-sanitizers.sh
 	@scripts/fuzz.sh smoke
 
 demo: build
@@ -33,6 +35,9 @@ lint: deps
 
 fuzz: deps
 	@scripts/fuzz.sh long
+
+sanitize: deps
+	@JOBS=$(JOBS) scripts/run-sanitizers.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')
