@@ -89,7 +89,8 @@ std::vector<Section> sections(RunConfig& c) {
 }
 
 std::vector<Field> term_fields(BalanceTerm& term) {
-  return {{"type", &term.type}, {"scope", &term.scope}, {"coef", &term.coef}};
+  return {{"type", &term.type},   {"scope", &term.scope},         {"coef", &term.coef},
+          {"group", &term.group}, {"from_step", &term.from_step}, {"until_step", &term.until_step}};
 }
 
 std::string full_key(std::string_view section, std::string_view name) {

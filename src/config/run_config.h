@@ -60,6 +60,14 @@ struct BalanceTerm {
   std::string type = "lbl";
   std::string scope = "micro";
   double coef = 0.01;  // α
+  // global / global-exact: f over groups of this many consecutive micro-batches of the step
+  // (on every rank), so the balance BSZ is micro_batch·group·ranks at a fixed global batch;
+  // 0 = the whole step (grad_accum).
+  int64_t group = 0;
+  // The term applies in steps [from_step, until_step) (0-based: steps completed before it);
+  // until_step = 0: to the end. Two terms with adjoining ranges switch scope mid-run.
+  int64_t from_step = 0;
+  int64_t until_step = 0;
 };
 
 struct BalanceConfig {

@@ -440,6 +440,27 @@ TEST(RunConfigTest, ExpertChoiceShuffledGroupsNeedChunks) {
             std::string::npos);
 }
 
+TEST(RunConfigTest, BalanceGroupsAndStepRangesAreChecked) {
+  RunConfig ok = tiny({"train.grad_accum=4", "balance.terms.0.scope=global-exact",
+                       "balance.terms.0.group=2", "balance.terms.0.until_step=10",
+                       "balance.terms.1={scope=\"global\", from_step=10}"});
+  EXPECT_EQ(ok.balance.terms[0].group, 2);
+  EXPECT_EQ(ok.balance.terms[1].from_step, 10);
+  EXPECT_EQ(tiny_error({"train.grad_accum=4", "balance.terms.0.group=2"}),
+            "tiny.toml: balance.terms.0.group must be 0 unless the term's scope is \"global\" or "
+            "\"global-exact\", got 2 with scope \"micro\"; a group is a number of micro-batches "
+            "that f is counted over");
+  EXPECT_EQ(tiny_error({"train.grad_accum=4", "balance.terms.0.scope=global",
+                        "balance.terms.0.group=3"}),
+            "tiny.toml: balance.terms.0.group must be a divisor of train.grad_accum (4), got 3; the "
+            "step's micro-batches are split into groups of this size");
+  EXPECT_EQ(tiny_error({"balance.terms.0.from_step=5", "balance.terms.0.until_step=5"}),
+            "tiny.toml: balance.terms.0.until_step must be 0 (to the end) or > from_step (5), got "
+            "5; the term applies in steps [from_step, until_step)");
+  EXPECT_NE(tiny_error({"balance.terms.0.group=-1"}).find("balance.terms.0.group must be >= 0"),
+            std::string::npos);
+}
+
 TEST(RunConfigTest, RejectsHeadCountNotDividingModelDim) {
   EXPECT_EQ(tiny_error({"model.n_heads=3"}),
             "tiny.toml: model.d_model must be divisible by model.n_heads (3), got 32; each head "

@@ -180,6 +180,11 @@ void check_balance(const Checker& c, const BalanceConfig& b) {
     c.one_of(fmt::format("balance.terms.{}.type", i), t.type, kBalanceTypes);
     c.one_of(fmt::format("balance.terms.{}.scope", i), t.scope, kBalanceScopes);
     c.non_negative(fmt::format("balance.terms.{}.coef", i), t.coef);
+    c.at_least(fmt::format("balance.terms.{}.group", i), t.group, 0,
+               "0 counts f over all of the step's micro-batches");
+    c.at_least(fmt::format("balance.terms.{}.from_step", i), t.from_step, 0);
+    c.at_least(fmt::format("balance.terms.{}.until_step", i), t.until_step, 0,
+               "0 applies the term to the end of the run");
   }
 }
 
@@ -282,6 +287,25 @@ void check_cross_field(const Checker& c, const RunConfig& cfg) {
     c.require(r.ec_group_order == "sequential" || r.ec_chunk > 0, "router.ec_chunk",
               "> 0 with router.ec_group_order = \"shuffled\"", fmt::format("{}", r.ec_chunk),
               "with one routing group (ec_chunk = 0) there is nothing to shuffle");
+  }
+
+  for (size_t i = 0; i < cfg.balance.terms.size(); ++i) {
+    const BalanceTerm& b = cfg.balance.terms[i];
+    if (b.group > 0) {
+      c.require(b.scope == "global" || b.scope == "global-exact",
+                fmt::format("balance.terms.{}.group", i),
+                "0 unless the term's scope is \"global\" or \"global-exact\"",
+                fmt::format("{} with scope \"{}\"", b.group, b.scope),
+                "a group is a number of micro-batches that f is counted over");
+      c.require(cfg.train.grad_accum % b.group == 0, fmt::format("balance.terms.{}.group", i),
+                fmt::format("a divisor of train.grad_accum ({})", cfg.train.grad_accum),
+                fmt::format("{}", b.group),
+                "the step's micro-batches are split into groups of this size");
+    }
+    c.require(b.until_step == 0 || b.until_step > b.from_step,
+              fmt::format("balance.terms.{}.until_step", i),
+              fmt::format("0 (to the end) or > from_step ({})", b.from_step),
+              fmt::format("{}", b.until_step), "the term applies in steps [from_step, until_step)");
   }
 
   const TrainConfig& t = cfg.train;

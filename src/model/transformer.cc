@@ -57,7 +57,11 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.score = router_score(cfg.router);
   for (const auto& t : cfg.balance.terms) {
     SY_CHECK(t.type == "lbl", "balance.terms: type must be \"lbl\", got \"{}\"", t.type);
-    b.lbl.push_back(LblTerm{parse_lbl_scope(t.scope), t.coef});
+    b.lbl.push_back(LblTerm{.scope = parse_lbl_scope(t.scope),
+                            .coef = t.coef,
+                            .group = t.group,
+                            .from_step = t.from_step,
+                            .until_step = t.until_step});
   }
   b.bias_update = parse_bias_update(cfg.loss_free.update);
   b.bias_rate = cfg.loss_free.rate;

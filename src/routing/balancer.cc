@@ -56,8 +56,8 @@ Balancer<T>::Balancer(const BalancerOptions& o, Reducer* comm)
   if (o.sinkhorn) sinkhorn_b_.assign(L * E, T(0));
   buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
   buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
-  step_counts_.assign(L * E, 0);
-  step_tokens_.assign(L, 0);
+  micro_counts_.assign(o.grad_accum * L * E, 0);
+  micro_tokens_.assign(o.grad_accum * L, 0);
   bool shuffle = false;
   for (const auto& t : o.lbl) shuffle |= t.scope == LblScope::kShuffle;
   if (shuffle) {
@@ -72,8 +72,8 @@ Balancer<T>::Balancer(const BalancerOptions& o, Reducer* comm)
 
 template <typename T>
 bool Balancer<T>::needs_prepass() const {
-  return std::any_of(o_.lbl.begin(), o_.lbl.end(), [](const LblTerm& t) {
-    return t.scope == LblScope::kGlobalExact || t.scope == LblScope::kShuffle;
+  return std::any_of(o_.lbl.begin(), o_.lbl.end(), [&](const LblTerm& t) {
+    return t.active(step_) && (t.scope == LblScope::kGlobalExact || t.scope == LblScope::kShuffle);
   });
 }
 
@@ -82,15 +82,21 @@ void Balancer<T>::begin_step(int64_t step) {
   step_ = step;
   for (auto& b : buffer_) std::fill(b.begin(), b.end(), 0);
   for (auto& b : buffer_tokens_) std::fill(b.begin(), b.end(), 0);
-  std::fill(step_counts_.begin(), step_counts_.end(), 0);
-  std::fill(step_tokens_.begin(), step_tokens_.end(), 0);
+  std::fill(micro_counts_.begin(), micro_counts_.end(), 0);
+  std::fill(micro_tokens_.begin(), micro_tokens_.end(), 0);
+}
+
+template <typename T>
+int64_t Balancer<T>::group_size(const LblTerm& t) const {
+  return t.group > 0 ? t.group : o_.grad_accum;
 }
 
 template <typename T>
 void Balancer<T>::record_prepass(int64_t layer, int64_t micro, const RoutingBuffers<T>& buf) {
-  const int64_t E = o_.n_experts, K = o_.top_k;
-  for (int64_t i = 0; i < E; ++i) step_counts_[layer * E + i] += buf.load[i];
-  step_tokens_[layer] += buf.n;
+  const int64_t E = o_.n_experts, K = o_.top_k, L = o_.n_layers;
+  int64_t* c = micro_counts_.data() + (micro * L + layer) * E;
+  for (int64_t i = 0; i < E; ++i) c[i] += buf.load[i];
+  micro_tokens_[micro * L + layer] += buf.n;
   if (!selections_.empty()) {
     const int64_t N = o_.micro_batch * o_.seq_len;
     int32_t* sel = selections_.data() + (layer * o_.grad_accum + micro) * N * K;
@@ -100,8 +106,8 @@ void Balancer<T>::record_prepass(int64_t layer, int64_t micro, const RoutingBuff
 
 template <typename T>
 void Balancer<T>::finish_prepass() {
-  comm_->allreduce_sum(step_counts_.data(), static_cast<int64_t>(step_counts_.size()));
-  comm_->allreduce_sum(step_tokens_.data(), static_cast<int64_t>(step_tokens_.size()));
+  comm_->allreduce_sum(micro_counts_.data(), static_cast<int64_t>(micro_counts_.size()));
+  comm_->allreduce_sum(micro_tokens_.data(), static_cast<int64_t>(micro_tokens_.size()));
   if (!selections_.empty()) sample_shuffle();
 }
 
@@ -146,6 +152,7 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
   double total = 0;
   for (size_t j = 0; j < o_.lbl.size(); ++j) {
     const LblTerm& term = o_.lbl[j];
+    if (!term.active(step_)) continue;
     int64_t rows = 1;
     double* f = f_.data();
     switch (term.scope) {
@@ -160,12 +167,17 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
         break;
       }
       case LblScope::kGlobal: {
-        // This micro-batch's counts, summed over ranks, join the buffer of the step's earlier ones.
+        // This micro-batch's counts, summed over ranks, join the buffer of its group's earlier
+        // micro-batches (the step's, with no group), emptied at the group's first.
         std::copy(buf.load.begin(), buf.load.begin() + E, counts_.begin());
         int64_t tokens = n;
         comm_->allreduce_sum(counts_.data(), E);
         comm_->allreduce_sum(&tokens, 1);
         int64_t* b = buffer_[j].data() + layer * E;
+        if (micro % group_size(term) == 0) {
+          std::fill(b, b + E, int64_t(0));
+          buffer_tokens_[j][layer] = 0;
+        }
         for (int64_t i = 0; i < E; ++i) b[i] += counts_[i];
         buffer_tokens_[j][layer] += tokens;
         const double denom = static_cast<double>(K * buffer_tokens_[j][layer]);
@@ -173,10 +185,18 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
         break;
       }
       case LblScope::kGlobalExact: {
-        const double denom = static_cast<double>(K * step_tokens_[layer]);
+        // The exact counts of the micro-batch's group (the whole step with no group), all ranks.
+        const int64_t L = o_.n_layers, G = group_size(term), first = micro / G * G;
+        std::fill(counts_.begin(), counts_.end(), int64_t(0));
+        int64_t tokens = 0;
+        for (int64_t m = first; m < first + G; ++m) {
+          const int64_t* c = micro_counts_.data() + (m * L + layer) * E;
+          for (int64_t i = 0; i < E; ++i) counts_[i] += c[i];
+          tokens += micro_tokens_[m * L + layer];
+        }
+        const double denom = static_cast<double>(K * tokens);
         SY_CHECK(denom > 0, "balancer: global-exact scope needs the step's pre-pass first");
-        for (int64_t i = 0; i < E; ++i)
-          f[i] = static_cast<double>(step_counts_[layer * E + i]) / denom;
+        for (int64_t i = 0; i < E; ++i) f[i] = static_cast<double>(counts_[i]) / denom;
         break;
       }
       case LblScope::kShuffle: {
@@ -241,8 +261,10 @@ const T* Balancer<T>::bias(int64_t layer) const {
 
 template <typename T>
 int64_t Balancer<T>::balance_bsz(size_t term) const {
-  const int64_t B = o_.micro_batch, M = o_.grad_accum, R = comm_->size();
-  switch (o_.lbl[term].scope) {
+  const int64_t B = o_.micro_batch, R = comm_->size();
+  const LblTerm& t = o_.lbl[term];
+  if (!t.active(step_)) return 0;
+  switch (t.scope) {
     case LblScope::kSequence:
       return 1;
     case LblScope::kMicro:
@@ -250,7 +272,7 @@ int64_t Balancer<T>::balance_bsz(size_t term) const {
       return B;
     case LblScope::kGlobal:
     case LblScope::kGlobalExact:
-      return B * M * R;
+      return B * group_size(t) * R;
   }
   return B;
 }

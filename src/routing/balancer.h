@@ -41,6 +41,14 @@ BiasUpdate parse_bias_update(const std::string& s);  // off|sign|proportional
 struct LblTerm {
   LblScope scope = LblScope::kMicro;
   double coef = 0.01;  // α
+  // kGlobal / kGlobalExact: f over groups of this many consecutive micro-batches of the step
+  // (micro-batch m is in group m / group, on every rank); 0 = the whole step.
+  int64_t group = 0;
+  // Applies in steps [from_step, until_step) (begin_step's argument); until_step 0 = no end.
+  int64_t from_step = 0, until_step = 0;
+  bool active(int64_t step) const {
+    return step >= from_step && (until_step == 0 || step < until_step);
+  }
 };
 
 struct BalancerOptions {
@@ -122,7 +130,8 @@ class Balancer {
   // All persistent state, for checkpoints: the biases [layers, E] (empty when off).
   std::vector<T>& bias_state() { return bias_; }
   const std::vector<T>& bias_state() const { return bias_; }
-  // Sequences that f is counted over for term j (at the step's last micro-batch).
+  // Sequences that f is counted over for term j (at a group's last micro-batch) in the step
+  // begun last; 0 when the term does not apply in that step.
   int64_t balance_bsz(size_t term) const;
 
  private:
@@ -138,9 +147,10 @@ class Balancer {
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]
-  // Pre-pass: the step's loads per layer (all ranks) and, for shuffle, the selections.
-  std::vector<int64_t> step_counts_;  // [L·E]
-  std::vector<int64_t> step_tokens_;  // [L]
+  // Pre-pass: the loads of each micro-batch index per layer (all ranks) and, for shuffle, the
+  // selections.
+  std::vector<int64_t> micro_counts_;  // [M·L·E]
+  std::vector<int64_t> micro_tokens_;  // [M·L]
   std::vector<int32_t> selections_;   // [L, M·N·K] expert of each kept slot, −1 if dropped
   // Scratch.
   std::vector<double> f_;            // [max(N/S, 1)·E]
@@ -149,6 +159,7 @@ class Balancer {
   // Shuffle scope: sampled counts per (rank, micro-batch, layer), summed over ranks.
   std::vector<int64_t> shuffle_counts_;  // [R·M·L·E]
   void sample_shuffle();
+  int64_t group_size(const LblTerm& t) const;  // micro-batches per group: group, or M
 };
 
 }  // namespace sy

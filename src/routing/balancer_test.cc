@@ -79,6 +79,92 @@ TEST(BalancerTest, ShuffleSamplesTheStepsSelections) {
   EXPECT_NEAR(sum, 2.0 * n, 1e-9);
 }
 
+// Groups: global-exact over groups of one micro-batch is the micro scope (one rank), and over
+// groups of G it is the micro scope of the G micro-batches concatenated; the global buffer restarts
+// at each group's first micro-batch, so at a group's last it equals global-exact's group.
+TEST(BalancerTest, GroupsCountFOverGroupsOfMicroBatches) {
+  const int64_t B = 2, S = 8, M = 4, n = B * S;
+  auto bufs = routed_micro_batches(n, M, 21);
+  auto term = [](LblScope s, int64_t group) {
+    return LblTerm{.scope = s, .coef = 1.0, .group = group};
+  };
+  Balancer<double> micro(balancer_opts(B, S, M, {term(LblScope::kMicro, 0)}), nullptr);
+  Balancer<double> exact1(balancer_opts(B, S, M, {term(LblScope::kGlobalExact, 1)}), nullptr);
+  Balancer<double> exact2(balancer_opts(B, S, M, {term(LblScope::kGlobalExact, 2)}), nullptr);
+  Balancer<double> global2(balancer_opts(B, S, M, {term(LblScope::kGlobal, 2)}), nullptr);
+  for (Balancer<double>* b : {&micro, &exact1, &exact2, &global2}) b->begin_step(0);
+  for (Balancer<double>* b : {&exact1, &exact2}) {
+    for (int64_t m = 0; m < M; ++m) b->record_prepass(0, m, bufs[m]);
+    b->finish_prepass();
+  }
+  EXPECT_EQ(exact1.balance_bsz(0), B);
+  EXPECT_EQ(exact2.balance_bsz(0), 2 * B);
+  EXPECT_EQ(global2.balance_bsz(0), 2 * B);
+  auto grad = [](const RoutingBuffers<double>& r) {
+    return std::vector<double>(r.lbl_grad.begin(), r.lbl_grad.begin() + 6);  // one row: f·P
+  };
+  for (int64_t m = 0; m < M; ++m) {
+    const double lm = micro.apply_lbl(0, m, bufs[m]);
+    const std::vector<double> gm = grad(bufs[m]);
+    EXPECT_EQ(exact1.apply_lbl(0, m, bufs[m]), lm) << m;
+    EXPECT_EQ(grad(bufs[m]), gm) << m;
+    const double le = exact2.apply_lbl(0, m, bufs[m]);
+    const std::vector<double> ge = grad(bufs[m]);
+    const double lg = global2.apply_lbl(0, m, bufs[m]);
+    if (m % 2 == 1) {  // a group's last micro-batch: the buffer holds the whole group
+      EXPECT_DOUBLE_EQ(lg, le) << m;
+      EXPECT_EQ(grad(bufs[m]), ge) << m;
+    } else {  // a group's first: the buffer holds this micro-batch only, as the micro scope
+      EXPECT_DOUBLE_EQ(lg, lm) << m;
+    }
+    // Group 2 of micro-batches {2m', 2m'+1}: f from their summed loads.
+    std::vector<double> f(6);
+    const int64_t first = m / 2 * 2;
+    for (int i = 0; i < 6; ++i)
+      f[i] = static_cast<double>(bufs[first].load[i] + bufs[first + 1].load[i]) / (2.0 * 2 * n);
+    RoutingBuffers<double> copy = bufs[m];
+    lbl_begin(copy, copy.n);
+    EXPECT_NEAR(le, lbl_add_term(copy, ScoreFn::kSoftmax, 1.0, f.data(), 1), 1e-14) << m;
+  }
+}
+
+// A term applies in steps [from_step, until_step): outside, it adds no loss and no gradient,
+// needs no pre-pass and reports balance BSZ 0; two adjoining terms switch micro → global-exact.
+TEST(BalancerTest, TermsApplyInTheirStepRange) {
+  const int64_t B = 2, S = 8, M = 2;
+  auto bufs = routed_micro_batches(B * S, M, 33);
+  Balancer<double> b(
+      balancer_opts(B, S, M,
+                    {LblTerm{.scope = LblScope::kMicro, .coef = 1.0, .until_step = 3},
+                     LblTerm{.scope = LblScope::kGlobalExact, .coef = 1.0, .from_step = 3}}),
+      nullptr);
+  Balancer<double> micro(balancer_opts(B, S, M, {{LblScope::kMicro, 1.0}}), nullptr);
+  Balancer<double> exact(balancer_opts(B, S, M, {{LblScope::kGlobalExact, 1.0}}), nullptr);
+  for (int64_t step : {0, 2, 3, 9}) {
+    b.begin_step(step);
+    const bool switched = step >= 3;
+    EXPECT_EQ(b.needs_prepass(), switched) << step;
+    EXPECT_EQ(b.balance_bsz(0), switched ? 0 : B) << step;
+    EXPECT_EQ(b.balance_bsz(1), switched ? B * M : 0) << step;
+    Balancer<double>& ref = switched ? exact : micro;
+    ref.begin_step(step);
+    if (switched) {
+      for (int64_t m = 0; m < M; ++m) {
+        b.record_prepass(0, m, bufs[m]);
+        ref.record_prepass(0, m, bufs[m]);
+      }
+      b.finish_prepass();
+      ref.finish_prepass();
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const double want = ref.apply_lbl(0, m, bufs[m]);
+      const std::vector<double> g(bufs[m].lbl_grad.begin(), bufs[m].lbl_grad.begin() + 6);
+      EXPECT_EQ(b.apply_lbl(0, m, bufs[m]), want) << step;
+      EXPECT_EQ(std::vector<double>(bufs[m].lbl_grad.begin(), bufs[m].lbl_grad.begin() + 6), g);
+    }
+  }
+}
+
 TEST(BalancerTest, LossFreeBiasMovesTowardBalance) {
   for (BiasUpdate u : {BiasUpdate::kSign, BiasUpdate::kProportional}) {
     BalancerOptions o = balancer_opts(1, 4, 1, {});

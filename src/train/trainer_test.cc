@@ -357,6 +357,43 @@ TEST(TrainerTest, OracleReportsTheOptimalityGapOfEveryRouter) {
   }
 }
 
+// Balance groups and step ranges end to end: global-exact over groups of one micro-batch trains
+// exactly as the micro scope (one process), and a micro → global switch logs each term's balance
+// BSZ only in its steps.
+TEST(TrainerTest, BalanceGroupOfOneIsMicroAndTermsSwitchMidRun) {
+  auto base = [](const std::string& name) {
+    RunConfig c = tiny(name);
+    c.train.steps = 4;
+    c.train.eval_every = 0;
+    return c;
+  };
+  RunConfig micro = base("group-micro");
+  RunConfig group1 = base("group-one");
+  group1.balance.terms = {{.scope = "global-exact", .coef = 0.01, .group = 1}};
+  train(micro, {.quiet = true});
+  train(group1, {.quiet = true});
+  auto micro_recs = records(micro.out_dir, "train");
+  auto group_recs = records(group1.out_dir, "train");
+  for (size_t i = 0; i < micro_recs.size(); ++i) {
+    EXPECT_EQ(micro_recs[i]["loss"], group_recs[i]["loss"]) << i;
+    EXPECT_EQ(group_recs[i]["balance_bsz"]["global-exact"], micro.train.micro_batch);
+  }
+  EXPECT_EQ(weights(micro.out_dir, 4), weights(group1.out_dir, 4));
+
+  RunConfig sw = base("switch");
+  sw.balance.terms = {{.scope = "micro", .coef = 0.01, .until_step = 2},
+                      {.scope = "global", .coef = 0.01, .from_step = 2}};
+  train(sw, {.quiet = true});
+  auto recs = records(sw.out_dir, "train");
+  ASSERT_EQ(recs.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const int64_t want_micro = i < 2 ? sw.train.micro_batch : 0;
+    const int64_t want_global = i < 2 ? 0 : sw.train.micro_batch * sw.train.grad_accum;
+    EXPECT_EQ(recs[i]["balance_bsz"]["micro"], want_micro) << i;
+    EXPECT_EQ(recs[i]["balance_bsz"]["global"], want_global) << i;
+  }
+}
+
 TEST(TrainerTest, RefusesToResumeADifferentModel) {
   RunConfig c = tiny("mismatch");
   c.train.steps = 2;
