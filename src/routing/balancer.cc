@@ -224,10 +224,10 @@ void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
   // (one process: unchanged).
   if (comm_->size() > 1) {
     const T inv = T(1) / static_cast<T>(comm_->size());
-    for (std::vector<T>* v : {&bip_dual_, &ec_theta_, &sinkhorn_b_}) {
-      if (v->empty()) continue;
-      comm_->allreduce_sum(v->data(), static_cast<int64_t>(v->size()));
-      for (T& x : *v) x *= inv;
+    for (const StateTensor<T>& s : state()) {
+      if (!s.rank_mean) continue;
+      comm_->allreduce_sum(s.data, s.size);
+      for (int64_t i = 0; i < s.size; ++i) s.data[i] *= inv;
     }
   }
   if (o_.bias_update == BiasUpdate::kOff) return;
@@ -252,6 +252,34 @@ void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
     T* b = bias_.data() + l * E;
     for (int64_t i = 0; i < E; ++i) b[i] += static_cast<T>(upd[i]);
   }
+}
+
+template <typename T>
+template <typename V, typename Self>
+std::vector<StateTensor<V>> Balancer<T>::state_of(Self& self) {
+  auto entry = [](const char* name, auto& v, bool required, bool rank_mean) {
+    return StateTensor<V>{.name = name,
+                          .data = v.data(),
+                          .size = static_cast<int64_t>(v.size()),
+                          .required = required,
+                          .rank_mean = rank_mean};
+  };
+  const StateTensor<V> all[] = {
+      entry("e_score_correction_bias", self.bias_, true, false),
+      entry("bip_dual", self.bip_dual_, true, true),
+      entry("ec_threshold", self.ec_theta_, true, true),
+      entry("sinkhorn_potentials", self.sinkhorn_b_, false, true),
+  };
+  std::vector<StateTensor<V>> out;
+  for (const StateTensor<V>& s : all)
+    if (s.size > 0) out.push_back(s);
+  return out;
+}
+
+template <typename T>
+void Balancer<T>::restart_state(const std::string& name) {
+  SY_CHECK(name == "sinkhorn_potentials", "balancer: state {} cannot be restarted", name);
+  restart_sinkhorn_potentials();
 }
 
 template <typename T>

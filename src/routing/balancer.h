@@ -71,6 +71,20 @@ struct BalancerOptions {
   double sinkhorn_decay = 0.99;   // their EMA decay
 };
 
+// One tensor of per-layer routing state that the balancer keeps, [n_layers, E], declared once in
+// Balancer::state(): checkpoints save and load every entry under its name, the replicas of data
+// parallelism are compared over all of them, and end_step() averages over ranks those that
+// each rank updates from its own micro-batches.
+template <typename V>  // T, or const T from a const balancer
+struct StateTensor {
+  const char* name = "";  // tensor name in a layer: "model.layers.<l>.mlp.gate.<name>"
+  V* data = nullptr;      // [n_layers·E]
+  int64_t size = 0;       // n_layers·E
+  // false: a checkpoint without it (written before it existed) restarts it (restart_state).
+  bool required = true;
+  bool rank_mean = false;  // replaced by its mean over ranks after each step
+};
+
 template <typename T>
 class Balancer {
  public:
@@ -130,6 +144,14 @@ class Balancer {
   // All persistent state, for checkpoints: the biases [layers, E] (empty when off).
   std::vector<T>& bias_state() { return bias_; }
   const std::vector<T>& bias_state() const { return bias_; }
+  // Every state tensor this configuration keeps (the others are empty and not listed), in a
+  // fixed order: the loss-free bias (DeepSeek-V3's Hugging Face name), BIP's prices q, Expert
+  // Choice's thresholds θ, Sinkhorn's potentials b̄.
+  std::vector<StateTensor<T>> state() { return state_of<T>(*this); }
+  std::vector<StateTensor<const T>> state() const { return state_of<const T>(*this); }
+  // Marks a state tensor that a checkpoint lacked as unknown (its values were zeroed): the
+  // balancer rebuilds it. REQUIRES: the tensor is not `required`.
+  void restart_state(const std::string& name);
   // Sequences that f is counted over for term j (at a group's last micro-batch) in the step
   // begun last; 0 when the term does not apply in that step.
   int64_t balance_bsz(size_t term) const;
@@ -159,6 +181,8 @@ class Balancer {
   // Shuffle scope: sampled counts per (rank, micro-batch, layer), summed over ranks.
   std::vector<int64_t> shuffle_counts_;  // [R·M·L·E]
   void sample_shuffle();
+  template <typename V, typename Self>
+  static std::vector<StateTensor<V>> state_of(Self& self);
   int64_t group_size(const LblTerm& t) const;  // micro-batches per group: group, or M
 };
 

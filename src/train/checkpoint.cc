@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -28,23 +29,11 @@ json switchyard_json(const RunConfig& c) {
   return out;
 }
 
-std::string bias_name(int64_t layer) {
-  return "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
-}
-
-// Ours (no Hugging Face counterpart): the BIP balancer's expert prices q.
-std::string dual_name(int64_t layer) {
-  return "model.layers." + std::to_string(layer) + ".mlp.gate.bip_dual";
-}
-
-// Ours: Sinkhorn's causal-evaluation potentials b̄.
-std::string sinkhorn_name(int64_t layer) {
-  return "model.layers." + std::to_string(layer) + ".mlp.gate.sinkhorn_potentials";
-}
-
-// Ours: Expert Choice's causal-evaluation thresholds θ.
-std::string theta_name(int64_t layer) {
-  return "model.layers." + std::to_string(layer) + ".mlp.gate.ec_threshold";
+// A balancer state tensor's name in balancer.safetensors (Balancer::state(): the loss-free bias
+// under DeepSeek-V3's Hugging Face name; BIP's prices, Expert Choice's thresholds and Sinkhorn's
+// potentials under ours).
+std::string state_name(int64_t layer, const char* name) {
+  return fmt::format("model.layers.{}.mlp.gate.{}", layer, name);
 }
 
 std::string read_text(const std::string& path) {
@@ -53,6 +42,39 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Every state tensor the model's balancer declares, from dir/balancer.safetensors. A required
+// tensor that is missing is an error; an optional one (Sinkhorn's evaluation potentials, which
+// checkpoints written before they existed lack) is zeroed and restarted, with a note.
+void load_balancer_state(const std::string& dir, Transformer<float>& model) {
+  const std::vector<StateTensor<float>> state = model.balancer().state();
+  if (state.empty()) return;
+  const std::string file = dir + "/balancer.safetensors";
+  std::optional<io::SafetensorsReader> b;
+  if (std::filesystem::exists(file)) b.emplace(file);
+  const int64_t E = model.config().n_experts, first = model.config().n_dense_layers;
+  for (const StateTensor<float>& s : state) {
+    bool present = b.has_value();
+    for (int64_t l = 0; l < model.n_moe_layers() && present; ++l)
+      present = b->has(state_name(first + l, s.name));
+    if (present) {
+      for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+        b->read(state_name(first + l, s.name), {E}, s.data + l * E);
+      continue;
+    }
+    SY_CHECK(!s.required,
+             "{}: {} must hold the balancer's {} for every MoE layer: the config's router or "
+             "balancer keeps that state, and a checkpoint of it must too",
+             dir, b ? "balancer.safetensors" : "a balancer.safetensors", s.name);
+    // Written before this state existed: training resumes as it was; the state is rebuilt.
+    std::fill(s.data, s.data + s.size, 0.f);
+    model.balancer().restart_state(s.name);
+    fmt::print(stderr,
+               "note: {}: no {} in the checkpoint (written before it existed); it restarts from "
+               "the next training step's\n",
+               dir, s.name);
+  }
 }
 
 }  // namespace
@@ -114,20 +136,15 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
     }
     io::write_safetensors(w.path("optimizer.safetensors"), moments);
   }
-  // Balancer state (fp32): the loss-free biases, under DeepSeek-V3's Hugging Face name.
-  const std::vector<float>& bias = model.balancer().bias_state();
-  const std::vector<float>& dual = model.balancer().bip_state();
-  const std::vector<float>& theta = model.balancer().ec_state();
-  const std::vector<float>& sink = model.balancer().sinkhorn_state();
-  if (!bias.empty() || !dual.empty() || !theta.empty() || !sink.empty()) {
+  // Balancer state (fp32): every tensor the balancer declares, per MoE layer.
+  const std::vector<StateTensor<const float>> state = model.balancer().state();
+  if (!state.empty()) {
     const int64_t E = cfg.model.n_experts;
     std::vector<io::TensorView> b;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
       const int64_t layer = cfg.model.n_dense_layers + l;
-      if (!bias.empty()) b.push_back({bias_name(layer), "F32", {E}, bias.data() + l * E});
-      if (!dual.empty()) b.push_back({dual_name(layer), "F32", {E}, dual.data() + l * E});
-      if (!theta.empty()) b.push_back({theta_name(layer), "F32", {E}, theta.data() + l * E});
-      if (!sink.empty()) b.push_back({sinkhorn_name(layer), "F32", {E}, sink.data() + l * E});
+      for (const StateTensor<const float>& s : state)
+        b.push_back({state_name(layer, s.name), "F32", {E}, s.data + l * E});
     }
     io::write_safetensors(w.path("balancer.safetensors"), b);
   }
@@ -156,43 +173,7 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
   SY_CHECK(weights.names().size() == model.param_table().size(),
            "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
            model.param_table().size(), weights.names().size());
-  std::vector<float>& bias = model.balancer().bias_state();
-  std::vector<float>& dual = model.balancer().bip_state();
-  std::vector<float>& theta = model.balancer().ec_state();
-  std::vector<float>& sink = model.balancer().sinkhorn_state();
-  const std::string state_file = dir + "/balancer.safetensors";
-  const bool required = !bias.empty() || !dual.empty() || !theta.empty();
-  const bool have_file = std::filesystem::exists(state_file);
-  SY_CHECK(!required || have_file,
-           "{}: balancer.safetensors is missing; the config's balancer (loss-free bias, BIP or "
-           "Expert Choice) keeps state that a checkpoint must hold",
-           dir);
-  bool sink_missing = !sink.empty() && !have_file;
-  if (have_file && (required || !sink.empty())) {
-    io::SafetensorsReader b(state_file);
-    const int64_t E = model.config().n_experts;
-    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-      const int64_t layer = model.config().n_dense_layers + l;
-      if (!bias.empty()) b.read(bias_name(layer), {E}, bias.data() + l * E);
-      if (!dual.empty()) b.read(dual_name(layer), {E}, dual.data() + l * E);
-      if (!theta.empty()) b.read(theta_name(layer), {E}, theta.data() + l * E);
-      if (!sink.empty() && b.has(sinkhorn_name(layer))) {
-        b.read(sinkhorn_name(layer), {E}, sink.data() + l * E);
-      } else if (!sink.empty()) {
-        sink_missing = true;
-      }
-    }
-  }
-  if (sink_missing) {
-    // A Sinkhorn checkpoint from before the causal evaluation existed: training resumes as it
-    // was; the evaluation potentials start again from the next training step's.
-    std::fill(sink.begin(), sink.end(), 0.f);
-    model.balancer().restart_sinkhorn_potentials();
-    fmt::print(stderr,
-               "note: {}: no Sinkhorn causal-evaluation potentials (a checkpoint written before "
-               "they existed); they restart from the next training step's\n",
-               dir);
-  }
+  load_balancer_state(dir, model);
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");
     for (const ParamInfo& p : model.param_table()) {

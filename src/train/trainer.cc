@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "core/console.h"
 #include "core/error.h"
@@ -259,10 +260,8 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t
   uint64_t h = 0;
   auto add = [&h](const void* data, size_t bytes) { h = digest_bytes(h, data, bytes); };
   add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
-  Balancer<float>& b = model.balancer();
-  for (const std::vector<float>* v :
-       {&b.bias_state(), &b.bip_state(), &b.ec_state(), &b.sinkhorn_state()})
-    add(v->data(), sizeof(float) * v->size());
+  for (const StateTensor<const float>& s : std::as_const(model).balancer().state())
+    add(s.data, sizeof(float) * static_cast<size_t>(s.size));
   const int64_t bad = ranks_disagreeing(comm, h);
   SY_CHECK(bad == 0,
            "step {}: the data-parallel replicas differ ({} of {} ranks see weights or routing "
