@@ -484,6 +484,156 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
               {"layers", layers}};
 }
 
+// ---- The run: what one training process holds, and the stages of train() ---------------------
+
+// Built by the set-up stage (the model, optimizer and data; a fresh start or the newest
+// checkpoint), then used by the step loop, evaluation and checkpoints. Rank 0 (`lead`) alone
+// writes the run directory.
+struct Run {
+  Run(const RunConfig& c, Communicator& cm, bool quiet_)
+      : cfg(c),
+        comm(cm),
+        lead(cm.rank() == 0),
+        quiet(quiet_ || cm.rank() != 0),
+        out(c.out_dir),
+        ckpt_root(c.out_dir + "/checkpoints"),
+        metrics_path(c.out_dir + "/metrics.jsonl"),
+        model(c.model, topk_options(c.model, c.router), balancer_options(c), c.train.micro_batch,
+              &cm, selector_options(c.router)),
+        opt(model.param_table(), model.num_params()),
+        train_src(make_train_source(c)),
+        valid_sets(make_valid_sources(c, &domain_list)),
+        tokens(c.train.micro_batch * (c.model.seq_len + 1)),
+        domains(c.train.micro_batch),
+        sm(model.n_moe_layers(), c.model.n_experts) {}
+
+  const RunConfig& cfg;
+  Communicator& comm;
+  const bool lead, quiet;
+  const std::string out, ckpt_root, metrics_path;
+  Transformer<float> model;
+  AdamW opt;
+  TrainerState state;
+  std::unique_ptr<BatchSource> train_src;
+  std::vector<std::string> domain_list;  // filled by make_valid_sources (declared before it)
+  std::vector<ValidSet> valid_sets;
+  std::optional<MetricsLog> log;  // rank 0 only
+  std::string last_saved;         // the newest checkpoint on disk ("" if none)
+  Buffer<int32_t> tokens, domains;
+  StepMetrics sm;
+
+  std::string diverged() const { return diverged_hint(last_saved, ckpt_root, cfg.train.lr); }
+};
+
+// Stage 1: checks that would otherwise fail late (after a collective hang, at the first
+// checkpoint, or as bad_alloc after minutes), then the run directory, locked for this process
+// (rank 0 writes it; one writer at a time: `lock` holds it on rank 0 until it is destroyed).
+void open_run_dir(const RunConfig& cfg, Communicator& comm, std::optional<io::RunDirLock>& lock) {
+  check_ranks_agree_on_config(cfg, comm);
+  check_out_dir_path(cfg.out_dir);
+  check_memory(cfg);
+  if (comm.rank() == 0) {
+    lock.emplace(cfg.out_dir, "training");
+    const std::string ckpt_root = cfg.out_dir + "/checkpoints";
+    std::error_code ec;
+    fs::create_directories(ckpt_root, ec);
+    SY_CHECK(!ec, "{}: must be creatable, got: {}", ckpt_root, ec.message());
+  }
+  check_ranks_share_run_dir(cfg.out_dir, lock ? lock->token() : 0, comm);
+}
+
+// Stage 2: resume from the newest checkpoint (same model keys; metrics after it dropped) or
+// initialise; then open the metrics log and write config.toml.
+void resume_or_init(Run& r) {
+  const std::optional<std::string> latest = checkpoint_to_resume(r.ckpt_root, r.quiet);
+  if (latest) {
+    const std::string dir = r.ckpt_root + "/" + *latest;
+    check_resume_config(r.out, *latest, read_checkpoint_config(dir), r.cfg);
+    load_checkpoint(dir, r.model, &r.opt, &r.state);
+    r.train_src->set_position(r.state.data_position);
+    if (r.lead) truncate_metrics(r.metrics_path, r.state.step);
+    if (!r.quiet) say("resuming {} from {} (step {})\n", r.out, *latest, r.state.step);
+    r.last_saved = *latest;
+  } else {
+    r.model.init(r.cfg.train.seed);
+  }
+  if (r.lead) {
+    r.log.emplace(r.metrics_path, /*fresh=*/!latest);
+    io::write_file_atomic(r.out + "/config.toml", to_toml(r.cfg));
+  }
+}
+
+// The start-up lines: parameters, data, layout, threads, GEMM peak, memory estimate, warnings.
+void print_start(const Run& r, double peak) {
+  const ModelConfig& m = r.cfg.model;
+  const TrainConfig& tc = r.cfg.train;
+  const int64_t R = r.comm.size();
+  const double flops_tok = r.model.flops_per_token();
+  const MemoryEstimate mem = estimate_training_memory(r.cfg);
+  say("switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
+      "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n"
+      "            memory estimate {:.2f} GB{} (weights, gradients, AdamW moments {:.2f}; "
+      "activations {:.2f})\n",
+      r.model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * m.seq_len) / 6e6,
+      r.train_src->describe(), r.comm.describe(), r.cfg.system.threads, R > 1 ? " per rank" : "",
+      r.cfg.system.gemm, peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
+      (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9, mem.activations_bytes / 1e9);
+  const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
+  if (R * r.cfg.system.threads > hw && hw > 0)
+    say("warning: {} ranks x {} threads (system.threads) > {} hardware threads: the ranks' "
+        "threads compete for cores; set system.threads = {}\n",
+        R, r.cfg.system.threads, hw, std::max<int64_t>(1, hw / R));
+  if (R > 1)
+    say("            data parallel: global batch {} sequences = {} ranks x {} micro-batches x "
+        "{}\n",
+        R * tc.grad_accum * tc.micro_batch, R, tc.grad_accum, tc.micro_batch);
+}
+
+// The checkpoint of `step` (steps completed): never of non-finite weights (they would become
+// `latest` and poison every resume), only when every replica holds the same bits; rank 0 writes
+// it, points `latest` at it and prunes to the newest 3; every rank waits until it is complete.
+void save_step(Run& r, int64_t step) {
+  const int64_t bad = count_non_finite(r.model.params(), r.model.num_params());
+  SY_CHECK(bad == 0,
+           "step {}: {} of {} weights are not finite after the optimizer update: training "
+           "diverged, and no checkpoint of this step is written; {}",
+           step, bad, r.model.num_params(), r.diverged());
+  if (r.comm.size() > 1) check_replicas_agree(r.model, r.comm, step);
+  r.state.step = step;
+  r.state.data_position = r.train_src->position();
+  if (r.lead) {
+    save_checkpoint(r.ckpt_root + "/" + step_dir_name(step), r.cfg, r.model, &r.opt, r.state);
+    io::write_latest_pointer(r.ckpt_root, step_dir_name(step));
+    io::prune_checkpoints(r.ckpt_root, 3);
+  }
+  r.last_saved = step_dir_name(step);
+  r.comm.barrier();  // no rank goes on (or exits) before the checkpoint is complete
+}
+
+// The evaluation after `step`: its {"type": "eval"} record (all validation sets, split over the
+// ranks), a finite loss or an error, the console line. Returns the validation loss, or -1 when
+// the run has no validation data.
+double evaluate_step(Run& r, int64_t step) {
+  if (r.valid_sets.empty()) return -1;
+  EvalSums e;
+  json j = evaluation_record(r.model, r.valid_sets, r.domain_list, r.cfg.train.eval_batches,
+                             r.tokens, r.domains, &e, r.comm);
+  j["type"] = "eval";
+  j["step"] = step;
+  const double loss = j["loss"].get<double>();
+  SY_CHECK(std::isfinite(loss),
+           "step {}: the validation loss must be finite, got {}: training diverged; {}", step, loss,
+           r.diverged());
+  if (r.log) r.log->append(j.dump());
+  if (!r.quiet && j.contains("loss_causal")) {
+    say("eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n", step,
+        loss, std::exp(loss), j["loss_causal"].get<double>(), j["perplexity_causal"].get<double>());
+  } else if (!r.quiet) {
+    say("eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss, std::exp(loss));
+  }
+  return loss;
+}
+
 }  // namespace
 
 TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
@@ -492,142 +642,30 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   apply_system(cfg.system);
   SingleProcessCommunicator single;
   Communicator& comm = opts.comm ? *opts.comm : single;
-  const int64_t R = comm.size(), rank = comm.rank();
-  const bool lead = rank == 0;  // writes metrics, config and checkpoints
-  const bool quiet = opts.quiet || !lead;
-  const ModelConfig& m = cfg.model;
-  const TrainConfig& tc = cfg.train;
-  const int64_t B = tc.micro_batch, S = m.seq_len, M = tc.grad_accum;
-  const std::string out = cfg.out_dir;
-  const std::string ckpt_root = out + "/checkpoints";
   auto stop_requested = [&] { return opts.stop != nullptr && opts.stop->load() != 0; };
 
-  // Stage 1: checks that would otherwise fail late (after a collective hang, at the first
-  // checkpoint, or as bad_alloc after minutes), then the run directory, locked for this process.
-  check_ranks_agree_on_config(cfg, comm);
-  check_out_dir_path(out);
-  check_memory(cfg);
-  std::optional<io::RunDirLock> run_lock;  // rank 0 writes the directory; one writer at a time
-  if (lead) {
-    run_lock.emplace(out, "training");
-    std::error_code ec;
-    fs::create_directories(ckpt_root, ec);
-    SY_CHECK(!ec, "{}: must be creatable, got: {}", ckpt_root, ec.message());
-  }
-  check_ranks_share_run_dir(out, lead ? run_lock->token() : 0, comm);
-
-  // Stage 2: the model, optimizer and data; a fresh start or the newest checkpoint.
-  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, &comm,
-                           selector_options(cfg.router));
-  AdamW opt(model.param_table(), model.num_params());
-  TrainerState state;
-  auto train_src = make_train_source(cfg);
-  std::vector<std::string> domain_list;
-  std::vector<ValidSet> valid_sets = make_valid_sources(cfg, &domain_list);
-
-  const std::optional<std::string> latest = checkpoint_to_resume(ckpt_root, quiet);
-  const std::string metrics_path = out + "/metrics.jsonl";
-  if (latest) {
-    const std::string dir = ckpt_root + "/" + *latest;
-    RunConfig saved = read_checkpoint_config(dir);
-    check_resume_config(out, *latest, saved, cfg);
-    load_checkpoint(dir, model, &opt, &state);
-    train_src->set_position(state.data_position);
-    if (lead) truncate_metrics(metrics_path, state.step);
-    if (!quiet) say("resuming {} from {} (step {})\n", out, *latest, state.step);
-  } else {
-    model.init(tc.seed);
-  }
-  std::optional<MetricsLog> log;  // rank 0 only
-  if (lead) {
-    log.emplace(metrics_path, /*fresh=*/!latest);
-    io::write_file_atomic(out + "/config.toml", to_toml(cfg));
-  }
-  std::string last_saved = latest ? *latest : "";  // the newest checkpoint on disk
-
+  // Set-up: checks and the locked run directory; the model, optimizer and data; resume or init.
+  std::optional<io::RunDirLock> run_lock;
+  open_run_dir(cfg, comm, run_lock);
+  Run r(cfg, comm, opts.quiet);
+  resume_or_init(r);
+  const TrainConfig& tc = cfg.train;
+  const bool quiet = r.quiet;
   TrainResult res;
-  res.first_step = state.step;
-  res.last_step = state.step;
-  if (state.step >= tc.steps) {
+  res.first_step = r.state.step;
+  res.last_step = r.state.step;
+  if (r.state.step >= tc.steps) {
     if (!quiet)
-      say( "{}: already trained to step {} (train.steps = {})\n", out, state.step,
-                 tc.steps);
+      say("{}: already trained to step {} (train.steps = {})\n", r.out, r.state.step, tc.steps);
     return res;
   }
-
   // Every rank measures its own peak at the same time; their sum is the job's peak.
   double peak = measure_sgemm_peak();
   comm.allreduce_sum(&peak, 1);
-  const double flops_tok = model.flops_per_token();
-  if (!quiet) {
-    const MemoryEstimate mem = estimate_training_memory(cfg);
-    say("switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
-        "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n"
-        "            memory estimate {:.2f} GB{} (weights, gradients, AdamW moments {:.2f}; "
-        "activations {:.2f})\n",
-        model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * S) / 6e6,
-        train_src->describe(), comm.describe(), cfg.system.threads, R > 1 ? " per rank" : "",
-        cfg.system.gemm, peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
-        (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9,
-        mem.activations_bytes / 1e9);
-    const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
-    if (R * cfg.system.threads > hw && hw > 0)
-      say(
-                 "warning: {} ranks x {} threads (system.threads) > {} hardware threads: the "
-                 "ranks' threads compete for cores; set system.threads = {}\n",
-                 R, cfg.system.threads, hw, std::max<int64_t>(1, hw / R));
-    if (R > 1)
-      say(
-                 "            data parallel: global batch {} sequences = {} ranks x {} "
-                 "micro-batches x {}\n",
-                 R * M * B, R, M, B);
-  }
+  const double flops_tok = r.model.flops_per_token();
+  if (!quiet) print_start(r, peak);
 
-  Buffer<int32_t> tokens(B * (S + 1)), domains(B);
-  StepMetrics sm(model.n_moe_layers(), m.n_experts);
-
-  auto save = [&](int64_t step) {
-    // Never write non-finite weights (they would become `latest` and poison every resume).
-    const int64_t bad = count_non_finite(model.params(), model.num_params());
-    SY_CHECK(bad == 0,
-             "step {}: {} of {} weights are not finite after the optimizer update: training "
-             "diverged, and no checkpoint of this step is written; {}",
-             step, bad, model.num_params(), diverged_hint(last_saved, ckpt_root, tc.lr));
-    if (R > 1) check_replicas_agree(model, comm, step);
-    state.step = step;
-    state.data_position = train_src->position();
-    if (lead) {
-      save_checkpoint(ckpt_root + "/" + step_dir_name(step), cfg, model, &opt, state);
-      io::write_latest_pointer(ckpt_root, step_dir_name(step));
-      io::prune_checkpoints(ckpt_root, 3);
-    }
-    last_saved = step_dir_name(step);
-    comm.barrier();  // no rank goes on (or exits) before the checkpoint is complete
-  };
-  auto evaluate = [&](int64_t step) {
-    if (valid_sets.empty()) return;
-    EvalSums e;
-    json j = evaluation_record(model, valid_sets, domain_list, tc.eval_batches, tokens, domains, &e,
-                               comm);
-    j["type"] = "eval";
-    j["step"] = step;
-    const double loss = j["loss"].get<double>();
-    SY_CHECK(std::isfinite(loss),
-             "step {}: the validation loss must be finite, got {}: training diverged; {}", step,
-             loss, diverged_hint(last_saved, ckpt_root, tc.lr));
-    if (log) log->append(j.dump());
-    res.final_eval_loss = loss;
-    if (!quiet && j.contains("loss_causal")) {
-      say(
-                 "eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n",
-                 step, loss, std::exp(loss), j["loss_causal"].get<double>(),
-                 j["perplexity_causal"].get<double>());
-    } else if (!quiet) {
-      say( "eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss,
-                 std::exp(loss));
-    }
-  };
-
+  // The step loop: train_step, its record, the console line, evaluation, checkpoints, stops.
   const auto run_t0 = Clock::now();
   double train_seconds = 0;
   int64_t steps_this_run = 0;
@@ -638,38 +676,39 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     if (early > 0) {
       res.interrupted = true;
       if (!quiet)
-        say("stopped before step {}: nothing new to save{}\n", state.step + 1,
-            last_saved.empty() ? "" : fmt::format("; {} is the latest checkpoint", last_saved));
+        say("stopped before step {}: nothing new to save{}\n", r.state.step + 1,
+            r.last_saved.empty() ? ""
+                                 : fmt::format("; {} is the latest checkpoint", r.last_saved));
       return res;
     }
   }
-  const StepContext step_ctx{.model = &model,
-                             .opt = &opt,
-                             .source = train_src.get(),
+  const StepContext step_ctx{.model = &r.model,
+                             .opt = &r.opt,
+                             .source = r.train_src.get(),
                              .comm = &comm,
                              .train = &tc,
-                             .metrics = &sm,
-                             .tokens = &tokens,
-                             .domains = &domains};
-  for (int64_t step = state.step; step < tc.steps; ++step) {
+                             .metrics = &r.sm,
+                             .tokens = &r.tokens,
+                             .domains = &r.domains};
+  for (int64_t step = r.state.step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
-    const StepResult r = train_step(step_ctx, step, diverged_hint(last_saved, ckpt_root, tc.lr));
-    const std::vector<json> oracle = oracle_report(cfg.router, model, step, lead);
+    const StepResult sr = train_step(step_ctx, step, r.diverged());
+    const std::vector<json> oracle = oracle_report(cfg.router, r.model, step, r.lead);
     const double dt = seconds_since(t0);
     train_seconds += dt;
     ++steps_this_run;
-    state.tokens_seen += r.tokens;
-    const double tps = static_cast<double>(r.tokens) / dt;
+    r.state.tokens_seen += sr.tokens;
+    const double tps = static_cast<double>(sr.tokens) / dt;
     const double mfu = tps * flops_tok / (peak * 1e9);
-    const json rec = step_record(cfg, model, sm, r, oracle,
+    const json rec = step_record(cfg, r.model, r.sm, sr, oracle,
                                  {.step = step + 1,
-                                  .tokens_seen = state.tokens_seen,
-                                  .ranks = R,
+                                  .tokens_seen = r.state.tokens_seen,
+                                  .ranks = comm.size(),
                                   .tokens_per_s = tps,
                                   .step_ms = dt * 1e3,
                                   .mfu = mfu});
-    if (log) log->append(rec.dump());
-    res.final_loss = r.loss;
+    if (r.log) r.log->append(rec.dump());
+    res.final_loss = sr.loss;
     res.last_step = step + 1;
 
     // After a stop request, print nothing until the checkpoint is written: under mpirun the
@@ -677,35 +716,35 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     if (!quiet && !stop_requested() &&
         (tc.log_every > 0 && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))) {
       const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
-      say(
-                 "step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} "
-                 "tok/s | MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
-                 step + 1, std::to_string(tc.steps).size(), tc.steps, r.loss, r.lbl, r.lr,
-                 r.grad_norm, tps, 100 * mfu, rec["avg_maxvio"].get<double>(),
-                 format_duration(eta));
+      say("step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} tok/s | "
+          "MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
+          step + 1, std::to_string(tc.steps).size(), tc.steps, sr.loss, sr.lbl, sr.lr,
+          sr.grad_norm, tps, 100 * mfu, rec["avg_maxvio"].get<double>(), format_duration(eta));
     }
     const bool last = step + 1 == tc.steps;
-    if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) evaluate(step + 1);
+    if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) {
+      const double eval_loss = evaluate_step(r, step + 1);
+      if (eval_loss >= 0) res.final_eval_loss = eval_loss;
+    }
     // Every rank must agree to stop at the same step (a signal may reach one rank first).
     int64_t stop_votes =
         stop_requested() || (opts.stop_after >= 0 && steps_this_run >= opts.stop_after);
     comm.allreduce_sum(&stop_votes, 1);
     const bool stop = stop_votes > 0;
     if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop)
-      save(step + 1);
+      save_step(r, step + 1);
     if (stop && !last) {
       res.interrupted = true;
       if (!quiet)
-        say(
-                   "stopped after step {}; checkpoint saved. Run the same command to resume.\n",
-                   step + 1);
+        say("stopped after step {}; checkpoint saved. Run the same command to resume.\n",
+            step + 1);
       break;
     }
   }
   if (!quiet && !res.interrupted)
-    say( "done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
-               format_duration(seconds_since(run_t0)), metrics_path, ckpt_root,
-               step_dir_name(res.last_step));
+    say("done: {} steps in {}, metrics in {}, checkpoint in {}/{}\n", res.last_step,
+        format_duration(seconds_since(run_t0)), r.metrics_path, r.ckpt_root,
+        step_dir_name(res.last_step));
   return res;
 }
 
