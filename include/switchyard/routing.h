@@ -111,6 +111,13 @@ double lbl_add_term(RoutingBuffers<T>& buf, ScoreFn score, double coef, const do
 template <typename T>
 void micro_fractions(const RoutingBuffers<T>& buf, double* f);
 
+// Balance of a plan's loads (ALGORITHMS.md §7), over n experts:
+// MaxVio = max/mean − 1 (0 for an all-zero vector);
+double maxvio(const int64_t* load, int64_t n);
+// the simulated expert-parallel straggler factor: experts split evenly over r ranks in contiguous
+// blocks, max rank load / mean rank load (1 for an all-zero vector). REQUIRES: r divides n.
+double ep_imbalance(const int64_t* load, int64_t n, int64_t r);
+
 // Step 5: dz[N,E] = aux_scale·∂(LBL terms + z_loss)/∂z + ∂/∂z of Σ dgate·gate. dgate [N,K] is the
 // gradient of the loss with respect to each slot's gate (0 for dropped slots is fine: their gate
 // still shapes the renormalisation of the others). dz is OVERWRITTEN.

@@ -44,9 +44,4 @@ class StepMetrics {
   std::vector<int64_t> dropped_, assignments_, tokens_;
 };
 
-// MaxVio of a load vector: max/mean − 1 (0 for an all-zero vector).
-double maxvio(const int64_t* load, int64_t n);
-// Experts split evenly over r ranks (contiguous blocks): max rank load / mean rank load.
-double ep_imbalance(const int64_t* load, int64_t n, int64_t r);
-
 }  // namespace sy
