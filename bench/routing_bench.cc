@@ -18,12 +18,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "routing/expert_choice.h"
-#include "routing/selector.h"
 #include "routing/sinkhorn.h"
+#include "switchyard/router.h"
 #include "switchyard/routing.h"
 
 namespace {
@@ -98,24 +99,22 @@ void BM_ExpertChoice(benchmark::State& st) {
   finish(st, n);
 }
 
-// args: n, E, K, T
+// args: n, E, K, T. The BIP router (switchyard/router.h) as training calls it: T iterations on
+// the call's scores, then top-K of s − q and the plan (since the router interface, with the
+// plan's rows: about N·K integer writes more than before).
 void BM_Bip(benchmark::State& st) {
   const int64_t n = st.range(0), e = st.range(1), k = st.range(2);
   const auto z = logits(n, e);
   const auto o = topk_options(e, k);
-  sy::SelectorOptions so;
-  so.type = sy::RouterType::kBip;
-  so.bip_iterations = static_cast<int>(st.range(3));
-  so.bip_mode = sy::BipMode::kAsPublished;
-  sy::Selector<float> sel;
-  sel.resize(so, o, n);
-  sy::RoutingBuffers<float> buf;
-  buf.resize(n, e, k);
-  std::vector<float> q(e, 0.f);
-  auto step = [&] {
-    const auto c = sel.select(so, o, z.data(), nullptr, n, q.data(), nullptr, true);
-    return sy::topk_route_forward(o, z.data(), n, buf, c.bias, c.forced);
-  };
+  sy::RouterOptions ro;
+  ro.type = "bip";
+  ro.bip_iterations = static_cast<int>(st.range(3));
+  ro.bip_mode = sy::BipMode::kAsPublished;
+  const std::unique_ptr<sy::Router<float>> router = sy::make_router<float>(ro, o, n);
+  sy::RoutingPlan<float> plan;
+  plan.resize(n, e, n * k);
+  const sy::RouteCall<float> call;  // a training call: q moves
+  auto step = [&] { return router->route(z.data(), n, call, plan); };
   for (int i = 0; i < 8; ++i) step();  // warm q, as in training after the first steps
   for (auto _ : st) {                  // NOLINT(clang-analyzer-deadcode.DeadStores)
     benchmark::DoNotOptimize(step());

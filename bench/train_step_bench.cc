@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len;
     sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B,
-                                 nullptr, sy::selector_options(cfg.router));
+                                 nullptr, sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
     sy::AdamW opt(model.param_table(), model.num_params());
     sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);

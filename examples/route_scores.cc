@@ -1,8 +1,9 @@
 // The routing library on its own: link `switchyard::routing` (no model, trainer, MPI or config),
-// hand it router logits, get a plan and its balance. This program routes one batch of skewed
-// logits with every method and prints a table of their balance, and exits non-zero if a plan
-// breaks an invariant (token-choice: K distinct experts per token and loads summing to N·K;
-// Expert Choice: every expert the same number of tokens). `make test` runs it.
+// hand a Router (switchyard/router.h) router logits, get a plan and its balance. This program
+// routes one batch of skewed logits with every registered router family and prints a table of
+// their balance, and exits non-zero if a plan breaks an invariant (token choice: K distinct
+// experts per token and loads summing to N·K; Expert Choice: every expert the same number of
+// tokens). `make test` runs it.
 //
 //   build/examples/route_scores [N tokens, default 2048] [E experts, 16] [K, 4] [skew, 1.5]
 //
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -22,9 +24,8 @@
 #include <vector>
 
 #include "routing/balancer.h"
-#include "routing/expert_choice.h"
 #include "routing/optimal.h"
-#include "routing/selector.h"
+#include "switchyard/router.h"
 #include "switchyard/routing.h"
 
 namespace {
@@ -42,20 +43,31 @@ void expect(bool ok, const std::string& what) {
   ++failures;
 }
 
-// Token-choice invariants of a plan, and its row of the table.
-Row token_choice_row(const std::string& method, const sy::RoutingBuffers<float>& r) {
-  Row row{method, std::vector<int64_t>(r.load.begin(), r.load.begin() + r.e), 0};
-  for (int64_t t = 0; t < r.n; ++t) {
-    std::set<int32_t> experts;
-    for (int64_t k = 0; k < r.k; ++k) {
-      const int32_t e = r.expert[t * r.k + k];
-      experts.insert(e);
-      row.objective += r.scores[t * r.e + e];
+// A plan's row of the table, checking its invariants: token choice (K experts per token): K
+// distinct experts per token and loads summing to N·K; Expert Choice: equal loads. p[N,E] are the
+// softmax scores; the objective sums them over the plan's rows.
+Row plan_row(const std::string& method, const sy::RoutingPlan<float>& plan,
+             const std::vector<float>& p, int64_t E, int64_t K, bool token_choice) {
+  Row row{method, std::vector<int64_t>(plan.load.begin(), plan.load.begin() + E), 0};
+  std::vector<int32_t> expert_of_row(plan.rows);
+  for (int64_t i = 0; i < E; ++i)
+    for (int64_t r = plan.expert_offsets[i]; r < plan.expert_offsets[i + 1]; ++r)
+      expert_of_row[r] = static_cast<int32_t>(i);
+  for (int64_t r = 0; r < plan.rows; ++r)
+    row.objective += p[plan.token_of_row[r] * E + expert_of_row[r]];
+  if (token_choice) {
+    for (int64_t t = 0; t < plan.n; ++t) {
+      std::set<int32_t> experts;
+      for (int64_t q = plan.token_offsets[t]; q < plan.token_offsets[t + 1]; ++q)
+        experts.insert(expert_of_row[plan.token_rows[q]]);
+      expect(static_cast<int64_t>(experts.size()) == K, method + ": K distinct experts per token");
     }
-    expect(static_cast<int64_t>(experts.size()) == r.k, method + ": K distinct experts per token");
+    expect(std::accumulate(row.load.begin(), row.load.end(), int64_t(0)) == plan.n * K,
+           method + ": loads sum to N·K");
+  } else {
+    for (int64_t i = 0; i < E; ++i)
+      expect(row.load[i] == row.load[0], method + ": every expert takes the same tokens");
   }
-  expect(std::accumulate(row.load.begin(), row.load.end(), int64_t(0)) == r.n * r.k,
-         method + ": loads sum to N·K");
   return row;
 }
 
@@ -82,15 +94,47 @@ int main(int argc, char** argv) {
   sy::TopKOptions o;
   o.n_experts = E;
   o.top_k = K;
-  sy::RoutingBuffers<float> r;
-  r.resize(N, E, K);
+  std::vector<float> p(N * E);  // the softmax scores, for the objective
+  for (int64_t t = 0; t < N; ++t) {
+    const float* zt = z.data() + t * E;
+    const float m = *std::max_element(zt, zt + E);
+    double sum = 0;
+    for (int64_t i = 0; i < E; ++i) sum += std::exp(static_cast<double>(zt[i] - m));
+    for (int64_t i = 0; i < E; ++i)
+      p[t * E + i] = static_cast<float>(std::exp(static_cast<double>(zt[i] - m)) / sum);
+  }
   std::vector<Row> rows;
 
-  // Top-K of the scores.
-  sy::topk_route_forward(o, z.data(), N, r);
-  rows.push_back(token_choice_row("top-K", r));
+  // Every registered family, in a training call, from fresh state (BIP's prices at zero).
+  // BIP twice: T = 2 (the default) and T = 16.
+  struct Case {
+    std::string label;
+    sy::RouterOptions ro;
+  };
+  std::vector<Case> cases;
+  for (const std::string& name : sy::router_names()) {
+    sy::RouterOptions ro;
+    ro.type = name;
+    ro.ec_capacity_factor = static_cast<double>(K);  // Expert Choice: top-K's expert compute
+    cases.push_back({name == "bip" ? "bip, T = 2" : name, ro});
+    if (name == "bip") {
+      ro.bip_iterations = 16;
+      cases.push_back({"bip, T = 16", ro});
+    }
+  }
+  sy::RouteCall<float> call;
+  call.token_ids = token_ids.data();
+  call.first_batch = true;
+  for (const Case& c : cases) {
+    std::unique_ptr<sy::Router<float>> router = sy::make_router<float>(c.ro, o, N);
+    sy::RoutingPlan<float> plan;
+    plan.resize(N, E, N * router->max_experts_per_token());
+    router->route(z.data(), N, call, plan);
+    rows.push_back(plan_row(c.label, plan, p, E, K, router->slots() != nullptr));
+  }
 
-  // Top-K of the scores plus the loss-free bias, after 100 sign updates on this batch.
+  // Top-K of the scores plus the loss-free bias (the balancer's), after 100 sign updates of rate
+  // 0.01 on this batch.
   sy::BalancerOptions bo;
   bo.n_layers = 1;
   bo.n_experts = E;
@@ -100,75 +144,35 @@ int main(int argc, char** argv) {
   bo.bias_update = sy::BiasUpdate::kSign;
   bo.bias_rate = 0.01;
   sy::Balancer<float> balancer(bo, nullptr);  // one process: the balancer's own LocalReducer
+  sy::RouterOptions topk;
+  std::unique_ptr<sy::Router<float>> router = sy::make_router<float>(topk, o, N);
+  sy::RoutingPlan<float> plan;
+  plan.resize(N, E, N * K);
   for (int step = 0; step < 100; ++step) {
     balancer.begin_step(step);
-    sy::topk_route_forward(o, z.data(), N, r, balancer.bias(0));
-    balancer.end_step({std::vector<int64_t>(r.load.begin(), r.load.begin() + E)});
+    call.bias = balancer.bias(0);
+    router->route(z.data(), N, call, plan);
+    balancer.end_step({std::vector<int64_t>(plan.load.begin(), plan.load.begin() + E)});
   }
-  sy::topk_route_forward(o, z.data(), N, r, balancer.bias(0));
-  rows.push_back(token_choice_row("loss-free bias (100 updates)", r));
-
-  // The selection-stage routers: BIP, Sinkhorn, hash, the optimal assignment.
-  struct Family {
-    std::string name;
-    sy::SelectorOptions so;
-  };
-  std::vector<Family> families;
-  for (int t : {2, 16}) {
-    sy::SelectorOptions so;
-    so.type = sy::RouterType::kBip;
-    so.bip_iterations = t;
-    families.push_back({"BIP, T = " + std::to_string(t), so});
-  }
-  for (sy::RouterType type : {sy::RouterType::kSinkhorn, sy::RouterType::kHash,
-                              sy::RouterType::kOptimal}) {
-    sy::SelectorOptions so;
-    so.type = type;
-    families.push_back({type == sy::RouterType::kSinkhorn ? "Sinkhorn (S-BASE)"
-                        : type == sy::RouterType::kHash   ? "hash"
-                                                          : "optimal assignment",
-                        so});
-  }
-  for (const Family& f : families) {
-    sy::Selector<float> sel;
-    sel.resize(f.so, o, N);
-    std::vector<float> q(E, 0.0f);  // BIP's prices, from zero
-    const sy::Selector<float>::Choice c =
-        sel.select(f.so, o, z.data(), token_ids.data(), N, q.data(), nullptr, /*update=*/true);
-    sy::topk_route_forward(o, z.data(), N, r, c.bias, c.forced);
-    rows.push_back(token_choice_row(f.name, r));
-  }
+  call.bias = balancer.bias(0);
+  router->route(z.data(), N, call, plan);
+  rows.push_back(plan_row("topk + loss-free bias (100 updates)", plan, p, E, K, true));
 
   // The optimum of Σ scores under capacity ceil(K·N/E): the yardstick of the objective column.
   const sy::BipShape shape = sy::bip_shape(N, E, K);
   std::vector<int32_t> best(N * K);
   std::vector<int64_t> best_load(E);
-  sy::topk_route_forward(o, z.data(), N, r);  // the softmax scores
-  const double optimum = sy::optimal_assign(shape, r.scores.data(), best.data(), best_load.data());
+  const double optimum = sy::optimal_assign(shape, p.data(), best.data(), best_load.data());
 
-  // Expert Choice, capacity factor K: the same expert compute as top-K.
-  sy::ExpertChoiceOptions eo;
-  eo.n_experts = E;
-  eo.capacity_factor = static_cast<double>(K);
-  sy::ExpertChoiceBuffers<float> ec;
-  ec.resize(eo, N);
-  sy::ec_route_forward(eo, z.data(), N, nullptr, ec);
-  Row ecr{"Expert Choice (c = K)", std::vector<int64_t>(E), 0};
-  for (int64_t i = 0; i < E; ++i) ecr.load[i] = ec.offsets[i + 1] - ec.offsets[i];
-  for (int64_t row = 0; row < ec.rows; ++row) ecr.objective += ec.gate_of_row[row];
-  for (int64_t i = 0; i < E; ++i)
-    expect(ecr.load[i] == ecr.load[0], "Expert Choice: every expert takes the same tokens");
-  rows.push_back(ecr);
-
-  std::printf("%lld tokens, %lld experts, top-%lld, skew %.2f; objective = Σ softmax score of the "
-              "assignments / the capacity-constrained optimum\n",
-              static_cast<long long>(N), static_cast<long long>(E), static_cast<long long>(K),
-              skew);
-  std::printf("%-30s %8s %8s %8s %10s\n", "method", "MaxVio", "EP(4)", "max load", "objective");
+  std::printf(
+      "%lld tokens, %lld experts, top-%lld, skew %.2f; objective = Σ softmax score of the "
+      "assignments / the capacity-constrained optimum\n",
+      static_cast<long long>(N), static_cast<long long>(E), static_cast<long long>(K), skew);
+  std::printf("%-36s %8s %8s %8s %10s\n", "method", "MaxVio", "EP(4)", "max load", "objective");
   for (const Row& row : rows) {
     const int64_t mx = *std::max_element(row.load.begin(), row.load.end());
     const double ep = E % 4 == 0 ? sy::ep_imbalance(row.load.data(), E, 4) : NAN;
-    std::printf("%-30s %8.3f %8.3f %8lld %10.4f\n", row.method.c_str(),
+    std::printf("%-36s %8.3f %8.3f %8lld %10.4f\n", row.method.c_str(),
                 sy::maxvio(row.load.data(), E), ep, static_cast<long long>(mx),
                 row.objective / optimum);
   }

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len, N = B * S;
     sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B,
-                                 nullptr, sy::selector_options(cfg.router));
+                                 nullptr, sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
     sy::save_checkpoint(out + "/checkpoint", cfg, model, nullptr, sy::TrainerState{});
 
@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     std::vector<std::vector<int32_t>> topk;
     std::vector<std::vector<uint8_t>> kept;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-      const auto& r = model.layer_route(l);
+      const auto& r = *model.layer_router(l).slots();  // the parity test routes top-K
       topk.emplace_back(r.expert.begin(), r.expert.begin() + N * m.top_k);
       kept.emplace_back(r.kept.begin(), r.kept.begin() + N * m.top_k);
     }

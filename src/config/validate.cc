@@ -13,14 +13,14 @@
 #include "config/config_schema.h"
 #include "config/run_config.h"
 #include "core/error.h"
+#include "switchyard/router.h"
 
 namespace sy::config_schema {
 namespace {
 
-// The accepted names of each enumerated key. Teaching the engine a new router, gate or balancing
-// scope means adding its name here (one line) and its row in docs/config.md.
-constexpr std::string_view kRouterTypes[] = {"topk", "bip",     "sinkhorn",
-                                             "hash", "optimal", "expert_choice"};
+// The accepted names of each enumerated key (router.type: the router registry's,
+// switchyard/router.h). A new gate or balancing scope means adding its name here (one line) and
+// its row in docs/config.md.
 constexpr std::string_view kBipModes[] = {"as-published", "causal"};
 constexpr std::string_view kEcGroupOrders[] = {"sequential", "shuffled"};
 constexpr std::string_view kScoreFns[] = {"auto", "softmax", "sigmoid"};
@@ -152,7 +152,8 @@ void check_model(const Checker& c, const ModelConfig& m) {
 }
 
 void check_router(const Checker& c, const RouterConfig& r) {
-  c.one_of("router.type", r.type, kRouterTypes);
+  const std::vector<std::string_view> router_types(router_names().begin(), router_names().end());
+  c.one_of("router.type", r.type, router_types);
   c.one_of("router.score", r.score, kScoreFns);
   c.one_of("router.gate", r.gate, kGates);
   c.positive("router.gate_scale", r.gate_scale);

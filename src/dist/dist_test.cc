@@ -11,6 +11,7 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "dist/mpi_communicator.h"
+#include "model/transformer.h"
 #include "routing/balancer.h"
 #include "routing/balancer_test_util.h"
 
@@ -137,23 +138,40 @@ TEST(BalancerAcrossRanks, ShuffleSamplesTheGlobalBatch) {
   }
 }
 
-// BIP duals and Expert Choice thresholds: each rank's, replaced by the mean over ranks.
-TEST(BalancerAcrossRanks, RoutingStateIsAveragedAfterEachStep) {
+// Router state that each rank moves from its own micro-batches (BIP's prices, Expert Choice's
+// thresholds, Sinkhorn's potentials): replaced by the mean over ranks after each step
+// (Transformer::end_step).
+TEST(RoutingStateAcrossRanks, IsAveragedAfterEachStep) {
   const int64_t R = g_comm->size(), me = g_comm->rank();
-  BalancerOptions o = balancer_opts(1, 4, 1, {});
-  o.bip = true;
-  o.expert_choice = true;
-  Balancer<float> b(o, g_comm);
-  b.begin_step(0);
-  for (int i = 0; i < 6; ++i) {
-    b.bip_dual(0)[i] = static_cast<float>(me + i);
-    b.ec_theta(0)[i] = static_cast<float>(2 * me - i);
-  }
-  b.end_step({{1, 1, 1, 1, 1, 1}});
-  const float mean_rank = static_cast<float>(R - 1) / 2;
-  for (int i = 0; i < 6; ++i) {
-    EXPECT_FLOAT_EQ(b.bip_dual(0)[i], mean_rank + i);
-    EXPECT_FLOAT_EQ(b.ec_theta(0)[i], 2 * mean_rank - i);
+  ModelConfig m;
+  m.vocab_size = 16;
+  m.d_model = 8;
+  m.n_layers = 2;
+  m.n_heads = 1;
+  m.seq_len = 4;
+  m.n_experts = 6;
+  m.top_k = 2;
+  m.d_expert = 4;
+  for (const char* type : {"bip", "expert_choice", "sinkhorn"}) {
+    RouterOptions ro;
+    ro.type = type;
+    TopKOptions to;
+    to.n_experts = 6;
+    to.top_k = 2;
+    BalancerOptions bo = balancer_opts(1, 4, 1, {});
+    bo.n_layers = 2;
+    Transformer<float> model(m, to, bo, 1, g_comm, ro);
+    for (int64_t l = 0; l < 2; ++l) {
+      ASSERT_EQ(model.layer_state(l).size(), 1u) << type;
+      float* x = model.layer_state(l)[0].data;
+      for (int i = 0; i < 6; ++i) x[i] = static_cast<float>((l + 1) * me + i);
+    }
+    model.balancer().begin_step(0);
+    model.end_step({std::vector<int64_t>(6, 1), std::vector<int64_t>(6, 1)});
+    const float mean_rank = static_cast<float>(R - 1) / 2;
+    for (int64_t l = 0; l < 2; ++l)
+      for (int i = 0; i < 6; ++i)
+        EXPECT_FLOAT_EQ(model.layer_state(l)[0].data[i], (l + 1) * mean_rank + i) << type;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -32,17 +33,19 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
   return o;
 }
 
-SelectorOptions selector_options(const RouterConfig& r) {
-  SelectorOptions s;
-  s.type = parse_router_type(r.type);
-  s.bip_iterations = static_cast<int>(r.bip_iterations);
-  s.bip_mode = parse_bip_mode(r.bip_mode);
-  s.sinkhorn_iterations = static_cast<int>(r.sinkhorn_iterations);
-  s.hash_seed = r.hash_seed;
-  s.ec_capacity_factor = r.ec_capacity_factor;
-  s.ec_chunk = r.ec_chunk;
-  s.ec_shuffle = r.ec_group_order == "shuffled";
-  return s;
+RouterOptions make_router_options(const RouterConfig& r) {
+  RouterOptions o;
+  o.type = r.type;
+  o.bip_iterations = static_cast<int>(r.bip_iterations);
+  o.bip_mode = parse_bip_mode(r.bip_mode);
+  o.sinkhorn_iterations = static_cast<int>(r.sinkhorn_iterations);
+  o.sinkhorn_decay = r.sinkhorn_eval_decay;
+  o.hash_seed = r.hash_seed;
+  o.ec_capacity_factor = r.ec_capacity_factor;
+  o.ec_chunk = r.ec_chunk;
+  o.ec_shuffle = r.ec_group_order == "shuffled";
+  o.ec_decay = r.ec_threshold_decay;
+  return o;
 }
 
 BalancerOptions balancer_options(const RunConfig& cfg) {
@@ -68,11 +71,6 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.bias_center = cfg.loss_free.center == "mean";
   b.bias_freeze_after = cfg.loss_free.freeze_after;
   b.seed = cfg.train.seed;
-  b.bip = cfg.router.type == "bip";
-  b.expert_choice = cfg.router.type == "expert_choice";
-  b.ec_decay = cfg.router.ec_threshold_decay;
-  b.sinkhorn = cfg.router.type == "sinkhorn";
-  b.sinkhorn_decay = cfg.router.sinkhorn_eval_decay;
   return b;
 }
 
@@ -87,8 +85,12 @@ void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> sha
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
                             const BalancerOptions& balance, int64_t micro_batch, Reducer* comm,
-                            const SelectorOptions& selector)
-    : cfg_(m), ropt_(router), sel_(selector), balancer_(balance, comm), b_max_(micro_batch) {
+                            const RouterOptions& routing)
+    : cfg_(m),
+      ropt_(router),
+      comm_(comm ? comm : &single_),
+      balancer_(balance, comm),
+      b_max_(micro_batch) {
   D_ = m.d_model;
   H_ = m.n_heads;
   hd_ = D_ / H_;
@@ -98,12 +100,11 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
   n_max_ = b_max_ * S_;
   const int64_t E = m.n_experts, F = m.d_expert, K = m.top_k;
   const int64_t Fs = m.d_shared > 0 ? m.d_shared : m.d_expert, ns = m.n_shared_experts;
-  moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs, selector.type == RouterType::kExpertChoice};
-  ec_opt_ = ExpertChoiceOptions{
-      E, selector.ec_capacity_factor > 0 ? selector.ec_capacity_factor : static_cast<double>(K),
-      selector.ec_chunk};
-  if (moe_dims_.expert_choice) ec_validate(ec_opt_);
-  if (moe_dims_.expert_choice && selector.ec_shuffle) ec_perm_.resize(static_cast<size_t>(n_max_));
+  // One router per MoE layer, of the configured family (it owns its state and scratch).
+  for (int64_t l = m.n_dense_layers; l < m.n_layers; ++l)
+    routers_.push_back(make_router<T>(routing, router, n_max_));
+  const int64_t per_token = routers_.empty() ? K : routers_[0]->max_experts_per_token();
+  moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs, per_token};
 
   // Parameter layout. Offsets are padded so that every tensor group starts 64-byte aligned.
   int64_t off = 0;
@@ -199,7 +200,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
       dense_act_[l].reset(N * Fd_);
     }
   moe_acts_.resize(moe_layer_index_.size());
-  for (auto& a : moe_acts_) a.resize(moe_dims_, sel_, ropt_, &ec_opt_);
+  for (auto& a : moe_acts_) a.resize(moe_dims_);
   moe_stats_.resize(moe_layer_index_.size());
   lnf_.reset(N * D_);
   rstdf_.reset(N);
@@ -291,34 +292,15 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     for (int64_t i = 0; i < N * D; ++i) mid[i] = x[i] + t[i];
     rmsnorm_forward(ln2_[l].data(), rstd2_[l].data(), mid, P + L.ln2, N, D, eps);
     if (L.moe) {
-      RouteInputs<T> ri{&sel_, inputs_.data(), balancer_.bip_dual(mi), balancer_.bias(mi),
-                        mode == ForwardMode::kTrain};
-      ri.ec = &ec_opt_;
-      ri.ec_theta = balancer_.ec_theta(mi);
-      ri.ec_causal = mode == ForwardMode::kEvalCausal;
-      ri.ec_decay = balancer_.ec_decay(micro);
-      ri.sinkhorn_b = balancer_.sinkhorn_potentials(mi);
-      ri.sinkhorn_causal = mode == ForwardMode::kEvalCausal;
-      ri.sinkhorn_decay = balancer_.sinkhorn_decay(micro);
-      if (moe_dims_.expert_choice && sel_.ec_shuffle && mode != ForwardMode::kEvalCausal) {
-        // Which tokens share a routing group: a Fisher–Yates permutation from a stream of
-        // (seed, step, micro-batch, layer) in training, of (seed, layer) in evaluation.
-        const bool train = mode == ForwardMode::kTrain || mode == ForwardMode::kPrepass;
-        const uint64_t key =
-            train ? static_cast<uint64_t>(balancer_.step()) * 1000003ull + micro * 1009ull + mi
-                  : ~static_cast<uint64_t>(mi);
-        Rng rng(mix64(balancer_.options().seed ^ mix64(key) ^ 0xec5u));
-        std::iota(ec_perm_.begin(), ec_perm_.begin() + N, 0);
-        for (int64_t i = N - 1; i > 0; --i)
-          std::swap(ec_perm_[i], ec_perm_[rng.below(static_cast<uint64_t>(i + 1))]);
-        ri.ec_perm = ec_perm_.data();
-      }
-      moe_stats_[mi] = moe_forward(ropt_, moe_dims_, moe_weights(L), ln2_[l].data(), N,
-                                   moe_acts_[mi], tmp_.data(), ri);
-      if (mode == ForwardMode::kTrain) {
-        moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, moe_acts_[mi].route);
-      } else if (mode == ForwardMode::kPrepass) {
-        balancer_.record_prepass(mi, micro, moe_acts_[mi].route);
+      moe_stats_[mi] =
+          moe_forward(moe_dims_, moe_weights(L), *routers_[mi], route_call(mode, micro, mi),
+                      ln2_[l].data(), N, moe_acts_[mi], tmp_.data());
+      if (RoutingBuffers<T>* slots = routers_[mi]->slots(); slots != nullptr) {
+        if (mode == ForwardMode::kTrain) {
+          moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, *slots);
+        } else if (mode == ForwardMode::kPrepass) {
+          balancer_.record_prepass(mi, micro, *slots);
+        }
       }
       st.lbl += moe_stats_[mi].lbl;
       st.z_loss += moe_stats_[mi].z_loss;
@@ -364,8 +346,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     std::fill(dln, dln + N * D, T(0));
     if (L.moe) {
       --mi;
-      moe_backward(ropt_, moe_dims_, moe_weights(L), moe_grads(L), ln2_[l].data(), N, moe_acts_[mi],
-                   moe_scratch_, dres, aux_scale, dln, &ec_opt_);
+      moe_backward(moe_dims_, moe_weights(L), moe_grads(L), *routers_[mi], ln2_[l].data(), N,
+                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln);
     } else {
       T* dact = ddense_act_.data();
       T* dhu = ddense_hu_.data();
@@ -394,6 +376,64 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }
   embedding_backward(G + wte_, dres, inputs_.data(), N, D);
+}
+
+// What MoE layer mi's router is told for a forward in `mode` on micro-batch `micro`: whether its
+// state moves (training only), causal evaluation, the run's first batch, the tokens (hash), the
+// loss-free bias, and the stream of its random choices — keyed by (seed, step, micro-batch,
+// layer) in training and the pre-pass, by (seed, layer) in evaluation, so every rank and every
+// resume draws the same.
+template <typename T>
+RouteCall<T> Transformer<T>::route_call(ForwardMode mode, int64_t micro, int64_t mi) const {
+  const bool train = mode == ForwardMode::kTrain || mode == ForwardMode::kPrepass;
+  const uint64_t key =
+      train ? static_cast<uint64_t>(balancer_.step()) * 1000003ull + micro * 1009ull + mi
+            : ~static_cast<uint64_t>(mi);
+  RouteCall<T> c;
+  c.update = mode == ForwardMode::kTrain;
+  c.causal = mode == ForwardMode::kEvalCausal;
+  c.first_batch = balancer_.step() == 0 && micro == 0;
+  c.token_ids = inputs_.data();
+  c.bias = balancer_.bias(mi);
+  c.stream = balancer_.options().seed ^ mix64(key);
+  return c;
+}
+
+template <typename T>
+std::vector<StateTensor<T>> Transformer<T>::layer_state(int64_t mi) {
+  std::vector<StateTensor<T>> out = balancer_.state(mi);
+  for (const StateTensor<T>& s : routers_[mi]->state()) out.push_back(s);
+  return out;
+}
+
+template <typename T>
+std::vector<StateTensor<const T>> Transformer<T>::layer_state(int64_t mi) const {
+  std::vector<StateTensor<const T>> out = balancer_.state(mi);
+  for (const StateTensor<const T>& s : std::as_const(*routers_[mi]).state()) out.push_back(s);
+  return out;
+}
+
+template <typename T>
+void Transformer<T>::restart_state(int64_t mi, const std::string& name) {
+  routers_[mi]->restart_state(name);
+}
+
+template <typename T>
+void Transformer<T>::end_step(std::vector<std::vector<int64_t>> step_loads) {
+  // State that each rank's forward passes updated from its own micro-batches (BIP's q, Expert
+  // Choice's θ, Sinkhorn's b̄) is replaced by its mean over ranks, so every replica routes alike
+  // (one process: unchanged).
+  if (comm_->size() > 1) {
+    const T inv = T(1) / static_cast<T>(comm_->size());
+    for (int64_t mi = 0; mi < n_moe_layers(); ++mi)
+      for (const StateTensor<T>& s : layer_state(mi)) {
+        if (!s.rank_mean) continue;
+        comm_->allreduce_sum(s.data, s.size);
+        for (int64_t i = 0; i < s.size; ++i) s.data[i] *= inv;
+      }
+  }
+  for (auto& r : routers_) r->end_step();
+  balancer_.end_step(std::move(step_loads));
 }
 
 template <typename T>

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,7 @@
 #include "core/reducer.h"
 #include "moe/moe_layer.h"
 #include "routing/balancer.h"
-#include "routing/selector.h"
+#include "switchyard/router.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -38,8 +39,8 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
 ScoreFn router_score(const RouterConfig& r);
 // Balancer options implied by a run's config (LBL terms, loss-free bias, batch geometry).
 BalancerOptions balancer_options(const RunConfig& cfg);
-// The router family and its options.
-SelectorOptions selector_options(const RouterConfig& r);
+// The router family (router.type) and every family's options.
+RouterOptions make_router_options(const RouterConfig& r);
 
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
 // only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact
@@ -59,11 +60,11 @@ struct ForwardStats {
 template <typename T>
 class Transformer {
  public:
-  // micro_batch: the largest B that forward() will be given. comm: the balancer's reducer
-  // (core/reducer.h; the communicator in training), may be null (one process).
+  // micro_batch: the largest B that forward() will be given. comm: the reducer of the balancer
+  // and of end_step (core/reducer.h; the communicator in training), may be null (one process).
+  // routing: which router family each MoE layer runs (switchyard/router.h), default top-K.
   Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
-              int64_t micro_batch, Reducer* comm = nullptr,
-              const SelectorOptions& selector = {});
+              int64_t micro_batch, Reducer* comm = nullptr, const RouterOptions& routing = {});
 
   const ModelConfig& config() const { return cfg_; }
   const TopKOptions& router_options() const { return ropt_; }
@@ -81,7 +82,7 @@ class Transformer {
 
   // tokens: [B, S+1] int32, B ≤ micro_batch; inputs tokens[:, :S], targets tokens[:, 1:].
   // REQUIRES: every token in [0, V) (validated by the caller, e.g. the data loader).
-  // Keeps the activations for backward(). The routing of each MoE layer is in layer_route().
+  // Keeps the activations for backward(). The routing of each MoE layer is in layer_plan().
   // `micro`: the micro-batch's index within its optimizer step (global and shuffle scopes).
   ForwardStats forward(const int32_t* tokens, int64_t B, ForwardMode mode = ForwardMode::kTrain,
                        int64_t micro = 0);
@@ -93,22 +94,32 @@ class Transformer {
   const T* logits() const { return logits_.data(); }
   // Per-token cross-entropy of the last forward, [B·S] (not after a pre-pass forward).
   const T* token_losses() const { return losses_.data(); }
-  // Layer mi's routing plan as rows (token_of_row, expert_offsets, ...), of the last forward.
-  const MoeActivations<T>& layer_acts(int64_t moe_layer) const { return moe_acts_[moe_layer]; }
   int64_t n_moe_layers() const { return static_cast<int64_t>(moe_layer_index_.size()); }
-  // Layer l (0-based over all layers) is an MoE layer iff l ≥ n_dense_layers.
-  const RoutingBuffers<T>& layer_route(int64_t moe_layer) const {
-    return moe_acts_[moe_layer].route;
-  }
-  const RoutingStats& layer_stats(int64_t moe_layer) const { return moe_stats_[moe_layer]; }
+  // MoE layer mi's activations of the last forward, with its routing plan as rows
+  // (layer_acts(mi).plan: token_of_row, expert_offsets, load, ...). Layer l (0-based over all
+  // layers) is an MoE layer iff l ≥ n_dense_layers; mi = l − n_dense_layers.
+  const MoeActivations<T>& layer_acts(int64_t mi) const { return moe_acts_[mi]; }
+  const RoutingPlan<T>& layer_plan(int64_t mi) const { return moe_acts_[mi].plan; }
+  const RoutingStats& layer_stats(int64_t mi) const { return moe_stats_[mi]; }
+  // MoE layer mi's router (its family's state, report and token-slot plan).
+  const Router<T>& layer_router(int64_t mi) const { return *routers_[mi]; }
   Balancer<T>& balancer() { return balancer_; }
   const Balancer<T>& balancer() const { return balancer_; }
-  bool expert_choice() const { return moe_dims_.expert_choice; }
   // Whether ForwardMode::kEvalCausal routes differently from kEval: Expert Choice (thresholds)
   // and Sinkhorn (EMA potentials); every other router is causal already.
-  bool has_causal_eval() const {
-    return moe_dims_.expert_choice || sel_.type == RouterType::kSinkhorn;
-  }
+  bool has_causal_eval() const { return !routers_.empty() && routers_[0]->has_causal_eval(); }
+
+  // The routing state of MoE layer mi — the balancer's (loss-free bias), then its router's — in a
+  // fixed order: what checkpoints hold, ranks average and the replica check compares.
+  std::vector<StateTensor<T>> layer_state(int64_t mi);
+  std::vector<StateTensor<const T>> layer_state(int64_t mi) const;
+  // A checkpoint lacked MoE layer mi's (not required) state tensor `name`; it was zeroed.
+  void restart_state(int64_t mi, const std::string& name);
+  // After the optimizer step: routers' state averaged over ranks where each rank moved its own,
+  // the routers' end of step, then the balancer's (loss-free update from step_loads [layer][E],
+  // local counts summed over ranks there).
+  void end_step(std::vector<std::vector<int64_t>> step_loads);
+
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 
@@ -123,12 +134,14 @@ class Transformer {
   MoeWeights<T> moe_weights(const Layer& L) const;
   MoeGrads<T> moe_grads(const Layer& L);
 
+  RouteCall<T> route_call(ForwardMode mode, int64_t micro, int64_t mi) const;
+
   ModelConfig cfg_;
   TopKOptions ropt_;
-  SelectorOptions sel_;
-  ExpertChoiceOptions ec_opt_;
-  std::vector<int32_t> ec_perm_;  // [N] Expert Choice's shuffled group order (ec_shuffle)
+  LocalReducer single_;
+  Reducer* comm_;
   Balancer<T> balancer_;
+  std::vector<std::unique_ptr<Router<T>>> routers_;  // one per MoE layer
   MoeDims moe_dims_;
   int64_t b_max_, n_max_;
   int64_t D_, H_, hd_, S_, V_, Fd_;

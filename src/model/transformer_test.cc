@@ -8,6 +8,7 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "routing/select.h"
+#include "routing/sinkhorn.h"
 
 namespace sy {
 namespace {
@@ -128,7 +129,7 @@ namespace sy {
 namespace {
 
 // Causality probe: change the tokens after position t and compare the logits at positions ≤ t.
-// Returns the largest difference there. The balancer's state is restored between the two runs.
+// Returns the largest difference there. The routing state is restored between the two runs.
 double causality_probe(const std::string& router, const std::string& bip_mode, bool loss_free,
                        ForwardMode mode = ForwardMode::kTrain, uint64_t token_seed = 21) {
   ModelConfig m = tiny_model();
@@ -142,11 +143,8 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   rc.bip_mode = bip_mode;
   BalancerOptions bo = test_balancer(m, 2);
   bo.lbl.clear();
-  bo.bip = router == "bip";
-  bo.expert_choice = router == "expert_choice";
-  bo.sinkhorn = router == "sinkhorn";
   if (loss_free) bo.bias_update = BiasUpdate::kSign;
-  SelectorOptions so = selector_options(rc);
+  const RouterOptions so = make_router_options(rc);
   Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, so);
   model.init(3);
   // Give the stateful balancers non-trivial state.
@@ -161,17 +159,26 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   for (int64_t b = 0; b < 2; ++b)
     for (int64_t s = t + 2; s <= m.seq_len; ++s)  // inputs after position t (and their targets)
       changed[b * (m.seq_len + 1) + s] = (changed[b * (m.seq_len + 1) + s] + 7) % 32;
-  const auto saved = model.balancer().bip_state();
-  if (bo.expert_choice) {
-    for (auto& th : model.balancer().ec_state()) th = 0.3f;  // thresholds as if trained
-  }
-  if (bo.sinkhorn) {  // potentials as if trained
-    auto& sb = model.balancer().sinkhorn_state();
-    for (size_t i = 0; i < sb.size(); ++i) sb[i] = 0.2f * static_cast<float>(i % 3) - 0.2f;
-  }
+  // Routers' state as if trained: Expert Choice's thresholds, Sinkhorn's potentials (BIP's
+  // prices start at zero); the second forward starts from the same state as the first.
+  int64_t j = 0;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+    for (const StateTensor<float>& st : model.layer_state(l))
+      for (int64_t i = 0; i < st.size; ++i, ++j) {
+        if (std::string(st.name) == "ec_threshold") st.data[i] = 0.3f;
+        if (std::string(st.name) == "sinkhorn_potentials")
+          st.data[i] = 0.2f * static_cast<float>(j % 3) - 0.2f;
+      }
+  std::vector<std::vector<float>> saved;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+    for (const StateTensor<float>& st : model.layer_state(l))
+      saved.emplace_back(st.data, st.data + st.size);
   model.forward(a.data(), 2, mode);
   std::vector<float> la(model.logits(), model.logits() + 2 * m.seq_len * m.vocab_size);
-  model.balancer().bip_state() = saved;
+  j = 0;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+    for (const StateTensor<float>& st : model.layer_state(l))
+      std::copy(saved[j].begin(), saved[j].end(), st.data), ++j;
   model.forward(changed.data(), 2, mode);
   const float* lb = model.logits();
   double worst = 0;
@@ -227,41 +234,48 @@ TEST(TransformerTest, SinkhornPotentialsAreAnEmaOfTrainingCallsOnly) {
   m.n_dense_layers = 0;
   RouterConfig rc;
   rc.type = "sinkhorn";
+  rc.sinkhorn_eval_decay = 0.75;
   BalancerOptions bo = test_balancer(m, 2);
   bo.lbl.clear();
-  bo.sinkhorn = true;
-  bo.sinkhorn_decay = 0.75;
-  Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, selector_options(rc));
+  Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, make_router_options(rc));
   model.init(5);
-  const int64_t E = m.n_experts;
+  const int64_t E = m.n_experts, K = m.top_k, n = 2 * m.seq_len;
+  ASSERT_EQ(model.layer_state(0).size(), 1u);
+  ASSERT_STREQ(model.layer_state(0)[0].name, "sinkhorn_potentials");
+  const float* pot = model.layer_state(0)[0].data;
+  // The column potentials b of a training call, from Sinkhorn on the layer's logits.
+  const SinkhornOptions so{E, K, static_cast<int>(rc.sinkhorn_iterations), GateFn::kRaw};
+  SinkhornBuffers<float> sb;
+  sb.resize(so, n);
+  auto call_potentials = [&] {
+    sinkhorn_route_forward(so, model.layer_acts(0).logits.data(), n, sb);
+    return sb.col_pot;
+  };
   const auto a = random_tokens(2, m.seq_len, m.vocab_size, 31);
   const auto b = random_tokens(2, m.seq_len, m.vocab_size, 32);
   model.balancer().begin_step(0);
   model.forward(a.data(), 2, ForwardMode::kTrain, 0);
-  std::vector<double> b1(model.layer_acts(0).selector.sinkhorn_potentials(),
-                         model.layer_acts(0).selector.sinkhorn_potentials() + E);
-  std::vector<float> s1(model.balancer().sinkhorn_potentials(0),
-                        model.balancer().sinkhorn_potentials(0) + E);
+  const std::vector<double> b1 = call_potentials();
+  const std::vector<float> s1(pot, pot + E);
   for (int64_t i = 0; i < E; ++i) EXPECT_EQ(s1[i], static_cast<float>(b1[i])) << i;  // a copy
   model.forward(b.data(), 2, ForwardMode::kEval);
   model.forward(b.data(), 2, ForwardMode::kEvalCausal);
-  for (int64_t i = 0; i < E; ++i) EXPECT_EQ(model.balancer().sinkhorn_potentials(0)[i], s1[i]);
+  for (int64_t i = 0; i < E; ++i) EXPECT_EQ(pot[i], s1[i]);
   // The causal evaluation's experts: top-K of z + b̄ per token.
-  const RoutingBuffers<float>& r = model.layer_route(0);
+  const RoutingBuffers<float>& r = *model.layer_router(0).slots();
   const float* z = model.layer_acts(0).logits.data();
   for (int64_t t = 0; t < r.n; ++t) {
-    std::vector<int32_t> want(m.top_k);
+    std::vector<int32_t> want(K);
     detail::select_top_k<double>(
-        E, m.top_k,
+        E, K,
         [&](int64_t i) { return static_cast<double>(z[t * E + i]) + static_cast<double>(s1[i]); },
         want.data());
-    for (int64_t k = 0; k < m.top_k; ++k) ASSERT_EQ(r.expert[t * m.top_k + k], want[k]) << t;
+    for (int64_t k = 0; k < K; ++k) ASSERT_EQ(r.expert[t * K + k], want[k]) << t;
   }
   model.forward(b.data(), 2, ForwardMode::kTrain, 1);
-  const double* b2 = model.layer_acts(0).selector.sinkhorn_potentials();
+  const std::vector<double> b2 = call_potentials();
   for (int64_t i = 0; i < E; ++i)
-    EXPECT_EQ(model.balancer().sinkhorn_potentials(0)[i],
-              static_cast<float>(0.75 * static_cast<double>(s1[i]) + 0.25 * b2[i]));
+    EXPECT_EQ(pot[i], static_cast<float>(0.75 * static_cast<double>(s1[i]) + 0.25 * b2[i]));
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/gradcheck.h"
@@ -17,6 +19,8 @@ struct Fixture {
   std::vector<double> h, router, gate_up, down, sgu, sdown, R;
   MoeActivations<double> acts;
   MoeScratch<double> scratch;
+  std::unique_ptr<Router<double>> rt;  // the layer's router (top-K unless set_router)
+  RouteCall<double> call;
   int64_t n;
 
   Fixture(int64_t n_, int64_t E, int64_t K, int64_t n_shared, double cf) : n(n_) {
@@ -39,19 +43,25 @@ struct Fixture {
     fill_normal(sgu, 5, 0.5);
     fill_normal(sdown, 6, 0.5);
     fill_normal(R, 7);
+    set_router(RouterOptions{});
+  }
+  void set_router(const RouterOptions& ro) {
+    rt = make_router<double>(ro, opt, n);
+    dims.max_per_token = rt->max_experts_per_token();
     acts.resize(dims);
     scratch.resize(dims);
   }
+  RoutingBuffers<double>& slots() const { return *rt->slots(); }
   MoeWeights<double> weights() const {
     return {router.data(), gate_up.data(), down.data(), sgu.data(), sdown.data()};
   }
   double loss(std::vector<double>& y) {
     y.assign(n * dims.d, 0);
-    auto st = moe_forward(opt, dims, weights(), h.data(), n, acts, y.data());
+    auto st = moe_forward(dims, weights(), *rt, call, h.data(), n, acts, y.data());
     std::vector<double> f(dims.e);
-    micro_fractions(acts.route, f.data());
-    lbl_begin(acts.route, n);
-    double l = st.z_loss + lbl_add_term(acts.route, opt.score, 0.1, f.data(), 1);
+    micro_fractions(slots(), f.data());
+    lbl_begin(slots(), n);
+    double l = st.z_loss + lbl_add_term(slots(), opt.score, 0.1, f.data(), 1);
     for (size_t i = 0; i < y.size(); ++i) l += y[i] * R[i];
     return l;
   }
@@ -63,7 +73,7 @@ TEST(MoeLayerTest, ForwardMatchesPerTokenReference) {
   std::vector<double> y;
   fx.loss(y);
   const auto& d = fx.dims;
-  const auto& r = fx.acts.route;
+  const auto& r = fx.slots();
   for (int64_t t = 0; t < fx.n; ++t) {
     std::vector<double> ref(d.d, 0.0);
     auto ffn = [&](const double* gu, const double* dn, int64_t F, double g) {
@@ -97,12 +107,12 @@ void check_moe_gradients(int64_t n_shared, double cf) {
   std::vector<double> y;
   fx.loss(y);
   if (cf > 0) {
-    ASSERT_GT(fx.acts.route.dropped, 0);
+    ASSERT_GT(fx.slots().dropped, 0);
   }
   std::vector<double> dh(fx.h.size(), 0), drouter(fx.router.size(), 0), dgu(fx.gate_up.size(), 0),
       ddown(fx.down.size(), 0), dsgu(fx.sgu.size(), 0), dsdown(fx.sdown.size(), 0);
   MoeGrads<double> g{drouter.data(), dgu.data(), ddown.data(), dsgu.data(), dsdown.data()};
-  moe_backward(fx.opt, fx.dims, fx.weights(), g, fx.h.data(), fx.n, fx.acts, fx.scratch,
+  moe_backward(fx.dims, fx.weights(), g, *fx.rt, fx.h.data(), fx.n, fx.acts, fx.scratch,
                fx.R.data(), 1.0, dh.data());
   auto f = [&]() { return fx.loss(y); };
   struct Case {
@@ -128,45 +138,50 @@ TEST(MoeLayerTest, GradientsWithSharedExpertsAndCapacity) { check_moe_gradients(
 TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
   for (bool causal : {false, true}) {
     Fixture fx(24, 4, 2, 1, 0.0);
-    fx.dims.expert_choice = true;
-    ExpertChoiceOptions eo{4, 2.0, 0};
-    fx.acts.resize(fx.dims, {}, fx.opt, &eo);
-    fx.scratch.resize(fx.dims);
-    std::vector<double> theta(4, 0.2);
-    RouteInputs<double> ri;
-    ri.ec = &eo;
-    ri.ec_theta = theta.data();
-    ri.ec_causal = causal;
-    ri.update = false;
+    RouterOptions ro;
+    ro.type = "expert_choice";
+    ro.ec_capacity_factor = 2.0;
+    fx.set_router(ro);
+    ASSERT_EQ(fx.rt->slots(), nullptr);
+    ASSERT_EQ(fx.rt->state().size(), 1u);
+    std::fill(fx.rt->state()[0].data, fx.rt->state()[0].data + 4, 0.2);  // thresholds θ
+    fx.call.update = false;
+    fx.call.causal = causal;
     std::vector<double> y;
     auto f = [&]() {
       y.assign(fx.n * fx.dims.d, 0);
-      moe_forward(fx.opt, fx.dims, fx.weights(), fx.h.data(), fx.n, fx.acts, y.data(), ri);
+      moe_forward(fx.dims, fx.weights(), *fx.rt, fx.call, fx.h.data(), fx.n, fx.acts, y.data());
       double l = 0;
       for (size_t i = 0; i < y.size(); ++i) l += y[i] * fx.R[i];
       return l;
     };
     f();
     if (!causal) {
-      for (int i = 0; i < 4; ++i) EXPECT_EQ(fx.acts.route.load[i], 12);  // ceil(24·2/4)
+      for (int i = 0; i < 4; ++i) EXPECT_EQ(fx.acts.plan.load[i], 12);  // ceil(24·2/4)
     }
     // The router entropy statistic against −Σ p·log p computed directly.
     {
       y.assign(fx.n * fx.dims.d, 0);
       const RoutingStats st =
-          moe_forward(fx.opt, fx.dims, fx.weights(), fx.h.data(), fx.n, fx.acts, y.data(), ri);
+          moe_forward(fx.dims, fx.weights(), *fx.rt, fx.call, fx.h.data(), fx.n, fx.acts, y.data());
       double want = 0;
-      for (int64_t s = 0; s < fx.n * 4; ++s) {
-        const double p = fx.acts.ec.scores[s];
-        if (p > 0) want -= p * std::log(p);
+      for (int64_t t = 0; t < fx.n; ++t) {  // p = softmax(z) of the layer's logits
+        const double* z = fx.acts.logits.data() + t * 4;
+        const double mx = *std::max_element(z, z + 4);
+        double sum = 0;
+        for (int i = 0; i < 4; ++i) sum += std::exp(z[i] - mx);
+        for (int i = 0; i < 4; ++i) {
+          const double p = std::exp(z[i] - mx) / sum;
+          if (p > 0) want -= p * std::log(p);
+        }
       }
       EXPECT_NEAR(st.entropy_sum, want, 1e-12 * fx.n) << "causal " << causal;
     }
     std::vector<double> dh(fx.h.size(), 0), dr(fx.router.size(), 0), dgu(fx.gate_up.size(), 0),
         dd(fx.down.size(), 0), dsgu(fx.sgu.size(), 0), dsd(fx.sdown.size(), 0);
     MoeGrads<double> g{dr.data(), dgu.data(), dd.data(), dsgu.data(), dsd.data()};
-    moe_backward(fx.opt, fx.dims, fx.weights(), g, fx.h.data(), fx.n, fx.acts, fx.scratch,
-                 fx.R.data(), 1.0, dh.data(), &eo);
+    moe_backward(fx.dims, fx.weights(), g, *fx.rt, fx.h.data(), fx.n, fx.acts, fx.scratch,
+                 fx.R.data(), 1.0, dh.data());
     auto rh = check_gradient(f, fx.h.data(), fx.h.size(), dh.data(), 1e-5, 200);
     EXPECT_LT(rh.max_error, 1e-6) << "h, causal " << causal << ": " << describe(rh);
     auto rr = check_gradient(f, fx.router.data(), fx.router.size(), dr.data(), 1e-5, 200);
@@ -194,9 +209,10 @@ TEST(MoeLayerTest, LoadsAndOutputsIndependentOfThreadCount) {
     omp_set_num_threads(threads);
     MoeActivations<float> a;
     a.resize(dims);
+    const std::unique_ptr<Router<float>> router = make_router<float>(RouterOptions{}, opt, 256);
     std::vector<float> y(256 * 16);
-    moe_forward(opt, dims, w, h.data(), 256, a, y.data());
-    loads.push_back(a.route.load);
+    moe_forward(dims, w, *router, RouteCall<float>{}, h.data(), 256, a, y.data());
+    loads.push_back(a.plan.load);
     outs.push_back(y);
   }
   omp_set_num_threads(saved);

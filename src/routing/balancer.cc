@@ -51,9 +51,6 @@ Balancer<T>::Balancer(const BalancerOptions& o, Reducer* comm)
   const int64_t L = o.n_layers, E = o.n_experts;
   const int64_t N = o.micro_batch * o.seq_len;
   if (o.bias_update != BiasUpdate::kOff) bias_.assign(L * E, T(0));
-  if (o.bip) bip_dual_.assign(L * E, T(0));
-  if (o.expert_choice) ec_theta_.assign(L * E, T(0));
-  if (o.sinkhorn) sinkhorn_b_.assign(L * E, T(0));
   buffer_.assign(o.lbl.size(), std::vector<int64_t>(L * E, 0));
   buffer_tokens_.assign(o.lbl.size(), std::vector<int64_t>(L, 0));
   micro_counts_.assign(o.grad_accum * L * E, 0);
@@ -218,18 +215,6 @@ double Balancer<T>::apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& b
 
 template <typename T>
 void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
-  sinkhorn_restart_ = false;
-  // State that the forward passes update from each rank's own micro-batches (BIP's q, Expert
-  // Choice's θ, Sinkhorn's b̄) is replaced by its mean over ranks, so every replica routes alike
-  // (one process: unchanged).
-  if (comm_->size() > 1) {
-    const T inv = T(1) / static_cast<T>(comm_->size());
-    for (const StateTensor<T>& s : state()) {
-      if (!s.rank_mean) continue;
-      comm_->allreduce_sum(s.data, s.size);
-      for (int64_t i = 0; i < s.size; ++i) s.data[i] *= inv;
-    }
-  }
   if (o_.bias_update == BiasUpdate::kOff) return;
   if (o_.bias_freeze_after > 0 && step_ >= o_.bias_freeze_after) return;
   const int64_t E = o_.n_experts;
@@ -252,34 +237,6 @@ void Balancer<T>::end_step(std::vector<std::vector<int64_t>> loads) {
     T* b = bias_.data() + l * E;
     for (int64_t i = 0; i < E; ++i) b[i] += static_cast<T>(upd[i]);
   }
-}
-
-template <typename T>
-template <typename V, typename Self>
-std::vector<StateTensor<V>> Balancer<T>::state_of(Self& self) {
-  auto entry = [](const char* name, auto& v, bool required, bool rank_mean) {
-    return StateTensor<V>{.name = name,
-                          .data = v.data(),
-                          .size = static_cast<int64_t>(v.size()),
-                          .required = required,
-                          .rank_mean = rank_mean};
-  };
-  const StateTensor<V> all[] = {
-      entry("e_score_correction_bias", self.bias_, true, false),
-      entry("bip_dual", self.bip_dual_, true, true),
-      entry("ec_threshold", self.ec_theta_, true, true),
-      entry("sinkhorn_potentials", self.sinkhorn_b_, false, true),
-  };
-  std::vector<StateTensor<V>> out;
-  for (const StateTensor<V>& s : all)
-    if (s.size > 0) out.push_back(s);
-  return out;
-}
-
-template <typename T>
-void Balancer<T>::restart_state(const std::string& name) {
-  SY_CHECK(name == "sinkhorn_potentials", "balancer: state {} cannot be restarted", name);
-  restart_sinkhorn_potentials();
 }
 
 template <typename T>

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/reducer.h"
+#include "switchyard/router.h"
 #include "switchyard/routing.h"
 
 namespace sy {
@@ -64,25 +65,6 @@ struct BalancerOptions {
   bool bias_center = false;       // subtract the mean of each update
   int64_t bias_freeze_after = 0;  // no updates after this many steps; 0 = never
   uint64_t seed = 0;              // the shuffle scope's samples
-  bool bip = false;               // keep BIP dual prices q[E] per layer (router.type = "bip")
-  bool expert_choice = false;     // keep Expert Choice thresholds θ[E] per layer
-  double ec_decay = 0.99;         // their EMA decay
-  bool sinkhorn = false;          // keep Sinkhorn's EMA column potentials b̄[E] per layer
-  double sinkhorn_decay = 0.99;   // their EMA decay
-};
-
-// One tensor of per-layer routing state that the balancer keeps, [n_layers, E], declared once in
-// Balancer::state(): checkpoints save and load every entry under its name, the replicas of data
-// parallelism are compared over all of them, and end_step() averages over ranks those that
-// each rank updates from its own micro-batches.
-template <typename V>  // T, or const T from a const balancer
-struct StateTensor {
-  const char* name = "";  // tensor name in a layer: "model.layers.<l>.mlp.gate.<name>"
-  V* data = nullptr;      // [n_layers·E]
-  int64_t size = 0;       // n_layers·E
-  // false: a checkpoint without it (written before it existed) restarts it (restart_state).
-  bool required = true;
-  bool rank_mean = false;  // replaced by its mean over ranks after each step
 };
 
 template <typename T>
@@ -102,70 +84,35 @@ class Balancer {
   // Sets buf's LBL gradient for every term and returns the layer's LBL (Σ over terms, α
   // applied). `micro` is the micro-batch's index within the step (0-based).
   double apply_lbl(int64_t layer, int64_t micro, RoutingBuffers<T>& buf);
-  // Loss-free update from the step's loads [layer][E] (local; summed over ranks here). With
-  // several ranks, also replaces the BIP duals and Expert Choice thresholds by their mean over
-  // ranks (each rank updated them from its own micro-batches during the step).
+  // Loss-free update from the step's loads [layer][E] (local; summed over ranks here).
   void end_step(std::vector<std::vector<int64_t>> step_loads);
 
   // The selection bias of a layer, or null when the loss-free balancer is off.
   const T* bias(int64_t layer) const;
-  // The BIP dual prices q[E] of a layer (updated by the router's selection stage), or null.
-  T* bip_dual(int64_t layer) {
-    return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
-  }
-  const T* bip_dual(int64_t layer) const {
-    return bip_dual_.empty() ? nullptr : bip_dual_.data() + layer * o_.n_experts;
-  }
-  std::vector<T>& bip_state() { return bip_dual_; }
-  // Expert Choice's causal-evaluation thresholds θ[E] of a layer, or null.
-  T* ec_theta(int64_t layer) {
-    return ec_theta_.empty() ? nullptr : ec_theta_.data() + layer * o_.n_experts;
-  }
-  std::vector<T>& ec_state() { return ec_theta_; }
-  const std::vector<T>& ec_state() const { return ec_theta_; }
-  // Sinkhorn's causal-evaluation potentials b̄[E] of a layer (an EMA of the training calls'
-  // column potentials), or null.
-  T* sinkhorn_potentials(int64_t layer) {
-    return sinkhorn_b_.empty() ? nullptr : sinkhorn_b_.data() + layer * o_.n_experts;
-  }
-  std::vector<T>& sinkhorn_state() { return sinkhorn_b_; }
-  const std::vector<T>& sinkhorn_state() const { return sinkhorn_b_; }
-  // 0 (copy) for the very first training batch, and for the whole step after
-  // restart_sinkhorn_potentials(); else the configured decay.
-  double sinkhorn_decay(int64_t micro) const {
-    return sinkhorn_restart_ || (step_ == 0 && micro == 0) ? 0.0 : o_.sinkhorn_decay;
-  }
-  // The potentials are unknown (a checkpoint without them): copy, not average, until end_step.
-  void restart_sinkhorn_potentials() { sinkhorn_restart_ = true; }
-  // The θ update's decay for micro-batch `micro` of the current step: 0 (copy) for the very
-  // first training batch, else the configured decay.
-  double ec_decay(int64_t micro) const { return step_ == 0 && micro == 0 ? 0.0 : o_.ec_decay; }
-  const std::vector<T>& bip_state() const { return bip_dual_; }
   // All persistent state, for checkpoints: the biases [layers, E] (empty when off).
   std::vector<T>& bias_state() { return bias_; }
   const std::vector<T>& bias_state() const { return bias_; }
-  // Every state tensor this configuration keeps (the others are empty and not listed), in a
-  // fixed order: the loss-free bias (DeepSeek-V3's Hugging Face name), BIP's prices q, Expert
-  // Choice's thresholds θ, Sinkhorn's potentials b̄.
-  std::vector<StateTensor<T>> state() { return state_of<T>(*this); }
-  std::vector<StateTensor<const T>> state() const { return state_of<const T>(*this); }
-  // Marks a state tensor that a checkpoint lacked as unknown (its values were zeroed): the
-  // balancer rebuilds it. REQUIRES: the tensor is not `required`.
-  void restart_state(const std::string& name);
+  // The state of MoE layer `layer` (empty when the loss-free balancer is off): its bias [E]
+  // under DeepSeek-V3's Hugging Face name. Routers declare theirs (Router::state()).
+  std::vector<StateTensor<T>> state(int64_t layer) {
+    if (bias_.empty()) return {};
+    return {{.name = kBiasName, .data = bias_.data() + layer * o_.n_experts, .size = o_.n_experts}};
+  }
+  std::vector<StateTensor<const T>> state(int64_t layer) const {
+    if (bias_.empty()) return {};
+    return {{.name = kBiasName, .data = bias_.data() + layer * o_.n_experts, .size = o_.n_experts}};
+  }
   // Sequences that f is counted over for term j (at a group's last micro-batch) in the step
   // begun last; 0 when the term does not apply in that step.
   int64_t balance_bsz(size_t term) const;
 
  private:
+  static constexpr const char* kBiasName = "e_score_correction_bias";
   BalancerOptions o_;
   LocalReducer single_;
   Reducer* comm_;
   int64_t step_ = 0;
-  std::vector<T> bias_;        // [L, E]
-  std::vector<T> bip_dual_;    // [L, E]
-  std::vector<T> ec_theta_;    // [L, E]
-  std::vector<T> sinkhorn_b_;  // [L, E]
-  bool sinkhorn_restart_ = false;
+  std::vector<T> bias_;  // [L, E]
   // Global scope: per term and layer, counts of the step's earlier micro-batches (all ranks).
   std::vector<std::vector<int64_t>> buffer_;         // [term][L·E]
   std::vector<std::vector<int64_t>> buffer_tokens_;  // [term][L]
@@ -173,7 +120,7 @@ class Balancer {
   // selections.
   std::vector<int64_t> micro_counts_;  // [M·L·E]
   std::vector<int64_t> micro_tokens_;  // [M·L]
-  std::vector<int32_t> selections_;   // [L, M·N·K] expert of each kept slot, −1 if dropped
+  std::vector<int32_t> selections_;    // [L, M·N·K] expert of each kept slot, −1 if dropped
   // Scratch.
   std::vector<double> f_;            // [max(N/S, 1)·E]
   std::vector<int64_t> counts_;      // [E]
@@ -181,8 +128,6 @@ class Balancer {
   // Shuffle scope: sampled counts per (rank, micro-batch, layer), summed over ranks.
   std::vector<int64_t> shuffle_counts_;  // [R·M·L·E]
   void sample_shuffle();
-  template <typename V, typename Self>
-  static std::vector<StateTensor<V>> state_of(Self& self);
   int64_t group_size(const LblTerm& t) const;  // micro-batches per group: group, or M
 };
 

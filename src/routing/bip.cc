@@ -16,12 +16,6 @@
 
 namespace sy {
 
-BipMode parse_bip_mode(const std::string& s) {
-  if (s == "as-published") return BipMode::kAsPublished;
-  if (s == "causal") return BipMode::kCausal;
-  fail(fmt::format("router.bip_mode must be one of \"as-published\", \"causal\", got \"{}\"", s));
-}
-
 int64_t bip_capacity(int64_t n, int64_t m, int64_t k) {
   SY_CHECK(m >= 1 && k >= 1 && n >= 0,
            "bip_capacity: need n ≥ 0, m ≥ 1, k ≥ 1, got n={}, m={}, k={}", n, m, k);

@@ -46,7 +46,7 @@
 // by default; an exact multi-rank version must gather the [N,E] scores first).
 //
 // Implementation (bip.cc). For float on AVX-512 (K ≤ 15 or K ≥ E − 1) the scores are transposed
-// once per call to sT[E, ld] (routing/transposed.h; the Selector computes them in that layout).
+// once per call to sT[E, ld] (routing/transposed.h; the BIP router computes them in that layout).
 // Row pass: 16 tokens per vector, the K+1 largest of s − q kept by a min/max insertion network.
 // Column pass: only positive values of s − p can make q[i] > 0, so they are compacted first (about
 // K·N/E of them once q is warm) and their (c+1)-th largest, if there are more than c, is found by
@@ -67,11 +67,9 @@
 #include <cstdint>
 #include <string>
 
+#include "switchyard/router.h"  // BipMode
+
 namespace sy {
-
-enum class BipMode { kAsPublished, kCausal };
-
-BipMode parse_bip_mode(const std::string& s);  // "as-published" | "causal"
 
 // The integer capacity c = ceil(K·N/E) used by the column pass, the dual and the oracle.
 // REQUIRES: n ≥ 0, 1 ≤ k ≤ m.
@@ -109,7 +107,7 @@ void bip_iterate(const BipShape& sh, const T* s, int iterations, T* q, T* p, T* 
 int64_t bip_transposed_ld(int64_t n);
 
 // bip_iterate on the scores given transposed, sT[E, bip_transposed_ld(N)]: the same q and p,
-// without the dual. For callers that compute the scores in this layout (the Selector); scratch
+// without the dual. For callers that compute the scores in this layout (the BIP router); scratch
 // as for bip_iterate.
 template <typename T>
 void bip_iterate_transposed(const BipShape& sh, const T* sT, int iterations, T* q, T* p, T* scratch,

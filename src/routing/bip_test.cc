@@ -6,13 +6,14 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/bip_test_util.h"
 #include "routing/optimal.h"
-#include "routing/selector.h"
+#include "switchyard/router.h"
 
 namespace sy {
 namespace {
@@ -182,40 +183,51 @@ TEST(BipTest, CausalRoutesWithThePreviousPricesAsPublishedWithTheNewOnes) {
   EXPECT_EQ(got, want);
 }
 
-// Selector::routed_prices: the q that routed (before the update in causal mode, after it as
-// published), what the oracle's dual gap is computed at; null for other router types.
-TEST(BipTest, SelectorRecordsThePricesThatRouted) {
+// The BIP router (switchyard/router.h) keeps q as its state; routed_prices() is the q that
+// routed (before the update in causal mode, after it as published), what the oracle's dual gap is
+// computed at, and the experts are the top-K of s − that q; null for other router families.
+TEST(BipTest, RouterRecordsThePricesThatRouted) {
   const int64_t n = 96, m = 8, k = 2;
   const std::vector<double> zd = normal_logits(n, m, 23);
   const std::vector<float> z(zd.begin(), zd.end());
   TopKOptions o;
   o.n_experts = m;
   o.top_k = k;
+  RoutingPlan<float> plan;
+  plan.resize(n, m, n * k);
   for (BipMode mode : {BipMode::kCausal, BipMode::kAsPublished}) {
-    SelectorOptions so;
-    so.type = RouterType::kBip;
-    so.bip_mode = mode;
-    Selector<float> sel;
-    sel.resize(so, o, n);
-    EXPECT_EQ(sel.routed_prices(), nullptr);
-    std::vector<float> q(m);
+    RouterOptions ro;
+    ro.type = "bip";
+    ro.bip_mode = mode;
+    const std::unique_ptr<Router<float>> router = make_router<float>(ro, o, n);
+    ASSERT_EQ(router->state().size(), 1u);
+    EXPECT_STREQ(router->state()[0].name, "bip_dual");
+    float* q = router->state()[0].data;
     for (int64_t i = 0; i < m; ++i) q[i] = 0.01f * static_cast<float>(i);
-    const std::vector<float> q0 = q;
-    const auto c = sel.select(so, o, z.data(), nullptr, n, q.data(), nullptr, true);
-    ASSERT_NE(sel.routed_prices(), nullptr);
-    EXPECT_NE(q, q0);
-    const std::vector<float>& want = mode == BipMode::kCausal ? q0 : q;
-    for (int64_t i = 0; i < m; ++i) {
-      EXPECT_EQ(sel.routed_prices()[i], want[i]);
-      EXPECT_EQ(c.bias[i], -want[i]);
+    const std::vector<float> q0(q, q + m);
+    router->route(z.data(), n, RouteCall<float>{}, plan);
+    ASSERT_NE(router->routed_prices(), nullptr);
+    const std::vector<float> q1(q, q + m);
+    EXPECT_NE(q1, q0);
+    const std::vector<float>& want = mode == BipMode::kCausal ? q0 : q1;
+    for (int64_t i = 0; i < m; ++i) EXPECT_EQ(router->routed_prices()[i], want[i]);
+    // The experts: top-K of s − q at the routed prices (as sets: slot order is by gate).
+    const RoutingBuffers<float>& r = *router->slots();
+    std::vector<int32_t> ex(n * k);
+    bip_route(bip_shape(n, m, k), r.scores.data(), want.data(), ex.data());
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<int32_t> got(r.expert.begin() + t * k, r.expert.begin() + (t + 1) * k);
+      std::vector<int32_t> exp(ex.begin() + t * k, ex.begin() + (t + 1) * k);
+      std::sort(got.begin(), got.end());
+      std::sort(exp.begin(), exp.end());
+      ASSERT_EQ(got, exp) << "token " << t;
     }
   }
-  SelectorOptions so;
-  so.type = RouterType::kSinkhorn;
-  Selector<float> sel;
-  sel.resize(so, o, n);
-  sel.select(so, o, z.data(), nullptr, n, nullptr, nullptr, true);
-  EXPECT_EQ(sel.routed_prices(), nullptr);
+  RouterOptions ro;
+  ro.type = "sinkhorn";
+  const std::unique_ptr<Router<float>> sinkhorn = make_router<float>(ro, o, n);
+  sinkhorn->route(z.data(), n, RouteCall<float>{}, plan);
+  EXPECT_EQ(sinkhorn->routed_prices(), nullptr);
 }
 
 TEST(BipTest, RouteIsTopKOfShiftedScoresWithTiesToTheLowerIndex) {
@@ -321,9 +333,9 @@ TEST(BipTest, FloatPassesMatchTheReferenceExactlyIncludingTies) {
   }
 }
 
-// The Selector computes the scores transposed (float, AVX-512) and iterates on them: the same
+// The BIP router computes the scores transposed (float, AVX-512) and iterates on them: the same
 // scores as the scalar softmax/sigmoid loop, bit for bit, hence the same prices as the reference.
-TEST(BipTest, SelectorTransposedScoresGiveTheReferencePrices) {
+TEST(BipTest, RouterTransposedScoresGiveTheReferencePrices) {
   struct Shape {
     int64_t n, m, k;
   };
@@ -334,7 +346,7 @@ TEST(BipTest, SelectorTransposedScoresGiveTheReferencePrices) {
                                         << " sigmoid=" << (score == ScoreFn::kSigmoid));
       const std::vector<double> zd = normal_logits(sp.n, sp.m, 70 + sp.m);
       const std::vector<float> z(zd.begin(), zd.end());
-      // The scalar scores, as Selector's generic path computes them.
+      // The scalar scores, as the router's generic path computes them.
       std::vector<float> s(sp.n * sp.m);
       for (int64_t t = 0; t < sp.n; ++t) {
         const float* zt = z.data() + t * sp.m;
@@ -353,19 +365,21 @@ TEST(BipTest, SelectorTransposedScoresGiveTheReferencePrices) {
       o.n_experts = sp.m;
       o.top_k = sp.k;
       o.score = score;
-      SelectorOptions so;
-      so.type = RouterType::kBip;
-      so.bip_iterations = 2;
-      Selector<float> sel;
-      sel.resize(so, o, sp.n);
+      RouterOptions ro;
+      ro.type = "bip";
+      ro.bip_iterations = 2;
+      const std::unique_ptr<Router<float>> router = make_router<float>(ro, o, sp.n);
+      RoutingPlan<float> plan;
+      plan.resize(sp.n, sp.m, sp.n * sp.k);
+      const float* q = router->state()[0].data;
       const BipShape sh = bip_shape(sp.n, sp.m, sp.k);
-      std::vector<float> q(sp.m, 0.f), q_ref(sp.m, 0.f), p_ref(sp.n);
+      std::vector<float> q_ref(sp.m, 0.f), p_ref(sp.n);
       for (int call = 0; call < 3; ++call) {
-        const auto c = sel.select(so, o, z.data(), nullptr, sp.n, q.data(), nullptr, true);
+        router->route(z.data(), sp.n, RouteCall<float>{}, plan);
         reference_iterate(sh, s, 2, q_ref, p_ref);
         for (int64_t i = 0; i < sp.m; ++i) {
           ASSERT_EQ(q[i], q_ref[i]) << "call " << call << " expert " << i;
-          ASSERT_EQ(c.bias[i], -q_ref[i]);
+          ASSERT_EQ(router->routed_prices()[i], q_ref[i]);
         }
       }
     }
@@ -382,25 +396,28 @@ TEST(BipTest, IteratingUntilQStopsChangingReachesAFixedPoint) {
     TopKOptions o;
     o.n_experts = m;
     o.top_k = k;
-    SelectorOptions until, one;
-    until.type = one.type = RouterType::kBip;
-    until.bip_iterations = 0;
-    one.bip_iterations = 1;
-    Selector<float> sel;
-    sel.resize(until, o, n);
-    std::vector<float> q(m, 0.f);
-    sel.select(until, o, z.data(), nullptr, n, q.data(), nullptr, true);
-    const std::vector<float> fixed = q;
+    RoutingPlan<float> plan;
+    plan.resize(n, m, n * k);
+    // Routes once from q = q0 with T iterations; returns the q after.
+    auto iterate = [&](int iterations, const std::vector<float>& q0) {
+      RouterOptions ro;
+      ro.type = "bip";
+      ro.bip_iterations = iterations;
+      const std::unique_ptr<Router<float>> router = make_router<float>(ro, o, n);
+      float* q = router->state()[0].data;
+      std::copy(q0.begin(), q0.end(), q);
+      router->route(z.data(), n, RouteCall<float>{}, plan);
+      return std::vector<float>(q, q + m);
+    };
+    const std::vector<float> zero(m, 0.f);
+    const std::vector<float> fixed = iterate(0, zero);
     EXPECT_GT(*std::max_element(fixed.begin(), fixed.end()), 0.f);  // it did move
     // Two iterations from q = 0 are far from the fixed point.
-    std::vector<float> q2(m, 0.f);
-    SelectorOptions two = one;
-    two.bip_iterations = 2;
-    sel.select(two, o, z.data(), nullptr, n, q2.data(), nullptr, true);
+    const std::vector<float> q2 = iterate(2, zero);
     float from_two = 0;
     for (int64_t i = 0; i < m; ++i) from_two = std::max(from_two, std::abs(q2[i] - fixed[i]));
     EXPECT_GT(from_two, 1e-5f) << "m=" << m;
-    sel.select(one, o, z.data(), nullptr, n, q.data(), nullptr, true);
+    const std::vector<float> q = iterate(1, fixed);
     for (int64_t i = 0; i < m; ++i)
       EXPECT_LE(std::abs(q[i] - fixed[i]), 8 * std::numeric_limits<float>::epsilon())
           << "m=" << m << " expert " << i;

@@ -130,7 +130,7 @@ inline void untranspose_block(const float* sT, int64_t ld, int64_t E, int64_t n,
 // operations in their order (max, exp, a sum over experts in index order, one division, products),
 // and the vector fast_exp rounds like the scalar one, so the scores are the same floats as
 //   m = max_i z; e_i = fast_exp(z_i − m); sum = Σ_i e_i (i ascending); s_i = e_i · (1/sum)
-// (BipTest.SelectorTransposedScoresGiveTheReferencePrices checks it).
+// (BipTest.RouterTransposedScoresGiveTheReferencePrices checks it).
 // The last pass of the softmax fused with the way back to rows: sT[i·ld + t] ·= inv (lane t − t0),
 // and dst[t·E + i] = the product, for the 16 tokens t0.. (lanes: those < N). Each score is loaded
 // once for both.

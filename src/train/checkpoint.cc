@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -29,9 +30,9 @@ json switchyard_json(const RunConfig& c) {
   return out;
 }
 
-// A balancer state tensor's name in balancer.safetensors (Balancer::state(): the loss-free bias
-// under DeepSeek-V3's Hugging Face name; BIP's prices, Expert Choice's thresholds and Sinkhorn's
-// potentials under ours).
+// A routing state tensor's name in balancer.safetensors (Transformer::layer_state: the loss-free
+// bias under DeepSeek-V3's Hugging Face name; the router families' state — BIP's prices, Expert
+// Choice's thresholds, Sinkhorn's potentials — under ours).
 std::string state_name(int64_t layer, const char* name) {
   return fmt::format("model.layers.{}.mlp.gate.{}", layer, name);
 }
@@ -44,36 +45,35 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-// Every state tensor the model's balancer declares, from dir/balancer.safetensors. A required
-// tensor that is missing is an error; an optional one (Sinkhorn's evaluation potentials, which
-// checkpoints written before they existed lack) is zeroed and restarted, with a note.
-void load_balancer_state(const std::string& dir, Transformer<float>& model) {
-  const std::vector<StateTensor<float>> state = model.balancer().state();
-  if (state.empty()) return;
+// Every routing state tensor the model declares, per MoE layer, from dir/balancer.safetensors. A
+// required tensor that is missing is an error; an optional one (Sinkhorn's evaluation potentials,
+// which checkpoints written before they existed lack) is zeroed and restarted, with a note.
+void load_routing_state(const std::string& dir, Transformer<float>& model) {
   const std::string file = dir + "/balancer.safetensors";
   std::optional<io::SafetensorsReader> b;
   if (std::filesystem::exists(file)) b.emplace(file);
-  const int64_t E = model.config().n_experts, first = model.config().n_dense_layers;
-  for (const StateTensor<float>& s : state) {
-    bool present = b.has_value();
-    for (int64_t l = 0; l < model.n_moe_layers() && present; ++l)
-      present = b->has(state_name(first + l, s.name));
-    if (present) {
-      for (int64_t l = 0; l < model.n_moe_layers(); ++l)
-        b->read(state_name(first + l, s.name), {E}, s.data + l * E);
-      continue;
+  const int64_t first = model.config().n_dense_layers;
+  std::set<std::string> restarted;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+    for (const StateTensor<float>& s : model.layer_state(l)) {
+      const std::string name = state_name(first + l, s.name);
+      if (b && b->has(name)) {
+        b->read(name, {s.size}, s.data);
+        continue;
+      }
+      SY_CHECK(!s.required,
+               "{}: {} must hold the routing state {} for every MoE layer: the config's router or "
+               "balancer keeps that state, and a checkpoint of it must too",
+               dir, b ? "balancer.safetensors" : "a balancer.safetensors", s.name);
+      // Written before this state existed: training resumes as it was; the state is rebuilt.
+      std::fill(s.data, s.data + s.size, 0.f);
+      model.restart_state(l, s.name);
+      if (restarted.insert(s.name).second)
+        fmt::print(stderr,
+                   "note: {}: no {} in the checkpoint (written before it existed); it restarts "
+                   "from the next training step's\n",
+                   dir, s.name);
     }
-    SY_CHECK(!s.required,
-             "{}: {} must hold the balancer's {} for every MoE layer: the config's router or "
-             "balancer keeps that state, and a checkpoint of it must too",
-             dir, b ? "balancer.safetensors" : "a balancer.safetensors", s.name);
-    // Written before this state existed: training resumes as it was; the state is rebuilt.
-    std::fill(s.data, s.data + s.size, 0.f);
-    model.balancer().restart_state(s.name);
-    fmt::print(stderr,
-               "note: {}: no {} in the checkpoint (written before it existed); it restarts from "
-               "the next training step's\n",
-               dir, s.name);
   }
 }
 
@@ -136,18 +136,14 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
     }
     io::write_safetensors(w.path("optimizer.safetensors"), moments);
   }
-  // Balancer state (fp32): every tensor the balancer declares, per MoE layer.
-  const std::vector<StateTensor<const float>> state = model.balancer().state();
-  if (!state.empty()) {
-    const int64_t E = cfg.model.n_experts;
-    std::vector<io::TensorView> b;
-    for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-      const int64_t layer = cfg.model.n_dense_layers + l;
-      for (const StateTensor<const float>& s : state)
-        b.push_back({state_name(layer, s.name), "F32", {E}, s.data + l * E});
-    }
-    io::write_safetensors(w.path("balancer.safetensors"), b);
+  // Routing state (fp32): every tensor the model declares, per MoE layer.
+  std::vector<io::TensorView> b;
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
+    const int64_t layer = cfg.model.n_dense_layers + l;
+    for (const StateTensor<const float>& s : model.layer_state(l))
+      b.push_back({state_name(layer, s.name), "F32", {s.size}, s.data});
   }
+  if (!b.empty()) io::write_safetensors(w.path("balancer.safetensors"), b);
   w.write_text("trainer_state.json", trainer_state_json({st, opt ? opt->steps_taken() : 0}));
   w.write_text("config.json", hf_config_json(cfg));
   w.write_text("config.toml", to_toml(cfg));
@@ -173,7 +169,7 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
   SY_CHECK(weights.names().size() == model.param_table().size(),
            "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
            model.param_table().size(), weights.names().size());
-  load_balancer_state(dir, model);
+  load_routing_state(dir, model);
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");
     for (const ParamInfo& p : model.param_table()) {

@@ -30,7 +30,7 @@ void StepMetrics::reset() {
 void StepMetrics::add(const Transformer<float>& model) {
   ++micro_;
   for (int64_t l = 0; l < layers_; ++l) {
-    const RoutingBuffers<float>& r = model.layer_route(l);
+    const RoutingPlan<float>& r = model.layer_plan(l);
     const RoutingStats& st = model.layer_stats(l);
     for (int64_t i = 0; i < experts_; ++i) load_[l][i] += r.load[i];
     maxvio_micro_sum_[l] += maxvio(r.load.data(), experts_);

@@ -100,14 +100,14 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
            "diverged; the weights were not updated by this step; {}",
            step + 1, res.loss, res.grad_norm, on_divergence);
 
-  // Update: clipping, AdamW, the balancer's end-of-step update, the step's routing statistics
-  // over every rank.
+  // Update: clipping, AdamW, the routers' and balancer's end-of-step update, the step's routing
+  // statistics over every rank.
   res.clip_scale =
       tc.grad_clip > 0 && res.grad_norm > tc.grad_clip ? tc.grad_clip / res.grad_norm : 1.0;
   c.opt->step(model.params(), model.grads(), res.lr, res.clip_scale, tc);
   std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
   for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = c.metrics->load(l);
-  balancer.end_step(std::move(loads));
+  model.end_step(std::move(loads));
   lap(t, times.update);
   c.metrics->allreduce(comm);
   lap(t, times.reduce);

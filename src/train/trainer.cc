@@ -144,7 +144,7 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
     s.tokens += st.n_tokens;
     s.sequences += B;
     for (int64_t l = 0; l < model.n_moe_layers(); ++l)
-      for (int64_t i = 0; i < E; ++i) s.load[l][i] += model.layer_route(l).load[i];
+      for (int64_t i = 0; i < E; ++i) s.load[l][i] += model.layer_plan(l).load[i];
     // Per domain: the loss of each sequence and the experts of each of its tokens.
     const float* losses = model.token_losses();
     for (int64_t q = 0; q < B; ++q) {
@@ -154,7 +154,7 @@ EvalSums run_eval(Transformer<float>& model, BatchSource& src, int64_t max_batch
       s.domain[d].tokens += S;
     }
     for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-      const MoeActivations<float>& a = model.layer_acts(l);
+      const RoutingPlan<float>& a = model.layer_plan(l);
       for (int64_t i = 0; i < E; ++i)
         for (int64_t r = a.expert_offsets[i]; r < a.expert_offsets[i + 1]; ++r) {
           const int32_t d = domains[a.token_of_row[r] / S];
@@ -260,8 +260,9 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t
   uint64_t h = 0;
   auto add = [&h](const void* data, size_t bytes) { h = digest_bytes(h, data, bytes); };
   add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
-  for (const StateTensor<const float>& s : std::as_const(model).balancer().state())
-    add(s.data, sizeof(float) * static_cast<size_t>(s.size));
+  for (int64_t l = 0; l < model.n_moe_layers(); ++l)
+    for (const StateTensor<const float>& s : std::as_const(model).layer_state(l))
+      add(s.data, sizeof(float) * static_cast<size_t>(s.size));
   const int64_t bad = ranks_disagreeing(comm, h);
   SY_CHECK(bad == 0,
            "step {}: the data-parallel replicas differ ({} of {} ranks see weights or routing "
@@ -341,10 +342,11 @@ void check_resume_config(const std::string& out, const std::string& checkpoint,
   if (conflicts.empty()) return;
   std::string list;
   for (const std::string& c : conflicts) list += "\n  " + c;
-  fail(fmt::format("{}: resuming from {} needs the same [model], [router], [loss_free] and "
-                   "[balance] keys as the checkpoint; {} differ:{}\nUse a new out_dir to start a "
-                   "fresh run with these settings.",
-                   out, checkpoint, conflicts.size(), list));
+  fail(
+      fmt::format("{}: resuming from {} needs the same [model], [router], [loss_free] and "
+                  "[balance] keys as the checkpoint; {} differ:{}\nUse a new out_dir to start a "
+                  "fresh run with these settings.",
+                  out, checkpoint, conflicts.size(), list));
 }
 
 // The newest committed checkpoint to resume from: the one `latest` names, or a newer complete one
@@ -384,23 +386,23 @@ int64_t count_non_finite(const float* x, int64_t n) {
   return bad;
 }
 
-
 // The oracle (sampled every router.oracle_every steps, rank 0): per MoE layer, the optimality
 // gap of the last micro-batch's routing against the exact balanced assignment, and for BIP the
 // dual gap of the prices that routed it. Null entries on other steps and ranks.
 std::vector<json> oracle_report(const RouterConfig& rc, const Transformer<float>& model,
                                 int64_t step, bool lead) {
   std::vector<json> oracle(model.n_moe_layers());
-  if (!lead || rc.oracle_every <= 0 || (step + 1) % rc.oracle_every != 0 || model.expert_choice())
-    return oracle;
+  if (!lead || rc.oracle_every <= 0 || (step + 1) % rc.oracle_every != 0) return oracle;
   for (int64_t l = 0; l < model.n_moe_layers(); ++l) {
-    const RoutingBuffers<float>& r = model.layer_route(l);
+    const RoutingBuffers<float>* slots = model.layer_router(l).slots();
+    if (slots == nullptr) continue;  // Expert Choice: no fixed K per token to compare
+    const RoutingBuffers<float>& r = *slots;
     const BipShape sh = bip_shape(r.n, r.e, r.k);
     std::vector<int32_t> best(r.n * r.k);
     std::vector<int64_t> loads(r.e);
     const double best_obj = optimal_assign(sh, r.scores.data(), best.data(), loads.data());
     // BIP: the dual value its routing prices certify (≥ the optimum by weak duality).
-    const float* q = model.layer_acts(l).selector.routed_prices();
+    const float* q = model.layer_router(l).routed_prices();
     const double dual = q != nullptr ? bip_dual_at_prices(sh, r.scores.data(), q)
                                      : std::numeric_limits<double>::quiet_NaN();
     AssignmentReport rep =
@@ -413,6 +415,19 @@ std::vector<json> oracle_report(const RouterConfig& rc, const Transformer<float>
   }
   return oracle;
 }
+
+// A router's report (Router::report) as fields of its layer's JSON record.
+class JsonRouterMetrics final : public RouterMetrics {
+ public:
+  explicit JsonRouterMetrics(json& layer) : layer_(layer) {}
+  void scalar(const char* name, double v) override { layer_[name] = v; }
+  void vector(const char* name, const float* v, int64_t n) override {
+    layer_[name] = std::vector<float>(v, v + n);
+  }
+
+ private:
+  json& layer_;
+};
 
 struct StepRecordInfo {  // what the step record holds besides the step's result and routing
   int64_t step = 0;      // 1-based: steps completed
@@ -454,14 +469,13 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
                       {"ep_imbalance", ep},
                       {"experts_per_token", sm.experts_per_token(l)}});
     if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
-    // The balancers' state after this step's update, and Sinkhorn's residual imbalance.
+    // The balancers' state after this step's update, and what the router family reports (BIP's
+    // prices, Sinkhorn's residual imbalance).
     const int64_t E = m.n_experts;
     if (const float* b = balancer.bias(l); b != nullptr)
       layers.back()["bias"] = std::vector<float>(b, b + E);
-    if (const float* q = balancer.bip_dual(l); q != nullptr)
-      layers.back()["bip_prices"] = std::vector<float>(q, q + E);
-    const double col_err = model.layer_acts(l).selector.sinkhorn_col_error();
-    if (std::isfinite(col_err)) layers.back()["sinkhorn_col_error"] = col_err;
+    JsonRouterMetrics out(layers.back());
+    model.layer_router(l).report(out);
   }
   if (model.n_moe_layers() > 0) avg_mv /= model.n_moe_layers();
   return json{{"type", "train"},
@@ -499,7 +513,7 @@ struct Run {
         ckpt_root(c.out_dir + "/checkpoints"),
         metrics_path(c.out_dir + "/metrics.jsonl"),
         model(c.model, topk_options(c.model, c.router), balancer_options(c), c.train.micro_batch,
-              &cm, selector_options(c.router)),
+              &cm, make_router_options(c.router)),
         opt(model.param_table(), model.num_params()),
         train_src(make_train_source(c)),
         valid_sets(make_valid_sources(c, &domain_list)),
@@ -626,8 +640,8 @@ double evaluate_step(Run& r, int64_t step) {
            r.diverged());
   if (r.log) r.log->append(j.dump());
   if (!r.quiet && j.contains("loss_causal")) {
-    say("eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n", step,
-        loss, std::exp(loss), j["loss_causal"].get<double>(), j["perplexity_causal"].get<double>());
+    say("eval step {}: loss {:.4f}, perplexity {:.2f}; causal routing {:.4f}, {:.2f}\n", step, loss,
+        std::exp(loss), j["loss_causal"].get<double>(), j["perplexity_causal"].get<double>());
   } else if (!r.quiet) {
     say("eval step {}: loss {:.4f}, perplexity {:.2f}\n", step, loss, std::exp(loss));
   }
@@ -677,8 +691,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       res.interrupted = true;
       if (!quiet)
         say("stopped before step {}: nothing new to save{}\n", r.state.step + 1,
-            r.last_saved.empty() ? ""
-                                 : fmt::format("; {} is the latest checkpoint", r.last_saved));
+            r.last_saved.empty() ? "" : fmt::format("; {} is the latest checkpoint", r.last_saved));
       return res;
     }
   }
@@ -718,8 +731,8 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       const double eta = train_seconds / steps_this_run * static_cast<double>(tc.steps - step - 1);
       say("step {:>{}}/{} | loss {:.4f} | lbl {:.4f} | lr {:.2e} | gnorm {:.2f} | {:.0f} tok/s | "
           "MFU {:.0f}% | maxvio {:.2f} | ETA {}\n",
-          step + 1, std::to_string(tc.steps).size(), tc.steps, sr.loss, sr.lbl, sr.lr,
-          sr.grad_norm, tps, 100 * mfu, rec["avg_maxvio"].get<double>(), format_duration(eta));
+          step + 1, std::to_string(tc.steps).size(), tc.steps, sr.loss, sr.lbl, sr.lr, sr.grad_norm,
+          tps, 100 * mfu, rec["avg_maxvio"].get<double>(), format_duration(eta));
     }
     const bool last = step + 1 == tc.steps;
     if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last) {
@@ -736,8 +749,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     if (stop && !last) {
       res.interrupted = true;
       if (!quiet)
-        say("stopped after step {}; checkpoint saved. Run the same command to resume.\n",
-            step + 1);
+        say("stopped after step {}; checkpoint saved. Run the same command to resume.\n", step + 1);
       break;
     }
   }
@@ -756,7 +768,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   const ModelConfig& m = cfg.model;
   const int64_t B = cfg.train.micro_batch;
   Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
-                           selector_options(cfg.router));
+                           make_router_options(cfg.router));
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
   std::vector<std::string> domain_list;
   std::vector<ValidSet> sets;

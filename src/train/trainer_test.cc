@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
+#include "routing/sinkhorn.h"
 #include "train/checkpoint.h"
 
 namespace sy {
@@ -168,7 +169,7 @@ TEST(TrainerTest, EveryRouterFamilyTrains) {
     EXPECT_EQ(last.contains("bip_prices"), std::string(type) == "bip") << type;
     if (last.contains("bip_prices")) {
       ASSERT_EQ(last["bip_prices"].size(), 4u);
-      for (auto& q : last["bip_prices"]) EXPECT_GE(q.get<double>(), 0.0);
+      for (const auto& q : last["bip_prices"]) EXPECT_GE(q.get<double>(), 0.0);
     }
     EXPECT_EQ(last.contains("sinkhorn_col_error"), std::string(type) == "sinkhorn") << type;
     if (last.contains("sinkhorn_col_error")) {
@@ -262,7 +263,7 @@ TEST(TrainerTest, SinkhornReportsBothEvaluationsAndResumesItsPotentials) {
   ASSERT_TRUE(evals.back().contains("domains_causal"));
   EXPECT_GE(evals.back()["domains"].size(), 1u);
   EXPECT_EQ(evals.back()["domains_causal"].size(), evals.back()["domains"].size());
-  for (auto& [name, d] : evals.back()["domains_causal"].items()) {
+  for (const auto& [name, d] : evals.back()["domains_causal"].items()) {
     EXPECT_TRUE(evals.back()["domains"].contains(name)) << name;
     EXPECT_TRUE(d.contains("specialisation")) << name;
   }
@@ -272,29 +273,50 @@ TEST(TrainerTest, SinkhornReportsBothEvaluationsAndResumesItsPotentials) {
 }
 
 // A Sinkhorn checkpoint written before the causal-evaluation potentials existed (no
-// balancer.safetensors) still loads: the potentials restart, copied from the next training step.
+// balancer.safetensors; written here by a model whose router keeps no state) still loads: the
+// potentials restart at zero, and the next step's training calls copy theirs, not average them.
 TEST(TrainerTest, SinkhornCheckpointWithoutPotentialsLoadsAndRestartsThem) {
   RunConfig c = tiny("sk_old");
   c.router.type = "sinkhorn";
   c.balance.terms.clear();
-  BalancerOptions without = balancer_options(c);
-  without.sinkhorn = false;  // what an older version kept
-  Transformer<float> old_model(c.model, topk_options(c.model, c.router), without, 4, nullptr,
-                               selector_options(c.router));
+  RouterConfig stateless = c.router;
+  stateless.type = "topk";
+  Transformer<float> old_model(c.model, topk_options(c.model, c.router), balancer_options(c), 4,
+                               nullptr, make_router_options(stateless));
   old_model.init(1);
   const std::string dir = c.out_dir + "/ckpt";
   save_checkpoint(dir, c, old_model, nullptr, TrainerState{});
   ASSERT_FALSE(fs::exists(dir + "/balancer.safetensors"));
   Transformer<float> model(c.model, topk_options(c.model, c.router), balancer_options(c), 4,
-                           nullptr, selector_options(c.router));
-  for (float& b : model.balancer().sinkhorn_state()) b = 7.f;
+                           nullptr, make_router_options(c.router));
+  const StateTensor<float> pot = model.layer_state(0).at(0);
+  ASSERT_STREQ(pot.name, "sinkhorn_potentials");
+  std::fill(pot.data, pot.data + pot.size, 7.f);
   model.balancer().begin_step(5);
   ASSERT_NO_THROW(load_checkpoint(dir, model, nullptr, nullptr));
-  for (float b : model.balancer().sinkhorn_state()) EXPECT_EQ(b, 0.f);
-  EXPECT_EQ(model.balancer().sinkhorn_decay(1), 0.0);  // copy during the next step
-  model.balancer().end_step(std::vector<std::vector<int64_t>>(
-      model.n_moe_layers(), std::vector<int64_t>(c.model.n_experts, 0)));
-  EXPECT_EQ(model.balancer().sinkhorn_decay(1), c.router.sinkhorn_eval_decay);
+  for (int64_t i = 0; i < pot.size; ++i) EXPECT_EQ(pot.data[i], 0.f);
+  // A training call in the middle of a step (micro-batch 1 of step 5) copies its potentials.
+  const int64_t S = c.model.seq_len, B = 4, n = B * S, E = c.model.n_experts;
+  std::vector<int32_t> tokens(B * (S + 1));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37) % 256);
+  model.forward(tokens.data(), B, ForwardMode::kTrain, 1);
+  const SinkhornOptions so{E, c.model.top_k, static_cast<int>(c.router.sinkhorn_iterations),
+                           GateFn::kRaw};
+  SinkhornBuffers<float> sb;
+  sb.resize(so, n);
+  sinkhorn_route_forward(so, model.layer_acts(0).logits.data(), n, sb);
+  for (int64_t i = 0; i < E; ++i) EXPECT_EQ(pot.data[i], static_cast<float>(sb.col_pot[i]));
+  // After the step, the next call averages with the configured decay.
+  model.end_step(
+      std::vector<std::vector<int64_t>>(model.n_moe_layers(), std::vector<int64_t>(E, 0)));
+  model.balancer().begin_step(6);
+  const std::vector<float> before(pot.data, pot.data + E);
+  model.forward(tokens.data(), B, ForwardMode::kTrain, 0);
+  sinkhorn_route_forward(so, model.layer_acts(0).logits.data(), n, sb);
+  const double d = c.router.sinkhorn_eval_decay;
+  for (int64_t i = 0; i < E; ++i)
+    EXPECT_EQ(pot.data[i],
+              static_cast<float>(d * static_cast<double>(before[i]) + (1 - d) * sb.col_pot[i]));
 }
 
 // Routing groups of 16 of the micro-batch's 64 tokens, shuffled across the micro-batch: loads stay
