@@ -298,7 +298,8 @@ TEST(TrainerTest, SinkhornCheckpointWithoutPotentialsLoadsAndRestartsThem) {
   // A training call in the middle of a step (micro-batch 1 of step 5) copies its potentials.
   const int64_t S = c.model.seq_len, B = 4, n = B * S, E = c.model.n_experts;
   std::vector<int32_t> tokens(B * (S + 1));
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37) % 256);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = static_cast<int32_t>((i * 37) % static_cast<size_t>(c.model.vocab_size));
   model.forward(tokens.data(), B, ForwardMode::kTrain, 1);
   const SinkhornOptions so{E, c.model.top_k, static_cast<int>(c.router.sinkhorn_iterations),
                            GateFn::kRaw};
