@@ -19,6 +19,7 @@
 #include "data/batch_source.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
+#include "train/run_options.h"
 #include "train/train_step.h"
 
 // NOLINTNEXTLINE(bugprone-exception-escape): only sy::Error is expected; others abort loudly

@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
+#include "train/run_options.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "config/run_config.h"
 #include "core/buffer.h"
 #include "core/reducer.h"
+#include "model/model_config.h"
 #include "moe/moe_layer.h"
 #include "routing/balancer.h"
 #include "switchyard/router.h"
@@ -32,15 +32,6 @@ struct ParamInfo {
   int64_t numel = 0;
   bool decay = true;  // weight decay applies (false for norm weights)
 };
-
-// Router options implied by a run's config.
-TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
-// router.score as a ScoreFn: "auto" (not resolved by resolve_defaults) is softmax.
-ScoreFn router_score(const RouterConfig& r);
-// Balancer options implied by a run's config (LBL terms, loss-free bias, batch geometry).
-BalancerOptions balancer_options(const RunConfig& cfg);
-// The router family (router.type) and every family's options.
-RouterOptions make_router_options(const RouterConfig& r);
 
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
 // only, no balancer state touched, no LBL; kPrepass: the router-statistics pass of global-exact

@@ -31,6 +31,14 @@ ModelConfig tiny_model() {
   return m;
 }
 
+// The model takes routing options, not the run config (train/run_options.h builds them there).
+TopKOptions test_topk(const ModelConfig& m) {
+  TopKOptions o;
+  o.n_experts = m.n_experts;
+  o.top_k = m.top_k;
+  return o;
+}
+
 BalancerOptions test_balancer(const ModelConfig& m, int64_t B) {
   BalancerOptions b;
   b.n_layers = m.n_layers - m.n_dense_layers;
@@ -51,16 +59,16 @@ std::vector<int32_t> random_tokens(int64_t B, int64_t S, int64_t V, uint64_t see
 
 void check_model_gradient(const std::string& score, const std::string& gate, double cf) {
   ModelConfig m = tiny_model();
-  RouterConfig rc;
-  rc.score = score;
-  rc.gate = gate;
-  rc.capacity_factor = cf;
-  rc.z_loss_coef = 0.01;
+  TopKOptions ro = test_topk(m);
+  ro.score = parse_score_fn(score);
+  ro.gate = parse_gate_fn(gate);
+  ro.capacity_factor = cf;
+  ro.z_loss_coef = 0.01;
   const int64_t B = 2;
   BalancerOptions bo = test_balancer(m, B);
   bo.lbl = {{LblScope::kMicro, 0.1}, {LblScope::kSequence, 0.05}};
   bo.score = parse_score_fn(score);
-  Transformer<double> model(m, topk_options(m, rc), bo, B);
+  Transformer<double> model(m, ro, bo, B);
   model.init(5);
   auto tokens = random_tokens(B, m.seq_len, m.vocab_size, 9);
   const double ce_scale = 1.0 / (B * m.seq_len), aux_scale = 1.0;
@@ -93,7 +101,7 @@ TEST(TransformerTest, WholeModelGradientWithCapacity) {
 
 TEST(TransformerTest, ParamTableUsesHuggingFaceNamesAndDoesNotOverlap) {
   ModelConfig m = tiny_model();
-  Transformer<float> model(m, topk_options(m, RouterConfig{}), test_balancer(m, 1), 1);
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 1), 1);
   std::set<std::string> names;
   std::vector<std::pair<int64_t, int64_t>> spans;
   for (const auto& p : model.param_table()) {
@@ -115,7 +123,7 @@ TEST(TransformerTest, InitialLossIsNearLogVocab) {
   ModelConfig m = tiny_model();
   m.vocab_size = 64;
   m.init_std = 0.02;
-  Transformer<float> model(m, topk_options(m, RouterConfig{}), test_balancer(m, 4), 4);
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 4), 4);
   model.init(1);
   auto tokens = random_tokens(4, m.seq_len, m.vocab_size, 3);
   auto st = model.forward(tokens.data(), 4);
@@ -138,14 +146,13 @@ double causality_probe(const std::string& router, const std::string& bip_mode, b
   m.n_shared_experts = 0;
   m.n_dense_layers = 0;
   m.init_std = 0.3;
-  RouterConfig rc;
-  rc.type = router;
-  rc.bip_mode = bip_mode;
+  RouterOptions so;
+  so.type = router;
+  so.bip_mode = parse_bip_mode(bip_mode);
   BalancerOptions bo = test_balancer(m, 2);
   bo.lbl.clear();
   if (loss_free) bo.bias_update = BiasUpdate::kSign;
-  const RouterOptions so = make_router_options(rc);
-  Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, so);
+  Transformer<float> model(m, test_topk(m), bo, 2, nullptr, so);
   model.init(3);
   // Give the stateful balancers non-trivial state.
   for (auto& b : model.balancer().bias_state()) b = 0.0f;
@@ -232,19 +239,19 @@ TEST(CausalityProbeTest, CausalEvaluationsOfExpertChoiceAndSinkhornDoNotLeak) {
 TEST(TransformerTest, SinkhornPotentialsAreAnEmaOfTrainingCallsOnly) {
   ModelConfig m = tiny_model();
   m.n_dense_layers = 0;
-  RouterConfig rc;
-  rc.type = "sinkhorn";
-  rc.sinkhorn_eval_decay = 0.75;
+  RouterOptions ro;
+  ro.type = "sinkhorn";
+  ro.sinkhorn_decay = 0.75;
   BalancerOptions bo = test_balancer(m, 2);
   bo.lbl.clear();
-  Transformer<float> model(m, topk_options(m, rc), bo, 2, nullptr, make_router_options(rc));
+  Transformer<float> model(m, test_topk(m), bo, 2, nullptr, ro);
   model.init(5);
   const int64_t E = m.n_experts, K = m.top_k, n = 2 * m.seq_len;
   ASSERT_EQ(model.layer_state(0).size(), 1u);
   ASSERT_STREQ(model.layer_state(0)[0].name, "sinkhorn_potentials");
   const float* pot = model.layer_state(0)[0].data;
   // The column potentials b of a training call, from Sinkhorn on the layer's logits.
-  const SinkhornOptions so{E, K, static_cast<int>(rc.sinkhorn_iterations), GateFn::kRaw};
+  const SinkhornOptions so{E, K, ro.sinkhorn_iterations, GateFn::kRaw};
   SinkhornBuffers<float> sb;
   sb.resize(so, n);
   auto call_potentials = [&] {

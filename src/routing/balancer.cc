@@ -42,7 +42,7 @@ BiasUpdate parse_bias_update(const std::string& s) {
   if (s == "sign") return BiasUpdate::kSign;
   if (s == "proportional") return BiasUpdate::kProportional;
   fail(fmt::format(
-      "loss_free.update must be one of \"off\", \"sign\", \"proportional\", got \"{}\"", s));
+      "loss-free bias update must be one of \"off\", \"sign\", \"proportional\", got \"{}\"", s));
 }
 
 template <typename T>

@@ -63,7 +63,7 @@ std::unique_ptr<Router<T>> make_router(const RouterOptions& o, const TopKOptions
   std::string names;
   for (const Family& f : kFamilies)
     names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", f.name);
-  fail(fmt::format("router.type must be one of {}, got \"{}\"", names, o.type));
+  fail(fmt::format("make_router: router type must be one of {}, got \"{}\"", names, o.type));
 }
 template std::unique_ptr<Router<float>> make_router(const RouterOptions&, const TopKOptions&,
                                                     int64_t);
@@ -73,7 +73,7 @@ template std::unique_ptr<Router<double>> make_router(const RouterOptions&, const
 BipMode parse_bip_mode(const std::string& s) {
   if (s == "as-published") return BipMode::kAsPublished;
   if (s == "causal") return BipMode::kCausal;
-  fail(fmt::format("router.bip_mode must be one of \"as-published\", \"causal\", got \"{}\"", s));
+  fail(fmt::format("BIP mode must be one of \"as-published\", \"causal\", got \"{}\"", s));
 }
 
 // ---- What every router shares -----------------------------------------------------------------

@@ -20,18 +20,18 @@ namespace sy {
 ScoreFn parse_score_fn(const std::string& s) {
   if (s == "softmax") return ScoreFn::kSoftmax;
   if (s == "sigmoid") return ScoreFn::kSigmoid;
-  fail(fmt::format("router.score must be one of \"softmax\", \"sigmoid\", got \"{}\"", s));
+  fail(fmt::format("score function must be one of \"softmax\", \"sigmoid\", got \"{}\"", s));
 }
 GateFn parse_gate_fn(const std::string& s) {
   if (s == "renorm") return GateFn::kRenorm;
   if (s == "raw") return GateFn::kRaw;
   if (s == "uniform") return GateFn::kUniform;
-  fail(fmt::format("router.gate must be one of \"renorm\", \"raw\", \"uniform\", got \"{}\"", s));
+  fail(fmt::format("gate function must be one of \"renorm\", \"raw\", \"uniform\", got \"{}\"", s));
 }
 DropPolicy parse_drop_policy(const std::string& s) {
   if (s == "probs") return DropPolicy::kProbs;
   if (s == "position") return DropPolicy::kPosition;
-  fail(fmt::format("router.drop_policy must be one of \"probs\", \"position\", got \"{}\"", s));
+  fail(fmt::format("drop policy must be one of \"probs\", \"position\", got \"{}\"", s));
 }
 
 int64_t expert_capacity(const TopKOptions& o, int64_t n_tokens) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "train/run_options.h"
 
 namespace sy {
 namespace {

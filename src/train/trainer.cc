@@ -30,6 +30,7 @@
 #include "train/metrics.h"
 #include "train/metrics_log.h"
 #include "train/optimizer.h"
+#include "train/run_options.h"
 #include "train/train_step.h"
 
 namespace sy {

@@ -13,6 +13,7 @@
 #include "model/transformer.h"
 #include "routing/sinkhorn.h"
 #include "train/checkpoint.h"
+#include "train/run_options.h"
 
 namespace sy {
 namespace {
