@@ -73,6 +73,22 @@ void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F);
 template <typename T>
 void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F);
 
+// ---- the SwiGLU feed-forward: y = silu(x·W_gᵀ) ⊙ (x·W_uᵀ) · W_dᵀ ----
+// w_gate_up[2F,D] is W_g then W_u (one GEMM), w_down[D,F]. The one chain of every FFN: a dense
+// layer's, a routed expert's (on its N rows), a shared expert's.
+// Forward: y[N,D] = ffn(x) + beta·y (beta 0 overwrites, 1 adds); keeps hu[N,2F] (the gate|up
+// pre-activations) and act[N,F] for backward.
+template <typename T>
+void swiglu_ffn_forward(T* y, T beta, T* hu, T* act, const T* x, const T* w_gate_up,
+                        const T* w_down, int64_t N, int64_t D, int64_t F);
+// Backward: dx[N,D] = dy·∂y/∂x + beta·dx (beta 0 overwrites — the exception to "backward
+// accumulates" — beta 1 accumulates); dw_gate_up[2F,D] and dw_down[D,F] accumulate (+=).
+// dhu[N,2F] and dact[N,F] are scratch, overwritten.
+template <typename T>
+void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* dact, const T* dy,
+                         const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
+                         int64_t N, int64_t D, int64_t F);
+
 // ---- token embedding ----
 // out[N,D] = wte[tokens[n], :]; tokens in [0, V) (validated by the caller).
 template <typename T>

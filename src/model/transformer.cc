@@ -245,9 +245,8 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
       st.z_loss += moe_stats_[mi].z_loss;
       ++mi;
     } else {
-      matmul_forward(dense_hu_[l].data(), ln2_[l].data(), P + L.dense_gate_up, N, D, 2 * Fd_);
-      swiglu_forward(dense_act_[l].data(), dense_hu_[l].data(), N, Fd_);
-      matmul_forward(tmp_.data(), dense_act_[l].data(), P + L.dense_down, N, Fd_, D);
+      swiglu_ffn_forward(tmp_.data(), T(0), dense_hu_[l].data(), dense_act_[l].data(),
+                         ln2_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
     }
     T* next = res_[l + 1].data();
 #pragma omp parallel for schedule(static)
@@ -288,15 +287,9 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
       moe_backward(moe_dims_, moe_weights(L), moe_grads(L), *routers_[mi], ln2_[l].data(), N,
                    moe_acts_[mi], moe_scratch_, dres, aux_scale, dln);
     } else {
-      T* dact = ddense_act_.data();
-      T* dhu = ddense_hu_.data();
-      std::fill(dact, dact + N * Fd_, T(0));
-      matmul_backward(dact, G + L.dense_down, dres, dense_act_[l].data(), P + L.dense_down, N, Fd_,
-                      D);
-      std::fill(dhu, dhu + N * 2 * Fd_, T(0));
-      swiglu_backward(dhu, dact, dense_hu_[l].data(), N, Fd_);
-      matmul_backward(dln, G + L.dense_gate_up, dhu, ln2_[l].data(), P + L.dense_gate_up, N, D,
-                      2 * Fd_);
+      swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
+                          ddense_act_.data(), dres, ln2_[l].data(), dense_hu_[l].data(),
+                          dense_act_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
     }
     rmsnorm_backward(dres, G + L.ln2, dln, res_mid_[l].data(), P + L.ln2, rstd2_[l].data(), N, D);
     // Attention: mid = x + o(attn(rope(qkv(norm(x))))).

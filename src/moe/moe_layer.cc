@@ -58,12 +58,8 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = p.expert_offsets[e], ne = p.expert_offsets[e + 1] - r0;
     if (ne == 0) continue;
-    T* hu = a.hu.data() + r0 * 2 * F;
-    T* act = a.act.data() + r0 * F;
-    gemm(false, true, ne, 2 * F, D, T(1), xs + r0 * D, D, w.gate_up + e * 2 * F * D, D, T(0), hu,
-         2 * F);
-    swiglu_forward(act, hu, ne, F);
-    gemm(false, true, ne, D, F, T(1), act, F, w.down + e * D * F, F, T(0), a.ys.data() + r0 * D, D);
+    swiglu_ffn_forward(a.ys.data() + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
+                       xs + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
   }
   // Combine, token-major, a token's rows in expert order: the summation order is fixed.
   const T* ys = a.ys.data();
@@ -80,12 +76,9 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
   }
   // Shared experts, ungated, on every token.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
-    T* hu = a.shared_hu.data() + j * dims.n_max * 2 * Fs;
-    T* act = a.shared_act.data() + j * dims.n_max * Fs;
-    gemm(false, true, n, 2 * Fs, D, T(1), h, D, w.shared_gate_up + j * 2 * Fs * D, D, T(0), hu,
-         2 * Fs);
-    swiglu_forward(act, hu, n, Fs);
-    gemm(false, true, n, D, Fs, T(1), act, Fs, w.shared_down + j * D * Fs, Fs, T(1), y, D);
+    swiglu_ffn_forward(y, T(1), a.shared_hu.data() + j * dims.n_max * 2 * Fs,
+                       a.shared_act.data() + j * dims.n_max * Fs, h,
+                       w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
   }
   return st;
 }
@@ -116,20 +109,13 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
     dgate_row[row] = dot;
   }
   // Experts backward.
-  std::fill(s.dhu.data(), s.dhu.data() + rows * 2 * F, T(0));
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = p.expert_offsets[e], ne = p.expert_offsets[e + 1] - r0;
     if (ne == 0) continue;
-    T* dact = s.dact.data() + r0 * F;
-    T* dhu = s.dhu.data() + r0 * 2 * F;
-    gemm(false, false, ne, F, D, T(1), dys + r0 * D, D, w.down + e * D * F, F, T(0), dact, F);
-    gemm(true, false, D, F, ne, T(1), dys + r0 * D, D, a.act.data() + r0 * F, F, T(1),
-         g.down + e * D * F, F);
-    swiglu_backward(dhu, dact, a.hu.data() + r0 * 2 * F, ne, F);
-    gemm(false, false, ne, D, 2 * F, T(1), dhu, 2 * F, w.gate_up + e * 2 * F * D, D, T(0),
-         s.dxs.data() + r0 * D, D);
-    gemm(true, false, 2 * F, D, ne, T(1), dhu, 2 * F, a.xs.data() + r0 * D, D, T(1),
-         g.gate_up + e * 2 * F * D, D);
+    swiglu_ffn_backward(s.dxs.data() + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
+                        s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dys + r0 * D,
+                        a.xs.data() + r0 * D, a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
+                        w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
   }
   // Dispatch backward: token-major, a token's rows in expert order.
   const T* dxs = s.dxs.data();
@@ -148,18 +134,11 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   gemm(false, false, n, D, E, T(1), dz, E, w.router, D, T(1), dh, D);
   // Shared experts backward.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
-    const T* hu = a.shared_hu.data() + j * dims.n_max * 2 * Fs;
-    const T* act = a.shared_act.data() + j * dims.n_max * Fs;
-    T* dact = s.dshared_act.data();
-    T* dhu = s.dshared_hu.data();
-    gemm(false, false, n, Fs, D, T(1), dy, D, w.shared_down + j * D * Fs, Fs, T(0), dact, Fs);
-    gemm(true, false, D, Fs, n, T(1), dy, D, act, Fs, T(1), g.shared_down + j * D * Fs, Fs);
-    std::fill(dhu, dhu + n * 2 * Fs, T(0));
-    swiglu_backward(dhu, dact, hu, n, Fs);
-    gemm(false, false, n, D, 2 * Fs, T(1), dhu, 2 * Fs, w.shared_gate_up + j * 2 * Fs * D, D, T(1),
-         dh, D);
-    gemm(true, false, 2 * Fs, D, n, T(1), dhu, 2 * Fs, h, D, T(1),
-         g.shared_gate_up + j * 2 * Fs * D, D);
+    swiglu_ffn_backward(dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs,
+                        s.dshared_hu.data(), s.dshared_act.data(), dy, h,
+                        a.shared_hu.data() + j * dims.n_max * 2 * Fs,
+                        a.shared_act.data() + j * dims.n_max * Fs,
+                        w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
   }
 }
 
