@@ -41,10 +41,31 @@ namespace sy {
 enum class BipMode { kAsPublished, kCausal };
 BipMode parse_bip_mode(const std::string& s);  // "as-published" | "causal"
 
+template <typename T>
+class Router;
+struct RouterOptions;
+
+// How a family is built: a router for calls of up to n_max tokens, from its options and the
+// top-K options every family starts from (E, K, scores, gates, capacity, z-loss).
+template <typename T>
+using RouterFactory = std::unique_ptr<Router<T>> (*)(const RouterOptions&, const TopKOptions&,
+                                                     int64_t n_max);
+// A router family: its name (router.type) and its factories. The registry is a list of these;
+// a family of your own (a research prototype, a test) can be handed to make_router through
+// RouterOptions::family without being registered.
+struct RouterFamily {
+  const char* name = "";
+  RouterFactory<float> make_float = nullptr;
+  RouterFactory<double> make_double = nullptr;
+};
+
 // Every family's options (each family reads its own). The defaults are the config's.
 struct RouterOptions {
   std::string type = "topk";  // one of router_names()
-  int bip_iterations = 2;     // BIP: T; 0 = until q stops changing (at most kBipMaxIterations)
+  // When set, make_router builds this family instead of looking type up in the registry; the
+  // pointee must outlive the call.
+  const RouterFamily* family = nullptr;
+  int bip_iterations = 2;  // BIP: T; 0 = until q stops changing (at most kBipMaxIterations)
   BipMode bip_mode = BipMode::kAsPublished;
   int sinkhorn_iterations = 8;    // Sinkhorn: iterations per call
   double sinkhorn_decay = 0.99;   // Sinkhorn: EMA decay of the causal-evaluation potentials
@@ -158,8 +179,8 @@ class Router {
   virtual void report(RouterMetrics& /*out*/) const {}
 };
 
-// The registry. make_router builds the family named o.type for routing calls of up to n_max
-// tokens; an unknown name is an error that lists router_names().
+// The registry. make_router builds o.family if set, else the family named o.type, for routing
+// calls of up to n_max tokens; an unknown name is an error that lists router_names().
 template <typename T>
 std::unique_ptr<Router<T>> make_router(const RouterOptions& o, const TopKOptions& topk,
                                        int64_t n_max);

@@ -13,9 +13,6 @@ namespace sy {
 
 // ---- The families. A new router: its file (router_<name>.cc), one declaration and one line
 // in kFamilies below, its source in CMakeLists.txt, its options (config schema) and its docs.
-template <typename T>
-using RouterFactory = std::unique_ptr<Router<T>> (*)(const RouterOptions&, const TopKOptions&,
-                                                     int64_t n_max);
 #define SY_DECLARE_ROUTER(fn) \
   template <typename T>       \
   std::unique_ptr<Router<T>> fn(const RouterOptions& ro, const TopKOptions& o, int64_t n_max);
@@ -28,25 +25,23 @@ SY_DECLARE_ROUTER(make_expert_choice_router)
 #undef SY_DECLARE_ROUTER
 
 namespace {
-struct Family {
-  const char* name;  // router.type
-  RouterFactory<float> make_float;
-  RouterFactory<double> make_double;
+#define SY_FAMILY(name, fn) \
+  RouterFamily { name, &fn<float>, &fn<double> }
+const RouterFamily kFamilies[] = {
+    SY_FAMILY("topk", make_topk_router),
+    SY_FAMILY("bip", make_bip_router),
+    SY_FAMILY("sinkhorn", make_sinkhorn_router),
+    SY_FAMILY("hash", make_hash_router),
+    SY_FAMILY("optimal", make_optimal_router),
+    SY_FAMILY("expert_choice", make_expert_choice_router),
 };
-const Family kFamilies[] = {
-    {"topk", &make_topk_router<float>, &make_topk_router<double>},
-    {"bip", &make_bip_router<float>, &make_bip_router<double>},
-    {"sinkhorn", &make_sinkhorn_router<float>, &make_sinkhorn_router<double>},
-    {"hash", &make_hash_router<float>, &make_hash_router<double>},
-    {"optimal", &make_optimal_router<float>, &make_optimal_router<double>},
-    {"expert_choice", &make_expert_choice_router<float>, &make_expert_choice_router<double>},
-};
+#undef SY_FAMILY
 }  // namespace
 
 const std::vector<std::string>& router_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
-    for (const Family& f : kFamilies) v.emplace_back(f.name);
+    for (const RouterFamily& f : kFamilies) v.emplace_back(f.name);
     return v;
   }();
   return names;
@@ -55,13 +50,19 @@ const std::vector<std::string>& router_names() {
 template <typename T>
 std::unique_ptr<Router<T>> make_router(const RouterOptions& o, const TopKOptions& topk,
                                        int64_t n_max) {
-  for (const Family& f : kFamilies) {
-    if (o.type != f.name) continue;
-    if constexpr (std::is_same_v<T, float>) return f.make_float(o, topk, n_max);
-    if constexpr (std::is_same_v<T, double>) return f.make_double(o, topk, n_max);
-  }
+  auto build = [&](const RouterFamily& f) {
+    RouterFactory<T> make = nullptr;
+    if constexpr (std::is_same_v<T, float>) make = f.make_float;
+    if constexpr (std::is_same_v<T, double>) make = f.make_double;
+    SY_CHECK(make != nullptr, "make_router: router family \"{}\" has no factory for this precision",
+             f.name);
+    return make(o, topk, n_max);
+  };
+  if (o.family != nullptr) return build(*o.family);
+  for (const RouterFamily& f : kFamilies)
+    if (o.type == f.name) return build(f);
   std::string names;
-  for (const Family& f : kFamilies)
+  for (const RouterFamily& f : kFamilies)
     names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", f.name);
   fail(fmt::format("make_router: router type must be one of {}, got \"{}\"", names, o.type));
 }
