@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 #include "routing/optimal.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"

@@ -17,7 +17,7 @@ LAYERS = {
     "core": set(),
     "kernels": {"core"},
     "io": {"core"},
-    "dist": {"core"},
+    "dist": {"core", "switchyard"},
     "routing": {"core", "switchyard"},
     "moe": {"core", "kernels", "routing", "switchyard"},
     "model": {"core", "kernels", "moe", "routing", "switchyard"},

@@ -1,5 +1,5 @@
 // The communicator: how data-parallel ranks share routing statistics and gradients. Passed in,
-// never global. It is the Reducer (core/reducer.h) the balancer sums its statistics through,
+// never global. It is the Reducer (switchyard/reducer.h) the balancer sums its statistics through,
 // plus what the trainer needs besides: a barrier, a job-wide abort, a description.
 //
 // Two implementations: SingleProcessCommunicator (every collective is the identity) and, when
@@ -15,7 +15,7 @@
 #include <memory>
 #include <string>
 
-#include "core/reducer.h"
+#include "switchyard/reducer.h"
 
 namespace sy {
 

@@ -12,7 +12,7 @@
 #include "core/rng.h"
 #include "dist/mpi_communicator.h"
 #include "model/transformer.h"
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 #include "routing/balancer_test_util.h"
 
 namespace sy {

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "core/buffer.h"
-#include "core/reducer.h"
+#include "switchyard/reducer.h"
 #include "model/model_config.h"
 #include "moe/moe_layer.h"
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"
 
@@ -52,7 +52,7 @@ template <typename T>
 class Transformer {
  public:
   // micro_batch: the largest B that forward() will be given. comm: the reducer of the balancer
-  // and of end_step (core/reducer.h; the communicator in training), may be null (one process).
+  // and of end_step (switchyard/reducer.h; the communicator in training), may be null (one process).
   // routing: which router family each MoE layer runs (switchyard/router.h), default top-K.
   Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
               int64_t micro_batch, Reducer* comm = nullptr, const RouterOptions& routing = {});

@@ -1,4 +1,4 @@
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/gradcheck.h"
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 
 namespace sy::testing_util {
 

@@ -7,7 +7,7 @@
 #pragma once
 
 #include "config/run_config.h"
-#include "routing/balancer.h"
+#include "switchyard/balancer.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"
 

@@ -18,7 +18,7 @@
 //   end_step(loads summed over the step's micro-batches)   → loss-free bias update
 // Evaluation never calls any of these (bias() is read-only): evaluation changes no state.
 //
-// Ownership: a Balancer is owned by the model; it borrows the reducer (core/reducer.h: the
+// Ownership: a Balancer is owned by the model; it borrows the reducer (switchyard/reducer.h: the
 // communicator in training). Not thread-safe.
 #pragma once
 
@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "core/reducer.h"
+#include "switchyard/reducer.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"
 
