@@ -1,6 +1,7 @@
-// The communicator: how data-parallel ranks share routing statistics and gradients. Passed in,
-// never global. It is the Reducer (switchyard/reducer.h) the balancer sums its statistics through,
-// plus what the trainer needs besides: a barrier, a job-wide abort, a description.
+// The communicator: how ranks share routing statistics, gradients and (expert parallelism) token
+// rows. Passed in, never global. It is the Reducer (switchyard/reducer.h) the balancer sums its
+// statistics through and the Exchange (core/exchange.h) the MoE layer swaps rows through, plus
+// what the trainer needs besides: sub-groups (split), a barrier, a job-wide abort, a description.
 //
 // Two implementations: SingleProcessCommunicator (every collective is the identity) and, when
 // the build found Open MPI, MpiCommunicator (dist/mpi_communicator.h). make_communicator() picks
@@ -15,12 +16,19 @@
 #include <memory>
 #include <string>
 
+#include "core/exchange.h"
 #include "switchyard/reducer.h"
 
 namespace sy {
 
-class Communicator : public Reducer {
+class Communicator : public Reducer, public Exchange {
  public:
+  int rank() const override = 0;  // one rank and size for both interfaces
+  int size() const override = 0;
+  // The sub-group of the ranks that pass the same color, ordered by key (then by rank): a
+  // collective; every rank calls it. The result is independent of this communicator's lifetime
+  // only for MPI's bookkeeping: destroy sub-groups before their parent.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   // Every rank waits until all have arrived.
   virtual void barrier() = 0;
   // Ends every rank of the job at once (after an error on one rank, so the others do not wait
@@ -37,9 +45,26 @@ class SingleProcessCommunicator final : public Communicator {
   void allreduce_sum(int64_t* /*x*/, int64_t /*n*/) override {}
   void allreduce_sum(float* /*x*/, int64_t /*n*/) override {}
   void allreduce_sum(double* /*x*/, int64_t /*n*/) override {}
+  void alltoall(const int64_t* send, int64_t* recv, int64_t n) override {
+    local_.alltoall(send, recv, n);
+  }
+  void alltoallv(const float* send, const int64_t* sc, const int64_t* so, float* recv,
+                 const int64_t* rc, const int64_t* ro) override {
+    local_.alltoallv(send, sc, so, recv, rc, ro);
+  }
+  void alltoallv(const double* send, const int64_t* sc, const int64_t* so, double* recv,
+                 const int64_t* rc, const int64_t* ro) override {
+    local_.alltoallv(send, sc, so, recv, rc, ro);
+  }
+  std::unique_ptr<Communicator> split(int /*color*/, int /*key*/) override {
+    return std::make_unique<SingleProcessCommunicator>();
+  }
   void barrier() override {}
   [[noreturn]] void abort(int code) override;
   std::string describe() const override { return "1 process"; }
+
+ private:
+  LocalExchange local_;
 };
 
 // A collective: how many ranks see their digest differ from the others' (0 when every rank holds

@@ -6,14 +6,15 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "dist/mpi_communicator.h"
 #include "model/transformer.h"
-#include "switchyard/balancer.h"
 #include "routing/balancer_test_util.h"
+#include "switchyard/balancer.h"
 
 namespace sy {
 namespace {
@@ -84,6 +85,57 @@ TEST(MpiCommunicator, DoubleSumsGiveTheSameBitsOnEveryRank) {
 
 // global-exact over R ranks = global-exact of one process over all R·M micro-batches; and the
 // global scope's buffer at the last micro-batch equals it (sync over ranks + buffer).
+// Rank i sends (i + 1)·(j + 1) + t, t < n, to rank j.
+TEST(MpiCommunicator, AlltoallDeliversEachRanksBlock) {
+  const int R = g_comm->size(), me = g_comm->rank();
+  const int64_t n = 3;
+  std::vector<int64_t> send(R * n), recv(R * n, -1);
+  for (int j = 0; j < R; ++j)
+    for (int64_t t = 0; t < n; ++t) send[j * n + t] = (me + 1) * (j + 1) * 100 + t;
+  g_comm->alltoall(send.data(), recv.data(), n);
+  for (int i = 0; i < R; ++i)
+    for (int64_t t = 0; t < n; ++t) EXPECT_EQ(recv[i * n + t], (i + 1) * (me + 1) * 100 + t);
+}
+
+// Blocks of different lengths (rank i sends i + j values to rank j, some empty), received at
+// offsets that leave gaps: values land where the offsets say, the gaps stay untouched.
+TEST(MpiCommunicator, AlltoallvDeliversBlocksOfAnyLength) {
+  const int R = g_comm->size(), me = g_comm->rank();
+  std::vector<int64_t> sc(R), so(R), rc(R), ro(R);
+  int64_t s_total = 0, r_total = 0;
+  for (int j = 0; j < R; ++j) {
+    sc[j] = me + j, so[j] = s_total, s_total += sc[j];
+    rc[j] = j + me, ro[j] = r_total + 1, r_total += rc[j] + 1;  // one gap value before each
+  }
+  std::vector<double> send(s_total), recv(r_total, -7.0);
+  for (int j = 0; j < R; ++j)
+    for (int64_t t = 0; t < sc[j]; ++t) send[so[j] + t] = me * 1000.0 + j * 10.0 + t + 0.5;
+  g_comm->alltoallv(send.data(), sc.data(), so.data(), recv.data(), rc.data(), ro.data());
+  for (int i = 0; i < R; ++i) {
+    EXPECT_EQ(recv[ro[i] - 1], -7.0);
+    for (int64_t t = 0; t < rc[i]; ++t)
+      EXPECT_EQ(recv[ro[i] + t], i * 1000.0 + me * 10.0 + t + 0.5);
+  }
+}
+
+// Sub-groups by rank parity: each sums and exchanges only among its own ranks.
+TEST(MpiCommunicator, SplitMakesIndependentGroups) {
+  const int R = g_comm->size(), me = g_comm->rank();
+  std::unique_ptr<Communicator> group = g_comm->split(me % 2, me);
+  int expect_size = 0;
+  for (int r = 0; r < R; ++r) expect_size += r % 2 == me % 2;
+  EXPECT_EQ(group->size(), expect_size);
+  EXPECT_EQ(group->rank(), me / 2);
+  int64_t x = me;
+  group->allreduce_sum(&x, 1);
+  int64_t want = 0;
+  for (int r = me % 2; r < R; r += 2) want += r;
+  EXPECT_EQ(x, want);
+  std::vector<int64_t> send(group->size(), me), recv(group->size(), -1);
+  group->alltoall(send.data(), recv.data(), 1);
+  for (int i = 0; i < group->size(); ++i) EXPECT_EQ(recv[i], 2 * i + me % 2);
+}
+
 TEST(BalancerAcrossRanks, GlobalScopesSeeEveryRanksCounts) {
   const int64_t B = 2, S = 8, M = 3, n = B * S, R = g_comm->size(), me = g_comm->rank();
   auto all = routed_micro_batches(n, R * M, 21);

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -33,9 +36,21 @@ MPI_Datatype mpi_type<double>() {
   return MPI_DOUBLE;
 }
 
+int count_of(int64_t n, const char* what) {
+  SY_CHECK(n >= 0 && n <= std::numeric_limits<int>::max(),
+           "MPI: {} of {} values is more than one MPI call can carry (2^31 - 1); use fewer tokens "
+           "per micro-batch",
+           what, n);
+  return static_cast<int>(n);
+}
+
 }  // namespace
 
-MpiCommunicator::MpiCommunicator() {
+struct MpiCommunicator::Handle {
+  MPI_Comm comm = MPI_COMM_WORLD;
+};
+
+MpiCommunicator::MpiCommunicator() : comm_(std::make_unique<Handle>()) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   SY_CHECK(!initialized, "MPI: one MpiCommunicator per process (MPI is already initialised)");
@@ -50,7 +65,20 @@ MpiCommunicator::MpiCommunicator() {
   host_.assign(name, static_cast<size_t>(len));
 }
 
+MpiCommunicator::MpiCommunicator(std::unique_ptr<Handle> comm, std::string host)
+    : comm_(std::move(comm)), world_(false), host_(std::move(host)) {
+  MPI_Comm_set_errhandler(comm_->comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_->comm, &rank_);
+  MPI_Comm_size(comm_->comm, &size_);
+}
+
 MpiCommunicator::~MpiCommunicator() {
+  if (!world_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_->comm);
+    return;
+  }
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
@@ -59,7 +87,7 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::allreduce_sum(int64_t* x, int64_t n) {
   for (int64_t off = 0; off < n; off += kMaxChunk) {
     const int c = static_cast<int>(std::min(kMaxChunk, n - off));
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, x + off, c, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD),
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, x + off, c, MPI_INT64_T, MPI_SUM, comm_->comm),
               "MPI_Allreduce(int64)");
   }
 }
@@ -80,10 +108,10 @@ void MpiCommunicator::same_bits_sum(T* x, int64_t n) {
     scratch_.resize(static_cast<size_t>(block) * sizeof(T));
     T* mine = reinterpret_cast<T*>(scratch_.data());
     check_mpi(MPI_Reduce_scatter_block(x + off, mine, static_cast<int>(block), type, MPI_SUM,
-                                       MPI_COMM_WORLD),
+                                       comm_->comm),
               "MPI_Reduce_scatter_block");
     check_mpi(MPI_Allgather(mine, static_cast<int>(block), type, x + off, static_cast<int>(block),
-                            type, MPI_COMM_WORLD),
+                            type, comm_->comm),
               "MPI_Allgather");
     off += block * R;
   }
@@ -91,17 +119,55 @@ void MpiCommunicator::same_bits_sum(T* x, int64_t n) {
   const int rest = static_cast<int>(n - whole);
   if (rest > 0) {
     if (rank_ == 0) {
-      check_mpi(MPI_Reduce(MPI_IN_PLACE, x + whole, rest, type, MPI_SUM, 0, MPI_COMM_WORLD),
+      check_mpi(MPI_Reduce(MPI_IN_PLACE, x + whole, rest, type, MPI_SUM, 0, comm_->comm),
                 "MPI_Reduce");
     } else {
-      check_mpi(MPI_Reduce(x + whole, nullptr, rest, type, MPI_SUM, 0, MPI_COMM_WORLD),
-                "MPI_Reduce");
+      check_mpi(MPI_Reduce(x + whole, nullptr, rest, type, MPI_SUM, 0, comm_->comm), "MPI_Reduce");
     }
-    check_mpi(MPI_Bcast(x + whole, rest, type, 0, MPI_COMM_WORLD), "MPI_Bcast");
+    check_mpi(MPI_Bcast(x + whole, rest, type, 0, comm_->comm), "MPI_Bcast");
   }
 }
 
-void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+void MpiCommunicator::alltoall(const int64_t* send, int64_t* recv, int64_t n) {
+  const int c = count_of(n, "alltoall block");
+  check_mpi(MPI_Alltoall(send, c, MPI_INT64_T, recv, c, MPI_INT64_T, comm_->comm), "MPI_Alltoall");
+}
+
+template <typename T>
+void MpiCommunicator::exchange(const T* send, const int64_t* sc, const int64_t* so, T* recv,
+                               const int64_t* rc, const int64_t* ro) {
+  std::vector<int> c(4 * static_cast<size_t>(size_));
+  int* send_counts = c.data();
+  int* send_offsets = send_counts + size_;
+  int* recv_counts = send_offsets + size_;
+  int* recv_offsets = recv_counts + size_;
+  for (int j = 0; j < size_; ++j) {
+    send_counts[j] = count_of(sc[j], "an alltoallv block");
+    send_offsets[j] = count_of(so[j], "an alltoallv offset");
+    recv_counts[j] = count_of(rc[j], "an alltoallv block");
+    recv_offsets[j] = count_of(ro[j], "an alltoallv offset");
+  }
+  check_mpi(MPI_Alltoallv(send, send_counts, send_offsets, mpi_type<T>(), recv, recv_counts,
+                          recv_offsets, mpi_type<T>(), comm_->comm),
+            "MPI_Alltoallv");
+}
+
+void MpiCommunicator::alltoallv(const float* send, const int64_t* sc, const int64_t* so,
+                                float* recv, const int64_t* rc, const int64_t* ro) {
+  exchange(send, sc, so, recv, rc, ro);
+}
+void MpiCommunicator::alltoallv(const double* send, const int64_t* sc, const int64_t* so,
+                                double* recv, const int64_t* rc, const int64_t* ro) {
+  exchange(send, sc, so, recv, rc, ro);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  auto h = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_split(comm_->comm, color, key, &h->comm), "MPI_Comm_split");
+  return std::unique_ptr<Communicator>(new MpiCommunicator(std::move(h), host_));
+}
+
+void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_->comm), "MPI_Barrier"); }
 
 void MpiCommunicator::abort(int code) {
   MPI_Abort(MPI_COMM_WORLD, code);
