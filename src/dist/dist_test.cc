@@ -2,11 +2,13 @@
 // (CTest does: sy_dist_test_2ranks, sy_dist_test_3ranks); every rank runs every test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/gradcheck.h"
@@ -224,6 +226,82 @@ TEST(RoutingStateAcrossRanks, IsAveragedAfterEachStep) {
     for (int64_t l = 0; l < 2; ++l)
       for (int i = 0; i < 6; ++i)
         EXPECT_FLOAT_EQ(model.layer_state(l)[0].data[i], (l + 1) * mean_rank + i) << type;
+  }
+}
+
+// Expert parallelism over every rank (E = 6 experts, E/R on each): each rank's forward and
+// backward on its own tokens equal a model holding every expert — the same loss and loads, the
+// same replicated-parameter gradients, and each local expert's gradient the sum over ranks of
+// the full model's (its rows came from every rank). Double precision: only the summation order
+// of the experts' GEMMs differs.
+TEST(ExpertParallelAcrossRanks, EqualsTheModelWithEveryExpert) {
+  const int64_t R = g_comm->size(), me = g_comm->rank();
+  ModelConfig m;
+  m.vocab_size = 16;
+  m.d_model = 8;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.seq_len = 5;
+  m.n_experts = 6;
+  m.top_k = 2;
+  m.d_expert = 4;
+  m.n_shared_experts = 1;
+  m.d_shared = 3;
+  m.init_std = 0.5;
+  const int64_t B = 2;
+  for (const char* type : {"topk", "bip", "expert_choice"}) {
+    RouterOptions ro;
+    ro.type = type;
+    TopKOptions to;
+    to.n_experts = 6;
+    to.top_k = 2;
+    to.z_loss_coef = 0.01;
+    BalancerOptions bo = balancer_opts(B, m.seq_len, 1, {});
+    bo.n_layers = 2;
+    if (std::string(type) == "topk") bo.lbl = {{LblScope::kMicro, 0.1}};
+    if (std::string(type) == "expert_choice") to.z_loss_coef = 0;
+    Transformer<double> full(m, to, bo, B, nullptr, ro);
+    Transformer<double> shard(m, to, bo, B, nullptr, ro, g_comm);
+    full.init(3);
+    shard.init(3);
+    ASSERT_LT(shard.num_params(), full.num_params());
+    // The shard's tensors are the full model's of the same name.
+    std::vector<int64_t> full_offset_of(shard.param_table().size(), -1);
+    for (size_t i = 0; i < shard.param_table().size(); ++i)
+      for (const ParamInfo& f : full.param_table())
+        if (f.name == shard.param_table()[i].name) full_offset_of[i] = f.offset;
+    for (size_t i = 0; i < shard.param_table().size(); ++i) {
+      const ParamInfo& p = shard.param_table()[i];
+      ASSERT_GE(full_offset_of[i], 0) << p.name;
+      for (int64_t j = 0; j < p.numel; ++j)
+        ASSERT_EQ(shard.params()[p.offset + j], full.params()[full_offset_of[i] + j]) << p.name;
+    }
+    std::vector<int32_t> tokens(B * (m.seq_len + 1));
+    Rng rng(100 + static_cast<uint64_t>(me));
+    for (auto& t : tokens) t = static_cast<int32_t>(rng.below(16));
+    full.balancer().begin_step(0);
+    shard.balancer().begin_step(0);
+    const ForwardStats a = full.forward(tokens.data(), B);
+    const ForwardStats b = shard.forward(tokens.data(), B);
+    EXPECT_NEAR(a.ce_sum, b.ce_sum, 1e-9 * std::abs(a.ce_sum)) << type;
+    EXPECT_NEAR(a.lbl + a.z_loss, b.lbl + b.z_loss, 1e-12) << type;
+    for (int64_t l = 0; l < 2; ++l) EXPECT_EQ(full.layer_plan(l).load, shard.layer_plan(l).load);
+    full.zero_grad();
+    shard.zero_grad();
+    full.backward(0.1, 1.0);
+    shard.backward(0.1, 1.0);
+    // The full model's expert gradients summed over ranks: what each shard's experts saw.
+    std::vector<double> summed(full.grads(), full.grads() + full.num_params());
+    g_comm->allreduce_sum(summed.data(), full.num_params());
+    double worst = 0;
+    for (size_t i = 0; i < shard.param_table().size(); ++i) {
+      const ParamInfo& p = shard.param_table()[i];
+      const double* want = (p.expert ? summed.data() : full.grads()) + full_offset_of[i];
+      for (int64_t j = 0; j < p.numel; ++j)
+        worst = std::max(
+            worst, std::abs(shard.grads()[p.offset + j] - want[j]) / (1e-6 + std::abs(want[j])));
+    }
+    EXPECT_LT(worst, 1e-9) << type << " on " << R << " ranks";
   }
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <utility>
 
 #include "core/error.h"
@@ -15,16 +16,19 @@ namespace sy {
 
 template <typename T>
 void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> shape, bool decay,
-                               int64_t at) {
+                               int64_t at, std::optional<bool> expert_here) {
+  const int64_t stream = n_tensors_++;
+  if (expert_here.has_value() && !*expert_here) return;  // another rank's expert
   int64_t numel = 1;
   for (int64_t s : shape) numel *= s;
-  table_.push_back(ParamInfo{name, std::move(shape), at, numel, decay});
+  table_.push_back(
+      ParamInfo{name, std::move(shape), at, numel, decay, stream, expert_here.has_value()});
 }
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
                             const BalancerOptions& balance, int64_t micro_batch, Reducer* comm,
-                            const RouterOptions& routing)
+                            const RouterOptions& routing, Exchange* experts)
     : cfg_(m),
       ropt_(router),
       comm_(comm ? comm : &single_),
@@ -44,6 +48,18 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
     routers_.push_back(make_router<T>(routing, router, n_max_));
   const int64_t per_token = routers_.empty() ? K : routers_[0]->max_experts_per_token();
   moe_dims_ = MoeDims{n_max_, D_, E, K, F, ns, Fs, per_token};
+
+  // Expert parallelism: this rank's share of every MoE layer's experts.
+  if (experts != nullptr && experts->size() > 1) {
+    SY_CHECK(E % experts->size() == 0,
+             "Transformer: model.n_experts ({}) must be divisible by the expert-parallel group's "
+             "ranks ({})",
+             E, experts->size());
+    moe_dims_.ep = experts->size();
+    moe_dims_.ep_rank = experts->rank();
+    ep_.group = experts;
+  }
+  ep_.resize(moe_dims_);
 
   // Parameter layout. Offsets are padded so that every tensor group starts 64-byte aligned.
   int64_t off = 0;
@@ -71,16 +87,23 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
     if (L.moe) {
       L.router = take(E * D_);
       add_param(p + "mlp.gate.weight", {E, D_}, true, L.router);
-      L.gate_up = take(E * 2 * F * D_);
+      // Routed experts: this rank's E_local of them (all without expert parallelism), named by
+      // their global index; the others only advance the init streams (see init()).
+      const int64_t El = moe_dims_.e_local(), e0 = moe_dims_.e_first();
+      auto local = [&](int64_t e) { return e >= e0 && e < e0 + El; };
+      L.gate_up = take(El * 2 * F * D_);
       for (int64_t e = 0; e < E; ++e) {
         const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
-        add_param(q + "gate_proj.weight", {F, D_}, true, L.gate_up + e * 2 * F * D_);
-        add_param(q + "up_proj.weight", {F, D_}, true, L.gate_up + e * 2 * F * D_ + F * D_);
+        const int64_t at = L.gate_up + (e - e0) * 2 * F * D_;
+        add_param(q + "gate_proj.weight", {F, D_}, true, at, local(e));
+        add_param(q + "up_proj.weight", {F, D_}, true, at + F * D_, local(e));
       }
-      L.down = take(E * D_ * F);
+      L.down = take(El * D_ * F);
       for (int64_t e = 0; e < E; ++e)
         add_param(p + "mlp.experts." + std::to_string(e) + ".down_proj.weight", {D_, F}, true,
-                  L.down + e * D_ * F);
+                  L.down + (e - e0) * D_ * F, local(e));
+      expert_ranges_.push_back({L.gate_up, El * 2 * F * D_});
+      expert_ranges_.push_back({L.down, El * D_ * F});
       if (ns > 0) {
         L.shared_gate_up = take(ns * 2 * Fs * D_);
         L.shared_down = take(ns * D_ * Fs);
@@ -176,7 +199,7 @@ void Transformer<T>::init(uint64_t seed) {
     const bool out_proj =
         p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
     const double s = out_proj ? std_out : std_;
-    Rng r = base.fork(i);
+    Rng r = base.fork(static_cast<uint64_t>(p.stream));
     for (int64_t j = 0; j < p.numel; ++j) w[j] = static_cast<T>(r.normal() * s);
   }
 }
@@ -233,7 +256,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     if (L.moe) {
       moe_stats_[mi] =
           moe_forward(moe_dims_, moe_weights(L), *routers_[mi], route_call(mode, micro, mi),
-                      ln2_[l].data(), N, moe_acts_[mi], tmp_.data());
+                      ln2_[l].data(), N, moe_acts_[mi], tmp_.data(), &ep_);
       if (RoutingBuffers<T>* slots = routers_[mi]->slots(); slots != nullptr) {
         if (mode == ForwardMode::kTrain) {
           moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, *slots);
@@ -285,7 +308,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     if (L.moe) {
       --mi;
       moe_backward(moe_dims_, moe_weights(L), moe_grads(L), *routers_[mi], ln2_[l].data(), N,
-                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln);
+                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln, &ep_);
     } else {
       swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
                           ddense_act_.data(), dres, ln2_[l].data(), dense_hu_[l].data(),

@@ -12,14 +12,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/buffer.h"
-#include "switchyard/reducer.h"
 #include "model/model_config.h"
 #include "moe/moe_layer.h"
 #include "switchyard/balancer.h"
+#include "switchyard/reducer.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"
 
@@ -31,6 +32,15 @@ struct ParamInfo {
   int64_t offset = 0;          // elements from the start of the parameter block
   int64_t numel = 0;
   bool decay = true;  // weight decay applies (false for norm weights)
+  // The tensor's index in the model's full table (every expert of every layer): its init stream,
+  // so a tensor starts the same whichever rank holds it.
+  int64_t stream = 0;
+  bool expert = false;  // a routed expert's: sharded under expert parallelism
+};
+
+// A contiguous range of the parameter block, in elements.
+struct ParamRange {
+  int64_t offset = 0, numel = 0;
 };
 
 // kTrain: the balancer adds its LBL terms (and updates its global-scope buffer); kEval: routing
@@ -52,14 +62,22 @@ template <typename T>
 class Transformer {
  public:
   // micro_batch: the largest B that forward() will be given. comm: the reducer of the balancer
-  // and of end_step (switchyard/reducer.h; the communicator in training), may be null (one process).
-  // routing: which router family each MoE layer runs (switchyard/router.h), default top-K.
+  // and of end_step (switchyard/reducer.h; the communicator in training), may be null (one
+  // process). routing: which router family each MoE layer runs (switchyard/router.h), default
+  // top-K. experts: the expert-parallel group (core/exchange.h), borrowed; null or one rank: every
+  // expert here. Else this rank holds only its E/R_e experts of each MoE layer (param_table()
+  // lists those, by their global names) and every forward/backward is a collective of the group.
   Transformer(const ModelConfig& m, const TopKOptions& router, const BalancerOptions& balance,
-              int64_t micro_batch, Reducer* comm = nullptr, const RouterOptions& routing = {});
+              int64_t micro_batch, Reducer* comm = nullptr, const RouterOptions& routing = {},
+              Exchange* experts = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   const TopKOptions& router_options() const { return ropt_; }
   const std::vector<ParamInfo>& param_table() const { return table_; }
+  // The routed experts' parameters (two ranges per MoE layer: gate|up, down): what expert
+  // parallelism shards; everything else is replicated on every rank.
+  const std::vector<ParamRange>& expert_ranges() const { return expert_ranges_; }
+  const MoeDims& moe_dims() const { return moe_dims_; }
   int64_t num_params() const { return n_params_; }
   int64_t micro_batch() const { return b_max_; }
   T* params() { return params_.data(); }
@@ -121,7 +139,9 @@ class Transformer {
     int64_t dense_gate_up = -1, dense_down = -1;
     bool moe = false;
   };
-  void add_param(const std::string& name, std::vector<int64_t> shape, bool decay, int64_t at);
+  // expert_here: set for a routed expert's tensor (false: another rank's, not added).
+  void add_param(const std::string& name, std::vector<int64_t> shape, bool decay, int64_t at,
+                 std::optional<bool> expert_here = std::nullopt);
   MoeWeights<T> moe_weights(const Layer& L) const;
   MoeGrads<T> moe_grads(const Layer& L);
 
@@ -157,6 +177,9 @@ class Transformer {
   // Backward scratch.
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
   MoeScratch<T> moe_scratch_;
+  ExpertParallel<T> ep_;
+  std::vector<ParamRange> expert_ranges_;
+  int64_t n_tensors_ = 0;  // tensors of the full table added so far (init streams)
 };
 
 }  // namespace sy

@@ -14,8 +14,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/buffer.h"
+#include "core/exchange.h"
 #include "switchyard/router.h"
 #include "switchyard/routing.h"
 
@@ -27,14 +29,21 @@ struct MoeDims {
   int64_t n_shared = 0, f_shared = 0;
   // The most experts one token can get (Router::max_experts_per_token); 0 = k.
   int64_t max_per_token = 0;
+  // Expert parallelism: this rank is rank ep_rank of a group of ep ranks, and holds the experts
+  // [ep_rank·E/ep, (ep_rank+1)·E/ep) — the only ones in MoeWeights/MoeGrads. ep = 1: all.
+  int64_t ep = 1, ep_rank = 0;
   int64_t max_rows() const { return n_max * (max_per_token > 0 ? max_per_token : k); }
+  int64_t e_local() const { return e / ep; }
+  int64_t e_first() const { return ep_rank * e_local(); }
+  // Rows this rank's experts can receive in one call: every rank's every row, at worst.
+  int64_t max_local_rows() const { return ep * max_rows(); }
 };
 
 template <typename T>
 struct MoeWeights {
-  const T* router = nullptr;          // [E, D]
-  const T* gate_up = nullptr;         // [E, 2F, D]: per expert gate_proj rows then up_proj rows
-  const T* down = nullptr;            // [E, D, F]
+  const T* router = nullptr;   // [E, D]
+  const T* gate_up = nullptr;  // [E_local, 2F, D]: per expert gate_proj rows then up_proj rows
+  const T* down = nullptr;     // [E_local, D, F]
   const T* shared_gate_up = nullptr;  // [n_shared, 2Fs, D]
   const T* shared_down = nullptr;     // [n_shared, D, Fs]
 };
@@ -52,21 +61,42 @@ struct MoeGrads {  // accumulated into (+=)
 template <typename T>
 struct MoeActivations {
   void resize(const MoeDims& dims);
-  RoutingPlan<T> plan;   // the router's plan of the last forward
-  Buffer<T> logits;      // [N, E] router logits z
-  Buffer<T> xs;          // [M, D]  inputs gathered in expert order
-  Buffer<T> hu;          // [M, 2F] gate|up pre-activations
-  Buffer<T> act;         // [M, F]  silu(gate)·up
-  Buffer<T> ys;          // [M, D]  expert outputs, expert order
-  Buffer<T> shared_hu;   // [n_shared, N, 2Fs]
-  Buffer<T> shared_act;  // [n_shared, N, Fs]
+  RoutingPlan<T> plan;  // the router's plan of the last forward
+  Buffer<T> logits;     // [N, E] router logits z
+  Buffer<T> xs;         // [M, D]  inputs gathered in expert order
+  Buffer<T> ys;         // [M, D]  expert outputs, expert order
+  // The rows this rank's experts ran, local expert by local expert: xs itself when ep = 1; with
+  // expert parallelism Ml = ep·M rows received from the group (xl), from rank i at
+  // recv_row[r] of the exchange buffer, counts[i·E_local + j] of them for local expert j.
+  Buffer<T> xl;                        // [Ml, D] (ep > 1)
+  Buffer<T> hu;                        // [Ml, 2F] gate|up pre-activations
+  Buffer<T> act;                       // [Ml, F]  silu(gate)·up
+  std::vector<int64_t> local_offsets;  // [E_local+1] rows of local expert j
+  std::vector<int64_t> send_counts;    // [ep·E_local] rows to rank i for its local expert j
+  std::vector<int64_t> recv_counts;    // [ep·E_local] rows from rank i for local expert j
+  std::vector<int64_t> recv_row;       // [Ml] the exchange-buffer row of local row r
+  Buffer<T> shared_hu;                 // [n_shared, N, 2Fs]
+  Buffer<T> shared_act;                // [n_shared, N, Fs]
+};
+
+// The expert-parallel group of a model and the buffers of one exchange, shared by all layers
+// (used one layer at a time). group null or of size 1: no expert parallelism.
+template <typename T>
+struct ExpertParallel {
+  void resize(const MoeDims& dims);
+  Exchange* group = nullptr;            // borrowed
+  Buffer<T> rows;                       // [Ml, D] rows as exchanged, rank by rank
+  Buffer<T> local;                      // [Ml, D] the experts' outputs, local order
+  std::vector<int64_t> sc, so, rc, ro;  // [ep] element counts and offsets of an alltoallv
 };
 
 // Backward scratch, shared by all layers (used one layer at a time).
 template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
-  Buffer<T> dys, dact, dhu, dxs;      // [M, D], [M, F], [M, 2F], [M, D]
+  Buffer<T> dys, dxs;                 // [M, D] rows in expert order
+  Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1)
+  Buffer<T> dact, dhu;                // [Ml, F], [Ml, 2F]
   Buffer<T> dgate_row;                // [rows] per row
   Buffer<T> dz;                       // [N, E]
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]
@@ -74,11 +104,13 @@ struct MoeScratch {
 
 // y[N,D] = MoE(h[N,D]) (overwritten), routed by `router` (this layer's) with `call`. Returns the
 // routing statistics of this call. LBL terms are added by the caller between forward and
-// backward (on router.slots()).
+// backward (on router.slots()). With expert parallelism (dims.ep > 1, ep->group of that size) a
+// collective of the group: each rank routes its own tokens, sends every row to the rank holding
+// its expert and gets the result back; every rank of the group must call it together.
 template <typename T>
 RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>& router,
                          const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,
-                         T* y);
+                         T* y, ExpertParallel<T>* ep = nullptr);
 
 // dh[N,D] += ∂loss/∂h; parameter gradients accumulate into g. dy[N,D] is the gradient of the
 // block output; aux_scale multiplies the auxiliary losses' gradients (1/micro-batches per step).
@@ -86,6 +118,6 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
 template <typename T>
 void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                   Router<T>& router, const T* h, int64_t n, MoeActivations<T>& a, MoeScratch<T>& s,
-                  const T* dy, T aux_scale, T* dh);
+                  const T* dy, T aux_scale, T* dh, ExpertParallel<T>* ep = nullptr);
 
 }  // namespace sy
