@@ -85,6 +85,7 @@ std::vector<Section> sections(RunConfig& c) {
         {"composition", &d.composition},
         {"eos_id", &d.eos_id}}},
       {"system", {{"threads", &s.threads}, {"gemm", &s.gemm}}},
+      {"parallel", {{"ep", &c.parallel.ep}}},
   };
 }
 

@@ -454,8 +454,8 @@ std::vector<std::string> resume_conflicts(const RunConfig& saved, const RunConfi
   std::vector<std::string> out;
   const size_t n_saved = saved.balance.terms.size(), n_given = given.balance.terms.size();
   if (n_saved != n_given)
-    out.push_back(fmt::format("balance.terms: {} term(s) in the checkpoint, {} given", n_saved,
-                              n_given));
+    out.push_back(
+        fmt::format("balance.terms: {} term(s) in the checkpoint, {} given", n_saved, n_given));
   const std::vector<ConfigEntry> a = model_entries(saved), b = model_entries(given);
   // Same schema, so the same keys in the same order up to the shorter list of terms.
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {

@@ -103,6 +103,13 @@ struct SystemConfig {
   std::string gemm = "onednn";  // "onednn" | "openblas"
 };
 
+// How ranks share the work besides data parallelism (docs/distributed.md).
+struct ParallelConfig {
+  // Expert parallelism: groups of ep ranks each hold E/ep of every MoE layer's experts; ep must
+  // divide model.n_experts and the number of ranks. 1 = every rank holds every expert.
+  int64_t ep = 1;
+};
+
 struct RunConfig {
   std::string out_dir = "runs/default";  // metrics.jsonl, checkpoints/, config.toml (resolved)
   ModelConfig model;
@@ -112,6 +119,7 @@ struct RunConfig {
   TrainConfig train;
   DataConfig data;
   SystemConfig system;
+  ParallelConfig parallel;
 };
 
 // Parses a TOML file (path), applies overrides of the form "section.key=value" in order, and

@@ -441,19 +441,19 @@ TEST(RunConfigTest, ExpertChoiceShuffledGroupsNeedChunks) {
 }
 
 TEST(RunConfigTest, BalanceGroupsAndStepRangesAreChecked) {
-  RunConfig ok = tiny({"train.grad_accum=4", "balance.terms.0.scope=global-exact",
-                       "balance.terms.0.group=2", "balance.terms.0.until_step=10",
-                       "balance.terms.1={scope=\"global\", from_step=10}"});
+  RunConfig ok =
+      tiny({"train.grad_accum=4", "balance.terms.0.scope=global-exact", "balance.terms.0.group=2",
+            "balance.terms.0.until_step=10", "balance.terms.1={scope=\"global\", from_step=10}"});
   EXPECT_EQ(ok.balance.terms[0].group, 2);
   EXPECT_EQ(ok.balance.terms[1].from_step, 10);
   EXPECT_EQ(tiny_error({"train.grad_accum=4", "balance.terms.0.group=2"}),
             "tiny.toml: balance.terms.0.group must be 0 unless the term's scope is \"global\" or "
             "\"global-exact\", got 2 with scope \"micro\"; a group is a number of micro-batches "
             "that f is counted over");
-  EXPECT_EQ(tiny_error({"train.grad_accum=4", "balance.terms.0.scope=global",
-                        "balance.terms.0.group=3"}),
-            "tiny.toml: balance.terms.0.group must be a divisor of train.grad_accum (4), got 3; the "
-            "step's micro-batches are split into groups of this size");
+  EXPECT_EQ(
+      tiny_error({"train.grad_accum=4", "balance.terms.0.scope=global", "balance.terms.0.group=3"}),
+      "tiny.toml: balance.terms.0.group must be a divisor of train.grad_accum (4), got 3; the "
+      "step's micro-batches are split into groups of this size");
   EXPECT_EQ(tiny_error({"balance.terms.0.from_step=5", "balance.terms.0.until_step=5"}),
             "tiny.toml: balance.terms.0.until_step must be 0 (to the end) or > from_step (5), got "
             "5; the term applies in steps [from_step, until_step)");
@@ -635,8 +635,7 @@ TEST(RunConfigTest, ResumeConflictsCoverEveryModelKeyFromTheSchema) {
   RunConfig probe = base;
   auto perturb = [](Field& f) {
     std::visit(Overloaded{[](int64_t* p) { *p += 1; }, [](uint64_t* p) { *p += 1; },
-                          [](double* p) { *p = *p * 2 + 1; },
-                          [](std::string* p) { *p += "x"; }},
+                          [](double* p) { *p = *p * 2 + 1; }, [](std::string* p) { *p += "x"; }},
                f.ptr);
   };
   std::vector<Section> secs = config_schema::sections(probe);
@@ -673,7 +672,8 @@ TEST(RunConfigTest, ResumeConflictsCoverEveryModelKeyFromTheSchema) {
             "router.ec_group_order: \"sequential\" in the checkpoint, \"shuffled\" given");
   RunConfig two = base;
   two.balance.terms.push_back(two.balance.terms[0]);
-  EXPECT_EQ(resume_conflicts(base, two).at(0), "balance.terms: 1 term(s) in the checkpoint, 2 given");
+  EXPECT_EQ(resume_conflicts(base, two).at(0),
+            "balance.terms: 1 term(s) in the checkpoint, 2 given");
 }
 
 }  // namespace

@@ -225,6 +225,14 @@ void check_data_and_system(const Checker& c, const DataConfig& d, const SystemCo
   c.one_of("system.gemm", s.gemm, kGemmBackends);
 }
 
+void check_parallel(const Checker& c, const ParallelConfig& p, const ModelConfig& m) {
+  c.at_least("parallel.ep", p.ep, 1, "1 turns expert parallelism off");
+  if (p.ep > 1)
+    c.require(m.n_experts % p.ep == 0, "parallel.ep",
+              fmt::format("a divisor of model.n_experts ({})", m.n_experts),
+              fmt::format("{}", p.ep), "each rank of an expert-parallel group holds E/ep experts");
+}
+
 void check_cross_field(const Checker& c, const RunConfig& cfg) {
   const ModelConfig& m = cfg.model;
   const RouterConfig& r = cfg.router;
@@ -360,6 +368,7 @@ void validate(const RunConfig& cfg_in, std::string_view origin) {
   check_loss_free(c, cfg.loss_free);
   check_train(c, cfg.train);
   check_data_and_system(c, cfg.data, cfg.system);
+  check_parallel(c, cfg.parallel, cfg.model);
   check_cross_field(c, cfg);
 }
 

@@ -264,6 +264,11 @@ TEST(ExpertParallelAcrossRanks, EqualsTheModelWithEveryExpert) {
     Transformer<double> shard(m, to, bo, B, nullptr, ro, g_comm);
     full.init(3);
     shard.init(3);
+    // Each rank holds 1/R of the experts' parameters (and so of their gradients and moments).
+    int64_t shard_experts = 0, full_experts = 0;
+    for (const ParamRange& r : shard.expert_ranges()) shard_experts += r.numel;
+    for (const ParamRange& r : full.expert_ranges()) full_experts += r.numel;
+    ASSERT_EQ(shard_experts * R, full_experts);
     ASSERT_LT(shard.num_params(), full.num_params());
     // The shard's tensors are the full model's of the same name.
     std::vector<int64_t> full_offset_of(shard.param_table().size(), -1);

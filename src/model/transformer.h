@@ -78,6 +78,8 @@ class Transformer {
   // parallelism shards; everything else is replicated on every rank.
   const std::vector<ParamRange>& expert_ranges() const { return expert_ranges_; }
   const MoeDims& moe_dims() const { return moe_dims_; }
+  // Tensors of the whole model, every expert included (param_table() lists this rank's).
+  int64_t full_table_size() const { return n_tensors_; }
   int64_t num_params() const { return n_params_; }
   int64_t micro_batch() const { return b_max_; }
   T* params() { return params_.data(); }

@@ -119,21 +119,88 @@ std::string hf_config_json(const RunConfig& c) {
   return j.dump(2) + "\n";
 }
 
+OtherExperts gather_experts(const Transformer<float>& model, const AdamW* opt, Exchange& ep) {
+  // This rank's experts packed range after range (params, then the moments): rank i's pack has
+  // the same layout with its experts, E_local·i further on.
+  const std::vector<ParamRange>& ranges = model.expert_ranges();
+  int64_t n = 0;
+  for (const ParamRange& r : ranges) n += r.numel;
+  const int64_t parts = opt ? 3 : 1, R = ep.size();
+  std::vector<float> pack(parts * n);
+  int64_t at = 0;
+  for (const ParamRange& r : ranges) {
+    std::copy_n(model.params() + r.offset, r.numel, pack.data() + at);
+    if (opt) {
+      std::copy_n(opt->exp_avg() + r.offset, r.numel, pack.data() + n + at);
+      std::copy_n(opt->exp_avg_sq() + r.offset, r.numel, pack.data() + 2 * n + at);
+    }
+    at += r.numel;
+  }
+  const bool root = ep.rank() == 0;
+  std::vector<int64_t> sc(R, 0), so(R, 0), rc(R, 0), ro(R, 0);
+  sc[0] = parts * n;
+  if (root)
+    for (int64_t i = 0; i < R; ++i) rc[i] = parts * n, ro[i] = i * parts * n;
+  std::vector<float> all(root ? R * parts * n : 0);
+  ep.alltoallv(pack.data(), sc.data(), so.data(), all.data(), rc.data(), ro.data());
+  OtherExperts out;
+  if (!root) return out;
+  // Where each of this rank's expert tensors sits in a pack, and the global index it is renamed
+  // from: "...mlp.experts.<e>...." of rank i is expert e + i·E_local.
+  const int64_t El = model.moe_dims().e_local();
+  for (int64_t i = 1; i < R; ++i)
+    for (const ParamInfo& p : model.param_table()) {
+      if (!p.expert) continue;
+      int64_t in_pack = 0;
+      for (const ParamRange& r : ranges) {
+        if (p.offset >= r.offset && p.offset < r.offset + r.numel) {
+          in_pack += p.offset - r.offset;
+          break;
+        }
+        in_pack += r.numel;
+      }
+      const std::string key = ".mlp.experts.";
+      const size_t a = p.name.find(key) + key.size(), b = p.name.find('.', a);
+      const int64_t e = std::stoll(p.name.substr(a, b - a));
+      out.tensors.push_back({p.name.substr(0, a) + std::to_string(e + i * El) + p.name.substr(b),
+                             p.shape, (i - 1) * n + in_pack});
+    }
+  out.params.resize((R - 1) * n);
+  for (int64_t i = 1; i < R; ++i) {
+    const float* src = all.data() + i * parts * n;
+    std::copy_n(src, n, out.params.data() + (i - 1) * n);
+    if (opt) {
+      out.exp_avg.insert(out.exp_avg.end(), src + n, src + 2 * n);
+      out.exp_avg_sq.insert(out.exp_avg_sq.end(), src + 2 * n, src + 3 * n);
+    }
+  }
+  return out;
+}
+
 void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
-                     const AdamW* opt, const TrainerState& st) {
+                     const AdamW* opt, const TrainerState& st, const OtherExperts* others) {
   io::CheckpointWriter w(dir);
   std::vector<io::TensorView> tensors;
   tensors.reserve(model.param_table().size());
   for (const ParamInfo& p : model.param_table())
     tensors.push_back({p.name, "F32", p.shape, model.params() + p.offset});
+  if (others)
+    for (const OtherExperts::Tensor& t : others->tensors)
+      tensors.push_back({t.name, "F32", t.shape, others->params.data() + t.offset});
   io::write_safetensors(w.path("model.safetensors"), tensors, {{"format", "pt"}});
   if (opt) {
     std::vector<io::TensorView> moments;
-    moments.reserve(2 * model.param_table().size());
+    moments.reserve(2 * tensors.size());
     for (const ParamInfo& p : model.param_table()) {
       moments.push_back({p.name + ".exp_avg", "F32", p.shape, opt->exp_avg() + p.offset});
       moments.push_back({p.name + ".exp_avg_sq", "F32", p.shape, opt->exp_avg_sq() + p.offset});
     }
+    if (others)
+      for (const OtherExperts::Tensor& t : others->tensors) {
+        moments.push_back({t.name + ".exp_avg", "F32", t.shape, others->exp_avg.data() + t.offset});
+        moments.push_back(
+            {t.name + ".exp_avg_sq", "F32", t.shape, others->exp_avg_sq.data() + t.offset});
+      }
     io::write_safetensors(w.path("optimizer.safetensors"), moments);
   }
   // Routing state (fp32): every tensor the model declares, per MoE layer.
@@ -166,9 +233,9 @@ void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* o
              dir, p.name);
     weights.read(p.name, p.shape, model.params() + p.offset);
   }
-  SY_CHECK(weights.names().size() == model.param_table().size(),
+  SY_CHECK(static_cast<int64_t>(weights.names().size()) == model.full_table_size(),
            "{}/model.safetensors: must hold exactly the model's {} tensors, got {}", dir,
-           model.param_table().size(), weights.names().size());
+           model.full_table_size(), weights.names().size());
   load_routing_state(dir, model);
   if (opt) {
     io::SafetensorsReader moments(dir + "/optimizer.safetensors");

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/run_config.h"
 #include "model/transformer.h"
@@ -20,15 +21,33 @@
 
 namespace sy {
 
+// Under expert parallelism, the experts the rest of an expert-parallel group holds (weights and
+// AdamW moments), gathered to the group's rank 0 so that a checkpoint holds every expert
+// whatever the layout. Empty elsewhere and without expert parallelism.
+struct OtherExperts {
+  struct Tensor {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0;  // into the arrays below
+  };
+  std::vector<Tensor> tensors;
+  std::vector<float> params, exp_avg, exp_avg_sq;
+};
+// A collective of the model's expert-parallel group (every rank of it calls it); opt may be null.
+OtherExperts gather_experts(const Transformer<float>& model, const AdamW* opt, Exchange& ep_group);
+
 // Writes dir atomically (replacing an existing one). opt may be null (weights-only export).
+// `others`: the rest of the experts under expert parallelism (gather_experts).
 void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
-                     const AdamW* opt, const TrainerState& st);
+                     const AdamW* opt, const TrainerState& st,
+                     const OtherExperts* others = nullptr);
 
 // The run config stored in a checkpoint (after verifying the manifest).
 RunConfig read_checkpoint_config(const std::string& dir);
 
 // Loads weights (and, when non-null, optimizer moments and trainer state) into objects built
 // from a compatible config. Errors name the file and tensor that is missing or mismatched.
+// Checkpoints hold every expert: under expert parallelism each rank reads its own.
 void load_checkpoint(const std::string& dir, Transformer<float>& model, AdamW* opt,
                      TrainerState* st);
 

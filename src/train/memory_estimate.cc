@@ -24,19 +24,18 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
   const double L = static_cast<double>(m.n_layers);
   const double Lm = static_cast<double>(m.n_layers - m.n_dense_layers), Ld = L - Lm;
   const bool ec = cfg.router.type == "expert_choice";
-  const double per_token = ec ? (cfg.router.ec_capacity_factor > 0 ? cfg.router.ec_capacity_factor
-                                                                    : K)
-                              : K;
+  const double per_token =
+      ec ? (cfg.router.ec_capacity_factor > 0 ? cfg.router.ec_capacity_factor : K) : K;
   const double rows = std::ceil(N * per_token);  // expert rows per micro-batch (upper bound)
 
   const double params = 2 * V * D + D + L * (2 * D + 4 * D * D) +
                         Lm * (E * D + 3 * E * F * D + ns * 3 * Fs * D) + Ld * 3 * Fd * D;
   const double moe_fwd = E * N * 4 + N * K * 4 + rows * (2 * D + 3 * F) + ns * N * 3 * Fs;
-  const double acts = (L + 1) * N * D +                                   // residual stream
-                      L * (7 * N * D + 2 * N + B * H * S * S) +           // norms, q|k|v, attention
-                      Lm * moe_fwd + Ld * 3 * N * Fd +                    // FFNs
-                      2 * N * D + N * V + 2 * N +                         // final norm, logits
-                      7 * N * D +                                         // backward scratch
+  const double acts = (L + 1) * N * D +                          // residual stream
+                      L * (7 * N * D + 2 * N + B * H * S * S) +  // norms, q|k|v, attention
+                      Lm * moe_fwd + Ld * 3 * N * Fd +           // FFNs
+                      2 * N * D + N * V + 2 * N +                // final norm, logits
+                      7 * N * D +                                // backward scratch
                       rows * (2 * D + 3 * F + 1) + N * (K + E + 3 * ns * Fs) +
                       (Ld > 0 ? 3 * N * Fd : 0);
   MemoryEstimate e;

@@ -38,10 +38,11 @@ void MetricsLog::append(const std::string& record) {
     const int rc = ::ftruncate(fd_, before);
     (void)rc;  // if even this fails, the reader drops the torn last line
   }
-  fail(fmt::format("{}: appending a {}-byte record failed: {}; the records before it are intact. "
-                   "Free space (or raise the file-size limit), then run the same command: "
-                   "training resumes from the last checkpoint",
-                   path_, line.size(), reason));
+  fail(
+      fmt::format("{}: appending a {}-byte record failed: {}; the records before it are intact. "
+                  "Free space (or raise the file-size limit), then run the same command: "
+                  "training resumes from the last checkpoint",
+                  path_, line.size(), reason));
 }
 
 void truncate_metrics(const std::string& path, int64_t step) {

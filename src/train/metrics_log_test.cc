@@ -82,7 +82,7 @@ TEST(MetricsLogTest, TruncateKeepsStepsUpToAndDropsATornLastLine) {
                       "{\"type\":\"train\",\"step\":3}\n{\"type\":\"tra";
   truncate_metrics(p, 2);
   EXPECT_EQ(slurp(p), "{\"type\":\"train\",\"step\":1}\n{\"type\":\"eval\",\"step\":2}\n");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(p.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777 & ~0644u, 0u);
   fs::remove(p);

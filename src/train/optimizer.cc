@@ -20,7 +20,7 @@ double lr_at(const TrainConfig& c, int64_t step) {
   return min_lr + (c.lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-double global_grad_norm(const float* g, int64_t n) {
+double sum_of_squares(const float* g, int64_t n) {
   constexpr int kMaxThreads = 256;
   const int nt = std::min(omp_get_max_threads(), kMaxThreads);
   std::array<double, kMaxThreads * 8> part{};  // one cache line per thread: no false sharing
@@ -35,8 +35,10 @@ double global_grad_norm(const float* g, int64_t n) {
   }
   double total = 0;
   for (int t = 0; t < nt; ++t) total += part[t * 8];
-  return std::sqrt(total);
+  return total;
 }
+
+double global_grad_norm(const float* g, int64_t n) { return std::sqrt(sum_of_squares(g, n)); }
 
 AdamW::AdamW(std::vector<ParamInfo> table, int64_t n_params) : table_(std::move(table)) {
   m_.reset(n_params);

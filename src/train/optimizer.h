@@ -21,6 +21,8 @@ double lr_at(const TrainConfig& c, int64_t step);
 
 // sqrt(Σ g²) over n elements, in double, deterministic for a given thread count.
 double global_grad_norm(const float* g, int64_t n);
+// Σ g[i]² in double (the same order for a given thread count).
+double sum_of_squares(const float* g, int64_t n);
 
 class AdamW {
  public:

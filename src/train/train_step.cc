@@ -20,6 +20,41 @@ void lap(Clock::time_point& t, double& acc) {
   t = now;
 }
 
+// Gradients summed over the ranks that hold each parameter: a replicated one over every rank, a
+// routed expert's (expert parallelism) over the ranks holding the same experts — its rows already
+// came from every rank of its group.
+void reduce_gradients(Transformer<float>& model, Communicator& all, Communicator* expert_replicas) {
+  float* g = model.grads();
+  if (expert_replicas == nullptr) {
+    all.allreduce_sum(g, model.num_params());
+    return;
+  }
+  int64_t at = 0;
+  for (const ParamRange& r : model.expert_ranges()) {
+    all.allreduce_sum(g + at, r.offset - at);
+    expert_replicas->allreduce_sum(g + r.offset, r.numel);
+    at = r.offset + r.numel;
+  }
+  all.allreduce_sum(g + at, model.num_params() - at);
+}
+
+// The norm of the whole model's gradient, each expert counted once: under expert parallelism
+// the replicated part (the same on every rank) plus the experts' sum over the group.
+double model_grad_norm(const Transformer<float>& model, Communicator* ep_group) {
+  const float* g = model.grads();
+  if (ep_group == nullptr) return global_grad_norm(g, model.num_params());
+  double replicated = 0, experts = 0;
+  int64_t at = 0;
+  for (const ParamRange& r : model.expert_ranges()) {
+    replicated += sum_of_squares(g + at, r.offset - at);
+    experts += sum_of_squares(g + r.offset, r.numel);
+    at = r.offset + r.numel;
+  }
+  replicated += sum_of_squares(g + at, model.num_params() - at);
+  ep_group->allreduce_sum(&experts, 1);
+  return std::sqrt(replicated + experts);
+}
+
 }  // namespace
 
 StepResult train_step(const StepContext& c, int64_t step, const std::string& on_divergence) {
@@ -77,7 +112,7 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
 
   // Reduce over the ranks.
   if (R > 1) {
-    comm.allreduce_sum(model.grads(), model.num_params());
+    reduce_gradients(model, comm, c.expert_replicas);
     double sums[4] = {ce, lbl, z, static_cast<double>(ntok)};
     comm.allreduce_sum(sums, 4);
     ce = sums[0];
@@ -89,7 +124,7 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
 
   // Check: divergence stops training before the update, so it never makes the weights
   // non-finite; the values are the same on every rank (all-reduced), so every rank stops here.
-  res.grad_norm = global_grad_norm(model.grads(), model.num_params());
+  res.grad_norm = model_grad_norm(model, c.ep_group);
   res.ce = ce / static_cast<double>(ntok);
   res.lbl = lbl / static_cast<double>(M * R);
   res.z_loss = z / static_cast<double>(M * R);

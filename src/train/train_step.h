@@ -4,7 +4,8 @@
 //   pre-pass  router statistics of the whole step before any backward, if the balancer needs
 //             them (global-exact and shuffle scopes)
 //   forward / backward over the step's M micro-batches, gradients accumulated
-//   reduce    gradients and loss sums over the ranks
+//   reduce    gradients and loss sums over the ranks (a routed expert's gradient, under expert
+//             parallelism, over the ranks that hold that expert)
 //   check     loss and gradient norm finite, else an error before the weights change
 //   update    clipping, AdamW, the balancer's end-of-step update from the step's loads
 //
@@ -29,6 +30,10 @@ struct StepContext {
   AdamW* opt = nullptr;
   BatchSource* source = nullptr;  // positioned at the step's first sequence; left after its last
   Communicator* comm = nullptr;
+  // Expert parallelism (parallel.ep > 1): the model's expert-parallel group, and the ranks that
+  // hold the same experts (whose expert gradients are summed). Both null without it.
+  Communicator* ep_group = nullptr;
+  Communicator* expert_replicas = nullptr;
   const TrainConfig* train = nullptr;  // micro_batch, grad_accum, schedule, clipping, AdamW
   StepMetrics* metrics = nullptr;      // reset, then filled with the step's routing (all ranks)
   Buffer<int32_t>* tokens = nullptr;   // [micro_batch·(seq_len+1)] scratch

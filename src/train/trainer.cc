@@ -257,14 +257,34 @@ uint64_t digest_bytes(uint64_t h, const void* data, size_t bytes) {
 
 // Data parallelism keeps one model on every rank; a checkpoint (written by rank 0) is only true
 // for all of them if their weights and routing state are the same bits. Checked before each save.
-void check_replicas_agree(Transformer<float>& model, Communicator& comm, int64_t step) {
-  uint64_t h = 0;
-  auto add = [&h](const void* data, size_t bytes) { h = digest_bytes(h, data, bytes); };
-  add(model.params(), sizeof(float) * static_cast<size_t>(model.num_params()));
+// Under expert parallelism the replicated part is compared over every rank and the experts over
+// the ranks that hold the same ones (expert_replicas).
+void check_replicas_agree(Transformer<float>& model, Communicator& comm,
+                          Communicator* expert_replicas, int64_t step) {
+  uint64_t h = 0, he = 0;
+  auto add = [](uint64_t& d, const void* data, int64_t n) {
+    d = digest_bytes(d, data, sizeof(float) * static_cast<size_t>(n));
+  };
+  if (expert_replicas == nullptr) {
+    add(h, model.params(), model.num_params());
+  } else {
+    int64_t at = 0;
+    for (const ParamRange& r : model.expert_ranges()) {
+      add(h, model.params() + at, r.offset - at);
+      add(he, model.params() + r.offset, r.numel);
+      at = r.offset + r.numel;
+    }
+    add(h, model.params() + at, model.num_params() - at);
+  }
   for (int64_t l = 0; l < model.n_moe_layers(); ++l)
     for (const StateTensor<const float>& s : std::as_const(model).layer_state(l))
-      add(s.data, sizeof(float) * static_cast<size_t>(s.size));
-  const int64_t bad = ranks_disagreeing(comm, h);
+      add(h, s.data, s.size);
+  int64_t bad = ranks_disagreeing(comm, h);
+  if (expert_replicas != nullptr) {  // a group's count, made the same on every rank
+    int64_t groups_bad = ranks_disagreeing(*expert_replicas, he) > 0 ? 1 : 0;
+    comm.allreduce_sum(&groups_bad, 1);
+    bad += groups_bad;
+  }
   SY_CHECK(bad == 0,
            "step {}: the data-parallel replicas differ ({} of {} ranks see weights or routing "
            "state unlike the others'); this is a bug in switchyard, please report it",
@@ -505,6 +525,10 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
 // checkpoint), then used by the step loop, evaluation and checkpoints. Rank 0 (`lead`) alone
 // writes the run directory.
 struct Run {
+  // The sub-group of the ranks of the same color (a collective), or null when !on.
+  static std::unique_ptr<Communicator> split_if(bool on, Communicator& cm, int64_t color) {
+    return on ? cm.split(static_cast<int>(color), cm.rank()) : nullptr;
+  }
   Run(const RunConfig& c, Communicator& cm, bool quiet_)
       : cfg(c),
         comm(cm),
@@ -513,8 +537,10 @@ struct Run {
         out(c.out_dir),
         ckpt_root(c.out_dir + "/checkpoints"),
         metrics_path(c.out_dir + "/metrics.jsonl"),
+        ep_group(split_if(c.parallel.ep > 1, cm, cm.rank() / c.parallel.ep)),
+        expert_replicas(split_if(c.parallel.ep > 1, cm, cm.rank() % c.parallel.ep)),
         model(c.model, topk_options(c.model, c.router), balancer_options(c), c.train.micro_batch,
-              &cm, make_router_options(c.router)),
+              &cm, make_router_options(c.router), ep_group.get()),
         opt(model.param_table(), model.num_params()),
         train_src(make_train_source(c)),
         valid_sets(make_valid_sources(c, &domain_list)),
@@ -526,6 +552,9 @@ struct Run {
   Communicator& comm;
   const bool lead, quiet;
   const std::string out, ckpt_root, metrics_path;
+  // Expert parallelism (parallel.ep > 1): this rank's group of ep consecutive ranks, which share
+  // out the experts, and the ranks that hold the same experts as this one. Null without it.
+  std::unique_ptr<Communicator> ep_group, expert_replicas;
   Transformer<float> model;
   AdamW opt;
   TrainerState state;
@@ -545,6 +574,11 @@ struct Run {
 // (rank 0 writes it; one writer at a time: `lock` holds it on rank 0 until it is destroyed).
 void open_run_dir(const RunConfig& cfg, Communicator& comm, std::optional<io::RunDirLock>& lock) {
   check_ranks_agree_on_config(cfg, comm);
+  SY_CHECK(comm.size() % cfg.parallel.ep == 0,
+           "parallel.ep must divide the number of ranks ({}), got {}: the ranks form groups of "
+           "parallel.ep that share out the experts; run with a multiple of {} ranks or set "
+           "parallel.ep to a divisor of {}",
+           comm.size(), cfg.parallel.ep, cfg.parallel.ep, comm.size());
   check_out_dir_path(cfg.out_dir);
   check_memory(cfg);
   if (comm.rank() == 0) {
@@ -602,6 +636,11 @@ void print_start(const Run& r, double peak) {
     say("            data parallel: global batch {} sequences = {} ranks x {} micro-batches x "
         "{}\n",
         R * tc.grad_accum * tc.micro_batch, R, tc.grad_accum, tc.micro_batch);
+  if (r.ep_group)
+    say("            expert parallel: {} groups of {} ranks, each rank holding {} of the {} "
+        "experts of every MoE layer ({} parameters here)\n",
+        R / r.ep_group->size(), r.ep_group->size(), r.model.moe_dims().e_local(), m.n_experts,
+        r.model.num_params());
 }
 
 // The checkpoint of `step` (steps completed): never of non-finite weights (they would become
@@ -613,11 +652,14 @@ void save_step(Run& r, int64_t step) {
            "step {}: {} of {} weights are not finite after the optimizer update: training "
            "diverged, and no checkpoint of this step is written; {}",
            step, bad, r.model.num_params(), r.diverged());
-  if (r.comm.size() > 1) check_replicas_agree(r.model, r.comm, step);
+  if (r.comm.size() > 1) check_replicas_agree(r.model, r.comm, r.expert_replicas.get(), step);
   r.state.step = step;
   r.state.data_position = r.train_src->position();
+  OtherExperts others;  // every expert in one checkpoint, whatever the layout
+  if (r.ep_group) others = gather_experts(r.model, &r.opt, *r.ep_group);
   if (r.lead) {
-    save_checkpoint(r.ckpt_root + "/" + step_dir_name(step), r.cfg, r.model, &r.opt, r.state);
+    save_checkpoint(r.ckpt_root + "/" + step_dir_name(step), r.cfg, r.model, &r.opt, r.state,
+                    r.ep_group ? &others : nullptr);
     io::write_latest_pointer(r.ckpt_root, step_dir_name(step));
     io::prune_checkpoints(r.ckpt_root, 3);
   }
@@ -700,6 +742,8 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                              .opt = &r.opt,
                              .source = r.train_src.get(),
                              .comm = &comm,
+                             .ep_group = r.ep_group.get(),
+                             .expert_replicas = r.expert_replicas.get(),
                              .train = &tc,
                              .metrics = &r.sm,
                              .tokens = &r.tokens,
