@@ -119,6 +119,18 @@ for name in micro loss-free bip expert-choice; do
     compare "$name: ep 2 = 1 process" "$WORK/$name-ep2" "$WORK/$name-1" exact
   fi
 done
+/usr/bin/python3 - "$WORK/micro-ep2/metrics.jsonl" <<'PY' || fail "ep 2: the step records measure the exchange"
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+    if r["type"] != "train":
+        continue
+    for l in r["layers"]:
+        ep = l["ep"]
+        assert sum(ep["rows"]) == sum(l["load"]), (ep["rows"], l["load"])
+        assert len(ep["wait_ms"]) == 2 and min(ep["wait_ms"]) == 0 and min(ep["exchange_ms"]) > 0, ep
+        assert all(b > 0 for b in ep["bytes_sent"]), ep
+print("ok: ep 2 step records: rows per rank sum to the loads, exchange and wait times")
+PY
 # Checkpoints hold every expert whatever the layout: ep 2 -> 1 process, and 1 process -> ep 2.
 "${MPIRUN[@]}" "$SY" train "${BASE[@]}" "${R6[@]}" --set parallel.ep=2 --set out_dir="$WORK/ep-to-1" --stop-after 3 || fail "ep 2: first half"
 "$SY" train "${BASE[@]}" "${R6[@]}" --set train.grad_accum=2 --set out_dir="$WORK/ep-to-1" || fail "ep 2 -> 1 process"

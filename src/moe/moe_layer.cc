@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "core/gemm.h"
@@ -107,6 +108,19 @@ void plan_exchange(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>&
   a.local_offsets[El] = r;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Bytes of one alltoallv (counts in elements) that leave this rank.
+template <typename T>
+int64_t bytes_away(const std::vector<int64_t>& counts, int64_t me) {
+  int64_t n = 0;
+  for (size_t i = 0; i < counts.size(); ++i)
+    if (static_cast<int64_t>(i) != me) n += counts[i];
+  return n * static_cast<int64_t>(sizeof(T));
+}
+
 // rows[M,D] in the plan's expert order → local[Ml,D], this rank's experts' rows.
 template <typename T>
 void send_to_experts(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep,
@@ -154,12 +168,19 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
   const T* xl = xs;
   T* yl = a.ys.data();
   const int64_t* offsets = p.expert_offsets.data();
+  a.exchange = ExchangeStats{};
+  auto t0 = std::chrono::steady_clock::now();
   if (parallel) {
     plan_exchange(dims, a, *ep);
     send_to_experts(dims, a, *ep, xs, a.xl.data());
     xl = a.xl.data();
     yl = ep->local.data();
     offsets = a.local_offsets.data();
+    a.exchange.rows = a.local_offsets[dims.e_local()];
+    a.exchange.bytes_sent =
+        bytes_away<T>(ep->sc, dims.ep_rank) + bytes_away<T>(ep->rc, dims.ep_rank);
+    a.exchange.exchange_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
   }
   // Experts: one GEMM chain per expert on its contiguous rows (each GEMM uses every thread).
   for (int64_t e = 0; e < dims.e_local(); ++e) {
@@ -168,7 +189,12 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
     swiglu_ffn_forward(yl + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
                        xl + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
   }
-  if (parallel) return_from_experts(dims, a, *ep, yl, a.ys.data());
+  if (parallel) {
+    a.exchange.experts_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    return_from_experts(dims, a, *ep, yl, a.ys.data());
+    a.exchange.exchange_s += seconds_since(t0);
+  }
   // Combine, token-major, a token's rows in expert order: the summation order is fixed.
   const T* ys = a.ys.data();
 #pragma omp parallel for schedule(static)
@@ -223,6 +249,7 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   const T* xl = a.xs.data();
   T* dxl = s.dxs.data();
   const int64_t* offsets = p.expert_offsets.data();
+  auto t0 = std::chrono::steady_clock::now();
   if (parallel) {
     exchange_geometry(dims, a, *ep);
     send_to_experts(dims, a, *ep, dys, s.dyl.data());
@@ -230,6 +257,10 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
     xl = a.xl.data();
     dxl = s.dxl.data();
     offsets = a.local_offsets.data();
+    a.exchange.bytes_sent +=
+        bytes_away<T>(ep->sc, dims.ep_rank) + bytes_away<T>(ep->rc, dims.ep_rank);
+    a.exchange.exchange_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
   }
   // Experts backward.
   for (int64_t e = 0; e < dims.e_local(); ++e) {
@@ -240,7 +271,12 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
                         xl + r0 * D, a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
                         w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
   }
-  if (parallel) return_from_experts(dims, a, *ep, dxl, s.dxs.data());
+  if (parallel) {
+    a.exchange.experts_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    return_from_experts(dims, a, *ep, dxl, s.dxs.data());
+    a.exchange.exchange_s += seconds_since(t0);
+  }
   // Dispatch backward: token-major, a token's rows in expert order.
   const T* dxs = s.dxs.data();
 #pragma omp parallel for schedule(static)

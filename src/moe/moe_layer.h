@@ -57,6 +57,16 @@ struct MoeGrads {  // accumulated into (+=)
   T* shared_down = nullptr;
 };
 
+// Expert parallelism as measured on this rank for one micro-batch (the forward and its backward;
+// zero without it). Exchange time is spent in the all-to-alls and their copies, and includes
+// waiting there for the slowest rank of the group.
+struct ExchangeStats {
+  int64_t rows = 0;        // rows this rank's experts ran (forward)
+  int64_t bytes_sent = 0;  // to the other ranks of the group, forward and backward
+  double exchange_s = 0;   // wall seconds in the exchanges
+  double experts_s = 0;    // wall seconds in this rank's experts
+};
+
 // What one layer's forward keeps for its backward.
 template <typename T>
 struct MoeActivations {
@@ -75,6 +85,7 @@ struct MoeActivations {
   std::vector<int64_t> send_counts;    // [ep·E_local] rows to rank i for its local expert j
   std::vector<int64_t> recv_counts;    // [ep·E_local] rows from rank i for local expert j
   std::vector<int64_t> recv_row;       // [Ml] the exchange-buffer row of local row r
+  ExchangeStats exchange;              // of the last forward (reset) and its backward
   Buffer<T> shared_hu;                 // [n_shared, N, 2Fs]
   Buffer<T> shared_act;                // [n_shared, N, Fs]
 };

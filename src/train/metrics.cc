@@ -16,6 +16,8 @@ StepMetrics::StepMetrics(int64_t n_moe_layers, int64_t n_experts)
   dropped_.assign(layers_, 0);
   assignments_.assign(layers_, 0);
   tokens_.assign(layers_, 0);
+  local_.assign(layers_, ExchangeStats{});
+  exchange_.assign(layers_, LayerExchange{});
 }
 
 void StepMetrics::reset() {
@@ -25,10 +27,13 @@ void StepMetrics::reset() {
   for (auto* v : {&maxvio_micro_sum_, &entropy_sum_, &topk_sum_, &lbl_sum_, &z_sum_})
     std::fill(v->begin(), v->end(), 0.0);
   for (auto* v : {&dropped_, &assignments_, &tokens_}) std::fill(v->begin(), v->end(), 0);
+  std::fill(local_.begin(), local_.end(), ExchangeStats{});
+  std::fill(exchange_.begin(), exchange_.end(), LayerExchange{});
 }
 
 void StepMetrics::add(const Transformer<float>& model) {
   ++micro_;
+  ep_ = model.moe_dims().ep;
   for (int64_t l = 0; l < layers_; ++l) {
     const RoutingPlan<float>& r = model.layer_plan(l);
     const RoutingStats& st = model.layer_stats(l);
@@ -42,11 +47,44 @@ void StepMetrics::add(const Transformer<float>& model) {
     assignments_[l] += r.rows + r.dropped;
     for (int b = 0; b < 6; ++b) hist_[l][b] += st.experts_per_token[b];
     tokens_[l] += r.n;
+    const ExchangeStats& x = model.layer_acts(l).exchange;
+    local_[l].rows += x.rows;
+    local_[l].bytes_sent += x.bytes_sent;
+    local_[l].exchange_s += x.exchange_s;
+    local_[l].experts_s += x.experts_s;
   }
 }
 
+namespace {
+
+// Every rank's value of one measurement: this rank's in its slot, summed over the ranks.
+template <typename V>
+std::vector<V> per_rank(Communicator& comm, V mine) {
+  std::vector<V> v(comm.size(), V(0));
+  v[comm.rank()] = mine;
+  comm.allreduce_sum(v.data(), static_cast<int64_t>(v.size()));
+  return v;
+}
+
+}  // namespace
+
 void StepMetrics::allreduce(Communicator& comm) {
   if (comm.size() == 1) return;
+  if (ep_ > 1) {
+    for (int64_t l = 0; l < layers_; ++l) {
+      LayerExchange& e = exchange_[l];
+      e.rows = per_rank(comm, local_[l].rows);
+      e.bytes_sent = per_rank(comm, local_[l].bytes_sent);
+      e.exchange_ms = per_rank(comm, local_[l].exchange_s * 1e3);
+      e.experts_ms = per_rank(comm, local_[l].experts_s * 1e3);
+      e.wait_ms.assign(comm.size(), 0.0);
+      for (int64_t g = 0; g < comm.size(); g += ep_) {
+        const double least =
+            *std::min_element(e.exchange_ms.begin() + g, e.exchange_ms.begin() + g + ep_);
+        for (int64_t r = g; r < g + ep_; ++r) e.wait_ms[r] = e.exchange_ms[r] - least;
+      }
+    }
+  }
   std::vector<int64_t> ints = {micro_};
   std::vector<double> reals;
   for (int64_t l = 0; l < layers_; ++l) {

@@ -22,6 +22,16 @@ struct LayerSummary {
   double lbl = 0, z_loss = 0;  // means over micro-batches (coefficient applied)
 };
 
+// Expert parallelism measured over one step, for one MoE layer, one entry per rank (world
+// order; ranks [g·ep, (g+1)·ep) form group g). Exchange time includes waiting for the slowest
+// rank of the group; wait_ms is that part as measured: a rank's exchange time minus the least of
+// its group's (the rank that arrived last waited least).
+struct LayerExchange {
+  std::vector<int64_t> rows;        // rows each rank's experts ran
+  std::vector<int64_t> bytes_sent;  // to the other ranks of its group, forward and backward
+  std::vector<double> exchange_ms, experts_ms, wait_ms;
+};
+
 class StepMetrics {
  public:
   StepMetrics(int64_t n_moe_layers, int64_t n_experts);
@@ -36,12 +46,18 @@ class StepMetrics {
   // Sums every accumulator over the ranks (after the step's last add()): the summaries then
   // describe the global batch, and means are over all ranks' micro-batches and tokens.
   void allreduce(Communicator& comm);
+  // Expert parallelism's measurements of the step (after allreduce()); empty without it.
+  const LayerExchange& exchange(int64_t layer) const { return exchange_[layer]; }
+  bool expert_parallel() const { return ep_ > 1; }
 
  private:
   int64_t layers_, experts_, micro_ = 0;
   std::vector<std::vector<int64_t>> load_, hist_;
   std::vector<double> maxvio_micro_sum_, entropy_sum_, topk_sum_, lbl_sum_, z_sum_;
   std::vector<int64_t> dropped_, assignments_, tokens_;
+  int64_t ep_ = 1;                    // the expert-parallel group size (from the model)
+  std::vector<ExchangeStats> local_;  // [layer] this rank's, summed over micro-batches
+  std::vector<LayerExchange> exchange_;
 };
 
 }  // namespace sy

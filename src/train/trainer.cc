@@ -490,6 +490,14 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
                       {"ep_imbalance", ep},
                       {"experts_per_token", sm.experts_per_token(l)}});
     if (!oracle[l].is_null()) layers.back()["oracle"] = oracle[l];
+    if (sm.expert_parallel()) {
+      const LayerExchange& x = sm.exchange(l);
+      layers.back()["ep"] = {{"rows", x.rows},
+                             {"bytes_sent", x.bytes_sent},
+                             {"exchange_ms", x.exchange_ms},
+                             {"experts_ms", x.experts_ms},
+                             {"wait_ms", x.wait_ms}};
+    }
     // The balancers' state after this step's update, and what the router family reports (BIP's
     // prices, Sinkhorn's residual imbalance).
     const int64_t E = m.n_experts;
