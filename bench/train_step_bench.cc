@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     sy::set_gemm_backend(sy::parse_gemm_backend(gemm_name));
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len;
-    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B,
-                                 nullptr, sy::make_router_options(cfg.router));
+    sy::Transformer<float> model(m, sy::topk_options(cfg), sy::balancer_options(cfg), B, nullptr,
+                                 sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
     sy::AdamW opt(model.param_table(), model.num_params());
     sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);

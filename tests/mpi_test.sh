@@ -131,6 +131,11 @@ for r in map(json.loads, open(sys.argv[1])):
         assert all(b > 0 for b in ep["bytes_sent"]), ep
 print("ok: ep 2 step records: rows per rank sum to the loads, exchange and wait times")
 PY
+# Device-limited routing trains under expert parallelism (that every token's experts lie on at
+# most M groups is sy_routing_test's DeviceLimitedRoutingTest).
+"${MPIRUN[@]}" "$SY" train "${BASE[@]}" --set train.grad_accum=1 --set parallel.ep=2 \
+  --set router.max_ranks_per_token=1 --set out_dir="$WORK/limited" >"$WORK/log" 2>&1 || { fail "device-limited routing"; cat "$WORK/log"; }
+grep -q '"bytes_sent"' "$WORK/limited/metrics.jsonl" || fail "device-limited routing: step records"
 # Checkpoints hold every expert whatever the layout: ep 2 -> 1 process, and 1 process -> ep 2.
 "${MPIRUN[@]}" "$SY" train "${BASE[@]}" "${R6[@]}" --set parallel.ep=2 --set out_dir="$WORK/ep-to-1" --stop-after 3 || fail "ep 2: first half"
 "$SY" train "${BASE[@]}" "${R6[@]}" --set train.grad_accum=2 --set out_dir="$WORK/ep-to-1" || fail "ep 2 -> 1 process"

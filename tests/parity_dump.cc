@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out);
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len, N = B * S;
-    sy::Transformer<float> model(m, sy::topk_options(m, cfg.router), sy::balancer_options(cfg), B,
-                                 nullptr, sy::make_router_options(cfg.router));
+    sy::Transformer<float> model(m, sy::topk_options(cfg), sy::balancer_options(cfg), B, nullptr,
+                                 sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
     sy::save_checkpoint(out + "/checkpoint", cfg, model, nullptr, sy::TrainerState{});
 

@@ -40,6 +40,11 @@ struct TopKOptions {
   double capacity_factor = 0.0;  // 0 = dropless
   DropPolicy drop = DropPolicy::kProbs;
   double z_loss_coef = 0.0;  // router z-loss coefficient; 0 = off
+  // Device-limited routing (DeepSeek-V2): the experts form `groups` contiguous groups of E/groups
+  // (the ranks of expert parallelism); each token's experts come from at most `max_groups` of
+  // them, the groups holding its highest scores. Applied by the top-K family's slot routers
+  // before their choice (switchyard/slot_router.h). 0 = off.
+  int64_t groups = 0, max_groups = 0;
 };
 
 // Capacity per expert for n tokens: ceil(cf·n·K/E), or n·K (no limit) when cf == 0.

@@ -39,8 +39,14 @@ class SlotRouter : public Router<T> {
   const TopKOptions o_;
 
  private:
+  // Device-limited routing: per token, the max_groups groups with the highest score, then the K
+  // best of score + bias among their experts, as forced experts.
+  const int32_t* limit_groups(const T* z, int64_t n, const T* bias);
+
   RoutingBuffers<T> route_;
-  std::vector<T> dgate_;  // [N,K] the backward's per-slot gate gradient
+  std::vector<T> scores_;         // [N,E] (device-limited routing only)
+  std::vector<int32_t> limited_;  // [N,K]
+  std::vector<T> dgate_;          // [N,K] the backward's per-slot gate gradient
 };
 
 }  // namespace sy

@@ -37,6 +37,10 @@ struct RouterConfig {
   double ec_threshold_decay = 0.99;           // Expert Choice: EMA decay of the causal thresholds
   double sinkhorn_eval_decay = 0.99;  // Sinkhorn: EMA decay of the causal evaluation's potentials
   int64_t oracle_every = 0;           // every N steps, the optimality gap of the routing; 0 = off
+  // Device-limited routing: each token's experts on at most this many ranks (groups of E/G
+  // experts, G = rank_groups or parallel.ep); 0 = off. top-K and BIP only.
+  int64_t max_ranks_per_token = 0;
+  int64_t rank_groups = 0;  // G without expert parallelism; 0 = parallel.ep
 };
 
 // One balancing term: (type, scope, coefficient). Issue 2 implements type "lbl", scope "micro".

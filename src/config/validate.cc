@@ -169,6 +169,8 @@ void check_router(const Checker& c, const RouterConfig& r) {
   c.at_least("router.ec_chunk", r.ec_chunk, 0);
   c.one_of("router.ec_group_order", r.ec_group_order, kEcGroupOrders);
   c.at_least("router.oracle_every", r.oracle_every, 0, "0 turns the oracle off");
+  c.at_least("router.max_ranks_per_token", r.max_ranks_per_token, 0, "0 turns the limit off");
+  c.at_least("router.rank_groups", r.rank_groups, 0, "0 means parallel.ep");
   c.require(r.ec_threshold_decay >= 0 && r.ec_threshold_decay < 1, "router.ec_threshold_decay",
             "in [0, 1)", num(r.ec_threshold_decay));
   c.require(r.sinkhorn_eval_decay >= 0 && r.sinkhorn_eval_decay < 1, "router.sinkhorn_eval_decay",
@@ -225,12 +227,29 @@ void check_data_and_system(const Checker& c, const DataConfig& d, const SystemCo
   c.one_of("system.gemm", s.gemm, kGemmBackends);
 }
 
-void check_parallel(const Checker& c, const ParallelConfig& p, const ModelConfig& m) {
+void check_parallel(const Checker& c, const ParallelConfig& p, const ModelConfig& m,
+                    const RouterConfig& r) {
   c.at_least("parallel.ep", p.ep, 1, "1 turns expert parallelism off");
   if (p.ep > 1)
     c.require(m.n_experts % p.ep == 0, "parallel.ep",
               fmt::format("a divisor of model.n_experts ({})", m.n_experts),
               fmt::format("{}", p.ep), "each rank of an expert-parallel group holds E/ep experts");
+  // Device-limited routing: M of G groups of E/G experts must leave room for K experts.
+  const int64_t M = r.max_ranks_per_token, G = r.rank_groups > 0 ? r.rank_groups : p.ep;
+  if (M == 0) return;
+  c.require(r.type == "topk" || r.type == "bip", "router.max_ranks_per_token",
+            fmt::format("0 with router.type = \"{}\"", r.type), fmt::format("{}", M),
+            "only top-K and BIP choose by scores; the other routers choose experts themselves");
+  c.require(G >= 2 && G <= 64 && m.n_experts % G == 0, "router.rank_groups",
+            fmt::format("in [2, 64] and a divisor of model.n_experts ({}) when "
+                        "router.max_ranks_per_token > 0 (0 takes parallel.ep)",
+                        m.n_experts),
+            fmt::format("{} (parallel.ep = {})", r.rank_groups, p.ep));
+  c.require(M <= G && M * (m.n_experts / G) >= m.top_k, "router.max_ranks_per_token",
+            fmt::format("at most the {} groups, with room for model.top_k = {} experts in M "
+                        "groups of {}",
+                        G, m.top_k, m.n_experts / G),
+            fmt::format("{}", M));
 }
 
 void check_cross_field(const Checker& c, const RunConfig& cfg) {
@@ -368,7 +387,7 @@ void validate(const RunConfig& cfg_in, std::string_view origin) {
   check_loss_free(c, cfg.loss_free);
   check_train(c, cfg.train);
   check_data_and_system(c, cfg.data, cfg.system);
-  check_parallel(c, cfg.parallel, cfg.model);
+  check_parallel(c, cfg.parallel, cfg.model, cfg.router);
   check_cross_field(c, cfg);
 }
 

@@ -1,5 +1,7 @@
 #include "routing/slot_router.h"
 
+#include <algorithm>
+
 #include "core/vec_math.h"
 #include "routing/softmax.h"
 
@@ -9,13 +11,57 @@ template <typename T>
 SlotRouter<T>::SlotRouter(const TopKOptions& o, int64_t n_max) : o_(o) {
   route_.resize(n_max, o.n_experts, o.top_k);
   dgate_.assign(n_max * o.top_k, T(0));
+  if (o.max_groups > 0) {
+    scores_.assign(n_max * o.n_experts, T(0));
+    limited_.assign(n_max * o.top_k, 0);
+  }
+}
+
+template <typename T>
+const int32_t* SlotRouter<T>::limit_groups(const T* z, int64_t n, const T* bias) {
+  const int64_t E = o_.n_experts, K = o_.top_k, G = o_.groups, M = o_.max_groups, per = E / G;
+  detail::scores_of(o_, z, n, scores_.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    const T* s = scores_.data() + t * E;
+    // The M groups with the highest affinity (their best score; ties: the lower group).
+    uint64_t chosen = 0;  // bit g: group g allowed (G ≤ 64, validated)
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t best = -1;
+      T best_v = T(0);
+      for (int64_t g = 0; g < G; ++g) {
+        if (chosen >> g & 1) continue;
+        T v = s[g * per];
+        for (int64_t i = g * per + 1; i < (g + 1) * per; ++i) v = std::max(v, s[i]);
+        if (best < 0 || v > best_v) best = g, best_v = v;
+      }
+      chosen |= uint64_t{1} << best;
+    }
+    // The K best of score + bias among their experts, in descending order (ties: lower index).
+    int32_t* out = limited_.data() + t * K;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t best = -1;
+      T best_v = T(0);
+      for (int64_t i = 0; i < E; ++i) {
+        if (!(chosen >> (i / per) & 1)) continue;
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken |= out[j] == i;
+        if (taken) continue;
+        const T v = s[i] + (bias ? bias[i] : T(0));
+        if (best < 0 || v > best_v) best = i, best_v = v;
+      }
+      out[k] = static_cast<int32_t>(best);
+    }
+  }
+  return limited_.data();
 }
 
 template <typename T>
 RoutingStats SlotRouter<T>::route(const T* z, int64_t n, const RouteCall<T>& call,
                                   RoutingPlan<T>& plan) {
   const int64_t E = o_.n_experts, K = o_.top_k;
-  const Choice c = choose(z, n, call);
+  Choice c = choose(z, n, call);
+  if (o_.max_groups > 0 && c.forced == nullptr) c = {nullptr, limit_groups(z, n, c.bias)};
   RoutingStats st = topk_route_forward(o_, z, n, route_, c.bias, c.forced);
   // The slot plan as rows: rows are already expert-sorted; each row's token and gate.
   const RoutingBuffers<T>& r = route_;

@@ -83,8 +83,8 @@ struct TrainingRun {
     return o;
   }
   static Transformer<float> make_model(const RunConfig& c) {
-    return Transformer<float>(c.model, topk_options(c.model, c.router), balancer_options(c),
-                              c.train.micro_batch, nullptr, routing());
+    return Transformer<float>(c.model, topk_options(c), balancer_options(c), c.train.micro_batch,
+                              nullptr, routing());
   }
   void train(int64_t from, int64_t to) {
     SyntheticSource src(cfg.model.vocab_size, cfg.model.seq_len, 7);

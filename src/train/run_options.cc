@@ -11,7 +11,9 @@ ScoreFn router_score(const RouterConfig& r) {
   return parse_score_fn(r.score == "auto" ? "softmax" : r.score);
 }
 
-TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
+TopKOptions topk_options(const RunConfig& cfg) {
+  const ModelConfig& m = cfg.model;
+  const RouterConfig& r = cfg.router;
   TopKOptions o;
   o.n_experts = m.n_experts;
   o.top_k = m.top_k;
@@ -21,6 +23,8 @@ TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r) {
   o.capacity_factor = r.capacity_factor;
   o.drop = parse_drop_policy(r.drop_policy);
   o.z_loss_coef = r.z_loss_coef;
+  o.max_groups = r.max_ranks_per_token;
+  o.groups = r.max_ranks_per_token == 0 ? 0 : r.rank_groups > 0 ? r.rank_groups : cfg.parallel.ep;
   return o;
 }
 

@@ -15,8 +15,9 @@ namespace sy {
 
 // router.score as a ScoreFn: "auto" (not resolved by resolve_defaults) is softmax.
 ScoreFn router_score(const RouterConfig& r);
-// The top-K options every router family starts from (scores, gates, capacity, z-loss).
-TopKOptions topk_options(const ModelConfig& m, const RouterConfig& r);
+// The top-K options every router family starts from (scores, gates, capacity, z-loss, the
+// device limit).
+TopKOptions topk_options(const RunConfig& cfg);
 // The router family (router.type) and every family's options.
 RouterOptions make_router_options(const RouterConfig& r);
 // Balancer options (LBL terms, loss-free bias, batch geometry).

@@ -35,8 +35,8 @@ RunConfig small_moe() {
 struct Rig {
   explicit Rig(const RunConfig& c)
       : cfg(c),
-        model(c.model, topk_options(c.model, c.router), balancer_options(c), c.train.micro_batch,
-              nullptr, make_router_options(c.router)),
+        model(c.model, topk_options(c), balancer_options(c), c.train.micro_batch, nullptr,
+              make_router_options(c.router)),
         opt(model.param_table(), model.num_params()),
         src(c.model.vocab_size, c.model.seq_len, 7),
         metrics(model.n_moe_layers(), c.model.n_experts),

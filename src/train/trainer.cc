@@ -547,8 +547,8 @@ struct Run {
         metrics_path(c.out_dir + "/metrics.jsonl"),
         ep_group(split_if(c.parallel.ep > 1, cm, cm.rank() / c.parallel.ep)),
         expert_replicas(split_if(c.parallel.ep > 1, cm, cm.rank() % c.parallel.ep)),
-        model(c.model, topk_options(c.model, c.router), balancer_options(c), c.train.micro_batch,
-              &cm, make_router_options(c.router), ep_group.get()),
+        model(c.model, topk_options(c), balancer_options(c), c.train.micro_batch, &cm,
+              make_router_options(c.router), ep_group.get()),
         opt(model.param_table(), model.num_params()),
         train_src(make_train_source(c)),
         valid_sets(make_valid_sources(c, &domain_list)),
@@ -820,7 +820,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   apply_system(cfg.system);
   const ModelConfig& m = cfg.model;
   const int64_t B = cfg.train.micro_batch;
-  Transformer<float> model(m, topk_options(m, cfg.router), balancer_options(cfg), B, nullptr,
+  Transformer<float> model(m, topk_options(cfg), balancer_options(cfg), B, nullptr,
                            make_router_options(cfg.router));
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
   std::vector<std::string> domain_list;

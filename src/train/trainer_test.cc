@@ -282,14 +282,14 @@ TEST(TrainerTest, SinkhornCheckpointWithoutPotentialsLoadsAndRestartsThem) {
   c.balance.terms.clear();
   RouterConfig stateless = c.router;
   stateless.type = "topk";
-  Transformer<float> old_model(c.model, topk_options(c.model, c.router), balancer_options(c), 4,
-                               nullptr, make_router_options(stateless));
+  Transformer<float> old_model(c.model, topk_options(c), balancer_options(c), 4, nullptr,
+                               make_router_options(stateless));
   old_model.init(1);
   const std::string dir = c.out_dir + "/ckpt";
   save_checkpoint(dir, c, old_model, nullptr, TrainerState{});
   ASSERT_FALSE(fs::exists(dir + "/balancer.safetensors"));
-  Transformer<float> model(c.model, topk_options(c.model, c.router), balancer_options(c), 4,
-                           nullptr, make_router_options(c.router));
+  Transformer<float> model(c.model, topk_options(c), balancer_options(c), 4, nullptr,
+                           make_router_options(c.router));
   const StateTensor<float> pot = model.layer_state(0).at(0);
   ASSERT_STREQ(pot.name, "sinkhorn_potentials");
   std::fill(pot.data, pot.data + pot.size, 7.f);
