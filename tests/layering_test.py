@@ -56,15 +56,17 @@ def main():
             errors.append(f"src/{d.name}/: a directory the layering does not know; add it to "
                           f"LAYERS in tests/layering_test.py")
             continue
-        for f in sorted(d.iterdir()):
+        # Subdirectories (routing/avx512/) belong to their directory's layer.
+        for f in sorted(d.rglob("*")):
             if f.suffix not in (".h", ".cc"):
                 continue
+            rel = f.relative_to(root / "src").as_posix()
             is_test = f.stem.endswith(("_test", "_xcheck")) or "test_util" in f.stem
             for inc in INCLUDE.findall(f.read_text()):
                 if f.suffix == ".h":
-                    graph.setdefault(f"{d.name}/{f.name}", set()).add(inc)
+                    graph.setdefault(rel, set()).add(inc)
                 if not allowed(d.name, inc, is_test):
-                    errors.append(f"src/{d.name}/{f.name}: includes \"{inc}\", but {d.name}/ may "
+                    errors.append(f"src/{rel}: includes \"{inc}\", but {d.name}/ may "
                                   f"include only {sorted(LAYERS[d.name]) or 'nothing'} (besides "
                                   f"itself)")
     for f in sorted((root / "include" / "switchyard").glob("*.h")):
@@ -92,7 +94,7 @@ def main():
 
     for e in errors:
         print(e)
-    n_files = sum(1 for _ in (root / "src").glob("*/*.[hc]*"))
+    n_files = sum(1 for _ in (root / "src").glob("*/**/*.[hc]*"))
     print(f"layering: {n_files} files, {len(errors)} violations")
     return 1 if errors else 0
 
