@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+import tomllib
 
 import numpy as np
 
@@ -308,6 +309,16 @@ def metric_order(names):
     return base + layers + dom_keys
 
 
+def planned_steps(run_dir):
+    """train.steps of the run (its config.toml), or None when the file or key is absent."""
+    path = os.path.join(run_dir, "config.toml")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        steps = tomllib.load(f).get("train", {}).get("steps")
+    return steps if isinstance(steps, int) else None
+
+
 def summarise(manifest_path):
     """The summary of an experiment (the content of summary.json)."""
     man = load_manifest(manifest_path)
@@ -325,6 +336,11 @@ def summarise(manifest_path):
             train, evals = read_records(path)
             if not train:
                 notes.append(f"{arm['name']} seed {run['seed']}: no training steps yet: left out")
+                continue
+            planned = planned_steps(d)
+            if planned is not None and train[-1]["step"] < planned:
+                notes.append(f"{arm['name']} seed {run['seed']}: trained to step {train[-1]['step']} "
+                             f"of {planned} (unfinished or still running): left out")
                 continue
             rows.append((run, train, evals))
         records[arm["name"]] = rows

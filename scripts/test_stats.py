@@ -288,6 +288,15 @@ class ExperimentTest(unittest.TestCase):
         self.assertTrue(any("noisy seed 3" in n for n in s["notes"]))
         self.assertEqual(s["paired"]["noisy"]["stats"]["final_loss"]["missing"], [3])
 
+    def test_a_run_still_training_is_left_out_with_a_note(self):
+        # Its config plans 10 steps; its metrics stop at step 6: an interim value is no result.
+        with open(os.path.join(self.root, "noisy", "seed-3", "config.toml"), "a") as f:
+            f.write("[train]\nsteps = 10\n")
+        s = stats.summarise(self.manifest)
+        self.assertEqual([r["seed"] for r in s["arms"]["noisy"]["runs"]], [1, 2])
+        self.assertTrue(any("noisy seed 3: trained to step 6 of 10" in n for n in s["notes"]), s["notes"])
+        self.assertEqual(len(s["arms"]["ref"]["runs"]), 3)  # finished runs (no steps planned) stay
+
     def test_stats_cli_and_report_write_the_same_summary(self):
         out = os.path.join(self.root, "stats_out")
         p = subprocess.run([PY, os.path.join(HERE, "stats.py"), self.manifest, "--out", out],
