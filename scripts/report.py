@@ -367,6 +367,42 @@ def plot_oracle(runs, out, figures):
     return save(fig, out, "oracle_gap.png", figures)
 
 
+def plot_ep_wait(runs, out, figures):
+    """Expert parallelism's measured straggler cost: per step, the slowest rank's wait summed over
+    MoE layers (layers[].ep.wait_ms) against the step's MaxVio and the simulated ep_imbalance for
+    the run's group size (mean over layers). None when no run was expert parallel."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    drawn = False
+    for r in runs:
+        pts = []
+        for t in r.train:
+            ls = [l for l in t.get("layers", []) if isinstance(l.get("ep"), dict)]
+            if not ls:
+                continue
+            R = str(len(ls[0]["ep"]["wait_ms"]))
+            sim = [l["ep_imbalance"].get(R) for l in ls if isinstance(l.get("ep_imbalance"), dict)]
+            sim = [x for x in sim if isinstance(x, (int, float))]
+            pts.append((mean([l["maxvio"] for l in ls]), mean(sim) if sim else None,
+                        sum(max(l["ep"]["wait_ms"]) for l in ls)))
+        if not pts:
+            continue
+        drawn = True
+        a1.scatter([p[0] for p in pts], [p[2] for p in pts], s=10, alpha=0.6, label=r.name)
+        a2.scatter([p[1] for p in pts if p[1] is not None], [p[2] for p in pts if p[1] is not None],
+                   s=10, alpha=0.6, label=r.name)
+    if not drawn:
+        plt.close(fig)
+        return None
+    a1.set_xlabel("step MaxVio (mean over MoE layers)")
+    a2.set_xlabel("simulated ep_imbalance: max rank load / mean (mean over layers)")
+    a1.set_ylabel("measured wait for the slowest rank, ms per step")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    fig.suptitle("Expert parallelism: what imbalance costs in time (layers[].ep.wait_ms)")
+    return save(fig, out, "ep_wait.png", figures)
+
+
 def plot_heatmaps(run, out, figures, notes):
     """Expert × domain heatmap per MoE layer, from the last eval record with per-domain F."""
     last = None
@@ -693,6 +729,9 @@ def main(argv=None):
     og = plot_oracle(per_run, args.out, figures)
     if og:
         sections.append(("Against the exact optimum (router.oracle_every)", [(None, [og])]))
+    ew = plot_ep_wait(per_run, args.out, figures)
+    if ew:
+        sections.append(("Expert parallelism: measured wait (parallel.ep)", [(None, [ew])]))
     hm = []
     for r in per_run:
         names = plot_heatmaps(r, args.out, figures, notes)

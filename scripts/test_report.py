@@ -65,7 +65,7 @@ def eval_record(step, n_layers, E, K, domains, ec):
 
 
 def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False, evals=True,
-             oracle=False):
+             oracle=False, ep=False):
     d = os.path.join(root, name)
     os.makedirs(d)
     with open(os.path.join(d, "config.toml"), "w") as f:
@@ -79,6 +79,10 @@ def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False
                 for l in rec["layers"]:
                     l["oracle"] = {"objective_gap": 0.01 / s, "capacity_violation": 2, "objective": 30.0,
                                    "optimal_objective": 30.3, "dual_gap": 0.002 / s}
+            if ep:  # expert parallel on 2 ranks: the exchange measured per rank
+                for l in rec["layers"]:
+                    l["ep"] = {"rows": [60, 68], "bytes_sent": [4096, 4096], "exchange_ms": [1.0, 1.0 + 0.1 * s],
+                               "experts_ms": [3.0, 2.5], "wait_ms": [0.0, 0.1 * s]}
             if oracle:  # a BIP run: its prices per layer and expert
                 for li, l in enumerate(rec["layers"]):
                     l["bip_prices"] = [0.001 * s * ((i + li) % 3) for i in range(E)]
@@ -136,13 +140,15 @@ def main():
               "table has the mean specialisation of the last evaluation with domains")
 
         check(not os.path.exists(os.path.join(out, "oracle_gap.png")), "no oracle plot without oracle records")
+        check(not os.path.exists(os.path.join(out, "ep_wait.png")), "no wait plot without expert parallelism")
 
         # --- a run with oracle records (router.oracle_every): the gap plot and its section
-        orc = make_run(tmp, "bip_oracle", oracle=True)
+        orc = make_run(tmp, "bip_oracle", oracle=True, ep=True)
         out_o = os.path.join(tmp, "report_o")
         p = run_report(orc, plain, "--out", out_o)
         check(p.returncode == 0, f"report with oracle records exits 0 (stderr: {p.stderr.strip()})")
         check(os.path.isfile(os.path.join(out_o, "oracle_gap.png")), "oracle_gap.png written")
+        check(os.path.isfile(os.path.join(out_o, "ep_wait.png")), "ep_wait.png written for an expert-parallel run")
         page_o = open(os.path.join(out_o, "index.html"), encoding="utf-8").read() if p.returncode == 0 else ""
         check('src="oracle_gap.png"' in page_o and "exact optimum" in page_o, "page has the oracle section")
         check(os.path.isfile(os.path.join(out_o, "bip_prices_bip_oracle.png")), "bip_prices plot written")
