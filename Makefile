@@ -29,6 +29,7 @@ demo: build
 
 bench: build
 	@scripts/bench.sh $(BUILD)
+	@scripts/ep_bench.sh $(BUILD)
 
 lint: deps
 	@scripts/lint.sh $(BUILD)
