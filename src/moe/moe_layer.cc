@@ -11,9 +11,12 @@
 
 namespace sy {
 
+// Under expert parallelism the rows a rank's experts receive depend on the routing: the buffers
+// that hold them start at one rank's share (what balanced routing sends each rank) and grow
+// (ensure_rows) when a call receives more, up to every row of the group (max_local_rows).
 template <typename T>
 void MoeActivations<T>::resize(const MoeDims& d) {
-  const int64_t m = d.max_rows(), ml = d.ep > 1 ? d.max_local_rows() : m;
+  const int64_t m = d.max_rows(), ml = m;
   plan.resize(d.n_max, d.e, m);
   logits.reset(d.n_max * d.e);
   xs.reset(m * d.d);
@@ -24,15 +27,15 @@ void MoeActivations<T>::resize(const MoeDims& d) {
   local_offsets.assign(d.e_local() + 1, 0);
   send_counts.assign(d.ep > 1 ? d.e : 0, 0);
   recv_counts.assign(d.ep > 1 ? d.e : 0, 0);
-  recv_row.assign(d.ep > 1 ? ml : 0, 0);
+  recv_row.assign(d.ep > 1 ? ml : 0, 0);  // grown with the buffers
   shared_hu.reset(d.n_shared * d.n_max * 2 * d.f_shared);
   shared_act.reset(d.n_shared * d.n_max * d.f_shared);
 }
 
 template <typename T>
 void ExpertParallel<T>::resize(const MoeDims& d) {
-  rows.reset(d.ep > 1 ? d.max_local_rows() * d.d : 0);
-  local.reset(d.ep > 1 ? d.max_local_rows() * d.d : 0);
+  rows.reset(d.ep > 1 ? d.max_rows() * d.d : 0);
+  local.reset(d.ep > 1 ? d.max_rows() * d.d : 0);
   sc.assign(d.ep, 0);
   so.assign(d.ep, 0);
   rc.assign(d.ep, 0);
@@ -41,7 +44,7 @@ void ExpertParallel<T>::resize(const MoeDims& d) {
 
 template <typename T>
 void MoeScratch<T>::resize(const MoeDims& d) {
-  const int64_t m = d.max_rows(), ml = d.ep > 1 ? d.max_local_rows() : m;
+  const int64_t m = d.max_rows(), ml = m;  // the expert-parallel rows grow (ensure_rows)
   dys.reset(m * d.d);
   dxs.reset(m * d.d);
   dyl.reset(d.ep > 1 ? ml * d.d : 0);
@@ -64,6 +67,16 @@ namespace {
 template <typename T>
 bool expert_parallel(const MoeDims& dims, const ExpertParallel<T>* ep) {
   return dims.ep > 1 && ep != nullptr && ep->group != nullptr;
+}
+
+// b holds at least `rows` rows of `width`: else reallocated (contents discarded) for 1.5× its
+// rows, at least `rows`, at most dims.max_local_rows().
+template <typename T>
+void ensure_rows(const MoeDims& dims, Buffer<T>& b, int64_t rows, int64_t width) {
+  const int64_t have = static_cast<int64_t>(b.size()) / width;
+  if (have >= rows) return;
+  b.reset(
+      static_cast<size_t>(std::min(dims.max_local_rows(), std::max(rows, have * 3 / 2)) * width));
 }
 
 // The alltoallv geometry (in elements) of rows of D values: to rank i, the plan's rows of its
@@ -95,6 +108,14 @@ void plan_exchange(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>&
     a.send_counts[e] = p.expert_offsets[e + 1] - p.expert_offsets[e];
   ep.group->alltoall(a.send_counts.data(), a.recv_counts.data(), El);
   exchange_geometry(dims, a, ep);
+  int64_t ml = 0;
+  for (int64_t c : a.recv_counts) ml += c;
+  ensure_rows(dims, a.xl, ml, D);
+  ensure_rows(dims, a.hu, ml, 2 * dims.f);
+  ensure_rows(dims, a.act, ml, dims.f);
+  ensure_rows(dims, ep.rows, ml, D);
+  ensure_rows(dims, ep.local, ml, D);
+  if (static_cast<int64_t>(a.recv_row.size()) < ml) a.recv_row.resize(a.xl.size() / D);
   // Local expert j's rows: from rank 0, then rank 1, ...; recv_row maps each to the buffer.
   int64_t r = 0;
   for (int64_t j = 0; j < El; ++j) {
@@ -252,6 +273,11 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   auto t0 = std::chrono::steady_clock::now();
   if (parallel) {
     exchange_geometry(dims, a, *ep);
+    const int64_t ml = a.local_offsets[dims.e_local()];
+    ensure_rows(dims, s.dyl, ml, D);
+    ensure_rows(dims, s.dxl, ml, D);
+    ensure_rows(dims, s.dact, ml, F);
+    ensure_rows(dims, s.dhu, ml, 2 * F);
     send_to_experts(dims, a, *ep, dys, s.dyl.data());
     dyl = s.dyl.data();
     xl = a.xl.data();

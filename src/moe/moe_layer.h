@@ -76,8 +76,10 @@ struct MoeActivations {
   Buffer<T> xs;         // [M, D]  inputs gathered in expert order
   Buffer<T> ys;         // [M, D]  expert outputs, expert order
   // The rows this rank's experts ran, local expert by local expert: xs itself when ep = 1; with
-  // expert parallelism Ml = ep·M rows received from the group (xl), from rank i at
-  // recv_row[r] of the exchange buffer, counts[i·E_local + j] of them for local expert j.
+  // expert parallelism the Ml rows received from the group (xl), from rank i at recv_row[r] of
+  // the exchange buffer, counts[i·E_local + j] of them for local expert j. Ml depends on the
+  // routing: these buffers start at M rows and grow when a call receives more (at most ep·M,
+  // max_local_rows) — the one allocation a forward or backward can make, under imbalance.
   Buffer<T> xl;                        // [Ml, D] (ep > 1)
   Buffer<T> hu;                        // [Ml, 2F] gate|up pre-activations
   Buffer<T> act;                       // [Ml, F]  silu(gate)·up

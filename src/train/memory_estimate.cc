@@ -28,10 +28,11 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
       ec ? (cfg.router.ec_capacity_factor > 0 ? cfg.router.ec_capacity_factor : K) : K;
   const double rows = std::ceil(N * per_token);  // expert rows per micro-batch (upper bound)
 
-  // Expert parallelism: E/ep experts here; the rows this rank's experts can receive (Ml) and the
-  // exchange's buffers are sized for the worst case, every row of the group (moe_layer.cc).
+  // Expert parallelism: E/ep experts here; the rows this rank's experts receive (Ml) and the
+  // exchange's buffers at balanced routing, one rank's share (they grow under imbalance, up to
+  // ep times: moe_layer.cc).
   const double ep = static_cast<double>(cfg.parallel.ep), El = E / ep;
-  const double Ml = ep > 1 ? ep * rows : rows, xl = ep > 1 ? Ml * D : 0;
+  const double Ml = rows, xl = ep > 1 ? Ml * D : 0;
   const double params = 2 * V * D + D + L * (2 * D + 4 * D * D) +
                         Lm * (E * D + 3 * El * F * D + ns * 3 * Fs * D) + Ld * 3 * Fd * D;
   const double moe_fwd = E * N * 4 + N * K * 4 + rows * 2 * D + Ml * 3 * F + xl + ns * N * 3 * Fs;
