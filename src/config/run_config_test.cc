@@ -129,6 +129,22 @@ TEST(RunConfigTest, SmallConfigLoads) {
   EXPECT_EQ(c.system.threads, 2);
 }
 
+// MEDIUM as the speed issue defines it (d 512, 8 layers, 8 heads, 64 experts, top-6, F 256,
+// seq 256, micro-batch 8): 218,374,656 parameters, 31.7 M active per token.
+TEST(RunConfigTest, MediumConfigLoads) {
+  RunConfig c = load_run_config(std::string(SY_SOURCE_DIR) + "/configs/medium.toml");
+  EXPECT_EQ(c.model.d_model, 512);
+  EXPECT_EQ(c.model.n_layers, 8);
+  EXPECT_EQ(c.model.n_heads, 8);
+  EXPECT_EQ(c.model.n_experts, 64);
+  EXPECT_EQ(c.model.top_k, 6);
+  EXPECT_EQ(c.model.d_expert, 256);
+  EXPECT_EQ(c.model.seq_len, 256);
+  EXPECT_EQ(c.train.micro_batch, 8);
+  const int64_t D = 512, V = 8192, L = 8, E = 64, F = 256;
+  EXPECT_EQ(2 * V * D + D + L * (2 * D + 4 * D * D + E * D + 3 * E * F * D), 218374656);
+}
+
 TEST(RunConfigTest, DemoConfigIsSmallOnTheEightDomainCorpus) {
   RunConfig demo = load_run_config(std::string(SY_SOURCE_DIR) + "/configs/demo.toml");
   RunConfig small = load_run_config(std::string(SY_SOURCE_DIR) + "/configs/small.toml");
