@@ -130,6 +130,12 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
   lm_head_ = take(V_ * D_);
   add_param("lm_head.weight", {V_, D_}, true, lm_head_);
   n_params_ = off;
+  int64_t at = 0;  // the replicated ranges: the gaps between the experts' ranges
+  for (const ParamRange& r : expert_ranges_) {
+    replicated_ranges_.push_back({at, r.offset - at});
+    at = r.offset + r.numel;
+  }
+  replicated_ranges_.push_back({at, n_params_ - at});
   params_.reset(n_params_);
   grads_.reset(n_params_);
 

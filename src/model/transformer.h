@@ -77,6 +77,8 @@ class Transformer {
   // The routed experts' parameters (two ranges per MoE layer: gate|up, down): what expert
   // parallelism shards; everything else is replicated on every rank.
   const std::vector<ParamRange>& expert_ranges() const { return expert_ranges_; }
+  // The rest of the parameter block, in order: what every rank holds.
+  const std::vector<ParamRange>& replicated_ranges() const { return replicated_ranges_; }
   const MoeDims& moe_dims() const { return moe_dims_; }
   // Tensors of the whole model, every expert included (param_table() lists this rank's).
   int64_t full_table_size() const { return n_tensors_; }
@@ -180,7 +182,7 @@ class Transformer {
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
   MoeScratch<T> moe_scratch_;
   ExpertParallel<T> ep_;
-  std::vector<ParamRange> expert_ranges_;
+  std::vector<ParamRange> expert_ranges_, replicated_ranges_;
   int64_t n_tensors_ = 0;  // tensors of the full table added so far (init streams)
 };
 

@@ -190,8 +190,9 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
   T* yl = a.ys.data();
   const int64_t* offsets = p.expert_offsets.data();
   a.exchange = ExchangeStats{};
-  auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point t0;  // timed only under expert parallelism
   if (parallel) {
+    t0 = std::chrono::steady_clock::now();
     plan_exchange(dims, a, *ep);
     send_to_experts(dims, a, *ep, xs, a.xl.data());
     xl = a.xl.data();
@@ -270,8 +271,9 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   const T* xl = a.xs.data();
   T* dxl = s.dxs.data();
   const int64_t* offsets = p.expert_offsets.data();
-  auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point t0;  // timed only under expert parallelism
   if (parallel) {
+    t0 = std::chrono::steady_clock::now();
     exchange_geometry(dims, a, *ep);
     const int64_t ml = a.local_offsets[dims.e_local()];
     ensure_rows(dims, s.dyl, ml, D);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "switchyard/router.h"
 
@@ -83,6 +84,14 @@ TEST(DeviceLimitedRoutingTest, OneGroupIsTheGroupOfTheBestExpert) {
       if (z[t * kE + i] > z[t * kE + best]) best = i;
     ASSERT_EQ(g[t], std::set<int64_t>{best / 4}) << "token " << t;
   }
+}
+
+// The public options are checked where a router is made, not only in the config.
+TEST(DeviceLimitedRoutingTest, BadGroupsAreAClearError) {
+  const auto z = logits(4);
+  EXPECT_THROW(route("topk", 5, 1, z), Error);   // 5 does not divide 16
+  EXPECT_THROW(route("topk", 4, 5, z), Error);   // more groups allowed than exist
+  EXPECT_THROW(route("topk", 16, 1, z), Error);  // one group of 1 expert cannot hold K = 4
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "core/vec_math.h"
 #include "routing/softmax.h"
 
@@ -12,6 +13,12 @@ SlotRouter<T>::SlotRouter(const TopKOptions& o, int64_t n_max) : o_(o) {
   route_.resize(n_max, o.n_experts, o.top_k);
   dgate_.assign(n_max * o.top_k, T(0));
   if (o.max_groups > 0) {
+    SY_CHECK(o.groups >= 2 && o.groups <= 64 && o.n_experts % o.groups == 0 &&
+                 o.max_groups <= o.groups && o.max_groups * (o.n_experts / o.groups) >= o.top_k,
+             "SlotRouter: device-limited routing needs 2 <= groups <= 64 dividing n_experts ({}) "
+             "and max_groups <= groups with room for top_k ({}) experts, got groups {}, "
+             "max_groups {}",
+             o.n_experts, o.top_k, o.groups, o.max_groups);
     scores_.assign(n_max * o.n_experts, T(0));
     limited_.assign(n_max * o.top_k, 0);
   }

@@ -29,13 +29,9 @@ void reduce_gradients(Transformer<float>& model, Communicator& all, Communicator
     all.allreduce_sum(g, model.num_params());
     return;
   }
-  int64_t at = 0;
-  for (const ParamRange& r : model.expert_ranges()) {
-    all.allreduce_sum(g + at, r.offset - at);
+  for (const ParamRange& r : model.replicated_ranges()) all.allreduce_sum(g + r.offset, r.numel);
+  for (const ParamRange& r : model.expert_ranges())
     expert_replicas->allreduce_sum(g + r.offset, r.numel);
-    at = r.offset + r.numel;
-  }
-  all.allreduce_sum(g + at, model.num_params() - at);
 }
 
 // The norm of the whole model's gradient, each expert counted once: under expert parallelism
@@ -44,13 +40,10 @@ double model_grad_norm(const Transformer<float>& model, Communicator* ep_group) 
   const float* g = model.grads();
   if (ep_group == nullptr) return global_grad_norm(g, model.num_params());
   double replicated = 0, experts = 0;
-  int64_t at = 0;
-  for (const ParamRange& r : model.expert_ranges()) {
-    replicated += sum_of_squares(g + at, r.offset - at);
+  for (const ParamRange& r : model.replicated_ranges())
+    replicated += sum_of_squares(g + r.offset, r.numel);
+  for (const ParamRange& r : model.expert_ranges())
     experts += sum_of_squares(g + r.offset, r.numel);
-    at = r.offset + r.numel;
-  }
-  replicated += sum_of_squares(g + at, model.num_params() - at);
   ep_group->allreduce_sum(&experts, 1);
   return std::sqrt(replicated + experts);
 }

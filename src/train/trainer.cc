@@ -268,13 +268,9 @@ void check_replicas_agree(Transformer<float>& model, Communicator& comm,
   if (expert_replicas == nullptr) {
     add(h, model.params(), model.num_params());
   } else {
-    int64_t at = 0;
-    for (const ParamRange& r : model.expert_ranges()) {
-      add(h, model.params() + at, r.offset - at);
-      add(he, model.params() + r.offset, r.numel);
-      at = r.offset + r.numel;
-    }
-    add(h, model.params() + at, model.num_params() - at);
+    for (const ParamRange& r : model.replicated_ranges())
+      add(h, model.params() + r.offset, r.numel);
+    for (const ParamRange& r : model.expert_ranges()) add(he, model.params() + r.offset, r.numel);
   }
   for (int64_t l = 0; l < model.n_moe_layers(); ++l)
     for (const StateTensor<const float>& s : std::as_const(model).layer_state(l))
