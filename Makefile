@@ -1,7 +1,8 @@
 # switchyard — the entry points. Thin wrappers over scripts/ and CMake.
 #   make demo    install what is missing, build, train the demo config, report
 #   make test    install what is missing, build, run every test (C++ and the PyTorch parity test)
-#   make bench   build, run the benchmarks (switchyard vs PyTorch on the same machine)
+#   make bench   build, run the benchmarks (switchyard vs PyTorch on the same machine; expert
+#                parallelism: layouts and the measured cost of imbalance)
 #   make lint    clang-format check and clang-tidy
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS (default 600) each (docs/testing.md)
 #   make sanitize  ASan+UBSan over the test suites, TSan (Archer) over kernels, routing, MoE

@@ -167,7 +167,8 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
       "Train a model from a TOML config. Writes <out_dir>/metrics.jsonl and checkpoints; a run "
       "whose out_dir holds a checkpoint resumes from it. Ctrl-C stops after the current step "
       "with a checkpoint. Data parallel over R processes: mpirun -np R switchyard train ... "
-      "(global batch = R x train.grad_accum x train.micro_batch; see docs/distributed.md).");
+      "(global batch = R x train.grad_accum x train.micro_batch); --set parallel.ep=R_e shards "
+      "each MoE layer's experts over groups of R_e ranks (default 1; see docs/distributed.md).");
   train->add_option("--config,-c", config_path, "run config (TOML); see docs/config.md")
       ->required()
       ->check(CLI::ExistingFile);
@@ -336,10 +337,9 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
     std::unique_ptr<sy::Communicator> comm = sy::make_communicator();
     return on_all_ranks(*comm, [&] {
       sy::RunConfig cfg = sy::load_run_config(config_path, overrides);
-      sy::TrainResult r = sy::train(cfg, {.quiet = quiet,
-                                          .stop_after = stop_after,
-                                          .comm = comm.get(),
-                                          .stop = &signals.flag()});
+      sy::TrainResult r = sy::train(
+          cfg,
+          {.quiet = quiet, .stop_after = stop_after, .comm = comm.get(), .stop = &signals.flag()});
       return r.interrupted && stop_after < 0 ? 130 : 0;  // a signal: 130 (128 + SIGINT)
     });
   }
