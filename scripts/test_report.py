@@ -81,7 +81,7 @@ def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False
                                    "optimal_objective": 30.3, "dual_gap": 0.002 / s}
             if ep:  # expert parallel on 2 ranks: the exchange measured per rank
                 for l in rec["layers"]:
-                    l["ep"] = {"rows": [60, 68], "bytes_sent": [4096, 4096], "exchange_ms": [1.0, 1.0 + 0.1 * s],
+                    l["ep"] = {"rows": [60, 68], "tokens": [40, 44], "bytes_sent": [4096, 4096], "exchange_ms": [1.0, 1.0 + 0.1 * s],
                                "experts_ms": [3.0, 2.5], "wait_ms": [0.0, 0.1 * s]}
             if oracle:  # a BIP run: its prices per layer and expert
                 for li, l in enumerate(rec["layers"]):

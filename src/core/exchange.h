@@ -29,6 +29,9 @@ class Exchange {
   virtual void alltoallv(const double* send, const int64_t* send_counts,
                          const int64_t* send_offsets, double* recv, const int64_t* recv_counts,
                          const int64_t* recv_offsets) = 0;
+  virtual void alltoallv(const int64_t* send, const int64_t* send_counts,
+                         const int64_t* send_offsets, int64_t* recv, const int64_t* recv_counts,
+                         const int64_t* recv_offsets) = 0;
 };
 
 // A group of one rank: every exchange is a copy to itself.
@@ -44,6 +47,10 @@ class LocalExchange final : public Exchange {
     std::copy(send + so[0], send + so[0] + sc[0], recv + ro[0]);
   }
   void alltoallv(const double* send, const int64_t* sc, const int64_t* so, double* recv,
+                 const int64_t* /*rc*/, const int64_t* ro) override {
+    std::copy(send + so[0], send + so[0] + sc[0], recv + ro[0]);
+  }
+  void alltoallv(const int64_t* send, const int64_t* sc, const int64_t* so, int64_t* recv,
                  const int64_t* /*rc*/, const int64_t* ro) override {
     std::copy(send + so[0], send + so[0] + sc[0], recv + ro[0]);
   }

@@ -21,6 +21,10 @@ TEST(LocalExchangeTest, CopiesTheBlockToItself) {
   const int64_t sc = 3, so = 1, rc = 3, ro = 2;
   x.alltoallv(send.data(), &sc, &so, recv.data(), &rc, &ro);
   EXPECT_EQ(recv, (std::vector<float>{-1, -1, 1, 2, 3}));
+  const std::vector<int64_t> isend = {9, 1, 2, 3};
+  std::vector<int64_t> irecv(5, -1);
+  x.alltoallv(isend.data(), &sc, &so, irecv.data(), &rc, &ro);
+  EXPECT_EQ(irecv, (std::vector<int64_t>{-1, -1, 1, 2, 3}));
 }
 
 }  // namespace

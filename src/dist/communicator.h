@@ -56,6 +56,10 @@ class SingleProcessCommunicator final : public Communicator {
                  const int64_t* rc, const int64_t* ro) override {
     local_.alltoallv(send, sc, so, recv, rc, ro);
   }
+  void alltoallv(const int64_t* send, const int64_t* sc, const int64_t* so, int64_t* recv,
+                 const int64_t* rc, const int64_t* ro) override {
+    local_.alltoallv(send, sc, so, recv, rc, ro);
+  }
   std::unique_ptr<Communicator> split(int /*color*/, int /*key*/) override {
     return std::make_unique<SingleProcessCommunicator>();
   }

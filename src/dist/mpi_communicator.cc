@@ -35,6 +35,10 @@ template <>
 MPI_Datatype mpi_type<double>() {
   return MPI_DOUBLE;
 }
+template <>
+MPI_Datatype mpi_type<int64_t>() {
+  return MPI_INT64_T;
+}
 
 int count_of(int64_t n, const char* what) {
   SY_CHECK(n >= 0 && n <= std::numeric_limits<int>::max(),
@@ -158,6 +162,10 @@ void MpiCommunicator::alltoallv(const float* send, const int64_t* sc, const int6
 }
 void MpiCommunicator::alltoallv(const double* send, const int64_t* sc, const int64_t* so,
                                 double* recv, const int64_t* rc, const int64_t* ro) {
+  exchange(send, sc, so, recv, rc, ro);
+}
+void MpiCommunicator::alltoallv(const int64_t* send, const int64_t* sc, const int64_t* so,
+                                int64_t* recv, const int64_t* rc, const int64_t* ro) {
   exchange(send, sc, so, recv, rc, ro);
 }
 

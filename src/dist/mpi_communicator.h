@@ -41,6 +41,8 @@ class MpiCommunicator final : public Communicator {
                  const int64_t* rc, const int64_t* ro) override;
   void alltoallv(const double* send, const int64_t* sc, const int64_t* so, double* recv,
                  const int64_t* rc, const int64_t* ro) override;
+  void alltoallv(const int64_t* send, const int64_t* sc, const int64_t* so, int64_t* recv,
+                 const int64_t* rc, const int64_t* ro) override;
   std::unique_ptr<Communicator> split(int color, int key) override;
   void barrier() override;
   [[noreturn]] void abort(int code) override;

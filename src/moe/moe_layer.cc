@@ -17,38 +17,46 @@ namespace sy {
 template <typename T>
 void MoeActivations<T>::resize(const MoeDims& d) {
   const int64_t m = d.max_rows(), ml = m;
+  const bool ep = d.ep > 1;
   plan.resize(d.n_max, d.e, m);
   logits.reset(d.n_max * d.e);
-  xs.reset(m * d.d);
-  ys.reset(m * d.d);
-  xl.reset(d.ep > 1 ? ml * d.d : 0);
+  xs.reset(ep ? 0 : m * d.d);
+  ys.reset(ml * d.d);
   hu.reset(ml * 2 * d.f);
   act.reset(ml * d.f);
   local_offsets.assign(d.e_local() + 1, 0);
-  send_counts.assign(d.ep > 1 ? d.e : 0, 0);
-  recv_counts.assign(d.ep > 1 ? d.e : 0, 0);
-  recv_row.assign(d.ep > 1 ? ml : 0, 0);  // grown with the buffers
+  send_counts.assign(ep ? d.ep * (d.e_local() + 1) : 0, 0);
+  sent_tokens.assign(ep ? d.ep * d.n_max : 0, 0);
+  recv_counts.assign(ep ? d.ep * (d.e_local() + 1) : 0, 0);
+  xl.reset(ep ? ml * d.d : 0);
+  recv_row.assign(ep ? ml : 0, 0);  // the [Ml] ones grow with the buffers
+  recv_pair.assign(ep ? ml : 0, 0);
+  gate_local.reset(ep ? ml : 0);
   shared_hu.reset(d.n_shared * d.n_max * 2 * d.f_shared);
   shared_act.reset(d.n_shared * d.n_max * d.f_shared);
 }
 
 template <typename T>
 void ExpertParallel<T>::resize(const MoeDims& d) {
-  rows.reset(d.ep > 1 ? d.max_rows() * d.d : 0);
-  local.reset(d.ep > 1 ? d.max_rows() * d.d : 0);
-  sc.assign(d.ep, 0);
-  so.assign(d.ep, 0);
-  rc.assign(d.ep, 0);
-  ro.assign(d.ep, 0);
+  const bool ep = d.ep > 1;
+  // Balanced top-K sends each token to min(K, ep) ranks; the token buffers grow past that.
+  const int64_t tokens = d.n_max * std::min(d.max_per_token > 0 ? d.max_per_token : d.k, d.ep);
+  sent.reset(ep ? tokens * d.d : 0);
+  recv.reset(ep ? tokens * d.d : 0);
+  pairs.reset(ep ? d.max_rows() : 0);
+  slot_of_row.assign(ep ? d.max_rows() : 0, 0);
+  slots.assign(ep ? d.max_rows() : 0, 0);
+  for (auto* v : {&sc, &so, &rc, &ro, &psc, &pso, &prc, &pro}) v->assign(d.ep, 0);
 }
 
 template <typename T>
 void MoeScratch<T>::resize(const MoeDims& d) {
   const int64_t m = d.max_rows(), ml = m;  // the expert-parallel rows grow (ensure_rows)
-  dys.reset(m * d.d);
-  dxs.reset(m * d.d);
-  dyl.reset(d.ep > 1 ? ml * d.d : 0);
-  dxl.reset(d.ep > 1 ? ml * d.d : 0);
+  const bool ep = d.ep > 1;
+  dys.reset(ep ? 0 : m * d.d);
+  dxs.reset(ep ? 0 : m * d.d);
+  dyl.reset(ep ? ml * d.d : 0);
+  dxl.reset(ep ? ml * d.d : 0);
   dact.reset(ml * d.f);
   dhu.reset(ml * 2 * d.f);
   dgate_row.reset(m);
@@ -59,10 +67,44 @@ void MoeScratch<T>::resize(const MoeDims& d) {
 
 namespace {
 
-// ---- Expert parallelism: the exchange stages between dispatch and the experts ----------------
-// Rows leave in the plan's expert order, so the rows for rank j's experts are one contiguous
-// block; they arrive rank by rank, and are regrouped local expert by local expert (the order
-// the experts run in), keeping a map recv_row back.
+// ---- The experts on their contiguous rows ----------------------------------------------------
+
+// y[rows, D] = expert_e(x) for local expert e's rows [offsets[e], offsets[e+1]), one GEMM chain
+// per expert (each GEMM uses every thread); hu/act keep what the backward needs.
+template <typename T>
+void experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
+                     const T* x, MoeActivations<T>& a, T* y) {
+  const int64_t D = dims.d, F = dims.f;
+  for (int64_t e = 0; e < dims.e_local(); ++e) {
+    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
+    if (ne == 0) continue;
+    swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
+                       x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
+  }
+}
+
+// dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g.
+template <typename T>
+void experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
+                      const int64_t* offsets, const T* x, const MoeActivations<T>& a,
+                      MoeScratch<T>& s, const T* dy, T* dx) {
+  const int64_t D = dims.d, F = dims.f;
+  for (int64_t e = 0; e < dims.e_local(); ++e) {
+    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
+    if (ne == 0) continue;
+    swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
+                        s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
+                        a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
+                        w.down + e * D * F, ne, D, F);
+  }
+}
+
+// ---- Expert parallelism: the exchange stages --------------------------------------------------
+// The plan's rows are in expert order, so the rows for rank i's experts are one contiguous block
+// [offsets[i·E_local], offsets[(i+1)·E_local]) and a token's rows (in expert order) meet the
+// ranks in ascending order. Each token goes once to each rank in its rows (a token row), with
+// one (token index, gate) pair per row; the receiver regroups the pairs local expert by local
+// expert (the order its experts run in).
 
 template <typename T>
 bool expert_parallel(const MoeDims& dims, const ExpertParallel<T>* ep) {
@@ -79,51 +121,112 @@ void ensure_rows(const MoeDims& dims, Buffer<T>& b, int64_t rows, int64_t width)
       static_cast<size_t>(std::min(dims.max_local_rows(), std::max(rows, have * 3 / 2)) * width));
 }
 
-// The alltoallv geometry (in elements) of rows of D values: to rank i, the plan's rows of its
-// experts; from rank i, recv_counts of them, rank after rank. From the layer's own plan and
-// counts, so backward can rebuild what later layers' forwards overwrote.
+void ensure_size(std::vector<int64_t>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(std::max(n, n * 3 / 2)));
+}
+
+// The alltoallv geometries, from the layer's own plan and counts (so the backward can rebuild
+// what later layers' forwards overwrote): token rows (elements, D per token) and pairs (one per
+// row). To rank i: its tokens, and the plan's rows of its experts; from rank i: what its counts
+// say, rank after rank.
 template <typename T>
 void exchange_geometry(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep) {
-  const int64_t R = dims.ep, El = dims.e_local(), D = dims.d;
+  const int64_t R = dims.ep, El = dims.e_local(), D = dims.d, W = El + 1;
   const std::vector<int64_t>& off = a.plan.expert_offsets;
-  int64_t received = 0;
+  int64_t sent = 0, received = 0, pairs = 0;
   for (int64_t i = 0; i < R; ++i) {
-    ep.sc[i] = (off[(i + 1) * El] - off[i * El]) * D;
-    ep.so[i] = off[i * El] * D;
-    int64_t from_i = 0;
-    for (int64_t j = 0; j < El; ++j) from_i += a.recv_counts[i * El + j];
-    ep.rc[i] = from_i * D;
+    ep.sc[i] = a.send_counts[i * W + El] * D;
+    ep.so[i] = sent * D;
+    sent += a.send_counts[i * W + El];
+    ep.psc[i] = off[(i + 1) * El] - off[i * El];
+    ep.pso[i] = off[i * El];
+    ep.rc[i] = a.recv_counts[i * W + El] * D;
     ep.ro[i] = received * D;
-    received += from_i;
+    received += a.recv_counts[i * W + El];
+    int64_t from_i = 0;
+    for (int64_t j = 0; j < El; ++j) from_i += a.recv_counts[i * W + j];
+    ep.prc[i] = from_i;
+    ep.pro[i] = pairs;
+    pairs += from_i;
   }
 }
 
-// Counts: how many rows go to each (rank, local expert), exchanged; then the local layout
-// (local_offsets, recv_row) and the geometry.
+// Token rows received (Ur) and local rows (Ml) of the layer's last forward.
+template <typename T>
+int64_t tokens_received(const MoeDims& dims, const ExpertParallel<T>& ep) {
+  return (ep.ro[dims.ep - 1] + ep.rc[dims.ep - 1]) / dims.d;
+}
+
+// The sender's side: per rank, the rows for each of its experts and the tokens they belong to
+// (sent_tokens, rank by rank), and each plan row's token index in its rank's list (slot_of_row).
+template <typename T>
+void list_tokens(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>& ep) {
+  const int64_t R = dims.ep, El = dims.e_local(), W = El + 1;
+  const RoutingPlan<T>& p = a.plan;
+  const std::vector<int64_t>& off = p.expert_offsets;
+  for (int64_t i = 0; i < R; ++i) {
+    for (int64_t j = 0; j < El; ++j)
+      a.send_counts[i * W + j] = off[i * El + j + 1] - off[i * El + j];
+    a.send_counts[i * W + El] = 0;
+  }
+  // Walks a token's rows, calling visit(rank) once per rank they reach and row(rank, r) per row.
+  auto walk = [&](int64_t t, auto&& visit, auto&& row) {
+    int64_t i = 0, last = -1;
+    for (int64_t q = p.token_offsets[t]; q < p.token_offsets[t + 1]; ++q) {
+      const int64_t r = p.token_rows[q];
+      while (r >= off[(i + 1) * El]) ++i;
+      if (i != last) visit(i), last = i;
+      row(i, r);
+    }
+  };
+  for (int64_t t = 0; t < p.n; ++t)
+    walk(
+        t, [&](int64_t i) { ++a.send_counts[i * W + El]; }, [](int64_t, int64_t) {});
+  // The lists' starts and ends so far (sc and so are scratch here: the geometry rebuilds them).
+  std::vector<int64_t>&first = ep.so, &cursor = ep.sc;
+  int64_t begin = 0;
+  for (int64_t i = 0; i < R; ++i) first[i] = cursor[i] = begin, begin += a.send_counts[i * W + El];
+  for (int64_t t = 0; t < p.n; ++t)
+    walk(
+        t, [&](int64_t i) { a.sent_tokens[cursor[i]++] = static_cast<int32_t>(t); },
+        [&](int64_t i, int64_t r) { ep.slot_of_row[r] = cursor[i] - 1 - first[i]; });
+}
+
+// Counts exchanged, then the pairs (token index, gate) of every row, and the receiver's local
+// layout: local_offsets, recv_row, recv_pair, gate_local. Grows the [Ml] and token buffers.
 template <typename T>
 void plan_exchange(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>& ep) {
-  const int64_t R = dims.ep, El = dims.e_local(), D = dims.d;
-  const RoutingPlan<T>& p = a.plan;
-  for (int64_t e = 0; e < dims.e; ++e)
-    a.send_counts[e] = p.expert_offsets[e + 1] - p.expert_offsets[e];
-  ep.group->alltoall(a.send_counts.data(), a.recv_counts.data(), El);
+  const int64_t R = dims.ep, El = dims.e_local(), D = dims.d, W = El + 1;
+  list_tokens(dims, a, ep);
+  ep.group->alltoall(a.send_counts.data(), a.recv_counts.data(), W);
   exchange_geometry(dims, a, ep);
-  int64_t ml = 0;
-  for (int64_t c : a.recv_counts) ml += c;
-  ensure_rows(dims, a.xl, ml, D);
+  const int64_t ml = ep.pro[R - 1] + ep.prc[R - 1];
+  const int64_t us = (ep.so[R - 1] + ep.sc[R - 1]) / D, ur = tokens_received(dims, ep);
+  for (Buffer<T>* b : {&a.xl, &a.ys}) ensure_rows(dims, *b, ml, D);
   ensure_rows(dims, a.hu, ml, 2 * dims.f);
   ensure_rows(dims, a.act, ml, dims.f);
-  ensure_rows(dims, ep.rows, ml, D);
-  ensure_rows(dims, ep.local, ml, D);
-  if (static_cast<int64_t>(a.recv_row.size()) < ml) a.recv_row.resize(a.xl.size() / D);
-  // Local expert j's rows: from rank 0, then rank 1, ...; recv_row maps each to the buffer.
+  ensure_rows(dims, a.gate_local, ml, 1);
+  ensure_rows(dims, ep.pairs, ml, 1);
+  ensure_rows(dims, ep.sent, us, D);
+  ensure_rows(dims, ep.recv, ur, D);
+  for (auto* v : {&a.recv_row, &a.recv_pair, &ep.slots}) ensure_size(*v, ml);
+  ep.group->alltoallv(ep.slot_of_row.data(), ep.psc.data(), ep.pso.data(), ep.slots.data(),
+                      ep.prc.data(), ep.pro.data());
+  ep.group->alltoallv(a.plan.gate_of_row.data(), ep.psc.data(), ep.pso.data(), ep.pairs.data(),
+                      ep.prc.data(), ep.pro.data());
+  // Local expert j's rows: from rank 0, then rank 1, ...
   int64_t r = 0;
   for (int64_t j = 0; j < El; ++j) {
     a.local_offsets[j] = r;
     for (int64_t i = 0; i < R; ++i) {
-      int64_t at = ep.ro[i] / D;
-      for (int64_t jj = 0; jj < j; ++jj) at += a.recv_counts[i * El + jj];
-      for (int64_t c = 0; c < a.recv_counts[i * El + j]; ++c) a.recv_row[r++] = at + c;
+      int64_t q = ep.pro[i];
+      for (int64_t jj = 0; jj < j; ++jj) q += a.recv_counts[i * W + jj];
+      const int64_t first_token = ep.ro[i] / D;
+      for (int64_t c = 0; c < a.recv_counts[i * W + j]; ++c, ++q, ++r) {
+        a.recv_pair[r] = q;
+        a.recv_row[r] = first_token + ep.slots[q];
+        a.gate_local[r] = ep.pairs[q];
+      }
     }
   }
   a.local_offsets[El] = r;
@@ -133,91 +236,89 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Bytes of one alltoallv (counts in elements) that leave this rank.
-template <typename T>
-int64_t bytes_away(const std::vector<int64_t>& counts, int64_t me) {
+// Values of one alltoallv (counts per rank) that leave this rank.
+int64_t away(const std::vector<int64_t>& counts, int64_t me) {
   int64_t n = 0;
   for (size_t i = 0; i < counts.size(); ++i)
     if (static_cast<int64_t>(i) != me) n += counts[i];
-  return n * static_cast<int64_t>(sizeof(T));
+  return n;
 }
 
-// rows[M,D] in the plan's expert order → local[Ml,D], this rank's experts' rows.
+// src[N,D] by token → ep.recv: the token rows this rank's experts need, from every rank.
 template <typename T>
-void send_to_experts(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep,
-                     const T* rows, T* local) {
-  const int64_t D = dims.d, ml = a.local_offsets[dims.e_local()];
-  ep.group->alltoallv(rows, ep.sc.data(), ep.so.data(), ep.rows.data(), ep.rc.data(), ep.ro.data());
-  const T* buf = ep.rows.data();
+void send_tokens(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep,
+                 const T* src) {
+  const int64_t D = dims.d, us = (ep.so[dims.ep - 1] + ep.sc[dims.ep - 1]) / D;
+  T* sent = ep.sent.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < ml; ++r) std::copy_n(buf + a.recv_row[r] * D, D, local + r * D);
+  for (int64_t k = 0; k < us; ++k)
+    std::copy_n(src + static_cast<int64_t>(a.sent_tokens[k]) * D, D, sent + k * D);
+  ep.group->alltoallv(sent, ep.sc.data(), ep.so.data(), ep.recv.data(), ep.rc.data(), ep.ro.data());
 }
 
-// The way back: local[Ml,D] → rows[M,D] in the plan's expert order, where they came from.
+// ep.recv (overwritten) = per received token row, Σ over its local rows (in local expert order)
+// of scale[r]·rows[r] (scale null: 1) — a token's results pre-combined on this rank.
 template <typename T>
-void return_from_experts(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep,
-                         const T* local, T* rows) {
-  const int64_t D = dims.d, ml = a.local_offsets[dims.e_local()];
-  T* buf = ep.rows.data();
+void combine_local(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep,
+                   const T* rows, const T* scale) {
+  const int64_t D = dims.d;
+  T* out = ep.recv.data();
+  std::fill_n(out, tokens_received(dims, ep) * D, T(0));
+  for (int64_t j = 0; j < dims.e_local(); ++j) {  // one row per token within an expert: no race
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < ml; ++r) std::copy_n(local + r * D, D, buf + a.recv_row[r] * D);
-  ep.group->alltoallv(buf, ep.rc.data(), ep.ro.data(), rows, ep.sc.data(), ep.so.data());
+    for (int64_t r = a.local_offsets[j]; r < a.local_offsets[j + 1]; ++r) {
+      const T g = scale != nullptr ? scale[r] : T(1);
+      T* o = out + a.recv_row[r] * D;
+      const T* x = rows + r * D;
+      for (int64_t c = 0; c < D; ++c) o[c] += g * x[c];
+    }
+  }
 }
 
-}  // namespace
-
+// ep.recv's pre-combined rows back where they came from, dst[N,D] += them rank by rank (a
+// token's sum in a fixed order).
 template <typename T>
-RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>& router,
-                         const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,
-                         T* y, ExpertParallel<T>* ep) {
-  const int64_t D = dims.d, E = dims.e, F = dims.f, Fs = dims.f_shared;
-  // Router: z[N,E] = h · W_rᵀ, then the plan, as rows.
-  gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
-  const RoutingStats st = router.route(a.logits.data(), n, call, a.plan);
+void return_tokens(const MoeDims& dims, const MoeActivations<T>& a, ExpertParallel<T>& ep, T* dst) {
+  const int64_t D = dims.d;
+  T* back = ep.sent.data();
+  ep.group->alltoallv(ep.recv.data(), ep.rc.data(), ep.ro.data(), back, ep.sc.data(), ep.so.data());
+  for (int64_t i = 0; i < dims.ep; ++i) {  // a token appears once per rank: no race
+    const int64_t k0 = ep.so[i] / D, k1 = k0 + ep.sc[i] / D;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = k0; k < k1; ++k) {
+      T* d = dst + static_cast<int64_t>(a.sent_tokens[k]) * D;
+      const T* b = back + k * D;
+      for (int64_t c = 0; c < D; ++c) d[c] += b[c];
+    }
+  }
+}
+
+// ---- The stages of one layer ------------------------------------------------------------------
+
+// One row of the combine's backward, y_t += g·y_row: dy_row = g·dy_t (written), returns
+// ∂loss/∂g = dy_t · y_row.
+template <typename T>
+T gate_backward(const T* dyt, T g, const T* yr, T* dyr, int64_t D) {
+  T dot = 0;
+  for (int64_t j = 0; j < D; ++j) {
+    dot += dyt[j] * yr[j];
+    dyr[j] = g * dyt[j];
+  }
+  return dot;
+}
+
+// Dispatch, experts, combine on one rank: rows gathered in expert order, combined token-major,
+// a token's rows in expert order (the summation order is fixed).
+template <typename T>
+void routed_forward(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int64_t n,
+                    MoeActivations<T>& a, T* y) {
+  const int64_t D = dims.d;
   const RoutingPlan<T>& p = a.plan;
-  const int64_t rows = p.rows;
-
-  // Dispatch: gather token rows into expert order.
   T* xs = a.xs.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; ++row) {
-    const T* src = h + static_cast<int64_t>(p.token_of_row[row]) * D;
-    std::copy(src, src + D, xs + row * D);
-  }
-  // With expert parallelism: every row to the rank holding its expert (xl), results back to ys.
-  const bool parallel = expert_parallel(dims, ep);
-  const T* xl = xs;
-  T* yl = a.ys.data();
-  const int64_t* offsets = p.expert_offsets.data();
-  a.exchange = ExchangeStats{};
-  std::chrono::steady_clock::time_point t0;  // timed only under expert parallelism
-  if (parallel) {
-    t0 = std::chrono::steady_clock::now();
-    plan_exchange(dims, a, *ep);
-    send_to_experts(dims, a, *ep, xs, a.xl.data());
-    xl = a.xl.data();
-    yl = ep->local.data();
-    offsets = a.local_offsets.data();
-    a.exchange.rows = a.local_offsets[dims.e_local()];
-    a.exchange.bytes_sent =
-        bytes_away<T>(ep->sc, dims.ep_rank) + bytes_away<T>(ep->rc, dims.ep_rank);
-    a.exchange.exchange_s += seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
-  }
-  // Experts: one GEMM chain per expert on its contiguous rows (each GEMM uses every thread).
-  for (int64_t e = 0; e < dims.e_local(); ++e) {
-    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
-    if (ne == 0) continue;
-    swiglu_ffn_forward(yl + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
-                       xl + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
-  }
-  if (parallel) {
-    a.exchange.experts_s += seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    return_from_experts(dims, a, *ep, yl, a.ys.data());
-    a.exchange.exchange_s += seconds_since(t0);
-  }
-  // Combine, token-major, a token's rows in expert order: the summation order is fixed.
+  for (int64_t row = 0; row < p.rows; ++row)
+    std::copy_n(h + static_cast<int64_t>(p.token_of_row[row]) * D, D, xs + row * D);
+  experts_forward(dims, w, p.expert_offsets.data(), xs, a, a.ys.data());
   const T* ys = a.ys.data();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
@@ -230,6 +331,120 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
       for (int64_t j = 0; j < D; ++j) yt[j] += g * yr[j];
     }
   }
+}
+
+// The same over the expert-parallel group: tokens out, expanded to this rank's experts' rows
+// (xl), the experts, their results pre-combined per token and sent back, summed rank by rank.
+template <typename T>
+void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int64_t n,
+                             MoeActivations<T>& a, ExpertParallel<T>& ep, T* y) {
+  const int64_t D = dims.d;
+  auto t0 = std::chrono::steady_clock::now();
+  plan_exchange(dims, a, ep);
+  send_tokens(dims, a, ep, h);
+  const int64_t ml = a.local_offsets[dims.e_local()];
+  const T* recv = ep.recv.data();
+  T* xl = a.xl.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < ml; ++r) std::copy_n(recv + a.recv_row[r] * D, D, xl + r * D);
+  a.exchange.exchange_s += seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  experts_forward(dims, w, a.local_offsets.data(), xl, a, a.ys.data());
+  a.exchange.experts_s += seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  combine_local(dims, a, ep, a.ys.data(), a.gate_local.data());
+  std::fill_n(y, n * D, T(0));
+  return_tokens(dims, a, ep, y);
+  a.exchange.exchange_s += seconds_since(t0);
+  const int64_t me = dims.ep_rank, pair_bytes = sizeof(int64_t) + sizeof(T);
+  a.exchange.rows = ml;
+  a.exchange.tokens = tokens_received(dims, ep);
+  a.exchange.bytes_sent = (away(ep.sc, me) + away(ep.rc, me)) * static_cast<int64_t>(sizeof(T)) +
+                          away(ep.psc, me) * pair_bytes;
+}
+
+// Backward on one rank: per row the gate gradient and the expert-order output gradient, the
+// experts, then each token's input gradient summed over its rows in expert order.
+template <typename T>
+void routed_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g, int64_t n,
+                     const MoeActivations<T>& a, MoeScratch<T>& s, const T* dy, T* dh) {
+  const int64_t D = dims.d;
+  const RoutingPlan<T>& p = a.plan;
+  const T* ys = a.ys.data();
+  T* dys = s.dys.data();
+  T* dgate_row = s.dgate_row.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < p.rows; ++row) {
+    dgate_row[row] = gate_backward(dy + static_cast<int64_t>(p.token_of_row[row]) * D,
+                                   p.gate_of_row[row], ys + row * D, dys + row * D, D);
+  }
+  experts_backward(dims, w, g, p.expert_offsets.data(), a.xs.data(), a, s, dys, s.dxs.data());
+  const T* dxs = s.dxs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    T* dht = dh + t * D;
+    for (int64_t q = p.token_offsets[t]; q < p.token_offsets[t + 1]; ++q) {
+      const T* src = dxs + static_cast<int64_t>(p.token_rows[q]) * D;
+      for (int64_t j = 0; j < D; ++j) dht[j] += src[j];
+    }
+  }
+}
+
+// The same over the group: each token's output gradient out once per rank; there, per local
+// row, the gate gradient and the gated output gradient; the experts; the input gradients
+// pre-combined per token and the gate gradients sent back.
+template <typename T>
+void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
+                              MoeActivations<T>& a, MoeScratch<T>& s, ExpertParallel<T>& ep,
+                              const T* dy, T* dh) {
+  const int64_t D = dims.d, F = dims.f;
+  auto t0 = std::chrono::steady_clock::now();
+  exchange_geometry(dims, a, ep);
+  const int64_t ml = a.local_offsets[dims.e_local()];
+  for (Buffer<T>* b : {&s.dyl, &s.dxl}) ensure_rows(dims, *b, ml, D);
+  ensure_rows(dims, s.dact, ml, F);
+  ensure_rows(dims, s.dhu, ml, 2 * F);
+  send_tokens(dims, a, ep, dy);
+  const T* recv = ep.recv.data();
+  const T* ys = a.ys.data();
+  T* dyl = s.dyl.data();
+  T* dgate = ep.pairs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < ml; ++r) {
+    dgate[a.recv_pair[r]] =
+        gate_backward(recv + a.recv_row[r] * D, a.gate_local[r], ys + r * D, dyl + r * D, D);
+  }
+  a.exchange.exchange_s += seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  experts_backward(dims, w, g, a.local_offsets.data(), a.xl.data(), a, s, dyl, s.dxl.data());
+  a.exchange.experts_s += seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  combine_local(dims, a, ep, s.dxl.data(), static_cast<const T*>(nullptr));
+  return_tokens(dims, a, ep, dh);
+  ep.group->alltoallv(dgate, ep.prc.data(), ep.pro.data(), s.dgate_row.data(), ep.psc.data(),
+                      ep.pso.data());
+  a.exchange.exchange_s += seconds_since(t0);
+  const int64_t me = dims.ep_rank;
+  a.exchange.bytes_sent +=
+      (away(ep.sc, me) + away(ep.rc, me) + away(ep.prc, me)) * static_cast<int64_t>(sizeof(T));
+}
+
+}  // namespace
+
+template <typename T>
+RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>& router,
+                         const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,
+                         T* y, ExpertParallel<T>* ep) {
+  const int64_t D = dims.d, E = dims.e, Fs = dims.f_shared;
+  // Router: z[N,E] = h · W_rᵀ, then the plan, as rows.
+  gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
+  const RoutingStats st = router.route(a.logits.data(), n, call, a.plan);
+  // The routed experts: here, or over the expert-parallel group.
+  a.exchange = ExchangeStats{};
+  if (expert_parallel(dims, ep))
+    routed_forward_parallel(dims, w, h, n, a, *ep, y);
+  else
+    routed_forward(dims, w, h, n, a, y);
   // Shared experts, ungated, on every token.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
     swiglu_ffn_forward(y, T(1), a.shared_hu.data() + j * dims.n_max * 2 * Fs,
@@ -243,81 +458,15 @@ template <typename T>
 void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                   Router<T>& router, const T* h, int64_t n, MoeActivations<T>& a, MoeScratch<T>& s,
                   const T* dy, T aux_scale, T* dh, ExpertParallel<T>* ep) {
-  const int64_t D = dims.d, E = dims.e, F = dims.f, Fs = dims.f_shared;
-  const RoutingPlan<T>& p = a.plan;
-  const int64_t rows = p.rows;
-  const T* ys = a.ys.data();
-  T* dys = s.dys.data();
-
-  // Combine backward: per row, the gate gradient and the expert-order output gradient.
-  T* dgate_row = s.dgate_row.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; ++row) {
-    const T* dyt = dy + static_cast<int64_t>(p.token_of_row[row]) * D;
-    const T gk = p.gate_of_row[row];
-    const T* yr = ys + row * D;
-    T* dyr = dys + row * D;
-    T dot = 0;
-    for (int64_t j = 0; j < D; ++j) {
-      dot += dyt[j] * yr[j];
-      dyr[j] = gk * dyt[j];
-    }
-    dgate_row[row] = dot;
-  }
-  // With expert parallelism: each row's output gradient to its expert's rank, input gradients
-  // back.
-  const bool parallel = expert_parallel(dims, ep);
-  const T* dyl = dys;
-  const T* xl = a.xs.data();
-  T* dxl = s.dxs.data();
-  const int64_t* offsets = p.expert_offsets.data();
-  std::chrono::steady_clock::time_point t0;  // timed only under expert parallelism
-  if (parallel) {
-    t0 = std::chrono::steady_clock::now();
-    exchange_geometry(dims, a, *ep);
-    const int64_t ml = a.local_offsets[dims.e_local()];
-    ensure_rows(dims, s.dyl, ml, D);
-    ensure_rows(dims, s.dxl, ml, D);
-    ensure_rows(dims, s.dact, ml, F);
-    ensure_rows(dims, s.dhu, ml, 2 * F);
-    send_to_experts(dims, a, *ep, dys, s.dyl.data());
-    dyl = s.dyl.data();
-    xl = a.xl.data();
-    dxl = s.dxl.data();
-    offsets = a.local_offsets.data();
-    a.exchange.bytes_sent +=
-        bytes_away<T>(ep->sc, dims.ep_rank) + bytes_away<T>(ep->rc, dims.ep_rank);
-    a.exchange.exchange_s += seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
-  }
-  // Experts backward.
-  for (int64_t e = 0; e < dims.e_local(); ++e) {
-    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
-    if (ne == 0) continue;
-    swiglu_ffn_backward(dxl + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
-                        s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dyl + r0 * D,
-                        xl + r0 * D, a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
-                        w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
-  }
-  if (parallel) {
-    a.exchange.experts_s += seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    return_from_experts(dims, a, *ep, dxl, s.dxs.data());
-    a.exchange.exchange_s += seconds_since(t0);
-  }
-  // Dispatch backward: token-major, a token's rows in expert order.
-  const T* dxs = s.dxs.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < n; ++t) {
-    T* dht = dh + t * D;
-    for (int64_t q = p.token_offsets[t]; q < p.token_offsets[t + 1]; ++q) {
-      const T* src = dxs + static_cast<int64_t>(p.token_rows[q]) * D;
-      for (int64_t j = 0; j < D; ++j) dht[j] += src[j];
-    }
-  }
+  const int64_t D = dims.d, E = dims.e, Fs = dims.f_shared;
+  // The routed experts: the gate gradients (dgate_row) and dh += their input gradients.
+  if (expert_parallel(dims, ep))
+    routed_backward_parallel(dims, w, g, a, s, *ep, dy, dh);
+  else
+    routed_backward(dims, w, g, n, a, s, dy, dh);
   // Router backward: dz, then the router weight and input gradients.
   T* dz = s.dz.data();
-  router.backward(a.logits.data(), p, dgate_row, aux_scale, dz);
+  router.backward(a.logits.data(), a.plan, s.dgate_row.data(), aux_scale, dz);
   gemm(true, false, E, D, n, T(1), dz, E, h, D, T(1), g.router, D);
   gemm(false, false, n, D, E, T(1), dz, E, w.router, D, T(1), dh, D);
   // Shared experts backward.

@@ -61,35 +61,51 @@ struct MoeGrads {  // accumulated into (+=)
 // zero without it). Exchange time is spent in the all-to-alls and their copies, and includes
 // waiting there for the slowest rank of the group.
 struct ExchangeStats {
-  int64_t rows = 0;        // rows this rank's experts ran (forward)
+  int64_t rows = 0;        // rows (token-expert pairs) this rank's experts ran (forward)
+  int64_t tokens = 0;      // token rows received for them: one per (token, source rank)
   int64_t bytes_sent = 0;  // to the other ranks of the group, forward and backward
   double exchange_s = 0;   // wall seconds in the exchanges
   double experts_s = 0;    // wall seconds in this rank's experts
 };
 
 // What one layer's forward keeps for its backward.
+//
+// Under expert parallelism a token travels once to each rank that holds any of its experts (not
+// once per expert), with its gates; that rank expands it to one row per local expert, runs them,
+// and sends back one row per token: Σ gate·expert(x) over its experts (pre-combined). Backward
+// mirrors it: one output-gradient row per (token, rank) in, the gate gradients and one
+// pre-combined input-gradient row out.
 template <typename T>
 struct MoeActivations {
   void resize(const MoeDims& dims);
   RoutingPlan<T> plan;  // the router's plan of the last forward
   Buffer<T> logits;     // [N, E] router logits z
-  Buffer<T> xs;         // [M, D]  inputs gathered in expert order
-  Buffer<T> ys;         // [M, D]  expert outputs, expert order
-  // The rows this rank's experts ran, local expert by local expert: xs itself when ep = 1; with
-  // expert parallelism the Ml rows received from the group (xl), from rank i at recv_row[r] of
-  // the exchange buffer, counts[i·E_local + j] of them for local expert j. Ml depends on the
-  // routing: these buffers start at M rows and grow when a call receives more (at most ep·M,
-  // max_local_rows) — the one allocation a forward or backward can make, under imbalance.
-  Buffer<T> xl;                        // [Ml, D] (ep > 1)
+  Buffer<T> xs;         // [M, D]  inputs gathered in expert order (ep = 1)
+  // The expert outputs, in the order this rank's experts ran them: [M, D] in the plan's expert
+  // order when ep = 1; with expert parallelism [Ml, D], the Ml rows received from the group.
+  Buffer<T> ys;
   Buffer<T> hu;                        // [Ml, 2F] gate|up pre-activations
   Buffer<T> act;                       // [Ml, F]  silu(gate)·up
   std::vector<int64_t> local_offsets;  // [E_local+1] rows of local expert j
-  std::vector<int64_t> send_counts;    // [ep·E_local] rows to rank i for its local expert j
-  std::vector<int64_t> recv_counts;    // [ep·E_local] rows from rank i for local expert j
-  std::vector<int64_t> recv_row;       // [Ml] the exchange-buffer row of local row r
-  ExchangeStats exchange;              // of the last forward (reset) and its backward
-  Buffer<T> shared_hu;                 // [n_shared, N, 2Fs]
-  Buffer<T> shared_act;                // [n_shared, N, Fs]
+  // Expert parallelism (ep > 1). Ml depends on the routing: the [Ml] buffers start at M rows and
+  // grow when a call receives more (at most ep·M, max_local_rows) — the one allocation a forward
+  // or backward can make, under imbalance.
+  // As the sender: counts per rank i, (E_local + 1) each: the rows for each of its local experts,
+  // then the tokens that go there; those tokens rank by rank, ascending within a rank.
+  std::vector<int64_t> send_counts;  // [ep·(E_local+1)]
+  std::vector<int32_t> sent_tokens;  // [Us] Us = Σ_i tokens to rank i ≤ ep·N
+  // As the receiver: the same counts from each rank, and for each local row (local expert by
+  // local expert, then source rank, then the source's order) the received token row it expands
+  // (recv_row, into the received tokens rank by rank), its place among the received pairs
+  // (recv_pair, rank by rank in the source's expert order) and its gate.
+  std::vector<int64_t> recv_counts;  // [ep·(E_local+1)]
+  Buffer<T> xl;                      // [Ml, D] the rows this rank's experts ran
+  std::vector<int64_t> recv_row;     // [Ml]
+  std::vector<int64_t> recv_pair;    // [Ml]
+  Buffer<T> gate_local;              // [Ml]
+  ExchangeStats exchange;            // of the last forward (reset) and its backward
+  Buffer<T> shared_hu;               // [n_shared, N, 2Fs]
+  Buffer<T> shared_act;              // [n_shared, N, Fs]
 };
 
 // The expert-parallel group of a model and the buffers of one exchange, shared by all layers
@@ -98,16 +114,20 @@ template <typename T>
 struct ExpertParallel {
   void resize(const MoeDims& dims);
   Exchange* group = nullptr;            // borrowed
-  Buffer<T> rows;                       // [Ml, D] rows as exchanged, rank by rank
-  Buffer<T> local;                      // [Ml, D] the experts' outputs, local order
-  std::vector<int64_t> sc, so, rc, ro;  // [ep] element counts and offsets of an alltoallv
+  Buffer<T> sent;                       // [Us, D] token rows to the group, and their results back
+  Buffer<T> recv;                       // [Ur, D] token rows from the group, and the results to it
+  Buffer<T> pairs;                      // [Ml] the received pairs' gates, then gate gradients
+  std::vector<int64_t> slot_of_row;     // [M] a plan row's token: its index in its rank's list
+  std::vector<int64_t> slots;           // [Ml] the received pairs' token indices
+  std::vector<int64_t> sc, so, rc, ro;  // [ep] token rows: elements and offsets, alltoallv
+  std::vector<int64_t> psc, pso, prc, pro;  // [ep] pairs: counts and offsets, alltoallv
 };
 
 // Backward scratch, shared by all layers (used one layer at a time).
 template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
-  Buffer<T> dys, dxs;                 // [M, D] rows in expert order
+  Buffer<T> dys, dxs;                 // [M, D] rows in expert order (ep = 1)
   Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1)
   Buffer<T> dact, dhu;                // [Ml, F], [Ml, 2F]
   Buffer<T> dgate_row;                // [rows] per row
@@ -118,8 +138,9 @@ struct MoeScratch {
 // y[N,D] = MoE(h[N,D]) (overwritten), routed by `router` (this layer's) with `call`. Returns the
 // routing statistics of this call. LBL terms are added by the caller between forward and
 // backward (on router.slots()). With expert parallelism (dims.ep > 1, ep->group of that size) a
-// collective of the group: each rank routes its own tokens, sends every row to the rank holding
-// its expert and gets the result back; every rank of the group must call it together.
+// collective of the group: each rank routes its own tokens, sends each token once to every rank
+// holding one of its experts and gets one combined row back; every rank of the group must call
+// it together.
 template <typename T>
 RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>& router,
                          const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,

@@ -1,3 +1,4 @@
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,20 +29,22 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
       ec ? (cfg.router.ec_capacity_factor > 0 ? cfg.router.ec_capacity_factor : K) : K;
   const double rows = std::ceil(N * per_token);  // expert rows per micro-batch (upper bound)
 
-  // Expert parallelism: E/ep experts here; the rows this rank's experts receive (Ml) and the
-  // exchange's buffers at balanced routing, one rank's share (they grow under imbalance, up to
-  // ep times: moe_layer.cc).
+  // Expert parallelism: E/ep experts here; the rows this rank's experts receive (Ml, in place
+  // of the gathered rows xs) and the exchange's buffers at balanced routing, one rank's share
+  // (they grow under imbalance, up to ep times: moe_layer.cc): token rows out and in (a token
+  // goes to at most min(K, ep) ranks), and per row its gate, token index and place (4 + 8 + 8 B).
   const double ep = static_cast<double>(cfg.parallel.ep), El = E / ep;
-  const double Ml = rows, xl = ep > 1 ? Ml * D : 0;
+  const double Ml = rows;
+  const double exchange = ep > 1 ? 2 * N * std::min(per_token, ep) * D + 5 * Ml : 0;
   const double params = 2 * V * D + D + L * (2 * D + 4 * D * D) +
                         Lm * (E * D + 3 * El * F * D + ns * 3 * Fs * D) + Ld * 3 * Fd * D;
-  const double moe_fwd = E * N * 4 + N * K * 4 + rows * 2 * D + Ml * 3 * F + xl + ns * N * 3 * Fs;
+  const double moe_fwd = E * N * 4 + N * K * 4 + rows * 2 * D + Ml * 3 * F + ns * N * 3 * Fs;
   const double acts = (L + 1) * N * D +                          // residual stream
                       L * (7 * N * D + 2 * N + B * H * S * S) +  // norms, q|k|v, attention
                       Lm * moe_fwd + Ld * 3 * N * Fd +           // FFNs
                       2 * N * D + N * V + 2 * N +                // final norm, logits
                       7 * N * D +                                // backward scratch
-                      rows * (2 * D + 1) + Ml * 3 * F + 4 * xl + N * (K + E + 3 * ns * Fs) +
+                      rows * (2 * D + 1) + Ml * 3 * F + exchange + N * (K + E + 3 * ns * Fs) +
                       (Ld > 0 ? 3 * N * Fd : 0);
   MemoryEstimate e;
   e.params_bytes = 4 * params;
@@ -73,6 +76,12 @@ double available_memory_bytes() {
     }
   }
   return avail;
+}
+
+double peak_rss_bytes() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return -1;
+  return static_cast<double>(u.ru_maxrss) * 1024;  // Linux: kilobytes
 }
 
 }  // namespace sy

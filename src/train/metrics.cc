@@ -49,6 +49,7 @@ void StepMetrics::add(const Transformer<float>& model) {
     tokens_[l] += r.n;
     const ExchangeStats& x = model.layer_acts(l).exchange;
     local_[l].rows += x.rows;
+    local_[l].tokens += x.tokens;
     local_[l].bytes_sent += x.bytes_sent;
     local_[l].exchange_s += x.exchange_s;
     local_[l].experts_s += x.experts_s;
@@ -74,6 +75,7 @@ void StepMetrics::allreduce(Communicator& comm) {
     for (int64_t l = 0; l < layers_; ++l) {
       LayerExchange& e = exchange_[l];
       e.rows = per_rank(comm, local_[l].rows);
+      e.tokens = per_rank(comm, local_[l].tokens);
       e.bytes_sent = per_rank(comm, local_[l].bytes_sent);
       e.exchange_ms = per_rank(comm, local_[l].exchange_s * 1e3);
       e.experts_ms = per_rank(comm, local_[l].experts_s * 1e3);

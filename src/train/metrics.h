@@ -28,6 +28,7 @@ struct LayerSummary {
 // its group's (the rank that arrived last waited least).
 struct LayerExchange {
   std::vector<int64_t> rows;        // rows each rank's experts ran
+  std::vector<int64_t> tokens;      // token rows each rank received for them
   std::vector<int64_t> bytes_sent;  // to the other ranks of its group, forward and backward
   std::vector<double> exchange_ms, experts_ms, wait_ms;
 };

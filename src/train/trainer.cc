@@ -45,6 +45,15 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The largest of every rank's x (a collective).
+double largest_over_ranks(Communicator& comm, double x) {
+  if (comm.size() == 1) return x;
+  std::vector<double> all(comm.size(), 0.0);
+  all[comm.rank()] = x;
+  comm.allreduce_sum(all.data(), static_cast<int64_t>(all.size()));
+  return *std::max_element(all.begin(), all.end());
+}
+
 std::string format_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
   // NOLINTNEXTLINE(bugprone-incorrect-roundings): s >= 0 here, so +0.5 then truncate rounds
@@ -451,6 +460,7 @@ struct StepRecordInfo {  // what the step record holds besides the step's result
   int64_t tokens_seen = 0;
   int64_t ranks = 1;
   double tokens_per_s = 0, step_ms = 0, mfu = 0;
+  double peak_rss = 0;  // bytes: the largest over ranks of each process's peak resident set
 };
 
 // The step's {"type": "train", ...} record (docs/training.md, "Metrics"): the losses, schedule
@@ -489,6 +499,7 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
     if (sm.expert_parallel()) {
       const LayerExchange& x = sm.exchange(l);
       layers.back()["ep"] = {{"rows", x.rows},
+                             {"tokens", x.tokens},
                              {"bytes_sent", x.bytes_sent},
                              {"exchange_ms", x.exchange_ms},
                              {"experts_ms", x.experts_ms},
@@ -517,6 +528,7 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
               {"tokens_per_s", info.tokens_per_s},
               {"step_ms", info.step_ms},
               {"mfu", info.mfu},
+              {"peak_rss_mb", std::round(info.peak_rss / 1e6)},
               {"balance_bsz", balance_bsz},
               {"avg_maxvio", avg_mv},
               {"sup_maxvio", sup_mv},
@@ -768,7 +780,8 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                                   .ranks = comm.size(),
                                   .tokens_per_s = tps,
                                   .step_ms = dt * 1e3,
-                                  .mfu = mfu});
+                                  .mfu = mfu,
+                                  .peak_rss = largest_over_ranks(comm, peak_rss_bytes())});
     if (r.log) r.log->append(rec.dump());
     res.final_loss = sr.loss;
     res.last_step = step + 1;

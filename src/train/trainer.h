@@ -65,6 +65,8 @@ struct MemoryEstimate {
 MemoryEstimate estimate_training_memory(const RunConfig& cfg);
 // MemAvailable, or less if a cgroup limit leaves less room; -1 if unknown.
 double available_memory_bytes();
+// This process's peak resident set size so far (getrusage), bytes.
+double peak_rss_bytes();
 
 struct EvalResult {
   double loss = 0;  // mean cross-entropy (nats per token)
