@@ -69,13 +69,27 @@ namespace {
 
 // ---- The experts on their contiguous rows ----------------------------------------------------
 
+// Small experts run side by side, one per thread, each GEMM on its calling thread: with many
+// experts of few rows each (MEDIUM: 64 of ≈ 190), a GEMM split over every thread leaves them
+// idle at its edges. Chosen when there are at least two experts per thread and none holds more
+// than a thread's share of the rows (else the largest would run alone on one thread); the
+// experts are independent, so either way gives the same results.
+bool experts_side_by_side(int64_t n_experts, const int64_t* offsets) {
+  const int64_t threads = omp_get_max_threads();
+  if (threads < 2 || n_experts < 2 * threads || omp_in_parallel()) return false;
+  int64_t largest = 0;
+  for (int64_t e = 0; e < n_experts; ++e) largest = std::max(largest, offsets[e + 1] - offsets[e]);
+  return largest * threads <= offsets[n_experts] - offsets[0];
+}
+
 // y[rows, D] = expert_e(x) for local expert e's rows [offsets[e], offsets[e+1]), one GEMM chain
-// per expert (each GEMM uses every thread); hu/act keep what the backward needs.
+// per expert; hu/act keep what the backward needs.
 template <typename T>
 void experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
                      const T* x, MoeActivations<T>& a, T* y) {
-  const int64_t D = dims.d, F = dims.f;
-  for (int64_t e = 0; e < dims.e_local(); ++e) {
+  const int64_t D = dims.d, F = dims.f, El = dims.e_local();
+#pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
+  for (int64_t e = 0; e < El; ++e) {
     const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
     if (ne == 0) continue;
     swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
@@ -88,8 +102,9 @@ template <typename T>
 void experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                       const int64_t* offsets, const T* x, const MoeActivations<T>& a,
                       MoeScratch<T>& s, const T* dy, T* dx) {
-  const int64_t D = dims.d, F = dims.f;
-  for (int64_t e = 0; e < dims.e_local(); ++e) {
+  const int64_t D = dims.d, F = dims.f, El = dims.e_local();
+#pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
+  for (int64_t e = 0; e < El; ++e) {
     const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
     if (ne == 0) continue;
     swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,

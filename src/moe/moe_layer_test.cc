@@ -189,7 +189,7 @@ TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
   }
 }
 
-TEST(MoeLayerTest, LoadsAndOutputsIndependentOfThreadCount) {
+TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
   MoeDims dims{256, 16, 8, 2, 32, 0, 0};
   TopKOptions opt;
   opt.n_experts = 8;
@@ -203,21 +203,35 @@ TEST(MoeLayerTest, LoadsAndOutputsIndependentOfThreadCount) {
       dn(dd.begin(), dd.end());
   MoeWeights<float> w{rw.data(), gu.data(), dn.data(), nullptr, nullptr};
   std::vector<std::vector<int64_t>> loads;
-  std::vector<std::vector<float>> outs;
+  std::vector<std::vector<float>> outs, input_grads, expert_grads;
   const int saved = omp_get_max_threads();
+  // With 2 threads the 8 experts run side by side (one per thread); with 1, one after another.
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
     MoeActivations<float> a;
+    MoeScratch<float> s;
     a.resize(dims);
+    s.resize(dims);
     const std::unique_ptr<Router<float>> router = make_router<float>(RouterOptions{}, opt, 256);
     std::vector<float> y(256 * 16);
     moe_forward(dims, w, *router, RouteCall<float>{}, h.data(), 256, a, y.data());
     loads.push_back(a.plan.load);
     outs.push_back(y);
+    std::vector<float> dh(256 * 16, 0.f), dr(rw.size(), 0.f), dgu(gu.size(), 0.f),
+        ddown(dn.size(), 0.f);
+    MoeGrads<float> g{dr.data(), dgu.data(), ddown.data(), nullptr, nullptr};
+    moe_backward(dims, w, g, *router, h.data(), 256, a, s, y.data(), 1.f, dh.data());
+    input_grads.push_back(dh);
+    dgu.insert(dgu.end(), ddown.begin(), ddown.end());
+    expert_grads.push_back(dgu);
   }
   omp_set_num_threads(saved);
   EXPECT_EQ(loads[0], loads[1]);
   for (size_t i = 0; i < outs[0].size(); ++i) ASSERT_NEAR(outs[0][i], outs[1][i], 1e-5);
+  for (size_t i = 0; i < input_grads[0].size(); ++i)
+    ASSERT_NEAR(input_grads[0][i], input_grads[1][i], 1e-4);
+  for (size_t i = 0; i < expert_grads[0].size(); ++i)
+    ASSERT_NEAR(expert_grads[0][i], expert_grads[1][i], 1e-4 * (1 + std::abs(expert_grads[0][i])));
 }
 
 }  // namespace
