@@ -1,7 +1,8 @@
 // Training-step throughput of switchyard on a config (SMALL by default): the trainer's step
 // (train/train_step.h: forward + backward over one micro-batch, the balancer's updates, AdamW) on
 // the synthetic corpus, timed after a warm-up. Also
-// measures the sgemm peak of both BLAS backends in the same process, the MFU denominator.
+// measures the sgemm peak of both BLAS backends in the same process, the MFU denominator, and
+// reports where the forward and backward passes spend their time (per step, by phase).
 // Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
 //   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
 //                    [--gemm onednn|openblas]
@@ -66,10 +67,21 @@ int main(int argc, char** argv) {
                               .tokens = &tokens,
                               .domains = &domains};
     std::vector<double> secs, fwd, bwd, optim, read;
+    sy::PhaseTimes fwd_phases, bwd_phases;  // summed over the measured steps
+    auto add = [](sy::PhaseTimes& to, const sy::PhaseTimes& p) {
+      for (auto field :
+           {&sy::PhaseTimes::attention_s, &sy::PhaseTimes::router_s, &sy::PhaseTimes::experts_s,
+            &sy::PhaseTimes::shared_s, &sy::PhaseTimes::moe_rest_s, &sy::PhaseTimes::dense_s,
+            &sy::PhaseTimes::head_s, &sy::PhaseTimes::total_s})
+        to.*field += p.*field;
+    };
     for (int i = 0; i < warmup + steps; ++i) {
+      model.reset_phase_times();
       const sy::StepResult r = sy::train_step(ctx, i, "(benchmark)");
       const sy::StepTimes& t = r.times;
       if (i >= warmup) {
+        add(fwd_phases, model.forward_times());
+        add(bwd_phases, model.backward_times());
         secs.push_back(t.read + t.prepass + t.forward + t.backward + t.reduce + t.update);
         fwd.push_back(t.prepass + t.forward);
         bwd.push_back(t.backward);
@@ -85,6 +97,22 @@ int main(int argc, char** argv) {
     const double med = secs[secs.size() / 2];
     const double tps = static_cast<double>(B * S) / med;
     const double flops = model.flops_per_token();
+    // Per step, ms: where the passes' time goes (model/transformer.h, PhaseTimes); "other" is
+    // the norms, residual adds and embedding.
+    auto phases = [&](const sy::PhaseTimes& p) {
+      const double k = 1e3 / steps;
+      const double named = p.attention_s + p.router_s + p.experts_s + p.shared_s + p.moe_rest_s +
+                           p.dense_s + p.head_s;
+      return nlohmann::json{{"attention", p.attention_s * k},
+                            {"router", p.router_s * k},
+                            {"experts", p.experts_s * k},
+                            {"shared_experts", p.shared_s * k},
+                            {"moe_dispatch_combine", p.moe_rest_s * k},
+                            {"dense_ffn", p.dense_s * k},
+                            {"head", p.head_s * k},
+                            {"other", (p.total_s - named) * k},
+                            {"total", p.total_s * k}};
+    };
     nlohmann::json out = {{"engine", "switchyard"},
                           {"config", config},
                           {"threads", threads},
@@ -96,6 +124,8 @@ int main(int argc, char** argv) {
                           {"backward_ms", median(bwd) * 1e3},
                           {"optimizer_ms", median(optim) * 1e3},
                           {"read_ms", median(read) * 1e3},
+                          {"forward_phases_ms", phases(fwd_phases)},
+                          {"backward_phases_ms", phases(bwd_phases)},
                           {"flops_per_token", flops},
                           {"model_gflops", tps * flops / 1e9},
                           {"sgemm_peak_gflops", peak},

@@ -309,7 +309,7 @@ TEST(ExpertParallelAcrossRanks, EqualsTheModelWithEveryExpert) {
     for (int64_t l = 0; l < 2; ++l) {
       const RoutingPlan<double>& p = full.layer_plan(l);
       const int64_t El = 6 / R;
-      std::vector<int64_t> to(2 * R, 0);  // [tokens to rank j..., rows to rank j...]
+      std::vector<int64_t> sent(2 * R, 0);  // [tokens to rank j..., rows to rank j...]
       for (int64_t t = 0; t < p.n; ++t) {
         std::vector<bool> reached(R, false);
         for (int64_t q = p.token_offsets[t]; q < p.token_offsets[t + 1]; ++q) {
@@ -317,14 +317,14 @@ TEST(ExpertParallelAcrossRanks, EqualsTheModelWithEveryExpert) {
           int64_t e = 0;
           while (row >= p.expert_offsets[e + 1]) ++e;
           reached[e / El] = true;
-          ++to[R + e / El];
+          ++sent[R + e / El];
         }
-        for (int64_t j = 0; j < R; ++j) to[j] += reached[j];
+        for (int64_t j = 0; j < R; ++j) sent[j] += reached[j];
       }
-      g_comm->allreduce_sum(to.data(), 2 * R);
+      g_comm->allreduce_sum(sent.data(), 2 * R);
       const ExchangeStats& x = shard.layer_acts(l).exchange;
-      EXPECT_EQ(x.tokens, to[me]) << type << " layer " << l;
-      EXPECT_EQ(x.rows, to[R + me]) << type << " layer " << l;
+      EXPECT_EQ(x.tokens, sent[me]) << type << " layer " << l;
+      EXPECT_EQ(x.rows, sent[R + me]) << type << " layer " << l;
       saved += x.rows - x.tokens;
     }
     g_comm->allreduce_sum(&saved, 1);

@@ -10,9 +10,22 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/stopwatch.h"
 #include "kernels/kernels.h"
 
 namespace sy {
+
+namespace {
+
+// One MoE layer's forward or backward, into the pass's phase accounts.
+void add_moe_times(PhaseTimes& pt, const MoeTimes& m) {
+  pt.router_s += m.router_s;
+  pt.experts_s += m.experts_s;
+  pt.shared_s += m.shared_s;
+  pt.moe_rest_s += m.total_s - m.router_s - m.experts_s - m.shared_s;
+}
+
+}  // namespace
 
 template <typename T>
 void Transformer<T>::add_param(const std::string& name, std::vector<int64_t> shape, bool decay,
@@ -232,6 +245,8 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   SY_CHECK(B >= 1 && B <= b_max_, "Transformer::forward: batch must be in [1, {}], got {}", b_max_,
            B);
   b_ = B;
+  Stopwatch whole, clock;
+  PhaseTimes& pt = forward_times_;
   const int64_t S = S_, D = D_, N = B * S;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s) {
@@ -248,21 +263,25 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     T* x = res_[l].data();
     T* qkv = qkv_[l].data();
     rmsnorm_forward(ln1_[l].data(), rstd1_[l].data(), x, P + L.ln1, N, D, eps);
+    clock.lap();
     matmul_forward(qkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
     rope_forward(qkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_forward(qkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     attention_forward(attn_y_[l].data(), att_[l].data(), qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_,
                       3 * D);
     matmul_forward(tmp_.data(), attn_y_[l].data(), P + L.o, N, D, D);
+    pt.attention_s += clock.lap();
     T* mid = res_mid_[l].data();
     const T* t = tmp_.data();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) mid[i] = x[i] + t[i];
     rmsnorm_forward(ln2_[l].data(), rstd2_[l].data(), mid, P + L.ln2, N, D, eps);
     if (L.moe) {
+      clock.lap();
       moe_stats_[mi] =
           moe_forward(moe_dims_, moe_weights(L), *routers_[mi], route_call(mode, micro, mi),
                       ln2_[l].data(), N, moe_acts_[mi], tmp_.data(), &ep_);
+      add_moe_times(pt, moe_acts_[mi].forward_times);
       if (RoutingBuffers<T>* slots = routers_[mi]->slots(); slots != nullptr) {
         if (mode == ForwardMode::kTrain) {
           moe_stats_[mi].lbl = balancer_.apply_lbl(mi, micro, *slots);
@@ -274,14 +293,20 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
       st.z_loss += moe_stats_[mi].z_loss;
       ++mi;
     } else {
+      clock.lap();
       swiglu_ffn_forward(tmp_.data(), T(0), dense_hu_[l].data(), dense_act_[l].data(),
                          ln2_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
+      pt.dense_s += clock.lap();
     }
     T* next = res_[l + 1].data();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) next[i] = mid[i] + t[i];
   }
-  if (mode == ForwardMode::kPrepass) return st;  // routing statistics only
+  if (mode == ForwardMode::kPrepass) {  // routing statistics only
+    pt.total_s += whole.lap();
+    return st;
+  }
+  clock.lap();
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
   matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
   xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_);
@@ -290,12 +315,16 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     st.ce_sum += static_cast<double>(losses_[i]);
     ++st.n_tokens;
   }
+  pt.head_s += clock.lap();
+  pt.total_s += whole.lap();
   return st;
 }
 
 template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
   const int64_t B = b_, S = S_, D = D_, N = B * S;
+  Stopwatch whole, clock;
+  PhaseTimes& pt = backward_times_;
   const T* P = params_.data();
   T* G = grads_.data();
   T* dres = dres_.data();
@@ -306,23 +335,28 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
   matmul_backward(dln, G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
   std::fill(dres, dres + N * D, T(0));
   rmsnorm_backward(dres, G + norm_, dln, res_.back().data(), P + norm_, rstdf_.data(), N, D);
+  pt.head_s += clock.lap();
   int64_t mi = n_moe_layers();
   for (int64_t l = static_cast<int64_t>(layers_.size()) - 1; l >= 0; --l) {
     const Layer& L = layers_[l];
     // FFN: res[l+1] = mid + ffn(norm(mid)); dres flows to mid unchanged plus through the FFN.
     std::fill(dln, dln + N * D, T(0));
+    clock.lap();
     if (L.moe) {
       --mi;
       moe_backward(moe_dims_, moe_weights(L), moe_grads(L), *routers_[mi], ln2_[l].data(), N,
                    moe_acts_[mi], moe_scratch_, dres, aux_scale, dln, &ep_);
+      add_moe_times(pt, moe_acts_[mi].backward_times);
     } else {
       swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
                           ddense_act_.data(), dres, ln2_[l].data(), dense_hu_[l].data(),
                           dense_act_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
+      pt.dense_s += clock.lap();
     }
     rmsnorm_backward(dres, G + L.ln2, dln, res_mid_[l].data(), P + L.ln2, rstd2_[l].data(), N, D);
     // Attention: mid = x + o(attn(rope(qkv(norm(x))))).
     T* dattn = dattn_y_.data();
+    clock.lap();
     std::fill(dattn, dattn + N * D, T(0));
     matmul_backward(dattn, G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D);
     T* dqkv = dqkv_.data();
@@ -334,9 +368,11 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     std::fill(dln, dln + N * D, T(0));
     matmul_backward(dln, G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
+    pt.attention_s += clock.lap();
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }
   embedding_backward(G + wte_, dres, inputs_.data(), N, D);
+  pt.total_s += whole.lap();
 }
 
 // What MoE layer mi's router is told for a forward in `mode` on micro-batch `micro`: whether its

@@ -58,6 +58,17 @@ struct ForwardStats {
   double z_loss = 0;     // Σ over MoE layers of coef·z-loss
 };
 
+// Where the passes' time goes on this rank (wall seconds), summed over the forward (or backward)
+// passes since reset_phase_times(): attention (q|k|v and output projections, RoPE, the attention
+// core), the MoE layers' router (GEMMs, routing, router backward), routed experts' GEMM chains,
+// shared experts and the rest of the MoE layer (dispatch, combine, the exchange), dense FFNs, the
+// head (final norm, LM head, cross-entropy); total_s is the whole pass, so the norms, residual
+// adds and embedding are what the others leave.
+struct PhaseTimes {
+  double attention_s = 0, router_s = 0, experts_s = 0, shared_s = 0, moe_rest_s = 0;
+  double dense_s = 0, head_s = 0, total_s = 0;
+};
+
 template <typename T>
 class Transformer {
  public:
@@ -136,6 +147,11 @@ class Transformer {
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
 
+  // The phase accounts of the forward and backward passes since the last reset.
+  const PhaseTimes& forward_times() const { return forward_times_; }
+  const PhaseTimes& backward_times() const { return backward_times_; }
+  void reset_phase_times() { forward_times_ = backward_times_ = PhaseTimes{}; }
+
  private:
   struct Layer {
     int64_t ln1, qkv, o, ln2;  // parameter offsets
@@ -182,6 +198,7 @@ class Transformer {
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
   MoeScratch<T> moe_scratch_;
   ExpertParallel<T> ep_;
+  PhaseTimes forward_times_, backward_times_;
   std::vector<ParamRange> expert_ranges_, replicated_ranges_;
   int64_t n_tensors_ = 0;  // tensors of the full table added so far (init streams)
 };

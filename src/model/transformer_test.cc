@@ -130,6 +130,36 @@ TEST(TransformerTest, InitialLossIsNearLogVocab) {
   EXPECT_NEAR(st.ce_sum / st.n_tokens, std::log(64.0), 0.05);
 }
 
+// The phase accounts: every phase this model has takes time, the named phases fit in the pass's
+// total, passes add up until the reset, and the reset clears them.
+TEST(TransformerTest, PhaseTimesAccountForThePasses) {
+  const ModelConfig m = tiny_model();  // a dense layer, an MoE layer with a shared expert
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 4), 4);
+  model.init(1);
+  auto tokens = random_tokens(4, m.seq_len, m.vocab_size, 3);
+  double first = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    model.forward(tokens.data(), 4);
+    model.backward(1.f, 1.f);
+    if (pass == 0) first = model.forward_times().total_s;
+  }
+  EXPECT_GT(model.forward_times().total_s, first);  // the second pass added to the first
+  // The model's pass contains its MoE layer's.
+  EXPECT_GE(model.forward_times().total_s, model.layer_acts(0).forward_times.total_s);
+  EXPECT_GE(model.backward_times().total_s, model.layer_acts(0).backward_times.total_s);
+  for (const PhaseTimes* p : {&model.forward_times(), &model.backward_times()}) {
+    for (double s : {p->attention_s, p->router_s, p->experts_s, p->shared_s, p->dense_s, p->head_s})
+      EXPECT_GT(s, 0.0);
+    EXPECT_GE(p->moe_rest_s, 0.0);
+    const double named = p->attention_s + p->router_s + p->experts_s + p->shared_s + p->moe_rest_s +
+                         p->dense_s + p->head_s;
+    EXPECT_LE(named, p->total_s);
+  }
+  model.reset_phase_times();
+  EXPECT_EQ(model.forward_times().total_s, 0.0);
+  EXPECT_EQ(model.backward_times().experts_s, 0.0);
+}
+
 }  // namespace
 }  // namespace sy
 

@@ -3,10 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "core/gemm.h"
+#include "core/stopwatch.h"
 #include "kernels/kernels.h"
 
 namespace sy {
@@ -83,10 +83,11 @@ bool experts_side_by_side(int64_t n_experts, const int64_t* offsets) {
 }
 
 // y[rows, D] = expert_e(x) for local expert e's rows [offsets[e], offsets[e+1]), one GEMM chain
-// per expert; hu/act keep what the backward needs.
+// per expert; hu/act keep what the backward needs. Returns the seconds it took.
 template <typename T>
-void experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
-                     const T* x, MoeActivations<T>& a, T* y) {
+double experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
+                       const T* x, MoeActivations<T>& a, T* y) {
+  Stopwatch clock;
   const int64_t D = dims.d, F = dims.f, El = dims.e_local();
 #pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
   for (int64_t e = 0; e < El; ++e) {
@@ -95,13 +96,16 @@ void experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t*
     swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
                        x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
   }
+  return clock.lap();
 }
 
 // dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g.
+// Returns the seconds it took.
 template <typename T>
-void experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
-                      const int64_t* offsets, const T* x, const MoeActivations<T>& a,
-                      MoeScratch<T>& s, const T* dy, T* dx) {
+double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
+                        const int64_t* offsets, const T* x, const MoeActivations<T>& a,
+                        MoeScratch<T>& s, const T* dy, T* dx) {
+  Stopwatch clock;
   const int64_t D = dims.d, F = dims.f, El = dims.e_local();
 #pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
   for (int64_t e = 0; e < El; ++e) {
@@ -112,6 +116,7 @@ void experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrad
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
                         w.down + e * D * F, ne, D, F);
   }
+  return clock.lap();
 }
 
 // ---- Expert parallelism: the exchange stages --------------------------------------------------
@@ -247,10 +252,6 @@ void plan_exchange(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>&
   a.local_offsets[El] = r;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // Values of one alltoallv (counts per rank) that leave this rank.
 int64_t away(const std::vector<int64_t>& counts, int64_t me) {
   int64_t n = 0;
@@ -333,7 +334,7 @@ void routed_forward(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < p.rows; ++row)
     std::copy_n(h + static_cast<int64_t>(p.token_of_row[row]) * D, D, xs + row * D);
-  experts_forward(dims, w, p.expert_offsets.data(), xs, a, a.ys.data());
+  a.forward_times.experts_s = experts_forward(dims, w, p.expert_offsets.data(), xs, a, a.ys.data());
   const T* ys = a.ys.data();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
@@ -354,7 +355,7 @@ template <typename T>
 void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int64_t n,
                              MoeActivations<T>& a, ExpertParallel<T>& ep, T* y) {
   const int64_t D = dims.d;
-  auto t0 = std::chrono::steady_clock::now();
+  Stopwatch clock;
   plan_exchange(dims, a, ep);
   send_tokens(dims, a, ep, h);
   const int64_t ml = a.local_offsets[dims.e_local()];
@@ -362,15 +363,14 @@ void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const 
   T* xl = a.xl.data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < ml; ++r) std::copy_n(recv + a.recv_row[r] * D, D, xl + r * D);
-  a.exchange.exchange_s += seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  experts_forward(dims, w, a.local_offsets.data(), xl, a, a.ys.data());
-  a.exchange.experts_s += seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
+  a.exchange.exchange_s += clock.lap();
+  a.forward_times.experts_s = experts_forward(dims, w, a.local_offsets.data(), xl, a, a.ys.data());
+  a.exchange.experts_s += a.forward_times.experts_s;
+  clock.lap();
   combine_local(dims, a, ep, a.ys.data(), a.gate_local.data());
   std::fill_n(y, n * D, T(0));
   return_tokens(dims, a, ep, y);
-  a.exchange.exchange_s += seconds_since(t0);
+  a.exchange.exchange_s += clock.lap();
   const int64_t me = dims.ep_rank, pair_bytes = sizeof(int64_t) + sizeof(T);
   a.exchange.rows = ml;
   a.exchange.tokens = tokens_received(dims, ep);
@@ -382,7 +382,7 @@ void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const 
 // experts, then each token's input gradient summed over its rows in expert order.
 template <typename T>
 void routed_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g, int64_t n,
-                     const MoeActivations<T>& a, MoeScratch<T>& s, const T* dy, T* dh) {
+                     MoeActivations<T>& a, MoeScratch<T>& s, const T* dy, T* dh) {
   const int64_t D = dims.d;
   const RoutingPlan<T>& p = a.plan;
   const T* ys = a.ys.data();
@@ -393,7 +393,8 @@ void routed_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads
     dgate_row[row] = gate_backward(dy + static_cast<int64_t>(p.token_of_row[row]) * D,
                                    p.gate_of_row[row], ys + row * D, dys + row * D, D);
   }
-  experts_backward(dims, w, g, p.expert_offsets.data(), a.xs.data(), a, s, dys, s.dxs.data());
+  a.backward_times.experts_s =
+      experts_backward(dims, w, g, p.expert_offsets.data(), a.xs.data(), a, s, dys, s.dxs.data());
   const T* dxs = s.dxs.data();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
@@ -413,7 +414,7 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
                               MoeActivations<T>& a, MoeScratch<T>& s, ExpertParallel<T>& ep,
                               const T* dy, T* dh) {
   const int64_t D = dims.d, F = dims.f;
-  auto t0 = std::chrono::steady_clock::now();
+  Stopwatch clock;
   exchange_geometry(dims, a, ep);
   const int64_t ml = a.local_offsets[dims.e_local()];
   for (Buffer<T>* b : {&s.dyl, &s.dxl}) ensure_rows(dims, *b, ml, D);
@@ -429,16 +430,16 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
     dgate[a.recv_pair[r]] =
         gate_backward(recv + a.recv_row[r] * D, a.gate_local[r], ys + r * D, dyl + r * D, D);
   }
-  a.exchange.exchange_s += seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  experts_backward(dims, w, g, a.local_offsets.data(), a.xl.data(), a, s, dyl, s.dxl.data());
-  a.exchange.experts_s += seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
+  a.exchange.exchange_s += clock.lap();
+  a.backward_times.experts_s =
+      experts_backward(dims, w, g, a.local_offsets.data(), a.xl.data(), a, s, dyl, s.dxl.data());
+  a.exchange.experts_s += a.backward_times.experts_s;
+  clock.lap();
   combine_local(dims, a, ep, s.dxl.data(), static_cast<const T*>(nullptr));
   return_tokens(dims, a, ep, dh);
   ep.group->alltoallv(dgate, ep.prc.data(), ep.pro.data(), s.dgate_row.data(), ep.psc.data(),
                       ep.pso.data());
-  a.exchange.exchange_s += seconds_since(t0);
+  a.exchange.exchange_s += clock.lap();
   const int64_t me = dims.ep_rank;
   a.exchange.bytes_sent +=
       (away(ep.sc, me) + away(ep.rc, me) + away(ep.prc, me)) * static_cast<int64_t>(sizeof(T));
@@ -451,21 +452,28 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
                          const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,
                          T* y, ExpertParallel<T>* ep) {
   const int64_t D = dims.d, E = dims.e, Fs = dims.f_shared;
+  Stopwatch clock;
+  MoeTimes& tm = a.forward_times;
+  tm = MoeTimes{};
   // Router: z[N,E] = h · W_rᵀ, then the plan, as rows.
   gemm(false, true, n, E, D, T(1), h, D, w.router, D, T(0), a.logits.data(), E);
   const RoutingStats st = router.route(a.logits.data(), n, call, a.plan);
+  tm.router_s = clock.lap();
   // The routed experts: here, or over the expert-parallel group.
   a.exchange = ExchangeStats{};
   if (expert_parallel(dims, ep))
     routed_forward_parallel(dims, w, h, n, a, *ep, y);
   else
     routed_forward(dims, w, h, n, a, y);
+  tm.total_s = tm.router_s + clock.lap();
   // Shared experts, ungated, on every token.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
     swiglu_ffn_forward(y, T(1), a.shared_hu.data() + j * dims.n_max * 2 * Fs,
                        a.shared_act.data() + j * dims.n_max * Fs, h,
                        w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
   }
+  tm.shared_s = clock.lap();
+  tm.total_s += tm.shared_s;
   return st;
 }
 
@@ -474,16 +482,21 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
                   Router<T>& router, const T* h, int64_t n, MoeActivations<T>& a, MoeScratch<T>& s,
                   const T* dy, T aux_scale, T* dh, ExpertParallel<T>* ep) {
   const int64_t D = dims.d, E = dims.e, Fs = dims.f_shared;
+  Stopwatch clock;
+  MoeTimes& tm = a.backward_times;
+  tm = MoeTimes{};
   // The routed experts: the gate gradients (dgate_row) and dh += their input gradients.
   if (expert_parallel(dims, ep))
     routed_backward_parallel(dims, w, g, a, s, *ep, dy, dh);
   else
     routed_backward(dims, w, g, n, a, s, dy, dh);
+  tm.total_s = clock.lap();
   // Router backward: dz, then the router weight and input gradients.
   T* dz = s.dz.data();
   router.backward(a.logits.data(), a.plan, s.dgate_row.data(), aux_scale, dz);
   gemm(true, false, E, D, n, T(1), dz, E, h, D, T(1), g.router, D);
   gemm(false, false, n, D, E, T(1), dz, E, w.router, D, T(1), dh, D);
+  tm.router_s = clock.lap();
   // Shared experts backward.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
     swiglu_ffn_backward(dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs,
@@ -492,6 +505,8 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
                         a.shared_act.data() + j * dims.n_max * Fs,
                         w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
   }
+  tm.shared_s = clock.lap();
+  tm.total_s += tm.router_s + tm.shared_s;
 }
 
 // NOLINTBEGIN(bugprone-macro-parentheses): T is a type, it cannot be parenthesized.

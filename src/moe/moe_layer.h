@@ -68,6 +68,14 @@ struct ExchangeStats {
   double experts_s = 0;    // wall seconds in this rank's experts
 };
 
+// Where one layer's time goes on this rank (wall seconds), its forward and its backward: the
+// router (its GEMMs, routing and router backward), the routed experts' GEMM chains, the shared
+// experts, and the whole layer (the rest is dispatch, combine and, with expert parallelism, the
+// exchange).
+struct MoeTimes {
+  double router_s = 0, experts_s = 0, shared_s = 0, total_s = 0;
+};
+
 // What one layer's forward keeps for its backward.
 //
 // Under expert parallelism a token travels once to each rank that holds any of its experts (not
@@ -98,14 +106,15 @@ struct MoeActivations {
   // local expert, then source rank, then the source's order) the received token row it expands
   // (recv_row, into the received tokens rank by rank), its place among the received pairs
   // (recv_pair, rank by rank in the source's expert order) and its gate.
-  std::vector<int64_t> recv_counts;  // [ep·(E_local+1)]
-  Buffer<T> xl;                      // [Ml, D] the rows this rank's experts ran
-  std::vector<int64_t> recv_row;     // [Ml]
-  std::vector<int64_t> recv_pair;    // [Ml]
-  Buffer<T> gate_local;              // [Ml]
-  ExchangeStats exchange;            // of the last forward (reset) and its backward
-  Buffer<T> shared_hu;               // [n_shared, N, 2Fs]
-  Buffer<T> shared_act;              // [n_shared, N, Fs]
+  std::vector<int64_t> recv_counts;        // [ep·(E_local+1)]
+  Buffer<T> xl;                            // [Ml, D] the rows this rank's experts ran
+  std::vector<int64_t> recv_row;           // [Ml]
+  std::vector<int64_t> recv_pair;          // [Ml]
+  Buffer<T> gate_local;                    // [Ml]
+  ExchangeStats exchange;                  // of the last forward (reset) and its backward
+  MoeTimes forward_times, backward_times;  // of the last forward and backward (each overwritten)
+  Buffer<T> shared_hu;                     // [n_shared, N, 2Fs]
+  Buffer<T> shared_act;                    // [n_shared, N, Fs]
 };
 
 // The expert-parallel group of a model and the buffers of one exchange, shared by all layers
