@@ -5,7 +5,7 @@
 // reports where the forward and backward passes spend their time (per step, by phase).
 // Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
 //   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
-//                    [--gemm onednn|openblas]
+//                    [--gemm auto|onednn|openblas|mixed]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -26,13 +26,13 @@
 // NOLINTNEXTLINE(bugprone-exception-escape): only sy::Error is expected; others abort loudly
 int main(int argc, char** argv) {
   CLI::App app{"switchyard training-step benchmark"};
-  std::string config = "configs/small.toml", gemm_name = "onednn";
+  std::string config = "configs/small.toml", gemm_name = "auto";
   int steps = 20, warmup = 3, threads = 2;
   app.add_option("--config", config, "run config (TOML)")->check(CLI::ExistingFile);
   app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
-  app.add_option("--gemm", gemm_name, "fp32 GEMM backend: onednn | openblas");
+  app.add_option("--gemm", gemm_name, "fp32 GEMM backend: auto | onednn | openblas | mixed");
   CLI11_PARSE(app, argc, argv);
   try {
     sy::RunConfig cfg = sy::load_run_config(config, {"train.grad_accum=1"});
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     nlohmann::json out = {{"engine", "switchyard"},
                           {"config", config},
                           {"threads", threads},
-                          {"gemm", gemm_name},
+                          {"gemm", sy::gemm_backend_name(sy::gemm_backend())},
                           {"tokens_per_s", tps},
                           {"step_ms_median", med * 1e3},
                           {"step_ms_min", secs.front() * 1e3},

@@ -104,7 +104,7 @@ struct DataConfig {
 
 struct SystemConfig {
   int64_t threads = 2;          // OpenMP threads (kernels and BLAS share one pool)
-  std::string gemm = "onednn";  // "onednn" | "openblas"
+  std::string gemm = "auto";  // "auto" | "onednn" | "openblas" | "mixed" (core/gemm.h)
 };
 
 // How ranks share the work besides data parallelism (docs/distributed.md).

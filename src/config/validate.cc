@@ -33,7 +33,7 @@ constexpr std::string_view kBiasUpdates[] = {"off", "sign", "proportional"};
 constexpr std::string_view kBiasCenters[] = {"none", "mean"};
 constexpr std::string_view kDataSources[] = {"synthetic", "tokens", "blend"};
 constexpr std::string_view kCompositions[] = {"mixed", "domain-pure"};
-constexpr std::string_view kGemmBackends[] = {"onednn", "openblas"};
+constexpr std::string_view kGemmBackends[] = {"auto", "onednn", "openblas", "mixed"};
 
 // Seeds are uint64 in memory but TOML integers are signed 64-bit; beyond this to_toml() could not
 // write the run back out.

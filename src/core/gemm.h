@@ -2,8 +2,9 @@
 //
 // Row-major: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, op(X) = X or Xᵀ.
 // lda/ldb/ldc are row strides of A, B, C as stored. fp32 runs on the backend chosen at start-up
-// (oneDNN's sgemm by default: measured fastest on this machine class, see bench/gemm_bench.cc);
-// fp64 (tests only) runs on OpenBLAS's dgemm.
+// (oneDNN's sgemm by default), or "mixed": oneDNN for A·Bᵀ (the forward's projections) and
+// OpenBLAS for A·B and Aᵀ·B (the backward's), the faster pairing where oneDNN 2.6 has no AVX-512
+// kernels (docs/benchmarks.md, bench/gemm_bench.cc); fp64 (tests only) runs on OpenBLAS's dgemm.
 // Threading: called from outside a parallel region, the backend uses all OpenMP threads; called
 // from inside one (nested parallelism off), it runs on the calling thread only. Thread-safe.
 #pragma once
@@ -13,12 +14,15 @@
 
 namespace sy {
 
-enum class GemmBackend { kOneDnn, kOpenBlas };
+enum class GemmBackend { kOneDnn, kOpenBlas, kMixed };
 
 // Selects the fp32 backend for the whole process. Not thread-safe: call at start-up.
 void set_gemm_backend(GemmBackend b);
 GemmBackend gemm_backend();
-GemmBackend parse_gemm_backend(const std::string& name);  // "onednn" | "openblas"
+// "onednn" | "openblas" | "mixed", or "auto": oneDNN where the CPU has AVX-512 (its AVX-512
+// kernels are the fastest there), else mixed — the measured choices (docs/benchmarks.md).
+GemmBackend parse_gemm_backend(const std::string& name);
+GemmBackend auto_gemm_backend();
 const char* gemm_backend_name(GemmBackend b);
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -35,6 +39,6 @@ namespace sy {
 // The MFU denominator. Allocates its operands (call it outside the step loop).
 double measure_sgemm_gflops(int64_t m = 1024, int64_t n = 1024, int64_t k = 1024, int reps = 7);
 // The MFU denominator everywhere (trainer and benchmarks): the best of 1024³ and 2048³ GEMMs on
-// the current backend and thread count (≈ 0.4 s).
+// the current backend (mixed: on both) and thread count (≈ 0.4 s; 0.8 s mixed).
 double measure_sgemm_peak();
 }  // namespace sy

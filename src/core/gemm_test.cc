@@ -30,7 +30,7 @@ template <typename T>
 void check_all_transposes(double tol) {
   Rng rng(7);
   const int m = 37, n = 23, k = 19;
-  for (GemmBackend be : {GemmBackend::kOneDnn, GemmBackend::kOpenBlas}) {
+  for (GemmBackend be : {GemmBackend::kOneDnn, GemmBackend::kOpenBlas, GemmBackend::kMixed}) {
     set_gemm_backend(be);
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
@@ -64,7 +64,15 @@ TEST(GemmTest, ZeroInnerDimensionScalesC) {
 
 TEST(GemmTest, ParseBackendRejectsUnknownName) {
   EXPECT_EQ(parse_gemm_backend("openblas"), GemmBackend::kOpenBlas);
+  EXPECT_EQ(parse_gemm_backend("mixed"), GemmBackend::kMixed);
   EXPECT_THROW(parse_gemm_backend("mkl"), Error);
+}
+
+// "auto" is oneDNN exactly where the CPU has AVX-512.
+TEST(GemmTest, AutoFollowsTheCpu) {
+  EXPECT_EQ(parse_gemm_backend("auto"),
+            __builtin_cpu_supports("avx512f") ? GemmBackend::kOneDnn : GemmBackend::kMixed);
+  EXPECT_STREQ(gemm_backend_name(GemmBackend::kMixed), "mixed");
 }
 
 }  // namespace

@@ -641,7 +641,7 @@ void print_start(const Run& r, double peak) {
       "activations {:.2f})\n",
       r.model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * m.seq_len) / 6e6,
       r.train_src->describe(), r.comm.describe(), r.cfg.system.threads, R > 1 ? " per rank" : "",
-      r.cfg.system.gemm, peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
+      gemm_backend_name(gemm_backend()), peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
       (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9, mem.activations_bytes / 1e9);
   const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
   if (R * r.cfg.system.threads > hw && hw > 0)
