@@ -68,20 +68,13 @@ int main(int argc, char** argv) {
                               .domains = &domains};
     std::vector<double> secs, fwd, bwd, optim, read;
     sy::PhaseTimes fwd_phases, bwd_phases;  // summed over the measured steps
-    auto add = [](sy::PhaseTimes& to, const sy::PhaseTimes& p) {
-      for (auto field :
-           {&sy::PhaseTimes::attention_s, &sy::PhaseTimes::router_s, &sy::PhaseTimes::experts_s,
-            &sy::PhaseTimes::shared_s, &sy::PhaseTimes::moe_rest_s, &sy::PhaseTimes::dense_s,
-            &sy::PhaseTimes::head_s, &sy::PhaseTimes::total_s})
-        to.*field += p.*field;
-    };
     for (int i = 0; i < warmup + steps; ++i) {
       model.reset_phase_times();
       const sy::StepResult r = sy::train_step(ctx, i, "(benchmark)");
       const sy::StepTimes& t = r.times;
       if (i >= warmup) {
-        add(fwd_phases, model.forward_times());
-        add(bwd_phases, model.backward_times());
+        fwd_phases += model.forward_times();
+        bwd_phases += model.backward_times();
         secs.push_back(t.read + t.prepass + t.forward + t.backward + t.reduce + t.update);
         fwd.push_back(t.prepass + t.forward);
         bwd.push_back(t.backward);

@@ -67,6 +67,12 @@ struct ForwardStats {
 struct PhaseTimes {
   double attention_s = 0, router_s = 0, experts_s = 0, shared_s = 0, moe_rest_s = 0;
   double dense_s = 0, head_s = 0, total_s = 0;
+  PhaseTimes& operator+=(const PhaseTimes& o) {
+    attention_s += o.attention_s, router_s += o.router_s, experts_s += o.experts_s;
+    shared_s += o.shared_s, moe_rest_s += o.moe_rest_s, dense_s += o.dense_s;
+    head_s += o.head_s, total_s += o.total_s;
+    return *this;
+  }
 };
 
 template <typename T>

@@ -82,21 +82,29 @@ bool experts_side_by_side(int64_t n_experts, const int64_t* offsets) {
   return largest * threads <= offsets[n_experts] - offsets[0];
 }
 
+// run(e, r0, ne) for each local expert e with rows (its ne rows start at r0), side by side when
+// experts_side_by_side says so. Returns the seconds it took.
+template <typename Run>
+double for_each_expert(int64_t n_experts, const int64_t* offsets, Run&& run) {
+  Stopwatch clock;
+#pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(n_experts, offsets))
+  for (int64_t e = 0; e < n_experts; ++e) {
+    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
+    if (ne > 0) run(e, r0, ne);
+  }
+  return clock.lap();
+}
+
 // y[rows, D] = expert_e(x) for local expert e's rows [offsets[e], offsets[e+1]), one GEMM chain
 // per expert; hu/act keep what the backward needs. Returns the seconds it took.
 template <typename T>
 double experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
                        const T* x, MoeActivations<T>& a, T* y) {
-  Stopwatch clock;
-  const int64_t D = dims.d, F = dims.f, El = dims.e_local();
-#pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
-  for (int64_t e = 0; e < El; ++e) {
-    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
-    if (ne == 0) continue;
+  const int64_t D = dims.d, F = dims.f;
+  return for_each_expert(dims.e_local(), offsets, [&](int64_t e, int64_t r0, int64_t ne) {
     swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
                        x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
-  }
-  return clock.lap();
+  });
 }
 
 // dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g.
@@ -105,18 +113,13 @@ template <typename T>
 double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                         const int64_t* offsets, const T* x, const MoeActivations<T>& a,
                         MoeScratch<T>& s, const T* dy, T* dx) {
-  Stopwatch clock;
-  const int64_t D = dims.d, F = dims.f, El = dims.e_local();
-#pragma omp parallel for schedule(dynamic, 1) if (experts_side_by_side(El, offsets))
-  for (int64_t e = 0; e < El; ++e) {
-    const int64_t r0 = offsets[e], ne = offsets[e + 1] - r0;
-    if (ne == 0) continue;
+  const int64_t D = dims.d, F = dims.f;
+  return for_each_expert(dims.e_local(), offsets, [&](int64_t e, int64_t r0, int64_t ne) {
     swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
                         s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
                         w.down + e * D * F, ne, D, F);
-  }
-  return clock.lap();
+  });
 }
 
 // ---- Expert parallelism: the exchange stages --------------------------------------------------
@@ -365,7 +368,6 @@ void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const 
   for (int64_t r = 0; r < ml; ++r) std::copy_n(recv + a.recv_row[r] * D, D, xl + r * D);
   a.exchange.exchange_s += clock.lap();
   a.forward_times.experts_s = experts_forward(dims, w, a.local_offsets.data(), xl, a, a.ys.data());
-  a.exchange.experts_s += a.forward_times.experts_s;
   clock.lap();
   combine_local(dims, a, ep, a.ys.data(), a.gate_local.data());
   std::fill_n(y, n * D, T(0));
@@ -433,7 +435,6 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
   a.exchange.exchange_s += clock.lap();
   a.backward_times.experts_s =
       experts_backward(dims, w, g, a.local_offsets.data(), a.xl.data(), a, s, dyl, s.dxl.data());
-  a.exchange.experts_s += a.backward_times.experts_s;
   clock.lap();
   combine_local(dims, a, ep, s.dxl.data(), static_cast<const T*>(nullptr));
   return_tokens(dims, a, ep, dh);

@@ -59,13 +59,12 @@ struct MoeGrads {  // accumulated into (+=)
 
 // Expert parallelism as measured on this rank for one micro-batch (the forward and its backward;
 // zero without it). Exchange time is spent in the all-to-alls and their copies, and includes
-// waiting there for the slowest rank of the group.
+// waiting there for the slowest rank of the group. (The experts' own time: MoeTimes.)
 struct ExchangeStats {
   int64_t rows = 0;        // rows (token-expert pairs) this rank's experts ran (forward)
   int64_t tokens = 0;      // token rows received for them: one per (token, source rank)
   int64_t bytes_sent = 0;  // to the other ranks of the group, forward and backward
   double exchange_s = 0;   // wall seconds in the exchanges
-  double experts_s = 0;    // wall seconds in this rank's experts
 };
 
 // Where one layer's time goes on this rank (wall seconds), its forward and its backward: the

@@ -17,6 +17,7 @@ StepMetrics::StepMetrics(int64_t n_moe_layers, int64_t n_experts)
   assignments_.assign(layers_, 0);
   tokens_.assign(layers_, 0);
   local_.assign(layers_, ExchangeStats{});
+  experts_s_.assign(layers_, 0.0);
   exchange_.assign(layers_, LayerExchange{});
 }
 
@@ -28,6 +29,7 @@ void StepMetrics::reset() {
     std::fill(v->begin(), v->end(), 0.0);
   for (auto* v : {&dropped_, &assignments_, &tokens_}) std::fill(v->begin(), v->end(), 0);
   std::fill(local_.begin(), local_.end(), ExchangeStats{});
+  std::fill(experts_s_.begin(), experts_s_.end(), 0.0);
   std::fill(exchange_.begin(), exchange_.end(), LayerExchange{});
 }
 
@@ -52,22 +54,10 @@ void StepMetrics::add(const Transformer<float>& model) {
     local_[l].tokens += x.tokens;
     local_[l].bytes_sent += x.bytes_sent;
     local_[l].exchange_s += x.exchange_s;
-    local_[l].experts_s += x.experts_s;
+    const MoeActivations<float>& acts = model.layer_acts(l);
+    experts_s_[l] += acts.forward_times.experts_s + acts.backward_times.experts_s;
   }
 }
-
-namespace {
-
-// Every rank's value of one measurement: this rank's in its slot, summed over the ranks.
-template <typename V>
-std::vector<V> per_rank(Communicator& comm, V mine) {
-  std::vector<V> v(comm.size(), V(0));
-  v[comm.rank()] = mine;
-  comm.allreduce_sum(v.data(), static_cast<int64_t>(v.size()));
-  return v;
-}
-
-}  // namespace
 
 void StepMetrics::allreduce(Communicator& comm) {
   if (comm.size() == 1) return;
@@ -78,7 +68,7 @@ void StepMetrics::allreduce(Communicator& comm) {
       e.tokens = per_rank(comm, local_[l].tokens);
       e.bytes_sent = per_rank(comm, local_[l].bytes_sent);
       e.exchange_ms = per_rank(comm, local_[l].exchange_s * 1e3);
-      e.experts_ms = per_rank(comm, local_[l].experts_s * 1e3);
+      e.experts_ms = per_rank(comm, experts_s_[l] * 1e3);
       e.wait_ms.assign(comm.size(), 0.0);
       for (int64_t g = 0; g < comm.size(); g += ep_) {
         const double least =

@@ -12,6 +12,16 @@
 
 namespace sy {
 
+// Every rank's value of one measurement: this rank's in its slot, summed over the ranks (a
+// collective).
+template <typename V>
+std::vector<V> per_rank(Communicator& comm, V mine) {
+  std::vector<V> v(comm.size(), V(0));
+  v[comm.rank()] = mine;
+  comm.allreduce_sum(v.data(), static_cast<int64_t>(v.size()));
+  return v;
+}
+
 struct LayerSummary {
   double maxvio = 0;           // max_i c_i / mean c − 1 over the step's summed loads
   double maxvio_micro = 0;     // mean over micro-batches of the micro-batch MaxVio
@@ -58,6 +68,7 @@ class StepMetrics {
   std::vector<int64_t> dropped_, assignments_, tokens_;
   int64_t ep_ = 1;                    // the expert-parallel group size (from the model)
   std::vector<ExchangeStats> local_;  // [layer] this rank's, summed over micro-batches
+  std::vector<double> experts_s_;     // [layer] this rank's time in its experts, likewise
   std::vector<LayerExchange> exchange_;
 };
 

@@ -45,15 +45,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The largest of every rank's x (a collective).
-double largest_over_ranks(Communicator& comm, double x) {
-  if (comm.size() == 1) return x;
-  std::vector<double> all(comm.size(), 0.0);
-  all[comm.rank()] = x;
-  comm.allreduce_sum(all.data(), static_cast<int64_t>(all.size()));
-  return *std::max_element(all.begin(), all.end());
-}
-
 std::string format_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
   // NOLINTNEXTLINE(bugprone-incorrect-roundings): s >= 0 here, so +0.5 then truncate rounds
@@ -774,6 +765,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     r.state.tokens_seen += sr.tokens;
     const double tps = static_cast<double>(sr.tokens) / dt;
     const double mfu = tps * flops_tok / (peak * 1e9);
+    const std::vector<double> rss = per_rank(comm, peak_rss_bytes());
     const json rec = step_record(cfg, r.model, r.sm, sr, oracle,
                                  {.step = step + 1,
                                   .tokens_seen = r.state.tokens_seen,
@@ -781,7 +773,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                                   .tokens_per_s = tps,
                                   .step_ms = dt * 1e3,
                                   .mfu = mfu,
-                                  .peak_rss = largest_over_ranks(comm, peak_rss_bytes())});
+                                  .peak_rss = *std::max_element(rss.begin(), rss.end())});
     if (r.log) r.log->append(rec.dump());
     res.final_loss = sr.loss;
     res.last_step = step + 1;
