@@ -167,6 +167,8 @@ def main() -> int:
     ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-foreach", action="store_true", help="AdamW's per-tensor loop instead of foreach")
+    ap.add_argument("--autocast-bf16", action="store_true",
+                    help="forward under torch.autocast('cpu', bfloat16): PyTorch's bf16 mixed precision")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -185,7 +187,8 @@ def main() -> int:
     for step in range(args.warmup + args.steps):
         tokens = torch.randint(0, V, (B, S + 1), generator=gen)
         t0 = time.perf_counter()
-        loss = model(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_bf16):
+            loss = model(tokens[:, :-1], tokens[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -216,6 +219,7 @@ def main() -> int:
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
                                                 "LD_LIBRARY_PATH", "LD_PRELOAD")},
         "final_loss": round(losses[-1], 4),
+        "precision": "bf16-autocast" if args.autocast_bf16 else "fp32",
     }
     print(json.dumps(result))
     return 0

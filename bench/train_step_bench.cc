@@ -1,11 +1,12 @@
 // Training-step throughput of switchyard on a config (SMALL by default): the trainer's step
 // (train/train_step.h: forward + backward over one micro-batch, the balancer's updates, AdamW) on
 // the synthetic corpus, timed after a warm-up. Also
-// measures the sgemm peak of both BLAS backends in the same process, the MFU denominator, and
-// reports where the forward and backward passes spend their time (per step, by phase).
+// measures the sgemm peak of both BLAS backends in the same process (and, with --precision bf16,
+// the bf16 GEMM peak), the MFU denominator, and reports where the forward and backward passes
+// spend their time (per step, by phase).
 // Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
 //   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
-//                    [--gemm auto|onednn|openblas|mixed]
+//                    [--gemm auto|onednn|openblas|mixed] [--precision fp32|bf16]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -26,13 +27,14 @@
 // NOLINTNEXTLINE(bugprone-exception-escape): only sy::Error is expected; others abort loudly
 int main(int argc, char** argv) {
   CLI::App app{"switchyard training-step benchmark"};
-  std::string config = "configs/small.toml", gemm_name = "auto";
+  std::string config = "configs/small.toml", gemm_name = "auto", precision = "fp32";
   int steps = 20, warmup = 3, threads = 2;
   app.add_option("--config", config, "run config (TOML)")->check(CLI::ExistingFile);
   app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
   app.add_option("--gemm", gemm_name, "fp32 GEMM backend: auto | onednn | openblas | mixed");
+  app.add_option("--precision", precision, "weight GEMMs: fp32 | bf16 (system.precision)");
   CLI11_PARSE(app, argc, argv);
   try {
     sy::RunConfig cfg = sy::load_run_config(config, {"train.grad_accum=1"});
@@ -46,11 +48,18 @@ int main(int argc, char** argv) {
       best_peak = std::max(best_peak, g);
     }
     sy::set_gemm_backend(sy::parse_gemm_backend(gemm_name));
+    double bf16_peak = 0;
+    const sy::Precision prec = sy::parse_precision(precision);
+    if (prec == sy::Precision::kBf16) {
+      SY_CHECK(sy::cpu_has_bf16(), "--precision bf16: {}", sy::bf16_unsupported_reason());
+      bf16_peak = sy::measure_bf16_gemm_peak();
+    }
     const auto& m = cfg.model;
     const int64_t B = cfg.train.micro_batch, S = m.seq_len;
     sy::Transformer<float> model(m, sy::topk_options(cfg), sy::balancer_options(cfg), B, nullptr,
                                  sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
+    model.set_precision(prec);
     sy::AdamW opt(model.param_table(), model.num_params());
     sy::SyntheticSource src(m.vocab_size, S, cfg.data.synthetic_seed);
     sy::SingleProcessCommunicator comm;
@@ -110,6 +119,7 @@ int main(int argc, char** argv) {
                           {"config", config},
                           {"threads", threads},
                           {"gemm", sy::gemm_backend_name(sy::gemm_backend())},
+                          {"precision", sy::precision_name(prec)},
                           {"tokens_per_s", tps},
                           {"step_ms_median", med * 1e3},
                           {"step_ms_min", secs.front() * 1e3},
@@ -122,7 +132,9 @@ int main(int argc, char** argv) {
                           {"flops_per_token", flops},
                           {"model_gflops", tps * flops / 1e9},
                           {"sgemm_peak_gflops", peak},
-                          {"mfu", tps * flops / (best_peak * 1e9)}};
+                          {"bf16_peak_gflops", bf16_peak},
+                          // against the peak of the precision the weight GEMMs run in
+                          {"mfu", tps * flops / ((bf16_peak > 0 ? bf16_peak : best_peak) * 1e9)}};
     std::cout << out.dump() << std::endl;
     return 0;
   } catch (const sy::Error& e) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: switchyard's training throughput on SMALL against the best-configured PyTorch peer,
-# measured in the same run (the machine is noisy: compare ratios, not absolute figures).
+# in fp32 and (where the CPU has AVX512-BF16) in bf16 against PyTorch's bf16 autocast, measured in
+# the same run (the machine is noisy: compare ratios, not absolute figures).
 # Then the GEMM backends on the model's shapes. Results: $BUILD/bench-results.json.
 # Usage: scripts/bench.sh [BUILD_DIR]     (env: STEPS, PEER_STEPS, THREADS, ROUNDS)
 # The two sides alternate for ROUNDS rounds (default 2: switchyard, PyTorch, switchyard, PyTorch)
@@ -21,16 +22,28 @@ done
 echo "== training step, SMALL config, $THREADS threads, $ROUNDS alternating rounds (switchyard, PyTorch peer)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# bf16 rows (system.precision = "bf16", and PyTorch's bf16 autocast) where the CPU has AVX512-BF16.
+BF16=0
+grep -qw avx512_bf16 /proc/cpuinfo && BF16=1
 for r in $(seq "$ROUNDS"); do
   "$BUILD/bench/train_step_bench" --config configs/small.toml --steps "$STEPS" --warmup 3 \
     --threads "$THREADS" >"$tmp/ours.$r.json"
+  if [[ $BF16 == 1 ]]; then
+    # more warm-up: the bf16 GEMMs compile a kernel per new shape during the first steps
+    "$BUILD/bench/train_step_bench" --config configs/small.toml --steps "$STEPS" --warmup 8 \
+      --threads "$THREADS" --precision bf16 >"$tmp/ours16.$r.json"
+  fi
   bench/run_torch_peer.sh --threads "$THREADS" --steps "$PEER_STEPS" --warmup 3 --config small \
     >"$tmp/peer.$r.json"
+  if [[ $BF16 == 1 ]]; then
+    bench/run_torch_peer.sh --threads "$THREADS" --steps "$PEER_STEPS" --warmup 3 --config small \
+      --autocast-bf16 >"$tmp/peer16.$r.json"
+  fi
 done
 
-"$PY" - "$tmp" "$ROUNDS" "$BUILD/bench-results.json" <<'PYEOF'
+"$PY" - "$tmp" "$ROUNDS" "$BUILD/bench-results.json" "$BF16" <<'PYEOF'
 import json, sys
-tmp, rounds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tmp, rounds, out, bf16 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 load = lambda side: [json.load(open("%s/%s.%d.json" % (tmp, side, r))) for r in range(1, rounds + 1)]
 ours_all, peer_all = load("ours"), load("peer")
 ours = max(ours_all, key=lambda o: o["tokens_per_s"])
@@ -51,8 +64,27 @@ print("rounds, tokens/s: switchyard %s; PyTorch %s" %
        ", ".join("%.0f" % o["tokens_per_s"] for o in peer_all)))
 print("switchyard step: forward %.0f ms, backward %.0f ms, optimizer %.0f ms" %
       (ours["forward_ms"], ours["backward_ms"], ours["optimizer_ms"]))
-json.dump({"switchyard": ours_all, "pytorch": peer_all, "ratio": ratio, "sgemm_peak_gflops": peak},
-          open(out, "w"), indent=2)
+results = {"switchyard": ours_all, "pytorch": peer_all, "ratio": ratio, "sgemm_peak_gflops": peak}
+if bf16:
+    o16_all, p16_all = load("ours16"), load("peer16")
+    o16 = max(o16_all, key=lambda o: o["tokens_per_s"])
+    p16 = max(p16_all, key=lambda o: o["tokens_per_s"])
+    peak16 = o16["bf16_peak_gflops"]
+    print("\nbf16 (MFU against the bf16 GEMM peak, %.0f GFLOP/s, measured the same way)" % peak16)
+    print("%-34s %12s %8s" % ("engine", "tokens/s", "MFU"))
+    for name, tps in (("switchyard bf16", o16["tokens_per_s"]),
+                      ("PyTorch bf16 autocast", p16["tokens_per_s"])):
+        print("%-34s %12.0f %7.1f%%" % (name, tps, 100 * tps * flops / (peak16 * 1e9)))
+    print("ratios: switchyard bf16 / switchyard fp32 %.2fx; / PyTorch fp32 %.2fx; "
+          "/ PyTorch bf16 autocast %.2fx" % (o16["tokens_per_s"] / ours["tokens_per_s"],
+                                             o16["tokens_per_s"] / peer["tokens_per_s"],
+                                             o16["tokens_per_s"] / p16["tokens_per_s"]))
+    print("rounds, tokens/s: switchyard bf16 %s; PyTorch autocast %s" %
+          (", ".join("%.0f" % o["tokens_per_s"] for o in o16_all),
+           ", ".join("%.0f" % o["tokens_per_s"] for o in p16_all)))
+    results.update({"switchyard_bf16": o16_all, "pytorch_bf16_autocast": p16_all,
+                    "bf16_peak_gflops": peak16})
+json.dump(results, open(out, "w"), indent=2)
 PYEOF
 
 echo

@@ -86,7 +86,7 @@ std::vector<Section> sections(RunConfig& c) {
         {"valid", &d.valid},
         {"composition", &d.composition},
         {"eos_id", &d.eos_id}}},
-      {"system", {{"threads", &s.threads}, {"gemm", &s.gemm}}},
+      {"system", {{"threads", &s.threads}, {"gemm", &s.gemm}, {"precision", &s.precision}}},
       {"parallel", {{"ep", &c.parallel.ep}}},
   };
 }

@@ -103,8 +103,11 @@ struct DataConfig {
 };
 
 struct SystemConfig {
-  int64_t threads = 2;          // OpenMP threads (kernels and BLAS share one pool)
+  int64_t threads = 2;        // OpenMP threads (kernels and BLAS share one pool)
   std::string gemm = "auto";  // "auto" | "onednn" | "openblas" | "mixed" (core/gemm.h)
+  // "fp32" | "bf16": the weight GEMMs in bf16 with fp32 accumulation (core/gemm_bf16.h,
+  // docs/model.md); needs AVX512-BF16.
+  std::string precision = "fp32";
 };
 
 // How ranks share the work besides data parallelism (docs/distributed.md).

@@ -34,6 +34,7 @@ constexpr std::string_view kBiasCenters[] = {"none", "mean"};
 constexpr std::string_view kDataSources[] = {"synthetic", "tokens", "blend"};
 constexpr std::string_view kCompositions[] = {"mixed", "domain-pure"};
 constexpr std::string_view kGemmBackends[] = {"auto", "onednn", "openblas", "mixed"};
+constexpr std::string_view kPrecisions[] = {"fp32", "bf16"};
 
 // Seeds are uint64 in memory but TOML integers are signed 64-bit; beyond this to_toml() could not
 // write the run back out.
@@ -225,6 +226,7 @@ void check_data_and_system(const Checker& c, const DataConfig& d, const SystemCo
   c.seed("data.synthetic_seed", d.synthetic_seed);
   c.at_least("system.threads", s.threads, 1);
   c.one_of("system.gemm", s.gemm, kGemmBackends);
+  c.one_of("system.precision", s.precision, kPrecisions);
 }
 
 void check_parallel(const Checker& c, const ParallelConfig& p, const ModelConfig& m,

@@ -15,19 +15,25 @@
 //    Results do not depend on the thread count except through floating-point summation order
 //    of reductions (and those reductions use a fixed order for a given thread count).
 //  * Inputs are trusted (validated at the boundary); no allocation happens inside.
+//  * The kernels with weight GEMMs (matmul, the SwiGLU FFN) take an optional `bf16`: null runs
+//    their GEMMs in T; otherwise (T = float) in bf16 with fp32 accumulation, the weights read from
+//    its copy (core/gemm_bf16.h). Everything else in them stays in T.
 #pragma once
 
 #include <cstdint>
 
 namespace sy {
 
+class Bf16Gemm;
+
 // ---- matmul: out[N,OC] = inp[N,IC] · weight[OC,IC]ᵀ (a Linear layer without bias, HF layout) ----
 template <typename T>
-void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC, int64_t OC);
+void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC, int64_t OC,
+                    const Bf16Gemm* bf16 = nullptr);
 // dinp[N,IC] += dout[N,OC] · weight ; dweight[OC,IC] += doutᵀ · inp
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
-                     int64_t IC, int64_t OC);
+                     int64_t IC, int64_t OC, const Bf16Gemm* bf16 = nullptr);
 
 // ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
 template <typename T>
@@ -80,14 +86,15 @@ void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F);
 // pre-activations) and act[N,F] for backward.
 template <typename T>
 void swiglu_ffn_forward(T* y, T beta, T* hu, T* act, const T* x, const T* w_gate_up,
-                        const T* w_down, int64_t N, int64_t D, int64_t F);
+                        const T* w_down, int64_t N, int64_t D, int64_t F,
+                        const Bf16Gemm* bf16 = nullptr);
 // Backward: dx[N,D] = dy·∂y/∂x + beta·dx (beta 0 overwrites — the exception to "backward
 // accumulates" — beta 1 accumulates); dw_gate_up[2F,D] and dw_down[D,F] accumulate (+=).
 // dhu[N,2F] and dact[N,F] are scratch, overwritten.
 template <typename T>
 void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* dact, const T* dy,
                          const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
-                         int64_t N, int64_t D, int64_t F);
+                         int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16 = nullptr);
 
 // ---- token embedding ----
 // out[N,D] = wte[tokens[n], :]; tokens in [0, V) (validated by the caller).

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "core/error.h"
@@ -202,6 +203,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
 
 template <typename T>
 void Transformer<T>::init(uint64_t seed) {
+  bf16_stale_ = true;
   params_.zero();
   const double std_ = cfg_.init_std;
   const double std_out = cfg_.init_std / std::sqrt(2.0 * cfg_.n_layers);
@@ -224,11 +226,37 @@ void Transformer<T>::init(uint64_t seed) {
 }
 
 template <typename T>
+void Transformer<T>::set_precision(Precision p) {
+  if (p == Precision::kFp32) {
+    bf16_.reset();
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    bf16_ = std::make_unique<Bf16Gemm>(params_.data(), n_params_);
+    bf16_stale_ = true;
+  } else {
+    fail("precision bf16 is for fp32 models (fp64 runs the finite-difference tests)");
+  }
+}
+
+template <typename T>
+const Bf16Gemm* Transformer<T>::bf16_weights() {
+  if (bf16_ && bf16_stale_) {
+    bf16_->refresh();
+    bf16_stale_ = false;
+  }
+  return bf16_.get();
+}
+
+template <typename T>
 MoeWeights<T> Transformer<T>::moe_weights(const Layer& L) const {
   const T* p = params_.data();
-  return MoeWeights<T>{p + L.router, p + L.gate_up, p + L.down,
+  return MoeWeights<T>{p + L.router,
+                       p + L.gate_up,
+                       p + L.down,
                        L.shared_gate_up >= 0 ? p + L.shared_gate_up : nullptr,
-                       L.shared_down >= 0 ? p + L.shared_down : nullptr};
+                       L.shared_down >= 0 ? p + L.shared_down : nullptr,
+                       bf16_.get()};
 }
 
 template <typename T>
@@ -254,6 +282,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
       targets_[b * S + s] = tokens[b * (S + 1) + s + 1];
     }
   const T* P = params_.data();
+  const Bf16Gemm* bf = bf16_weights();
   const T eps = static_cast<T>(cfg_.norm_eps);
   embedding_forward(res_[0].data(), inputs_.data(), P + wte_, N, D);
   ForwardStats st;
@@ -264,12 +293,12 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     T* qkv = qkv_[l].data();
     rmsnorm_forward(ln1_[l].data(), rstd1_[l].data(), x, P + L.ln1, N, D, eps);
     clock.lap();
-    matmul_forward(qkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
+    matmul_forward(qkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D, bf);
     rope_forward(qkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_forward(qkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     attention_forward(attn_y_[l].data(), att_[l].data(), qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_,
                       3 * D);
-    matmul_forward(tmp_.data(), attn_y_[l].data(), P + L.o, N, D, D);
+    matmul_forward(tmp_.data(), attn_y_[l].data(), P + L.o, N, D, D, bf);
     pt.attention_s += clock.lap();
     T* mid = res_mid_[l].data();
     const T* t = tmp_.data();
@@ -295,7 +324,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     } else {
       clock.lap();
       swiglu_ffn_forward(tmp_.data(), T(0), dense_hu_[l].data(), dense_act_[l].data(),
-                         ln2_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
+                         ln2_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_, bf);
       pt.dense_s += clock.lap();
     }
     T* next = res_[l + 1].data();
@@ -308,7 +337,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   }
   clock.lap();
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
-  matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
+  matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
   xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_);
   for (int64_t i = 0; i < N; ++i) {
     if (targets_[i] < 0) continue;
@@ -326,13 +355,14 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
   Stopwatch whole, clock;
   PhaseTimes& pt = backward_times_;
   const T* P = params_.data();
+  const Bf16Gemm* bf = bf16_.get();  // refreshed by the forward
   T* G = grads_.data();
   T* dres = dres_.data();
   T* dln = dln_.data();
   // Head: cross-entropy → lm_head → final norm.
   xent_backward(logits_.data(), logits_.data(), targets_.data(), ce_scale, N, V_);
   std::fill(dln, dln + N * D, T(0));
-  matmul_backward(dln, G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_);
+  matmul_backward(dln, G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
   std::fill(dres, dres + N * D, T(0));
   rmsnorm_backward(dres, G + norm_, dln, res_.back().data(), P + norm_, rstdf_.data(), N, D);
   pt.head_s += clock.lap();
@@ -350,7 +380,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     } else {
       swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
                           ddense_act_.data(), dres, ln2_[l].data(), dense_hu_[l].data(),
-                          dense_act_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_);
+                          dense_act_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_,
+                          bf);
       pt.dense_s += clock.lap();
     }
     rmsnorm_backward(dres, G + L.ln2, dln, res_mid_[l].data(), P + L.ln2, rstd2_[l].data(), N, D);
@@ -358,7 +389,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     T* dattn = dattn_y_.data();
     clock.lap();
     std::fill(dattn, dattn + N * D, T(0));
-    matmul_backward(dattn, G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D);
+    matmul_backward(dattn, G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D, bf);
     T* dqkv = dqkv_.data();
     const T* qkv = qkv_[l].data();
     std::fill(dqkv, dqkv + N * 3 * D, T(0));
@@ -367,7 +398,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     rope_backward(dqkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     std::fill(dln, dln + N * D, T(0));
-    matmul_backward(dln, G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D);
+    matmul_backward(dln, G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D, bf);
     pt.attention_s += clock.lap();
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }

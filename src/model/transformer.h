@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/gemm_bf16.h"
 #include "model/model_config.h"
 #include "moe/moe_layer.h"
 #include "switchyard/balancer.h"
@@ -101,11 +102,22 @@ class Transformer {
   int64_t full_table_size() const { return n_tensors_; }
   int64_t num_params() const { return n_params_; }
   int64_t micro_batch() const { return b_max_; }
-  T* params() { return params_.data(); }
+  // Non-const access may change the weights: under bf16 the next forward() re-makes their copy.
+  T* params() {
+    bf16_stale_ = true;
+    return params_.data();
+  }
   const T* params() const { return params_.data(); }
   T* grads() { return grads_.data(); }
   const T* grads() const { return grads_.data(); }
   void zero_grad() { grads_.zero(); }
+
+  // The precision of the weight GEMMs — attention projections, dense and expert FFNs, LM head
+  // (docs/model.md says what runs in which precision): fp32, the default, or bf16 (bf16
+  // operands, fp32 accumulation, a bf16 copy of the weights made once per step). Call before
+  // forward(). bf16 fails on a CPU without AVX512-BF16, and for T = double.
+  void set_precision(Precision p);
+  Precision precision() const { return bf16_ ? Precision::kBf16 : Precision::kFp32; }
 
   // Seeded initialisation (docs/model.md): N(0, init_std²), residual outputs scaled by 1/√(2L).
   void init(uint64_t seed);
@@ -188,6 +200,10 @@ class Transformer {
   std::vector<ParamInfo> table_;
   int64_t n_params_ = 0;
   Buffer<T> params_, grads_;
+  // precision bf16: the weights' bf16 copy and GEMMs; stale after any non-const params() access.
+  std::unique_ptr<Bf16Gemm> bf16_;
+  bool bf16_stale_ = true;
+  const Bf16Gemm* bf16_weights();  // the copy, re-made first if stale (null: fp32)
 
   // Activations (N = B·S rows), sized for micro_batch.
   int64_t b_ = 0;                     // B of the last forward

@@ -5,6 +5,7 @@
 #include <set>
 #include <vector>
 
+#include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "routing/select.h"
@@ -313,6 +314,104 @@ TEST(TransformerTest, SinkhornPotentialsAreAnEmaOfTrainingCallsOnly) {
   const std::vector<double> b2 = call_potentials();
   for (int64_t i = 0; i < E; ++i)
     EXPECT_EQ(pot[i], static_cast<float>(0.75 * static_cast<double>(s1[i]) + 0.25 * b2[i]));
+}
+
+}  // namespace
+}  // namespace sy
+
+namespace sy {
+namespace {
+
+// bf16 against fp32 on the same weights and tokens. bf16 keeps 8 significant bits (unit
+// roundoff u = 2⁻⁸ ≈ 0.0039); each weight GEMM rounds both operands, so a GEMM's output moves by
+// up to ≈ 2u relative, and the error compounds through the ≈ 3 GEMMs per layer and the head. The
+// bounds allow ≈ 13u (5%) on the gradient's relative error and 1% on the loss, and ask that
+// routing (computed in fp32 from slightly different hidden states) picks the same experts for
+// almost every token.
+TEST(TransformerBf16Test, LossGradientsAndRoutingFollowFp32) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  ModelConfig m = tiny_model();
+  m.vocab_size = 96;
+  m.d_model = 64;
+  m.n_heads = 4;
+  m.seq_len = 32;
+  m.n_experts = 8;
+  m.d_expert = 48;
+  m.d_dense = 80;
+  m.init_std = 0.05;
+  const int64_t B = 4;
+  Transformer<float> fp32(m, test_topk(m), test_balancer(m, B), B);
+  Transformer<float> bf16(m, test_topk(m), test_balancer(m, B), B);
+  fp32.init(5);
+  bf16.init(5);
+  bf16.set_precision(Precision::kBf16);
+  EXPECT_EQ(bf16.precision(), Precision::kBf16);
+  const auto tokens = random_tokens(B, m.seq_len, m.vocab_size, 6);
+  const ForwardStats a = fp32.forward(tokens.data(), B);
+  const ForwardStats b = bf16.forward(tokens.data(), B);
+  EXPECT_NEAR(b.ce_sum / b.n_tokens, a.ce_sum / a.n_tokens, 0.01 * a.ce_sum / a.n_tokens);
+  // (token, expert) pairs of each plan; those of bf16 found in fp32's.
+  auto pairs = [](const RoutingPlan<float>& p) {
+    std::set<std::pair<int32_t, int64_t>> s;
+    for (int64_t e = 0; e + 1 < static_cast<int64_t>(p.expert_offsets.size()); ++e)
+      for (int64_t r = p.expert_offsets[e]; r < p.expert_offsets[e + 1]; ++r)
+        s.insert({p.token_of_row[r], e});
+    return s;
+  };
+  std::size_t same = 0, total = 0;
+  for (int64_t mi = 0; mi < fp32.n_moe_layers(); ++mi) {
+    const auto pa = pairs(fp32.layer_plan(mi)), pb = pairs(bf16.layer_plan(mi));
+    total += pa.size();
+    for (const auto& x : pb) same += pa.count(x);
+  }
+  EXPECT_GE(same, total * 95 / 100) << same << " of " << total << " assignments alike";
+  fp32.zero_grad();
+  bf16.zero_grad();
+  fp32.backward(1.f / a.n_tokens, 1.f);
+  bf16.backward(1.f / b.n_tokens, 1.f);
+  // Per tensor, except a routed expert's: one token routed elsewhere changes that expert's
+  // gradient by its whole contribution — checked only in the whole model's.
+  double all_diff = 0, all_norm = 0;
+  for (const ParamInfo& p : fp32.param_table()) {
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const double ga = fp32.grads()[p.offset + i], gb = bf16.grads()[p.offset + i];
+      diff += (ga - gb) * (ga - gb);
+      norm += ga * ga;
+    }
+    all_diff += diff;
+    all_norm += norm;
+    if (p.name.find("mlp.experts.") == std::string::npos)
+      EXPECT_LE(std::sqrt(diff), 0.05 * std::sqrt(norm) + 1e-7) << p.name;
+  }
+  EXPECT_LE(std::sqrt(all_diff), 0.05 * std::sqrt(all_norm));
+}
+
+TEST(TransformerBf16Test, WeightChangesReachTheBf16Copy) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  ModelConfig m = tiny_model();
+  m.init_std = 0.05;
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 2), 2);
+  model.init(1);
+  model.set_precision(Precision::kBf16);
+  const auto tokens = random_tokens(2, m.seq_len, m.vocab_size, 2);
+  const double before = model.forward(tokens.data(), 2).ce_sum;
+  float* w = model.params();  // as the optimizer writes them
+  for (int64_t i = 0; i < model.num_params(); ++i) w[i] *= 3.f;
+  const double after = model.forward(tokens.data(), 2).ce_sum;
+  Transformer<float> fresh(m, test_topk(m), test_balancer(m, 2), 2);
+  fresh.init(1);
+  float* f = fresh.params();
+  for (int64_t i = 0; i < fresh.num_params(); ++i) f[i] *= 3.f;
+  fresh.set_precision(Precision::kBf16);
+  EXPECT_NE(after, before);
+  EXPECT_EQ(after, fresh.forward(tokens.data(), 2).ce_sum);
+}
+
+TEST(TransformerBf16Test, Fp64ModelsRefuseBf16) {
+  ModelConfig m = tiny_model();
+  Transformer<double> model(m, test_topk(m), test_balancer(m, 2), 2);
+  EXPECT_THROW(model.set_precision(Precision::kBf16), Error);
 }
 
 }  // namespace

@@ -103,7 +103,7 @@ double experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_
   const int64_t D = dims.d, F = dims.f;
   return for_each_expert(dims.e_local(), offsets, [&](int64_t e, int64_t r0, int64_t ne) {
     swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
-                       x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F);
+                       x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F, w.bf16);
   });
 }
 
@@ -118,7 +118,7 @@ double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGr
     swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
                         s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
-                        w.down + e * D * F, ne, D, F);
+                        w.down + e * D * F, ne, D, F, w.bf16);
   });
 }
 
@@ -471,7 +471,8 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
   for (int64_t j = 0; j < dims.n_shared; ++j) {
     swiglu_ffn_forward(y, T(1), a.shared_hu.data() + j * dims.n_max * 2 * Fs,
                        a.shared_act.data() + j * dims.n_max * Fs, h,
-                       w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
+                       w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs,
+                       w.bf16);
   }
   tm.shared_s = clock.lap();
   tm.total_s += tm.shared_s;
@@ -500,11 +501,11 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   tm.router_s = clock.lap();
   // Shared experts backward.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
-    swiglu_ffn_backward(dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs,
-                        s.dshared_hu.data(), s.dshared_act.data(), dy, h,
-                        a.shared_hu.data() + j * dims.n_max * 2 * Fs,
-                        a.shared_act.data() + j * dims.n_max * Fs,
-                        w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs);
+    swiglu_ffn_backward(
+        dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs,
+        s.dshared_hu.data(), s.dshared_act.data(), dy, h,
+        a.shared_hu.data() + j * dims.n_max * 2 * Fs, a.shared_act.data() + j * dims.n_max * Fs,
+        w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs, w.bf16);
   }
   tm.shared_s = clock.lap();
   tm.total_s += tm.router_s + tm.shared_s;

@@ -23,6 +23,8 @@
 
 namespace sy {
 
+class Bf16Gemm;  // core/gemm_bf16.h
+
 struct MoeDims {
   int64_t n_max = 0;  // N the buffers are sized for
   int64_t d = 0, e = 0, k = 0, f = 0;
@@ -46,6 +48,9 @@ struct MoeWeights {
   const T* down = nullptr;     // [E_local, D, F]
   const T* shared_gate_up = nullptr;  // [n_shared, 2Fs, D]
   const T* shared_down = nullptr;     // [n_shared, D, Fs]
+  // The expert GEMMs (routed and shared) in bf16 with this copy of the weights (null: in T). The
+  // router's GEMMs stay in T: routing never changes with precision.
+  const Bf16Gemm* bf16 = nullptr;
 };
 
 template <typename T>

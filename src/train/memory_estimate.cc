@@ -46,11 +46,14 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
                       7 * N * D +                                // backward scratch
                       rows * (2 * D + 1) + Ml * 3 * F + exchange + N * (K + E + 3 * ns * Fs) +
                       (Ld > 0 ? 3 * N * Fd : 0);
+  // precision bf16: the weights' bf16 copy (2 B each), and the rounded GEMM operands of the
+  // largest GEMM (the LM head's backward: the logits' gradient and the final norm's output).
+  const bool bf16 = cfg.system.precision == "bf16";
   MemoryEstimate e;
-  e.params_bytes = 4 * params;
+  e.params_bytes = (bf16 ? 6 : 4) * params;
   e.grads_bytes = 4 * params;
   e.moments_bytes = 8 * params;
-  e.activations_bytes = 4 * acts;
+  e.activations_bytes = 4 * acts + (bf16 ? 2 * (N * V + N * D) : 0);
   e.total_bytes = e.params_bytes + e.grads_bytes + e.moments_bytes + e.activations_bytes +
                   MemoryEstimate::kOverhead;
   return e;

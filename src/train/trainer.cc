@@ -19,6 +19,7 @@
 #include "core/console.h"
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/gemm_bf16.h"
 #include "core/rng.h"
 #include "data/batch_source.h"
 #include "io/atomic_file.h"
@@ -57,6 +58,13 @@ std::string format_duration(double s) {
 void apply_system(const SystemConfig& s) {
   omp_set_num_threads(static_cast<int>(s.threads));
   set_gemm_backend(parse_gemm_backend(s.gemm));
+  if (parse_precision(s.precision) == Precision::kBf16)
+    SY_CHECK(cpu_has_bf16(), "system.precision = \"bf16\": {}", bf16_unsupported_reason());
+}
+
+// The MFU denominator: the measured GEMM peak of the precision the weight GEMMs run in.
+double measure_peak(Precision p) {
+  return p == Precision::kBf16 ? measure_bf16_gemm_peak() : measure_sgemm_peak();
 }
 
 struct DomainSums {
@@ -519,6 +527,7 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
               {"tokens_per_s", info.tokens_per_s},
               {"step_ms", info.step_ms},
               {"mfu", info.mfu},
+              {"precision", precision_name(model.precision())},
               {"peak_rss_mb", std::round(info.peak_rss / 1e6)},
               {"balance_bsz", balance_bsz},
               {"avg_maxvio", avg_mv},
@@ -553,7 +562,9 @@ struct Run {
         valid_sets(make_valid_sources(c, &domain_list)),
         tokens(c.train.micro_batch * (c.model.seq_len + 1)),
         domains(c.train.micro_batch),
-        sm(model.n_moe_layers(), c.model.n_experts) {}
+        sm(model.n_moe_layers(), c.model.n_experts) {
+    model.set_precision(parse_precision(c.system.precision));
+  }
 
   const RunConfig& cfg;
   Communicator& comm;
@@ -627,13 +638,16 @@ void print_start(const Run& r, double peak) {
   const double flops_tok = r.model.flops_per_token();
   const MemoryEstimate mem = estimate_training_memory(r.cfg);
   say("switchyard: {} parameters ({:.2f} M active/token), data: {}\n"
-      "            {}, {} threads{}, gemm {}, sgemm peak {:.0f} GFLOP/s (MFU denominator)\n"
+      "            {}, {} threads{}, gemm {}, precision {}, {} peak {:.0f} GFLOP/s (MFU "
+      "denominator)\n"
       "            memory estimate {:.2f} GB{} (weights, gradients, AdamW moments {:.2f}; "
       "activations {:.2f})\n",
       r.model.num_params(), (flops_tok - 12.0 * m.n_layers * m.d_model * m.seq_len) / 6e6,
       r.train_src->describe(), r.comm.describe(), r.cfg.system.threads, R > 1 ? " per rank" : "",
-      gemm_backend_name(gemm_backend()), peak, mem.total_bytes / 1e9, R > 1 ? " per rank" : "",
-      (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9, mem.activations_bytes / 1e9);
+      gemm_backend_name(gemm_backend()), precision_name(r.model.precision()),
+      r.model.precision() == Precision::kBf16 ? "bf16 GEMM" : "sgemm", peak, mem.total_bytes / 1e9,
+      R > 1 ? " per rank" : "", (mem.params_bytes + mem.grads_bytes + mem.moments_bytes) / 1e9,
+      mem.activations_bytes / 1e9);
   const int64_t hw = static_cast<int64_t>(std::thread::hardware_concurrency());
   if (R * r.cfg.system.threads > hw && hw > 0)
     say("warning: {} ranks x {} threads (system.threads) > {} hardware threads: the ranks' "
@@ -724,7 +738,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     return res;
   }
   // Every rank measures its own peak at the same time; their sum is the job's peak.
-  double peak = measure_sgemm_peak();
+  double peak = measure_peak(r.model.precision());
   comm.allreduce_sum(&peak, 1);
   const double flops_tok = r.model.flops_per_token();
   if (!quiet) print_start(r, peak);
@@ -824,6 +838,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   Transformer<float> model(m, topk_options(cfg), balancer_options(cfg), B, nullptr,
                            make_router_options(cfg.router));
   load_checkpoint(checkpoint_dir, model, nullptr, nullptr);
+  model.set_precision(parse_precision(cfg.system.precision));  // as the run evaluated
   std::vector<std::string> domain_list;
   std::vector<ValidSet> sets;
   if (!tokens_path.empty()) {

@@ -59,6 +59,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts = {});
 // is allocated (train() refuses a config whose estimate exceeds the memory available).
 struct MemoryEstimate {
   static constexpr double kOverhead = 80e6;  // libraries, thread stacks, GEMM and routing scratch
+  // params_bytes holds the weights' bf16 copy too under precision bf16, activations_bytes the
+  // bf16 GEMMs' rounded operands.
   double params_bytes = 0, grads_bytes = 0, moments_bytes = 0, activations_bytes = 0;
   double total_bytes = 0;  // all of the above + kOverhead
 };

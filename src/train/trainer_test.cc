@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/gemm_bf16.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "routing/sinkhorn.h"
@@ -108,6 +109,56 @@ TEST(TrainerTest, ResumeIsBitExact) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>());
     EXPECT_EQ(a[i]["layers"][0]["load"], b[i]["layers"][0]["load"]);
   }
+}
+
+// precision bf16 (the short version of scripts/bf16_parity.sh): a resume continues bit-exactly,
+// every record names the precision, and after 40 steps the loss and the balance are those of the
+// fp32 run within bf16's noise (loss within 1%, AvgMaxVio within 0.1). Without AVX512-BF16 the
+// run must fail at start-up with an error naming the instruction set and the key.
+TEST(TrainerTest, Bf16TrainsLikeFp32AndResumesBitExactly) {
+  RunConfig fp32 = tiny("bf16-ref");
+  fp32.train.steps = 40;
+  fp32.train.eval_every = 40;
+  RunConfig straight = fp32, split = fp32;
+  straight.out_dir = tiny("bf16-straight").out_dir;  // (tiny() empties the directory)
+  split.out_dir = tiny("bf16-split").out_dir;
+  straight.system.precision = split.system.precision = "bf16";
+  if (!cpu_has_bf16()) {
+    try {
+      train(straight, {.quiet = true});
+      FAIL() << "bf16 trained without AVX512-BF16";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("system.precision"), std::string::npos) << m;
+      EXPECT_NE(m.find("AVX512-BF16"), std::string::npos) << m;
+    }
+    return;
+  }
+  train(fp32, {.quiet = true});
+  train(straight, {.quiet = true});
+  EXPECT_TRUE(train(split, {.quiet = true, .stop_after = 15}).interrupted);
+  train(split, {.quiet = true});
+  EXPECT_EQ(weights(straight.out_dir, 40), weights(split.out_dir, 40));
+  const auto a = records(straight.out_dir, "train"), b = records(split.out_dir, "train"),
+             ref = records(fp32.out_dir, "train");
+  ASSERT_EQ(a.size(), 40u);
+  ASSERT_EQ(b.size(), 40u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(a[i]["layers"][0]["load"], b[i]["layers"][0]["load"]) << "step " << i + 1;
+    EXPECT_EQ(a[i]["precision"], "bf16");
+    EXPECT_EQ(ref[i]["precision"], "fp32");
+  }
+  const double l16 = records(straight.out_dir, "eval").back()["loss"].get<double>();
+  const double l32 = records(fp32.out_dir, "eval").back()["loss"].get<double>();
+  EXPECT_NEAR(l16, l32, 0.01 * l32);
+  EXPECT_NE(l16, l32);  // bf16 really ran
+  double mv16 = 0, mv32 = 0;
+  for (size_t i = 20; i < 40; ++i) {
+    mv16 += a[i]["avg_maxvio"].get<double>() / 20;
+    mv32 += ref[i]["avg_maxvio"].get<double>() / 20;
+  }
+  EXPECT_NEAR(mv16, mv32, 0.1);
 }
 
 TEST(TrainerTest, EveryLblScopeTrainsAndLogsItsBalanceBsz) {

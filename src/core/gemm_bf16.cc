@@ -1,0 +1,230 @@
+#include "core/gemm_bf16.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <dnnl.hpp>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/error.h"
+#include "core/gemm.h"
+
+namespace sy {
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::kFp32;
+  if (name == "bf16") return Precision::kBf16;
+  fail(fmt::format("precision must be \"fp32\" or \"bf16\", got \"{}\"", name));
+}
+
+const char* precision_name(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+bool cpu_has_bf16() { return __builtin_cpu_supports("avx512bf16") != 0; }
+
+std::string bf16_unsupported_reason() {
+  if (cpu_has_bf16()) return "";
+  return "this CPU lacks the AVX512-BF16 instructions (flag avx512_bf16 in /proc/cpuinfo) that "
+         "bf16 training runs on; use precision \"fp32\" here (the default), or a CPU that has "
+         "them (Intel Cooper Lake / Sapphire Rapids or later, AMD Zen 4 or later)";
+}
+
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                    // round to nearest, ties to even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 16;  // elements below which rounding stays on one thread
+
+void round_rows(const float* src, int64_t ld, uint16_t* dst, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * cols >= kParallelMin)
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* s = src + i * ld;
+    uint16_t* d = dst + i * cols;
+    for (int64_t j = 0; j < cols; ++j) d[j] = to_bf16(s[j]);
+  }
+}
+
+}  // namespace
+
+void to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
+}
+
+struct Bf16Gemm::Impl {
+  const float* weights;
+  int64_t n;
+  Buffer<uint16_t> copy;
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  // Per thread slot (omp_get_thread_num() inside a parallel region, 0 outside).
+  mutable std::vector<dnnl::stream> streams;
+  mutable std::vector<Buffer<uint16_t>> scratch_a, scratch_b;
+
+  bool in_block(const float* p) const { return p >= weights && p < weights + n; }
+
+  // x [rows, cols] (row stride ld) in bf16: the copy where x is a weight, else rounded into
+  // `scratch`; *ld16 is the row stride of what is returned.
+  const uint16_t* operand(const float* x, int64_t rows, int64_t cols, int64_t ld,
+                          Buffer<uint16_t>& scratch, int64_t* ld16) const {
+    if (in_block(x)) {
+      *ld16 = ld;
+      return copy.data() + (x - weights);
+    }
+    if (static_cast<int64_t>(scratch.size()) < rows * cols)
+      scratch.reset(static_cast<std::size_t>(rows * cols));
+    round_rows(x, ld, scratch.data(), rows, cols);
+    *ld16 = cols;
+    return scratch.data();
+  }
+};
+
+Bf16Gemm::Bf16Gemm(const float* weights, int64_t n) : impl_(std::make_unique<Impl>()) {
+  const std::string why = bf16_unsupported_reason();
+  SY_CHECK(why.empty(), "bf16 GEMMs: {}", why);
+  impl_->weights = weights;
+  impl_->n = n;
+  impl_->copy.reset(static_cast<std::size_t>(n));
+  const int slots = std::max(omp_get_max_threads(), omp_get_num_procs());
+  for (int s = 0; s < slots; ++s) impl_->streams.emplace_back(impl_->engine);
+  impl_->scratch_a.resize(static_cast<std::size_t>(slots));
+  impl_->scratch_b.resize(static_cast<std::size_t>(slots));
+}
+
+Bf16Gemm::~Bf16Gemm() = default;
+
+void Bf16Gemm::refresh() { to_bf16(impl_->weights, impl_->copy.data(), impl_->n); }
+
+void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc) const {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // as sy::gemm: C = beta·C
+    sy::gemm(false, false, m, n, 0, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const Impl& s = *impl_;
+  const int slot = omp_in_parallel() ? omp_get_thread_num() : 0;
+  SY_CHECK(slot < static_cast<int>(s.streams.size()),
+           "bf16 GEMM: thread {} has no slot ({} made for the threads at construction)", slot,
+           s.streams.size());
+  using dims = dnnl::memory::dims;
+  using dt = dnnl::memory::data_type;
+
+  // A and B in bf16 as stored: A [m, k] (strides {ld, 1}) or, transposed, [k, m] (strides
+  // {1, ld}); B likewise [k, n] or [n, k].
+  int64_t lda16 = 0, ldb16 = 0;
+  const uint16_t* a16 =
+      s.operand(a, trans_a ? k : m, trans_a ? m : k, lda, s.scratch_a[slot], &lda16);
+  const uint16_t* b16 =
+      s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16);
+
+  // The products, as a few GEMMs of bounded shapes. An expert's row count changes every step,
+  // and oneDNN compiles a kernel per shape (strides included): m — and k where A is transposed,
+  // the weight gradient's sum over rows — is split into a multiple of 256, then of 32, then the
+  // rest (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes; the pieces are
+  // views of the same operands (fixed strides), each still large enough for the matrix units.
+  // The split depends on the shape only: the same call gives the same bits.
+  dnnl::stream& st = s.streams[static_cast<std::size_t>(slot)];
+  const auto pieces = [](int64_t x) {
+    return std::array<int64_t, 3>{x / 256 * 256, x % 256 / 32 * 32, x % 32};
+  };
+  const std::array<int64_t, 3> k_pieces = trans_a ? pieces(k) : std::array<int64_t, 3>{k, 0, 0};
+  int64_t m0 = 0;
+  for (const int64_t mp : pieces(m)) {
+    if (mp == 0) continue;
+    int64_t k0 = 0;
+    bool first = true;
+    for (const int64_t kp : k_pieces) {
+      if (kp == 0) continue;
+      const float piece_beta = first ? beta : 1.f;  // later k pieces add to the first's
+      first = false;
+      const dnnl::memory::desc a_md(dims{mp, kp}, dt::bf16,
+                                    trans_a ? dims{1, lda16} : dims{lda16, 1});
+      const dnnl::memory::desc b_md(dims{kp, n}, dt::bf16,
+                                    trans_b ? dims{1, ldb16} : dims{ldb16, 1});
+      const dnnl::memory::desc c_md(dims{mp, n}, dt::f32, dims{ldc, 1});
+      dnnl::primitive_attr attr;
+      if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+      if (piece_beta != 0.f) {
+        dnnl::post_ops po;
+        po.append_sum(piece_beta);
+        attr.set_post_ops(po);
+      }
+      // oneDNN's primitive cache returns the compiled kernel of a shape seen before (≈ 2 µs).
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
+      const dnnl::matmul mm(pd);
+      const uint16_t* ap = a16 + (trans_a ? k0 * lda16 + m0 : m0 * lda16 + k0);
+      const uint16_t* bp = b16 + (trans_b ? k0 : k0 * ldb16);
+      dnnl::memory am(a_md, s.engine, const_cast<uint16_t*>(ap));
+      dnnl::memory bm(b_md, s.engine, const_cast<uint16_t*>(bp));
+      dnnl::memory cm(c_md, s.engine, c + m0 * ldc);
+      mm.execute(st, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+      k0 += kp;
+    }
+    m0 += mp;
+  }
+  st.wait();
+}
+
+namespace {
+double bf16_gemm_gflops(int64_t m, int64_t n, int64_t k, int reps) {
+  // A and B inside the weight block: the products alone, no per-call rounding.
+  Buffer<float> block(static_cast<std::size_t>(m * k + k * n));
+  for (int64_t i = 0; i < m * k + k * n; ++i) block[i] = static_cast<float>((i % 17) - 8) * 0.01f;
+  Buffer<float> c(static_cast<std::size_t>(m * n));
+  Bf16Gemm g(block.data(), m * k + k * n);
+  g.refresh();
+  const float* a = block.data();
+  const float* b = a + m * k;
+  g.gemm(false, false, m, n, k, 1.f, a, k, b, n, 0.f, c.data(), n);  // warm-up (and compile)
+  std::vector<double> secs;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    g.gemm(false, false, m, n, k, 1.f, a, k, b, n, 0.f, c.data(), n);
+    secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(secs.begin(), secs.end());
+  return 2.0 * m * n * k / secs[secs.size() / 2] / 1e9;
+}
+}  // namespace
+
+double measure_bf16_gemm_peak() {
+  return std::max(bf16_gemm_gflops(1024, 1024, 1024, 9), bf16_gemm_gflops(2048, 2048, 2048, 5));
+}
+
+template <>
+void gemm_at<float>(const Bf16Gemm* bf16, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                    int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (bf16 != nullptr)
+    bf16->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <>
+void gemm_at<double>(const Bf16Gemm* bf16, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                     int64_t k, double alpha, const double* a, int64_t lda, const double* b,
+                     int64_t ldb, double beta, double* c, int64_t ldc) {
+  SY_CHECK(bf16 == nullptr, "bf16 GEMMs are for fp32 models only (fp64 runs the tests)");
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace sy

@@ -1,0 +1,77 @@
+// bf16 GEMMs with fp32 accumulation: the weight GEMMs under system.precision = "bf16".
+//
+// bf16 is fp32 with the low 16 bits of the mantissa dropped (8 significant bits, the same
+// exponent range). Operands are rounded to bf16 (round to nearest, ties to even); products
+// accumulate in fp32 and C stays fp32. oneDNN's matmul primitive runs the products (AMX or
+// AVX512-BF16 kernels, `brg:avx512_core_*bf16` in DNNL_VERBOSE); docs/model.md lists which GEMMs
+// of the model run here and which stay fp32.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace sy {
+
+// system.precision: what the weight GEMMs compute in (docs/model.md).
+enum class Precision { kFp32, kBf16 };
+Precision parse_precision(const std::string& name);  // "fp32" | "bf16"; else an error
+const char* precision_name(Precision p);
+
+// Whether this CPU has the AVX512-BF16 instructions bf16 training needs; if not, why not, as a
+// sentence for an error message (empty when it has them).
+bool cpu_has_bf16();
+std::string bf16_unsupported_reason();
+
+// Round to nearest even, as the hardware converts (NaN stays NaN, ±inf stays ±inf).
+uint16_t to_bf16(float x);
+float from_bf16(uint16_t h);
+// dst[i] = to_bf16(src[i]); parallel over the OpenMP threads when called outside a parallel
+// region (and n is large), on the calling thread inside one.
+void to_bf16(const float* src, uint16_t* dst, int64_t n);
+
+// A bf16 copy of one fp32 weight block, and the GEMMs that read it.
+//
+// Ownership: holds the bf16 copy (n elements) and per-thread scratch; `weights` stays owned by
+// the caller and must outlive this object. An operand pointer that lies inside
+// [weights, weights + n) is read from the copy — refresh() must have run since the block last
+// changed; any other operand (activations, gradients) is rounded into the calling thread's scratch
+// on every call. Scratch grows to the largest operands seen, then stays.
+// Results depend only on the operands and the shape: the same call gives the same bits whatever
+// ran before (checkpoint resume stays exact), and whatever the OpenMP thread count is for calls
+// made inside a parallel region (single-threaded there).
+// Threading: gemm() may run on several threads at once (each has its own scratch, by
+// omp_get_thread_num()); refresh() must not overlap gemm().
+class Bf16Gemm {
+ public:
+  // Fails with bf16_unsupported_reason() on a CPU without AVX512-BF16.
+  Bf16Gemm(const float* weights, int64_t n);
+  ~Bf16Gemm();
+  Bf16Gemm(const Bf16Gemm&) = delete;
+  Bf16Gemm& operator=(const Bf16Gemm&) = delete;
+
+  // Re-rounds the whole weight block into the copy (once per optimizer step).
+  void refresh();
+
+  // Row-major C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, as sy::gemm (core/gemm.h),
+  // with A and B rounded to bf16.
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+            int64_t ldc) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The bf16 counterpart of measure_sgemm_peak (core/gemm.h): the best of 1024³ and 2048³ bf16
+// GEMMs (operands already bf16) on the current thread count. REQUIRES: cpu_has_bf16().
+double measure_bf16_gemm_peak();
+
+// The GEMM of a kernel that may run in bf16: `bf16` null runs sy::gemm in T (fp32 or fp64);
+// otherwise (T = float only) bf16->gemm.
+template <typename T>
+void gemm_at(const Bf16Gemm* bf16, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+             T alpha, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+}  // namespace sy
