@@ -113,7 +113,7 @@ class MoELM(torch.nn.Module):
             g, u = (xe @ w_gu[e].t()).chunk(2, dim=-1)                    # [n, F] each
             outs.append((F.silu(g) * u) @ w_dn[e].t())
         ys = torch.cat(outs) * gates.reshape(-1).index_select(0, order)[:, None]
-        y = torch.zeros_like(h).index_add_(0, tok, ys)
+        y = torch.zeros_like(h).index_add_(0, tok, ys.to(h.dtype))  # (bf16 under autocast)
         # LBL at micro-batch scope: α·E·Σ f_i·P_i, f detached.
         f = counts.to(h.dtype) / (N * K)
         lbl = self.c["lbl"] * E * (f * probs.mean(0)).sum()

@@ -13,7 +13,7 @@ OUT=${OUT:-runs/bf16-parity}
 for p in fp32 bf16; do
   echo "== $p: $STEPS steps into $OUT/$p"
   "$BUILD/switchyard" train --config configs/demo.toml --set out_dir="$OUT/$p" \
-    --set train.steps="$STEPS" --set system.precision=$p | grep -E "^(eval|done|switchyard|  )" || true
+    --set train.steps="$STEPS" --set system.precision=$p 2>&1 | grep -E "^(eval|done|switchyard|  )" || true
 done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys
