@@ -24,17 +24,26 @@ inline float fast_exp(float x) {
   constexpr float kRound = 12582912.0f;
   const float hi = x > 88.3f ? 88.3f : x;  // keeps n ≤ 127 so 2^n stays a normal float
   const float xc = hi < -87.3f ? -87.3f : hi;
-  const float n = (xc * kLog2e + kRound) - kRound;
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;  // |r| ≤ ln2/2
+  // a·b + c: fused where the CPU has FMA, as the vector version always is — explicitly, so the
+  // bits do not depend on whether the optimiser contracts (GCC does at -O2 and above, not -O1).
+  const auto mul_add = [](float a, float b, float c) {
+#if defined(__FMA__)
+    return __builtin_fmaf(a, b, c);
+#else
+    return a * b + c;
+#endif
+  };
+  const float n = mul_add(xc, kLog2e, kRound) - kRound;
+  const float r = mul_add(-n, kLn2Lo, mul_add(-n, kLn2Hi, xc));  // |r| ≤ ln2/2
   // Taylor series of e^r to degree 7: truncation error (ln2/2)^8/8! ≈ 5e-9.
   float p = 1.f / 5040.f;
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
+  p = mul_add(p, r, 1.f / 720.f);
+  p = mul_add(p, r, 1.f / 120.f);
+  p = mul_add(p, r, 1.f / 24.f);
+  p = mul_add(p, r, 1.f / 6.f);
+  p = mul_add(p, r, 0.5f);
+  p = mul_add(p, r, 1.f);
+  p = mul_add(p, r, 1.f);
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   const float result = p * std::bit_cast<float>(bits);
   return x < -87.3f ? 0.f : result;
