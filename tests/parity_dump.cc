@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     sy::Transformer<float> model(m, sy::topk_options(cfg), sy::balancer_options(cfg), B, nullptr,
                                  sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
+    model.set_precision(sy::parse_precision(cfg.system.precision));  // config.json records it
     sy::save_checkpoint(out + "/checkpoint", cfg, model, nullptr, sy::TrainerState{});
 
     std::vector<int32_t> tokens(B * (S + 1));

@@ -110,6 +110,8 @@ std::string hf_config_json(const RunConfig& c) {
       {"tie_word_embeddings", false},
       {"router_aux_loss_coef", lbl},
       {"torch_dtype", "float32"},
+      // What the run's weight GEMMs computed in (docs/model.md, "Precision"); stored fp32 always.
+      {"switchyard_precision", c.system.precision},
       {"switchyard_differences",
        {"no q_norm/k_norm on attention heads (Qwen3 has them): load with identity q_norm/k_norm",
         "router scores may be sigmoid and gates raw (see switchyard.router)",

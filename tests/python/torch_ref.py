@@ -58,6 +58,7 @@ class RefConfig:
     drop_policy: str = "probs"   # probs | position
     z_loss_coef: float = 0.0
     lbl_coef: float = 0.0        # Σ coef of balance terms with type "lbl", scope "micro"
+    bf16_gemms: bool = False     # system.precision = "bf16": the weight GEMMs on bf16 operands
 
     @property
     def head_dim(self) -> int:
@@ -110,7 +111,7 @@ def config_from_json(cfg: Mapping) -> RefConfig:
         score=str(r.get("score", "softmax")), gate=str(r.get("gate", "renorm")),
         gate_scale=float(r.get("gate_scale", 1.0)), capacity_factor=float(r.get("capacity_factor", 0.0)),
         drop_policy=str(r.get("drop_policy", "probs")), z_loss_coef=float(r.get("z_loss_coef", 0.0)),
-        lbl_coef=lbl)
+        lbl_coef=lbl, bf16_gemms=cfg.get("switchyard_precision", "fp32") == "bf16")
     rc.validate()
     return rc
 
@@ -175,8 +176,35 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return (att @ vh).transpose(1, 2).reshape(B, S, H * hd)
 
 
-def swiglu(h: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    return (torch.nn.functional.silu(h @ w_gate.t()) * (h @ w_up.t())) @ w_down.t()
+def bf16_round(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to bfloat16 (to nearest, ties to even, from its float32 value), in t's dtype."""
+    return t.to(torch.float32).to(torch.bfloat16).to(t.dtype)
+
+
+class Bf16Linear(torch.autograd.Function):
+    """x @ wᵀ as switchyard's precision "bf16" runs a weight GEMM (docs/model.md, "Precision"): both
+    operands rounded to bf16, the products summed in the reference's dtype; the backward's two GEMMs
+    round their operands the same way (the output gradient, the saved input and the weight)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return bf16_round(x) @ bf16_round(w).t()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        g = bf16_round(g)
+        return g @ bf16_round(w), g.t() @ bf16_round(x)
+
+
+def linear_fp(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x @ w.t()
+
+
+def swiglu(h: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+           linear=linear_fp) -> torch.Tensor:
+    return linear(torch.nn.functional.silu(linear(h, w_gate)) * linear(h, w_up), w_down)
 
 
 def topk_lower_index(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -252,6 +280,8 @@ class TorchRef:
                  strict: bool = True):
         self.cfg = cfg
         self.dtype = dtype
+        # The weight GEMMs (attention projections, FFNs, LM head); the router's stays in dtype.
+        self.linear = Bf16Linear.apply if cfg.bf16_gemms else linear_fp
         want = expected_shapes(cfg)
         missing = [n for n in want if n not in params]
         extra = [n for n in params if n not in want]
@@ -307,11 +337,13 @@ class TorchRef:
             if tok.numel() == 0:
                 continue
             ep = pre + f"experts.{e}."
-            out = swiglu(h[tok], P[ep + "gate_proj.weight"], P[ep + "up_proj.weight"], P[ep + "down_proj.weight"])
+            out = swiglu(h[tok], P[ep + "gate_proj.weight"], P[ep + "up_proj.weight"], P[ep + "down_proj.weight"],
+                         self.linear)
             y = y.index_add(0, tok, gates[tok, slot][:, None] * out)
         for j in range(c.n_shared_experts):
             sp = pre + f"shared_experts.{j}."
-            y = y + swiglu(h, P[sp + "gate_proj.weight"], P[sp + "up_proj.weight"], P[sp + "down_proj.weight"])
+            y = y + swiglu(h, P[sp + "gate_proj.weight"], P[sp + "up_proj.weight"], P[sp + "down_proj.weight"],
+                           self.linear)
 
         lbl = lbl_loss(p, topk, kept, E, c.lbl_coef)
         zl = z_loss(z, c.z_loss_coef)
@@ -332,16 +364,17 @@ class TorchRef:
         for l in range(c.n_layers):
             pre = f"model.layers.{l}."
             h = rmsnorm(x, P[pre + "input_layernorm.weight"], c.norm_eps)
-            q = (h @ P[pre + "self_attn.q_proj.weight"].t()).reshape(B, S, H, hd)
-            k = (h @ P[pre + "self_attn.k_proj.weight"].t()).reshape(B, S, H, hd)
-            v = (h @ P[pre + "self_attn.v_proj.weight"].t()).reshape(B, S, H, hd)
+            lin = self.linear
+            q = lin(h, P[pre + "self_attn.q_proj.weight"]).reshape(B, S, H, hd)
+            k = lin(h, P[pre + "self_attn.k_proj.weight"]).reshape(B, S, H, hd)
+            v = lin(h, P[pre + "self_attn.v_proj.weight"]).reshape(B, S, H, hd)
             q, k = rope(q, c.rope_theta), rope(k, c.rope_theta)
             a = causal_attention(q, k, v).reshape(N, D)
-            x = x + a @ P[pre + "self_attn.o_proj.weight"].t()
+            x = x + lin(a, P[pre + "self_attn.o_proj.weight"])
             h = rmsnorm(x, P[pre + "post_attention_layernorm.weight"], c.norm_eps)
             if l < c.n_dense_layers:
                 x = x + swiglu(h, P[pre + "mlp.gate_proj.weight"], P[pre + "mlp.up_proj.weight"],
-                               P[pre + "mlp.down_proj.weight"])
+                               P[pre + "mlp.down_proj.weight"], lin)
             else:
                 forced = routing.get(l) if routing else None
                 y, lbl, zl, topk, kept = self.moe(l, h, forced)
@@ -350,7 +383,7 @@ class TorchRef:
                 z_total = z_total + zl
                 topks[l], kepts[l] = topk, kept
         x = rmsnorm(x, P["model.norm.weight"], c.norm_eps)
-        logits = x @ P["lm_head.weight"].t()                                 # [N, V]
+        logits = self.linear(x, P["lm_head.weight"])                         # [N, V]
         ce = (torch.logsumexp(logits, dim=-1) - logits.gather(1, targets.reshape(-1, 1)).reshape(-1)).mean()
         loss = ce + lbl_total + z_total
         return {"logits": logits, "loss": loss, "ce": ce, "lbl": lbl_total, "z_loss": z_total,
