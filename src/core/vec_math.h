@@ -22,6 +22,9 @@ inline float fast_exp(float x) {
   constexpr float kLn2Lo = 1.428606765330187e-06f;
   // Adding 1.5·2^23 rounds to the nearest integer without a rounding-mode dependent call.
   constexpr float kRound = 12582912.0f;
+  // NaN propagates, decided here: below, converting NaN to an integer would be undefined (and
+  // clang's optimiser uses that).
+  if (x != x) return x;
   const float hi = x > 88.3f ? 88.3f : x;  // keeps n ≤ 127 so 2^n stays a normal float
   const float xc = hi < -87.3f ? -87.3f : hi;
   // a·b + c: fused where the CPU has FMA, as the vector version always is — explicitly, so the
