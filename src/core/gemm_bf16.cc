@@ -32,22 +32,6 @@ std::string bf16_unsupported_reason() {
          "them (Intel Cooper Lake / Sapphire Rapids or later, AMD Zen 4 or later)";
 }
 
-uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u)
-    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);                    // round to nearest, ties to even
-  return static_cast<uint16_t>(u >> 16);
-}
-
-float from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 16;  // elements below which rounding stays on one thread
@@ -108,6 +92,8 @@ Bf16Gemm::Bf16Gemm(const float* weights, int64_t n) : impl_(std::make_unique<Imp
 }
 
 Bf16Gemm::~Bf16Gemm() = default;
+
+uint16_t* Bf16Gemm::copy() { return impl_->copy.data(); }
 
 void Bf16Gemm::refresh() { to_bf16(impl_->weights, impl_->copy.data(), impl_->n); }
 

@@ -7,6 +7,7 @@
 // of the model run here and which stay fp32.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,9 +24,14 @@ const char* precision_name(Precision p);
 bool cpu_has_bf16();
 std::string bf16_unsupported_reason();
 
-// Round to nearest even, as the hardware converts (NaN stays NaN, ±inf stays ±inf).
-uint16_t to_bf16(float x);
-float from_bf16(uint16_t h);
+// Round to nearest even, as the hardware converts (NaN stays NaN, ±inf stays ±inf). Inline: the
+// loops that call it (AdamW's pass) vectorise.
+inline uint16_t to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // to nearest, ties even
+}
+inline float from_bf16(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 // dst[i] = to_bf16(src[i]); parallel over the OpenMP threads when called outside a parallel
 // region (and n is large), on the calling thread inside one.
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
@@ -52,6 +58,9 @@ class Bf16Gemm {
 
   // Re-rounds the whole weight block into the copy (once per optimizer step).
   void refresh();
+  // The copy itself, for a pass that writes every weight's to_bf16 as it updates the block (the
+  // optimizer's): refresh() without a second read of the block.
+  uint16_t* copy();
 
   // Row-major C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, as sy::gemm (core/gemm.h),
   // with A and B rounded to bf16.

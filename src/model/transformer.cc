@@ -226,6 +226,14 @@ void Transformer<T>::init(uint64_t seed) {
 }
 
 template <typename T>
+void Transformer<T>::zero_grad() {
+  T* g = grads_.data();
+  const int64_t n = n_params_;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) g[i] = T(0);
+}
+
+template <typename T>
 void Transformer<T>::set_precision(Precision p) {
   if (p == Precision::kFp32) {
     bf16_.reset();

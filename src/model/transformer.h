@@ -110,7 +110,9 @@ class Transformer {
   const T* params() const { return params_.data(); }
   T* grads() { return grads_.data(); }
   const T* grads() const { return grads_.data(); }
-  void zero_grad() { grads_.zero(); }
+  // Zeroes the gradients, over all OpenMP threads (a memory-bound pass: one thread leaves half
+  // the bandwidth unused).
+  void zero_grad();
 
   // The precision of the weight GEMMs — attention projections, dense and expert FFNs, LM head
   // (docs/model.md says what runs in which precision): fp32, the default, or bf16 (bf16
@@ -118,6 +120,14 @@ class Transformer {
   // forward(). bf16 fails on a CPU without AVX512-BF16, and for T = double.
   void set_precision(Precision p);
   Precision precision() const { return bf16_ ? Precision::kBf16 : Precision::kFp32; }
+  // Under bf16, the weights' bf16 copy for a pass that rewrites all of it while it updates the
+  // weights (AdamW's, train_step.cc): call after params(), and the copy counts as current. Null
+  // under fp32.
+  uint16_t* bf16_copy_for_update() {
+    if (!bf16_) return nullptr;
+    bf16_stale_ = false;
+    return bf16_->copy();
+  }
 
   // Seeded initialisation (docs/model.md): N(0, init_std²), residual outputs scaled by 1/√(2L).
   void init(uint64_t seed);

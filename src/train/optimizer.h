@@ -31,7 +31,10 @@ class AdamW {
   // One update: g ← g·grad_scale (clipping), then AdamW with bias correction:
   //   m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²;  p −= lr·(m̂/(√v̂ + ε) + wd·p)  (wd only where
   //   the table says decay).
-  void step(float* params, const float* grads, double lr, double grad_scale, const TrainConfig& c);
+  // params_bf16 (optional, the model's bf16 copy under precision bf16): also receives every
+  // updated weight rounded to bf16, in the same pass.
+  void step(float* params, const float* grads, double lr, double grad_scale, const TrainConfig& c,
+            uint16_t* params_bf16 = nullptr);
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }

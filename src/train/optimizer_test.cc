@@ -5,6 +5,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/gemm_bf16.h"
+
 namespace sy {
 namespace {
 
@@ -44,6 +46,28 @@ TEST(AdamWTest, MatchesTheFormulaAndSkipsDecayOnNorms) {
   }
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], pd[i], 1e-6);
   EXPECT_EQ(opt.steps_taken(), 3);
+}
+
+// Under precision bf16 the pass also writes the model's bf16 copy: the same weights as without
+// it, and each one's rounding (what Bf16Gemm::refresh would make).
+TEST(AdamWTest, WritesTheBf16CopyInTheSamePass) {
+  const int64_t n = 70000;  // above the parallel threshold
+  std::vector<ParamInfo> table = {{"w", {n - 5}, 0, n - 5, true}, {"norm", {5}, n - 5, 5, false}};
+  AdamW plain(table, n), fused(table, n);
+  TrainConfig c;
+  std::vector<float> p(n), g(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = std::sin(0.37f * static_cast<float>(i));
+    g[i] = std::cos(0.11f * static_cast<float>(i));
+  }
+  std::vector<float> q = p;
+  std::vector<uint16_t> q16(n, 0);
+  for (int t = 0; t < 3; ++t) {
+    plain.step(p.data(), g.data(), 1e-3, 1.0, c);
+    fused.step(q.data(), g.data(), 1e-3, 1.0, c, q16.data());
+  }
+  EXPECT_EQ(p, q);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(q16[i], to_bf16(q[i])) << i;
 }
 
 TEST(GradNormTest, IsTheEuclideanNorm) {

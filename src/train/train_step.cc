@@ -132,7 +132,9 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
   // statistics over every rank.
   res.clip_scale =
       tc.grad_clip > 0 && res.grad_norm > tc.grad_clip ? tc.grad_clip / res.grad_norm : 1.0;
-  c.opt->step(model.params(), model.grads(), res.lr, res.clip_scale, tc);
+  float* weights = model.params();
+  uint16_t* weights_bf16 = model.bf16_copy_for_update();  // null under fp32
+  c.opt->step(weights, model.grads(), res.lr, res.clip_scale, tc, weights_bf16);
   std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
   for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = c.metrics->load(l);
   model.end_step(std::move(loads));
