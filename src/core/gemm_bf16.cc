@@ -64,16 +64,19 @@ struct Bf16Gemm::Impl {
   bool in_block(const float* p) const { return p >= weights && p < weights + n; }
 
   // x [rows, cols] (row stride ld) in bf16: the copy where x is a weight, else rounded into
-  // `scratch`; *ld16 is the row stride of what is returned.
+  // `scratch` followed by zero rows up to `rows_out` (≥ rows); *ld16 is the row stride of what is
+  // returned.
   const uint16_t* operand(const float* x, int64_t rows, int64_t cols, int64_t ld,
-                          Buffer<uint16_t>& scratch, int64_t* ld16) const {
+                          Buffer<uint16_t>& scratch, int64_t* ld16, int64_t rows_out = 0) const {
     if (in_block(x)) {
       *ld16 = ld;
       return copy.data() + (x - weights);
     }
-    if (static_cast<int64_t>(scratch.size()) < rows * cols)
-      scratch.reset(static_cast<std::size_t>(rows * cols));
+    rows_out = std::max(rows, rows_out);
+    if (static_cast<int64_t>(scratch.size()) < rows_out * cols)
+      scratch.reset(static_cast<std::size_t>(rows_out * cols));
     round_rows(x, ld, scratch.data(), rows, cols);
+    std::fill(scratch.data() + rows * cols, scratch.data() + rows_out * cols, uint16_t{0});
     *ld16 = cols;
     return scratch.data();
   }
@@ -115,23 +118,29 @@ void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 
   // A and B in bf16 as stored: A [m, k] (strides {ld, 1}) or, transposed, [k, m] (strides
   // {1, ld}); B likewise [k, n] or [n, k].
+  // A weight gradient (Aᵀ·B summed over rows, both activations) takes k up to a multiple of 32
+  // in zero rows of both operands, one GEMM: split instead, each piece of k would read and write
+  // all of C (the size of a weight) again.
+  const bool pad_k = trans_a && !trans_b && !s.in_block(a) && !s.in_block(b);
+  const int64_t kk = pad_k ? (k + 31) / 32 * 32 : k;
   int64_t lda16 = 0, ldb16 = 0;
   const uint16_t* a16 =
-      s.operand(a, trans_a ? k : m, trans_a ? m : k, lda, s.scratch_a[slot], &lda16);
+      s.operand(a, trans_a ? k : m, trans_a ? m : k, lda, s.scratch_a[slot], &lda16, kk);
   const uint16_t* b16 =
-      s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16);
+      s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16, kk);
 
   // The products, as a few GEMMs of bounded shapes. An expert's row count changes every step,
-  // and oneDNN compiles a kernel per shape (strides included): m — and k where A is transposed,
-  // the weight gradient's sum over rows — is split into a multiple of 256, then of 32, then the
-  // rest (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes; the pieces are
-  // views of the same operands (fixed strides), each still large enough for the matrix units.
-  // The split depends on the shape only: the same call gives the same bits.
+  // and oneDNN compiles a kernel per shape (strides included): m — and k where A is transposed
+  // and k was not padded above — is split into a multiple of 256, then of 32, then the rest
+  // (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes (a padded k, x/32); the
+  // pieces are views of the same operands (fixed strides), each still large enough for the matrix
+  // units. The split depends on the shape only: the same call gives the same bits.
   dnnl::stream& st = s.streams[static_cast<std::size_t>(slot)];
   const auto pieces = [](int64_t x) {
     return std::array<int64_t, 3>{x / 256 * 256, x % 256 / 32 * 32, x % 32};
   };
-  const std::array<int64_t, 3> k_pieces = trans_a ? pieces(k) : std::array<int64_t, 3>{k, 0, 0};
+  const std::array<int64_t, 3> k_pieces =
+      trans_a && !pad_k ? pieces(k) : std::array<int64_t, 3>{kk, 0, 0};
   int64_t m0 = 0;
   for (const int64_t mp : pieces(m)) {
     if (mp == 0) continue;
