@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/gemm_bf16.h"
 #include "core/gradcheck.h"
 
 namespace sy {
@@ -189,7 +190,8 @@ TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
   }
 }
 
-TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
+// bf16: the expert GEMMs on a bf16 copy of the expert weights (core/gemm_bf16.h).
+void check_thread_count_independence(bool bf16) {
   MoeDims dims{256, 16, 8, 2, 32, 0, 0};
   TopKOptions opt;
   opt.n_experts = 8;
@@ -201,7 +203,16 @@ TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
   fill_normal(dd, 4, 0.3);
   std::vector<float> h(hd.begin(), hd.end()), rw(rd.begin(), rd.end()), gu(gud.begin(), gud.end()),
       dn(dd.begin(), dd.end());
-  MoeWeights<float> w{rw.data(), gu.data(), dn.data(), nullptr, nullptr};
+  // The expert weights as one block (gate|up, then down), as the model holds them.
+  std::vector<float> block(gu);
+  block.insert(block.end(), dn.begin(), dn.end());
+  std::unique_ptr<Bf16Gemm> copy;
+  if (bf16) {
+    copy = std::make_unique<Bf16Gemm>(block.data(), static_cast<int64_t>(block.size()));
+    copy->refresh();
+  }
+  MoeWeights<float> w{rw.data(), block.data(), block.data() + gu.size(),
+                      nullptr,   nullptr,      copy.get()};
   std::vector<std::vector<int64_t>> loads;
   std::vector<std::vector<float>> outs, input_grads, expert_grads;
   const int saved = omp_get_max_threads();
@@ -232,6 +243,17 @@ TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
     ASSERT_NEAR(input_grads[0][i], input_grads[1][i], 1e-4);
   for (size_t i = 0; i < expert_grads[0].size(); ++i)
     ASSERT_NEAR(expert_grads[0][i], expert_grads[1][i], 1e-4 * (1 + std::abs(expert_grads[0][i])));
+}
+
+TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
+  check_thread_count_independence(false);
+}
+
+// Integer loads stay independent of the thread count under bf16 too (the routing is fp32; the
+// bf16 expert GEMMs of the two schedules agree to fp32 summation order).
+TEST(MoeLayerTest, Bf16LoadsOutputsAndGradientsIndependentOfThreadCount) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  check_thread_count_independence(true);
 }
 
 }  // namespace
