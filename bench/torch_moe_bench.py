@@ -35,6 +35,9 @@ CONFIGS = {
     # vocab, d, layers, heads, experts, top-k, expert hidden, seq, micro-batch, LBL α
     "small": dict(vocab=8192, d=256, layers=4, heads=4, experts=16, top_k=4, d_ff=256, seq=256, batch=8,
                   lbl=0.01),
+    # configs/medium.toml
+    "medium": dict(vocab=8192, d=512, layers=8, heads=8, experts=64, top_k=6, d_ff=256, seq=256, batch=8,
+                   lbl=0.01),
     # a quick one for smoke tests
     "tiny": dict(vocab=512, d=64, layers=2, heads=2, experts=8, top_k=2, d_ff=64, seq=64, batch=2, lbl=0.01),
 }

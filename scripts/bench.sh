@@ -3,7 +3,8 @@
 # in fp32 and (where the CPU has AVX512-BF16) in bf16 against PyTorch's bf16 autocast, measured in
 # the same run (the machine is noisy: compare ratios, not absolute figures).
 # Then the GEMM backends on the model's shapes. Results: $BUILD/bench-results.json.
-# Usage: scripts/bench.sh [BUILD_DIR]     (env: STEPS, PEER_STEPS, THREADS, ROUNDS)
+# Then MEDIUM, one round per engine (env MEDIUM_STEPS, default 3).
+# Usage: scripts/bench.sh [BUILD_DIR]     (env: STEPS, PEER_STEPS, THREADS, ROUNDS, MEDIUM_STEPS)
 # The two sides alternate for ROUNDS rounds (default 2: switchyard, PyTorch, switchyard, PyTorch)
 # and each keeps its best round: noise from other tenants only slows a round, and alternating
 # gives both sides the same minutes. Every round is kept in the JSON.
@@ -85,6 +86,46 @@ if bf16:
     results.update({"switchyard_bf16": o16_all, "pytorch_bf16_autocast": p16_all,
                     "bf16_peak_gflops": peak16})
 json.dump(results, open(out, "w"), indent=2)
+PYEOF
+
+echo
+echo "== training step, MEDIUM config (configs/medium.toml), $THREADS threads, one round each"
+MEDIUM_STEPS=${MEDIUM_STEPS:-3}
+"$BUILD/bench/train_step_bench" --config configs/medium.toml --steps "$MEDIUM_STEPS" --warmup 2 \
+  --threads "$THREADS" >"$tmp/m_ours.json"
+if [[ $BF16 == 1 ]]; then
+  "$BUILD/bench/train_step_bench" --config configs/medium.toml --steps "$MEDIUM_STEPS" --warmup 4 \
+    --threads "$THREADS" --precision bf16 >"$tmp/m_ours16.json"
+fi
+bench/run_torch_peer.sh --threads "$THREADS" --steps "$MEDIUM_STEPS" --warmup 2 --config medium \
+  >"$tmp/m_peer.json" 2>/dev/null
+if [[ $BF16 == 1 ]]; then
+  bench/run_torch_peer.sh --threads "$THREADS" --steps "$MEDIUM_STEPS" --warmup 2 --config medium \
+    --autocast-bf16 >"$tmp/m_peer16.json" 2>/dev/null
+fi
+"$PY" - "$tmp" "$BUILD/bench-results.json" "$BF16" <<'PYEOF'
+import json, os, sys
+tmp, out, bf16 = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+load = lambda name: json.load(open(os.path.join(tmp, name + ".json")))
+ours, peer = load("m_ours"), load("m_peer")
+flops = ours["flops_per_token"]
+peak = max(ours["sgemm_peak_gflops"].values())
+rows = [("switchyard fp32", ours["tokens_per_s"], peak), ("PyTorch fp32", peer["tokens_per_s"], peak)]
+if bf16:
+    o16, p16 = load("m_ours16"), load("m_peer16")
+    rows += [("switchyard bf16", o16["tokens_per_s"], o16["bf16_peak_gflops"]),
+             ("PyTorch bf16 autocast", p16["tokens_per_s"], o16["bf16_peak_gflops"])]
+print("%-34s %12s %8s %8s" % ("engine", "tokens/s", "MFU", "ratio"))
+for name, tps, pk in rows:
+    print("%-34s %12.0f %7.1f%% %7.2fx" % (name, tps, 100 * tps * flops / (pk * 1e9),
+                                            tps / ours["tokens_per_s"]))
+print("(MFU against the sgemm peak for fp32 rows, the bf16 GEMM peak for bf16 rows; ratio to "
+      "switchyard fp32)")
+res = json.load(open(out))
+res["medium"] = {"switchyard": ours, "pytorch": peer}
+if bf16:
+    res["medium"].update({"switchyard_bf16": o16, "pytorch_bf16_autocast": p16})
+json.dump(res, open(out, "w"), indent=2)
 PYEOF
 
 echo
