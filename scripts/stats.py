@@ -27,6 +27,7 @@ import metrics_jsonl  # scripts/metrics_jsonl.py
 
 CONFIDENCE = 0.95
 EARLY_STEPS = 100  # the *_first100 metrics: training steps 1..100
+LATE_FRACTION = 1 / 3  # the *_last_third metrics: the last third of the training steps
 WARMUP_STEPS = 3  # steps left out of tokens_per_s (start-up, first allocations), as in report.py
 
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
@@ -42,8 +43,9 @@ RULE = ("A claim says that the arm's metric is lower (or higher) than the refere
 
 # Metric names (src/train/experiment.h: kClaimMetrics and kDomainMetrics), in table order.
 METRICS = ["final_loss", "final_perplexity", "best_loss", "best_perplexity", "final_loss_causal",
-           "causal_gap", "specialisation", "avg_maxvio", "avg_maxvio_first100", "sup_maxvio",
-           "sup_maxvio_first100", "maxvio_global", "dead_experts", "steps_to_target",
+           "causal_gap", "specialisation", "avg_maxvio", "avg_maxvio_first100",
+           "avg_maxvio_last_third", "sup_maxvio", "sup_maxvio_first100", "sup_maxvio_last_third",
+           "maxvio_global", "dead_experts", "steps_to_target",
            "seconds_to_target", "steps_to_target_causal", "seconds_to_target_causal", "tokens_per_s",
            "wall_seconds", "oracle_objective_gap", "oracle_dual_gap"]
 DOMAIN_METRICS = ["final_loss", "final_perplexity", "best_loss", "best_perplexity"]
@@ -61,8 +63,11 @@ DESCRIPTIONS = {
     "specialisation": "KL(F^ || uniform), nats, mean over domains and MoE layers, last eval with domains",
     "avg_maxvio": "mean over steps of AvgMaxVio (mean over layers of the step MaxVio)",
     "avg_maxvio_first100": "the same over steps 1..100",
+    "avg_maxvio_last_third": ("the same over the last third of the steps (steps > 2/3 of the last "
+                              "step: the steady state, once a balancer has converged)"),
     "sup_maxvio": "mean over steps of SupMaxVio (max over layers of the step MaxVio)",
     "sup_maxvio_first100": "the same over steps 1..100",
+    "sup_maxvio_last_third": "the same over the last third of the steps",
     "maxvio_global": "last evaluation's MaxVio over the validation set, mean over layers",
     "dead_experts": "last step, summed over layers (load < 10% of the mean)",
     "steps_to_target": "first evaluation step with validation loss <= the target",
@@ -187,6 +192,10 @@ def run_metrics(train, evals, target=None):
         early = [t for t in train if t["step"] <= EARLY_STEPS]
         m["avg_maxvio_first100"] = mean_or_none([t.get("avg_maxvio") for t in early])
         m["sup_maxvio_first100"] = mean_or_none([t.get("sup_maxvio") for t in early])
+        late_from = train[-1]["step"] * (1 - LATE_FRACTION)
+        late = [t for t in train if t["step"] > late_from]
+        m["avg_maxvio_last_third"] = mean_or_none([t.get("avg_maxvio") for t in late])
+        m["sup_maxvio_last_third"] = mean_or_none([t.get("sup_maxvio") for t in late])
         dead = [l.get("dead_experts") for l in train[-1].get("layers", [])]
         dead = [d for d in dead if num(d)]
         m["dead_experts"] = float(sum(dead)) if dead else None

@@ -165,6 +165,9 @@ class RunMetricsTest(unittest.TestCase):
         self.assertAlmostEqual(m["avg_maxvio"], 0.35)  # mean of 0.1 .. 0.6
         self.assertAlmostEqual(m["sup_maxvio"], 0.7)
         self.assertAlmostEqual(m["avg_maxvio_first100"], 0.35)
+        # the last third of 6 steps: steps 5 and 6 (> 4)
+        self.assertAlmostEqual(m["avg_maxvio_last_third"], 0.55)
+        self.assertAlmostEqual(m["sup_maxvio_last_third"], 1.1)
         self.assertAlmostEqual(m["maxvio_global"], 0.2)
         self.assertEqual(m["dead_experts"], 1.0)  # last step: 0 + 1
         self.assertAlmostEqual(m["tokens_per_s"], 5000.0)  # steps 4..6: 4000, 5000, 6000
