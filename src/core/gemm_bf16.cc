@@ -53,14 +53,23 @@ void to_bf16(const float* src, uint16_t* dst, int64_t n) {
 
 struct Bf16Gemm::Impl {
   const float* weights;
-  int64_t n;
+  int64_t size;  // of the block
   Buffer<uint16_t> copy;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   // Per thread slot (omp_get_thread_num() inside a parallel region, 0 outside).
   mutable std::vector<dnnl::stream> streams;
   mutable std::vector<Buffer<uint16_t>> scratch_a, scratch_b;
+  mutable std::vector<Buffer<uint16_t>> kept;  // round_once's, per slot
 
-  bool in_block(const float* p) const { return p >= weights && p < weights + n; }
+  int slot() const {
+    const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
+    SY_CHECK(t < static_cast<int>(streams.size()),
+             "bf16 GEMM: thread {} has no slot ({} made for the threads at construction)", t,
+             streams.size());
+    return t;
+  }
+
+  bool in_block(const float* p) const { return p >= weights && p < weights + size; }
 
   // x [rows, cols] (row stride ld) in bf16: the copy where x is a weight, else rounded into
   // `scratch` followed by zero rows up to `rows_out` (≥ rows); *ld16 is the row stride of what is
@@ -79,26 +88,40 @@ struct Bf16Gemm::Impl {
     *ld16 = cols;
     return scratch.data();
   }
+
+  // The products C = alpha · op(A) · op(B) + beta · C on operands in bf16 (row strides lda16,
+  // ldb16); where pad_k, both hold k rounded up to a multiple of 32 in rows (zeros past k).
+  void run(int slot, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, bool pad_k,
+           float alpha, const uint16_t* a16, int64_t lda16, const uint16_t* b16, int64_t ldb16,
+           float beta, float* c, int64_t ldc) const;
 };
 
 Bf16Gemm::Bf16Gemm(const float* weights, int64_t n) : impl_(std::make_unique<Impl>()) {
   const std::string why = bf16_unsupported_reason();
   SY_CHECK(why.empty(), "bf16 GEMMs: {}", why);
   impl_->weights = weights;
-  impl_->n = n;
+  impl_->size = n;
   impl_->copy.reset(static_cast<std::size_t>(n));
   const int slots = std::max(omp_get_max_threads(), omp_get_num_procs());
   for (int s = 0; s < slots; ++s) impl_->streams.emplace_back(impl_->engine);
   impl_->scratch_a.resize(static_cast<std::size_t>(slots));
   impl_->scratch_b.resize(static_cast<std::size_t>(slots));
+  impl_->kept.resize(static_cast<std::size_t>(slots));
 }
 
 Bf16Gemm::~Bf16Gemm() = default;
 
 uint16_t* Bf16Gemm::copy() { return impl_->copy.data(); }
 
-void Bf16Gemm::refresh() { to_bf16(impl_->weights, impl_->copy.data(), impl_->n); }
+void Bf16Gemm::refresh() { to_bf16(impl_->weights, impl_->copy.data(), impl_->size); }
 
+namespace {
+int64_t padded_k(int64_t k) { return (k + 31) / 32 * 32; }
+}  // namespace
+
+// A weight gradient (Aᵀ·B summed over rows, both activations) takes k up to a multiple of 32 in
+// zero rows of both operands, one GEMM: split instead, each piece of k would read and write all
+// of C (the size of a weight) again.
 void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc) const {
@@ -108,33 +131,64 @@ void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
     return;
   }
   const Impl& s = *impl_;
-  const int slot = omp_in_parallel() ? omp_get_thread_num() : 0;
-  SY_CHECK(slot < static_cast<int>(s.streams.size()),
-           "bf16 GEMM: thread {} has no slot ({} made for the threads at construction)", slot,
-           s.streams.size());
-  using dims = dnnl::memory::dims;
-  using dt = dnnl::memory::data_type;
-
+  const int slot = s.slot();
   // A and B in bf16 as stored: A [m, k] (strides {ld, 1}) or, transposed, [k, m] (strides
   // {1, ld}); B likewise [k, n] or [n, k].
-  // A weight gradient (Aᵀ·B summed over rows, both activations) takes k up to a multiple of 32
-  // in zero rows of both operands, one GEMM: split instead, each piece of k would read and write
-  // all of C (the size of a weight) again.
   const bool pad_k = trans_a && !trans_b && !s.in_block(a) && !s.in_block(b);
-  const int64_t kk = pad_k ? (k + 31) / 32 * 32 : k;
+  const int64_t kk = pad_k ? padded_k(k) : k;
   int64_t lda16 = 0, ldb16 = 0;
   const uint16_t* a16 =
       s.operand(a, trans_a ? k : m, trans_a ? m : k, lda, s.scratch_a[slot], &lda16, kk);
   const uint16_t* b16 =
       s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16, kk);
+  s.run(slot, trans_a, trans_b, m, n, k, pad_k, alpha, a16, lda16, b16, ldb16, beta, c, ldc);
+}
 
+Bf16Gemm::Rounded Bf16Gemm::round_once(const float* x, int64_t rows, int64_t cols,
+                                       int64_t ld) const {
+  const Impl& s = *impl_;
+  SY_CHECK(!s.in_block(x), "bf16 round_once: a weight of the block is read from the copy");
+  Buffer<uint16_t>& buf = s.kept[static_cast<std::size_t>(s.slot())];
+  int64_t ld16 = 0;
+  const uint16_t* data = s.operand(x, rows, cols, ld, buf, &ld16, padded_k(rows));
+  return Rounded{data, rows, cols};
+}
+
+void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const Rounded& a, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc) const {
+  SY_CHECK(a.rows == (trans_a ? k : m) && a.cols == (trans_a ? m : k),
+           "bf16 GEMM: the rounded A is [{}, {}], the GEMM reads [{}, {}]", a.rows, a.cols,
+           trans_a ? k : m, trans_a ? m : k);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // as sy::gemm: C = beta·C
+    sy::gemm(false, false, m, n, 0, alpha, b, ldb, b, ldb, beta, c, ldc);
+    return;
+  }
+  const Impl& s = *impl_;
+  const int slot = s.slot();
+  const bool pad_k = trans_a && !trans_b && !s.in_block(b);
+  const int64_t kk = pad_k ? padded_k(k) : k;  // round_once padded A's rows already
+  int64_t ldb16 = 0;
+  const uint16_t* b16 =
+      s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16, kk);
+  s.run(slot, trans_a, trans_b, m, n, k, pad_k, alpha, a.data, a.cols, b16, ldb16, beta, c, ldc);
+}
+
+void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                         bool pad_k, float alpha, const uint16_t* a16, int64_t lda16,
+                         const uint16_t* b16, int64_t ldb16, float beta, float* c,
+                         int64_t ldc) const {
+  using dims = dnnl::memory::dims;
+  using dt = dnnl::memory::data_type;
+  const int64_t kk = pad_k ? padded_k(k) : k;
   // The products, as a few GEMMs of bounded shapes. An expert's row count changes every step,
   // and oneDNN compiles a kernel per shape (strides included): m — and k where A is transposed
   // and k was not padded above — is split into a multiple of 256, then of 32, then the rest
   // (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes (a padded k, x/32); the
   // pieces are views of the same operands (fixed strides), each still large enough for the matrix
   // units. The split depends on the shape only: the same call gives the same bits.
-  dnnl::stream& st = s.streams[static_cast<std::size_t>(slot)];
+  dnnl::stream& st = streams[static_cast<std::size_t>(slot)];
   const auto pieces = [](int64_t x) {
     return std::array<int64_t, 3>{x / 256 * 256, x % 256 / 32 * 32, x % 32};
   };
@@ -162,13 +216,13 @@ void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
         attr.set_post_ops(po);
       }
       // oneDNN's primitive cache returns the compiled kernel of a shape seen before (≈ 2 µs).
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
       const dnnl::matmul mm(pd);
       const uint16_t* ap = a16 + (trans_a ? k0 * lda16 + m0 : m0 * lda16 + k0);
       const uint16_t* bp = b16 + (trans_b ? k0 : k0 * ldb16);
-      dnnl::memory am(a_md, s.engine, const_cast<uint16_t*>(ap));
-      dnnl::memory bm(b_md, s.engine, const_cast<uint16_t*>(bp));
-      dnnl::memory cm(c_md, s.engine, c + m0 * ldc);
+      dnnl::memory am(a_md, engine, const_cast<uint16_t*>(ap));
+      dnnl::memory bm(b_md, engine, const_cast<uint16_t*>(bp));
+      dnnl::memory cm(c_md, engine, c + m0 * ldc);
       mm.execute(st, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
       k0 += kp;
     }

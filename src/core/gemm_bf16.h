@@ -68,6 +68,21 @@ class Bf16Gemm {
             const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
             int64_t ldc) const;
 
+  // An activation or gradient rounded once for several GEMMs that read it (a linear layer's
+  // backward reads its output gradient twice): `rows` × `cols` as stored, row stride `cols`,
+  // followed by zero rows up to a multiple of 32 (a weight gradient's padded k).
+  struct Rounded {
+    const uint16_t* data = nullptr;
+    int64_t rows = 0, cols = 0;
+  };
+  // Rounds x [rows, cols] (row stride ld; not a weight of the block) into the calling thread's
+  // own buffer. Valid until the same thread's next round_once.
+  Rounded round_once(const float* x, int64_t rows, int64_t cols, int64_t ld) const;
+  // gemm() with A already rounded: op(A) is a.data [m, k] (trans_a false: a.rows = m, a.cols = k)
+  // or its transpose (a.rows = k, a.cols = m). The same bits as gemm() on the fp32 A.
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const Rounded& a, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

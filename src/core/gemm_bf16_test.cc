@@ -168,6 +168,35 @@ TEST_F(Bf16GemmTest, SameCallSameBits) {
   EXPECT_EQ(via_scratch, first);
 }
 
+// A linear layer's backward rounds its output gradient once for both GEMMs: dX = dY·W (dY not
+// transposed, W in the block) and dW += dYᵀ·X (dY transposed, k padded): the same bits as the
+// GEMMs that round dY themselves, for row counts on and off the multiples of 32.
+TEST_F(Bf16GemmTest, RoundedOnceGivesTheSameBitsAsRoundingPerCall) {
+  Rng rng(11);
+  const int ic = 64, oc = 96;
+  std::vector<float> w(oc * ic);
+  for (auto& v : w) v = static_cast<float>(rng.normal());
+  Bf16Gemm g(w.data(), static_cast<int64_t>(w.size()));
+  g.refresh();
+  for (const int rows : {1, 31, 32, 190, 300}) {
+    std::vector<float> dy(rows * oc), x(rows * ic);
+    for (auto& v : dy) v = static_cast<float>(rng.normal());
+    for (auto& v : x) v = static_cast<float>(rng.normal());
+    std::vector<float> dx1(rows * ic, 0.5f), dx2(dx1), dw1(oc * ic, 0.25f), dw2(dw1);
+    g.gemm(false, false, rows, ic, oc, 1.f, dy.data(), oc, w.data(), ic, 1.f, dx1.data(), ic);
+    g.gemm(true, false, oc, ic, rows, 1.f, dy.data(), oc, x.data(), ic, 1.f, dw1.data(), ic);
+    const Bf16Gemm::Rounded d = g.round_once(dy.data(), rows, oc, oc);
+    g.gemm(false, false, rows, ic, oc, 1.f, d, w.data(), ic, 1.f, dx2.data(), ic);
+    g.gemm(true, false, oc, ic, rows, 1.f, d, x.data(), ic, 1.f, dw2.data(), ic);
+    EXPECT_EQ(dx1, dx2) << rows;
+    EXPECT_EQ(dw1, dw2) << rows;
+  }
+  // A shape that does not match the rounded operand is refused.
+  std::vector<float> dy(8 * oc), dx(8 * ic);
+  const Bf16Gemm::Rounded d = g.round_once(dy.data(), 8, oc, oc);
+  EXPECT_THROW(g.gemm(false, false, 9, ic, oc, 1.f, d, w.data(), ic, 0.f, dx.data(), ic), Error);
+}
+
 TEST_F(Bf16GemmTest, EmptyDimensionsFollowGemm) {
   std::vector<float> w(4, 1.f), c(4, 3.f);
   Bf16Gemm g(w.data(), 4);

@@ -19,14 +19,9 @@ template <typename T>
 void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* dact, const T* dy,
                          const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
                          int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16) {
-  gemm_at(bf16, false, false, N, F, D, T(1), dy, D, w_down, F, T(0), dact, F);  // dact [N,F]
-  gemm_at(bf16, true, false, D, F, N, T(1), dy, D, act, F, T(1), dw_down, F);   // [D,F] +=
-  std::fill(dhu, dhu + N * 2 * F, T(0));
-  swiglu_backward(dhu, dact, hu, N, F);  // dhu [N,2F]
-  gemm_at(bf16, false, false, N, D, 2 * F, T(1), dhu, 2 * F, w_gate_up, D, beta, dx,
-          D);  // dx [N,D]
-  gemm_at(bf16, true, false, 2 * F, D, N, T(1), dhu, 2 * F, x, D, T(1), dw_gate_up,
-          D);  // [2F,D] +=
+  linear_backward(dact, T(0), dw_down, dy, act, w_down, N, F, D, bf16);         // dact [N,F]
+  swiglu_backward(dhu, dact, hu, N, F, /*accumulate=*/false);                   // dhu [N,2F]
+  linear_backward(dx, beta, dw_gate_up, dhu, x, w_gate_up, N, D, 2 * F, bf16);  // dx [N,D]
 }
 
 #define SY_INSTANTIATE(T)                                                                       \

@@ -30,10 +30,15 @@ class Bf16Gemm;
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC, int64_t OC,
                     const Bf16Gemm* bf16 = nullptr);
-// dinp[N,IC] += dout[N,OC] · weight ; dweight[OC,IC] += doutᵀ · inp
+// dinp[N,IC] += dout[N,OC] · weight ; dweight[OC,IC] += doutᵀ · inp (either may be null)
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
                      int64_t IC, int64_t OC, const Bf16Gemm* bf16 = nullptr);
+// The same with dinp = dout · weight + dinp_beta · dinp (0 overwrites, 1 accumulates). In bf16,
+// dout is rounded once for both GEMMs.
+template <typename T>
+void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
+                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16);
 
 // ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
 template <typename T>
@@ -75,9 +80,10 @@ int64_t attention_scratch_size(int64_t S, int max_threads);
 // out[N,F] = silu(gate) · up, silu(x) = x · sigmoid(x)
 template <typename T>
 void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F);
-// dhu[N, 2F] += ∂/∂(gate, up)
+// dhu[N, 2F] += ∂/∂(gate, up); accumulate false: dhu = ∂/∂(gate, up) (dhu need not be zeroed)
 template <typename T>
-void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F);
+void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F,
+                     bool accumulate = true);
 
 // ---- the SwiGLU feed-forward: y = silu(x·W_gᵀ) ⊙ (x·W_uᵀ) · W_dᵀ ----
 // w_gate_up[2F,D] is W_g then W_u (one GEMM), w_down[D,F]. The one chain of every FFN: a dense

@@ -1,3 +1,5 @@
+#include <type_traits>
+
 #include "core/gemm_bf16.h"
 #include "kernels/kernels.h"
 
@@ -11,22 +13,42 @@ void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC
 }
 
 template <typename T>
-void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
-                     int64_t IC, int64_t OC, const Bf16Gemm* bf16) {
-  // beta = 1: gradients accumulate (over micro-batches, and where one activation feeds several
-  // matmuls).
+void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
+                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16 != nullptr && dinp != nullptr && dweight != nullptr) {
+      // The same bits as rounding dout in each GEMM, half the rounding passes.
+      const Bf16Gemm::Rounded d = bf16->round_once(dout, N, OC, OC);
+      bf16->gemm(false, false, N, IC, OC, 1.f, d, weight, IC, dinp_beta, dinp, IC);  // [N,IC]
+      bf16->gemm(true, false, OC, IC, N, 1.f, d, inp, IC, 1.f, dweight, IC);         // [OC,IC]
+      return;
+    }
+  }
   if (dinp != nullptr) {
-    gemm_at(bf16, false, false, N, IC, OC, T(1), dout, OC, weight, IC, T(1), dinp, IC);  // [N,IC]
+    gemm_at(bf16, false, false, N, IC, OC, T(1), dout, OC, weight, IC, dinp_beta, dinp,
+            IC);  // [N,IC]
   }
   if (dweight != nullptr) {
     gemm_at(bf16, true, false, OC, IC, N, T(1), dout, OC, inp, IC, T(1), dweight, IC);  // [OC,IC]
   }
 }
 
+template <typename T>
+void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
+                     int64_t IC, int64_t OC, const Bf16Gemm* bf16) {
+  // dinp_beta = 1: gradients accumulate (over micro-batches, and where one activation feeds
+  // several matmuls).
+  linear_backward(dinp, T(1), dweight, dout, inp, weight, N, IC, OC, bf16);
+}
+
 template void matmul_forward<float>(float*, const float*, const float*, int64_t, int64_t, int64_t,
                                     const Bf16Gemm*);
 template void matmul_forward<double>(double*, const double*, const double*, int64_t, int64_t,
                                      int64_t, const Bf16Gemm*);
+template void linear_backward<float>(float*, float, float*, const float*, const float*,
+                                     const float*, int64_t, int64_t, int64_t, const Bf16Gemm*);
+template void linear_backward<double>(double*, double, double*, const double*, const double*,
+                                      const double*, int64_t, int64_t, int64_t, const Bf16Gemm*);
 template void matmul_backward<float>(float*, float*, const float*, const float*, const float*,
                                      int64_t, int64_t, int64_t, const Bf16Gemm*);
 template void matmul_backward<double>(double*, double*, const double*, const double*, const double*,

@@ -49,6 +49,11 @@ TEST(SwigluTest, BackwardAccumulatesAndFloatMatchesDouble) {
   std::vector<float> dhu_f(hu.size());
   swiglu_backward(dhu_f.data(), to_float(r).data(), to_float(hu).data(), kN, kF);
   EXPECT_LT(testing::rel_error(dhu_f, dhu), 1e-5);
+
+  // accumulate = false overwrites whatever dhu held: the values of accumulating into zeros.
+  std::vector<double> written(hu.size(), 123.0);
+  swiglu_backward(written.data(), r.data(), hu.data(), kN, kF, /*accumulate=*/false);
+  EXPECT_EQ(written, dhu);
 }
 
 TEST(SwigluTest, StaysFiniteForLargeGates) {
