@@ -135,4 +135,14 @@ sys.exit(1 if errors else 0)
 EOF
 cat "$WORK/out"
 
+# scripts/results.sh (how docs/results/ is made) on the finished runs: trains nothing, re-makes
+# the report and copies its summary.
+name=$(basename "$FILE" .toml)
+check "scripts/results.sh copies the summary" env -C "$SRC" SEEDS=2 DEST="$WORK/dest" \
+  EXTRA="--quick --out $WORK/exp --quiet" scripts/results.sh "$BUILD" "$name"
+check "results.sh: summary.json is the report's" cmp "$WORK/dest/$name/summary.json" \
+  "$WORK/exp/report/summary.json"
+fails_with "results.sh: an unknown experiment" "no experiment" env -C "$SRC" \
+  scripts/results.sh "$BUILD" no-such-experiment
+
 finish experiment_quick_test
