@@ -227,6 +227,8 @@ void Transformer<T>::init(uint64_t seed) {
 
 template <typename T>
 void Transformer<T>::zero_grad() {
+  if (grads_zero_) return;
+  grads_zero_ = true;
   T* g = grads_.data();
   const int64_t n = n_params_;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
@@ -359,6 +361,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
 
 template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
+  grads_zero_ = false;
   const int64_t B = b_, S = S_, D = D_, N = B * S;
   Stopwatch whole, clock;
   PhaseTimes& pt = backward_times_;

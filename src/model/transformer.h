@@ -108,11 +108,22 @@ class Transformer {
     return params_.data();
   }
   const T* params() const { return params_.data(); }
-  T* grads() { return grads_.data(); }
+  // Non-const access may change the gradients: zero_grad() then zeroes them again.
+  T* grads() {
+    grads_zero_ = false;
+    return grads_.data();
+  }
   const T* grads() const { return grads_.data(); }
   // Zeroes the gradients, over all OpenMP threads (a memory-bound pass: one thread leaves half
-  // the bandwidth unused).
+  // the bandwidth unused) — unless they are zero already: fresh, zeroed since the last backward()
+  // or write access, or handed to a zeroing update (below).
   void zero_grad();
+  // The gradients for a pass that reads each one and then zeroes it (AdamW's with zero_grads,
+  // train_step.cc): they count as zero afterwards, so the next zero_grad() has nothing to do.
+  T* grads_for_zeroing_update() {
+    grads_zero_ = true;
+    return grads_.data();
+  }
 
   // The precision of the weight GEMMs — attention projections, dense and expert FFNs, LM head
   // (docs/model.md says what runs in which precision): fp32, the default, or bf16 (bf16
@@ -213,6 +224,7 @@ class Transformer {
   // precision bf16: the weights' bf16 copy and GEMMs; stale after any non-const params() access.
   std::unique_ptr<Bf16Gemm> bf16_;
   bool bf16_stale_ = true;
+  bool grads_zero_ = true;         // grads_ known to be all zero (zero_grad() may skip its pass)
   const Bf16Gemm* bf16_weights();  // the copy, re-made first if stale (null: fp32)
 
   // Activations (N = B·S rows), sized for micro_batch.

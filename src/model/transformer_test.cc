@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <vector>
 
@@ -129,6 +130,34 @@ TEST(TransformerTest, InitialLossIsNearLogVocab) {
   auto tokens = random_tokens(4, m.seq_len, m.vocab_size, 3);
   auto st = model.forward(tokens.data(), 4);
   EXPECT_NEAR(st.ce_sum / st.n_tokens, std::log(64.0), 0.05);
+}
+
+// zero_grad() skips its pass only while the gradients are known to be zero: after a backward
+// (or write access through grads()) it zeroes them; after grads_for_zeroing_update() the caller
+// has promised to leave them zero.
+TEST(TransformerTest, ZeroGradZeroesWhatABackwardWrote) {
+  ModelConfig m = tiny_model();
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 2), 2);
+  model.init(1);
+  auto tokens = random_tokens(2, m.seq_len, m.vocab_size, 3);
+  const std::vector<float> zeros(model.num_params(), 0.f);
+  auto grads = [&] {
+    const Transformer<float>& cm = model;
+    return std::vector<float>(cm.grads(), cm.grads() + cm.num_params());
+  };
+  model.balancer().begin_step(0);
+  model.forward(tokens.data(), 2);
+  model.backward(0.01f, 1.f);
+  EXPECT_NE(grads(), zeros);
+  model.zero_grad();
+  EXPECT_EQ(grads(), zeros);
+  std::fill(model.grads(), model.grads() + model.num_params(), 2.f);
+  model.zero_grad();
+  EXPECT_EQ(grads(), zeros);
+  float* g = model.grads_for_zeroing_update();
+  g[0] = 3.f;  // breaks the promise: zero_grad() trusts it
+  model.zero_grad();
+  EXPECT_EQ(grads()[0], 3.f);
 }
 
 // The phase accounts: every phase this model has takes time, the named phases fit in the pass's

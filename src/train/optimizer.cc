@@ -57,13 +57,15 @@ AdamW::AdamW(std::vector<ParamInfo> table, int64_t n_params) : table_(std::move(
 }
 
 namespace {
-// AdamW on elements [lo, hi) of one tensor; with kBf16, each new weight's bf16 rounding too.
-template <bool kBf16>
-void adamw_span(float* params, const float* grads, float* m, float* v, uint16_t* p16, int64_t lo,
+// AdamW on elements [lo, hi) of one tensor; with kBf16, each new weight's bf16 rounding too;
+// with kZero, each gradient zeroed once read.
+template <bool kBf16, bool kZero>
+void adamw_span(float* params, float* grads, float* m, float* v, uint16_t* p16, int64_t lo,
                 int64_t hi, float b1, float b2, float gs, float step_size, float inv_sqrt_bc2,
                 float eps, float decay) {
   for (int64_t i = lo; i < hi; ++i) {
     const float g = grads[i] * gs;
+    if constexpr (kZero) grads[i] = 0.f;
     m[i] = b1 * m[i] + (1.f - b1) * g;
     v[i] = b2 * v[i] + (1.f - b2) * g * g;
     const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + eps;
@@ -71,10 +73,19 @@ void adamw_span(float* params, const float* grads, float* m, float* v, uint16_t*
     if constexpr (kBf16) p16[i] = to_bf16(params[i]);
   }
 }
+
+// adamw_span with its two options as template arguments (the loop stays branch-free).
+template <typename... Args>
+void adamw_span_as(bool bf16, bool zero, Args... args) {
+  if (bf16 && zero) return adamw_span<true, true>(args...);
+  if (bf16) return adamw_span<true, false>(args...);
+  if (zero) return adamw_span<false, true>(args...);
+  adamw_span<false, false>(args...);
+}
 }  // namespace
 
-void AdamW::step(float* params, const float* grads, double lr, double grad_scale,
-                 const TrainConfig& c, uint16_t* params_bf16) {
+void AdamW::step(float* params, float* grads, double lr, double grad_scale, const TrainConfig& c,
+                 uint16_t* params_bf16, bool zero_grads) {
   ++t_;
   const double bc1 = 1.0 - std::pow(c.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(c.beta2, static_cast<double>(t_));
@@ -100,12 +111,8 @@ void AdamW::step(float* params, const float* grads, double lr, double grad_scale
       const int64_t lo = std::max(p.offset, c0), hi = std::min(p.offset + p.numel, c1);
       if (lo >= hi) continue;
       const float decay = p.decay ? wd : 0.f;
-      if (params_bf16 != nullptr)
-        adamw_span<true>(params, grads, m, v, params_bf16, lo, hi, b1, b2, gs, step_size,
-                         inv_sqrt_bc2, eps, decay);
-      else
-        adamw_span<false>(params, grads, m, v, nullptr, lo, hi, b1, b2, gs, step_size, inv_sqrt_bc2,
-                          eps, decay);
+      adamw_span_as(params_bf16 != nullptr, zero_grads, params, grads, m, v, params_bf16, lo, hi,
+                    b1, b2, gs, step_size, inv_sqrt_bc2, eps, decay);
     }
   }
 }

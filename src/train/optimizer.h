@@ -32,9 +32,10 @@ class AdamW {
   //   m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²;  p −= lr·(m̂/(√v̂ + ε) + wd·p)  (wd only where
   //   the table says decay).
   // params_bf16 (optional, the model's bf16 copy under precision bf16): also receives every
-  // updated weight rounded to bf16, in the same pass.
-  void step(float* params, const float* grads, double lr, double grad_scale, const TrainConfig& c,
-            uint16_t* params_bf16 = nullptr);
+  // updated weight rounded to bf16, in the same pass. zero_grads: each gradient is zeroed once
+  // read, in the same pass (the next step accumulates into zeros without a pass of its own).
+  void step(float* params, float* grads, double lr, double grad_scale, const TrainConfig& c,
+            uint16_t* params_bf16 = nullptr, bool zero_grads = false);
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }

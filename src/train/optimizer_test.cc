@@ -70,6 +70,24 @@ TEST(AdamWTest, WritesTheBf16CopyInTheSamePass) {
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(q16[i], to_bf16(q[i])) << i;
 }
 
+// zero_grads: the same update, and every gradient the table covers is zero afterwards.
+TEST(AdamWTest, ZeroesTheGradientsInTheSamePass) {
+  const int64_t n = 70000;  // above the parallel threshold
+  std::vector<ParamInfo> table = {{"w", {n - 5}, 0, n - 5, true}, {"norm", {5}, n - 5, 5, false}};
+  AdamW plain(table, n), zeroing(table, n);
+  TrainConfig c;
+  std::vector<float> p(n), g(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = std::sin(0.37f * static_cast<float>(i));
+    g[i] = std::cos(0.11f * static_cast<float>(i));
+  }
+  std::vector<float> q = p, g2 = g;
+  plain.step(p.data(), g.data(), 1e-3, 0.5, c);
+  zeroing.step(q.data(), g2.data(), 1e-3, 0.5, c, nullptr, /*zero_grads=*/true);
+  EXPECT_EQ(p, q);
+  EXPECT_EQ(g2, std::vector<float>(n, 0.f));
+}
+
 TEST(GradNormTest, IsTheEuclideanNorm) {
   std::vector<float> g(100001, 0.f);
   g[0] = 3.f;

@@ -134,7 +134,9 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
       tc.grad_clip > 0 && res.grad_norm > tc.grad_clip ? tc.grad_clip / res.grad_norm : 1.0;
   float* weights = model.params();
   uint16_t* weights_bf16 = model.bf16_copy_for_update();  // null under fp32
-  c.opt->step(weights, model.grads(), res.lr, res.clip_scale, tc, weights_bf16);
+  // The update zeroes each gradient as it reads it: the next step's zero_grad() has no pass.
+  c.opt->step(weights, model.grads_for_zeroing_update(), res.lr, res.clip_scale, tc, weights_bf16,
+              /*zero_grads=*/true);
   std::vector<std::vector<int64_t>> loads(model.n_moe_layers());
   for (int64_t l = 0; l < model.n_moe_layers(); ++l) loads[l] = c.metrics->load(l);
   model.end_step(std::move(loads));

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -103,6 +104,25 @@ TEST(TrainStepTest, SameStartSameStep) {
     EXPECT_EQ(ra.loss, rb.loss);
     EXPECT_EQ(ra.grad_norm, rb.grad_norm);
   }
+  EXPECT_EQ(std::vector<float>(a.model.params(), a.model.params() + a.model.num_params()),
+            std::vector<float>(b.model.params(), b.model.params() + b.model.num_params()));
+}
+
+// The update zeroes the gradients as it reads them (no zeroing pass at the next step's start);
+// gradients written outside train_step make the next step zero them itself: the same step.
+TEST(TrainStepTest, LeavesTheGradientsZeroAndStartsFromZero) {
+  const RunConfig c = small_moe();
+  Rig a(c), b(c);
+  train_step(a.ctx(), 0, "");
+  train_step(b.ctx(), 0, "");
+  const float* g = a.model.grads();
+  EXPECT_EQ(std::vector<float>(g, g + a.model.num_params()),
+            std::vector<float>(a.model.num_params(), 0.f));
+  // b: something writes its gradients between the steps.
+  std::fill(b.model.grads(), b.model.grads() + b.model.num_params(), 1.f);
+  const StepResult ra = train_step(a.ctx(), 1, ""), rb = train_step(b.ctx(), 1, "");
+  EXPECT_EQ(ra.loss, rb.loss);
+  EXPECT_EQ(ra.grad_norm, rb.grad_norm);
   EXPECT_EQ(std::vector<float>(a.model.params(), a.model.params() + a.model.num_params()),
             std::vector<float>(b.model.params(), b.model.params() + b.model.num_params()));
 }
