@@ -48,44 +48,46 @@ TEST(AdamWTest, MatchesTheFormulaAndSkipsDecayOnNorms) {
   EXPECT_EQ(opt.steps_taken(), 3);
 }
 
+// A block of n weights above the parallel threshold: a decayed tensor and a 5-element norm, with
+// weights and gradients of every sign and size.
+struct LargeBlock {
+  static constexpr int64_t n = 70000;
+  std::vector<ParamInfo> table = {{"w", {n - 5}, 0, n - 5, true}, {"norm", {5}, n - 5, 5, false}};
+  std::vector<float> p = std::vector<float>(n), g = std::vector<float>(n);
+  LargeBlock() {
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] = std::sin(0.37f * static_cast<float>(i));
+      g[i] = std::cos(0.11f * static_cast<float>(i));
+    }
+  }
+};
+
 // Under precision bf16 the pass also writes the model's bf16 copy: the same weights as without
 // it, and each one's rounding (what Bf16Gemm::refresh would make).
 TEST(AdamWTest, WritesTheBf16CopyInTheSamePass) {
-  const int64_t n = 70000;  // above the parallel threshold
-  std::vector<ParamInfo> table = {{"w", {n - 5}, 0, n - 5, true}, {"norm", {5}, n - 5, 5, false}};
-  AdamW plain(table, n), fused(table, n);
+  LargeBlock b;
+  AdamW plain(b.table, b.n), fused(b.table, b.n);
   TrainConfig c;
-  std::vector<float> p(n), g(n);
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = std::sin(0.37f * static_cast<float>(i));
-    g[i] = std::cos(0.11f * static_cast<float>(i));
-  }
-  std::vector<float> q = p;
-  std::vector<uint16_t> q16(n, 0);
+  std::vector<float> q = b.p;
+  std::vector<uint16_t> q16(b.n, 0);
   for (int t = 0; t < 3; ++t) {
-    plain.step(p.data(), g.data(), 1e-3, 1.0, c);
-    fused.step(q.data(), g.data(), 1e-3, 1.0, c, q16.data());
+    plain.step(b.p.data(), b.g.data(), 1e-3, 1.0, c);
+    fused.step(q.data(), b.g.data(), 1e-3, 1.0, c, q16.data());
   }
-  EXPECT_EQ(p, q);
-  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(q16[i], to_bf16(q[i])) << i;
+  EXPECT_EQ(b.p, q);
+  for (int64_t i = 0; i < b.n; ++i) ASSERT_EQ(q16[i], to_bf16(q[i])) << i;
 }
 
 // zero_grads: the same update, and every gradient the table covers is zero afterwards.
 TEST(AdamWTest, ZeroesTheGradientsInTheSamePass) {
-  const int64_t n = 70000;  // above the parallel threshold
-  std::vector<ParamInfo> table = {{"w", {n - 5}, 0, n - 5, true}, {"norm", {5}, n - 5, 5, false}};
-  AdamW plain(table, n), zeroing(table, n);
+  LargeBlock b;
+  AdamW plain(b.table, b.n), zeroing(b.table, b.n);
   TrainConfig c;
-  std::vector<float> p(n), g(n);
-  for (int64_t i = 0; i < n; ++i) {
-    p[i] = std::sin(0.37f * static_cast<float>(i));
-    g[i] = std::cos(0.11f * static_cast<float>(i));
-  }
-  std::vector<float> q = p, g2 = g;
-  plain.step(p.data(), g.data(), 1e-3, 0.5, c);
+  std::vector<float> q = b.p, g2 = b.g;
+  plain.step(b.p.data(), b.g.data(), 1e-3, 0.5, c);
   zeroing.step(q.data(), g2.data(), 1e-3, 0.5, c, nullptr, /*zero_grads=*/true);
-  EXPECT_EQ(p, q);
-  EXPECT_EQ(g2, std::vector<float>(n, 0.f));
+  EXPECT_EQ(b.p, q);
+  EXPECT_EQ(g2, std::vector<float>(b.n, 0.f));
 }
 
 TEST(GradNormTest, IsTheEuclideanNorm) {
