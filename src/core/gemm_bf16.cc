@@ -154,6 +154,16 @@ Bf16Gemm::Rounded Bf16Gemm::round_once(const float* x, int64_t rows, int64_t col
   return Rounded{data, rows, cols};
 }
 
+uint16_t* Bf16Gemm::rounded_buffer(int64_t rows, int64_t cols) const {
+  const Impl& s = *impl_;
+  Buffer<uint16_t>& buf = s.kept[static_cast<std::size_t>(s.slot())];
+  const int64_t rows_out = padded_k(rows);
+  if (static_cast<int64_t>(buf.size()) < rows_out * cols)
+    buf.reset(static_cast<std::size_t>(rows_out * cols));
+  std::fill(buf.data() + rows * cols, buf.data() + rows_out * cols, uint16_t{0});
+  return buf.data();
+}
+
 void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const Rounded& a, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc) const {

@@ -78,6 +78,10 @@ class Bf16Gemm {
   // Rounds x [rows, cols] (row stride ld; not a weight of the block) into the calling thread's
   // own buffer. Valid until the same thread's next round_once.
   Rounded round_once(const float* x, int64_t rows, int64_t cols, int64_t ld) const;
+  // The same buffer for a kernel that writes its output in bf16 itself: [rows, cols] to fill,
+  // the zero rows after them already there; then Rounded{buffer, rows, cols} reads it. Valid
+  // until the same thread's next round_once or rounded_buffer.
+  uint16_t* rounded_buffer(int64_t rows, int64_t cols) const;
   // gemm() with A already rounded: op(A) is a.data [m, k] (trans_a false: a.rows = m, a.cols = k)
   // or its transpose (a.rows = k, a.cols = m). The same bits as gemm() on the fp32 A.
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

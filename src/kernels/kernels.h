@@ -22,9 +22,9 @@
 
 #include <cstdint>
 
-namespace sy {
+#include "core/gemm_bf16.h"
 
-class Bf16Gemm;
+namespace sy {
 
 // ---- matmul: out[N,OC] = inp[N,IC] · weight[OC,IC]ᵀ (a Linear layer without bias, HF layout) ----
 template <typename T>
@@ -39,6 +39,10 @@ void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
 template <typename T>
 void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
                      int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16);
+// The same with dout already rounded (a kernel wrote it in bf16; precision bf16 only).
+void linear_backward(float* dinp, float dinp_beta, float* dweight, const Bf16Gemm::Rounded& dout,
+                     const float* inp, const float* weight, int64_t N, int64_t IC, int64_t OC,
+                     const Bf16Gemm& bf16);
 
 // ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
 template <typename T>
@@ -112,13 +116,22 @@ void embedding_backward(T* dwte, const T* dout, const int32_t* tokens, int64_t N
 
 // ---- cross-entropy over the vocabulary ----
 // losses[n] = logsumexp(logits[n,:]) − logits[n, targets[n]]; targets[n] < 0 means "ignore"
-// (loss 0, gradient 0).
+// (loss 0, gradient 0). lse (optional, [2N]) receives each row's logsumexp for the backward in two
+// parts: lse[2n] = the row's max m, lse[2n+1] = log Σ e^(logits − m) (apart, so that logits − m
+// stays exact where logits are large).
 template <typename T>
-void xent_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V);
+void xent_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V,
+                  T* lse = nullptr);
 // dlogits[n,:] = scale · (softmax(logits[n,:]) − onehot(targets[n])); 0 for ignored rows.
-// OVERWRITES dlogits; dlogits may equal logits (computed in place, row by row).
+// OVERWRITES dlogits; dlogits may equal logits (computed in place, row by row). lse: the
+// forward's (then one pass: softmax = e^((logits − m) − log Σ)), or null (computed again).
 template <typename T>
 void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale, int64_t N,
-                   int64_t V);
+                   int64_t V, const T* lse = nullptr);
+// The same gradient (with the forward's lse) written in bf16: dlogits16[n,:] is to_bf16 of what
+// xent_backward writes, bit for bit, without its fp32 array (the LM head's backward GEMMs read
+// it under precision bf16).
+void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
+                        float scale, int64_t N, int64_t V, const float* lse);
 
 }  // namespace sy

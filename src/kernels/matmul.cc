@@ -12,15 +12,21 @@ void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC
   gemm_at(bf16, false, true, N, OC, IC, T(1), inp, IC, weight, IC, T(0), out, OC);
 }
 
+void linear_backward(float* dinp, float dinp_beta, float* dweight, const Bf16Gemm::Rounded& dout,
+                     const float* inp, const float* weight, int64_t N, int64_t IC, int64_t OC,
+                     const Bf16Gemm& bf16) {
+  bf16.gemm(false, false, N, IC, OC, 1.f, dout, weight, IC, dinp_beta, dinp, IC);  // [N,IC]
+  bf16.gemm(true, false, OC, IC, N, 1.f, dout, inp, IC, 1.f, dweight, IC);         // [OC,IC]
+}
+
 template <typename T>
 void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
                      int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16) {
   if constexpr (std::is_same_v<T, float>) {
     if (bf16 != nullptr && dinp != nullptr && dweight != nullptr) {
       // The same bits as rounding dout in each GEMM, half the rounding passes.
-      const Bf16Gemm::Rounded d = bf16->round_once(dout, N, OC, OC);
-      bf16->gemm(false, false, N, IC, OC, 1.f, d, weight, IC, dinp_beta, dinp, IC);  // [N,IC]
-      bf16->gemm(true, false, OC, IC, N, 1.f, d, inp, IC, 1.f, dweight, IC);         // [OC,IC]
+      linear_backward(dinp, dinp_beta, dweight, bf16->round_once(dout, N, OC, OC), inp, weight, N,
+                      IC, OC, *bf16);
       return;
     }
   }

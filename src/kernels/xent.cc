@@ -1,6 +1,10 @@
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 
+#include "core/gemm_bf16.h"  // to_bf16
 #include "core/vec_math.h"
 #include "kernels/kernels.h"
 
@@ -16,58 +20,154 @@ T row_max(const T* x, int64_t V) {
   return m;
 }
 
+// The logsumexp of one row in two parts: {m, log Σ e^(x − m)}, m the row's max — kept apart so
+// that x − m stays exact where the logits are large. A NaN logit makes the second NaN (through the
+// sum), so a diverged model's loss is NaN.
+template <typename T>
+std::array<T, 2> row_logsumexp(const T* x, int64_t V) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t full = V / 16 * 16;
+    const __mmask16 tail = static_cast<__mmask16>((1u << (V - full)) - 1u);
+    __m512 vm = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < full; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + j));
+    if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, x + full));
+    const float m = _mm512_reduce_max_ps(vm);
+    const __m512 mm = _mm512_set1_ps(m);
+    __m512 vs = _mm512_setzero_ps();
+    for (int64_t j = 0; j < full; j += 16)
+      vs = _mm512_add_ps(vs,
+                         detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(x + j), mm)));
+    if (tail) {
+      const __m512 e =
+          detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), mm));
+      vs = _mm512_mask_add_ps(vs, tail, vs, e);
+    }
+    return {m, std::log(_mm512_reduce_add_ps(vs))};
+  }
+#endif
+  const T m = row_max(x, V);
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < V; ++j) sum += detail::fast_exp(x[j] - m);
+  return {m, std::log(sum)};
+}
+
+// d[j] = scale · (e^((x[j] − m) − ls) − [j == target]) for one row, {m, ls} its logsumexp;
+// store(j, d, mask) writes the 16 values at j (those in `mask`), as fp32 or bf16. x may alias
+// what store writes: each block is read before it is stored.
+#if defined(__AVX512F__)
+template <typename Store>
+void row_gradient16(const float* x, std::array<float, 2> lse, int32_t target, float scale,
+                    int64_t V, Store&& store) {
+  const int64_t full = V / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (V - full)) - 1u);
+  const __m512 vm = _mm512_set1_ps(lse[0]), vl = _mm512_set1_ps(lse[1]);
+  const __m512 vs = _mm512_set1_ps(scale);
+  const auto block = [&](int64_t j, __mmask16 mask) {
+    __m512 d = _mm512_mul_ps(detail::fast_exp_nonpositive(_mm512_sub_ps(
+                                 _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + j), vm), vl)),
+                             vs);
+    if (target >= j && target < j + 16)  // the target's lane, in the same rounding as the rest
+      d = _mm512_mask_sub_ps(d, static_cast<__mmask16>(1u << (target - j)), d, vs);
+    store(j, d, mask);
+  };
+  for (int64_t j = 0; j < full; j += 16) block(j, 0xffff);
+  if (tail) block(full, tail);
+}
+
+// to_bf16 on 16 floats, in the low 16 bits of each lane (the scalar's rounding: to nearest even,
+// NaN stays NaN).
+inline __m512i to_bf16_16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return r;
+}
+#endif
+
 }  // namespace
 
 template <typename T>
-void xent_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V) {
+void xent_forward(T* losses, const T* logits, const int32_t* targets, int64_t N, int64_t V,
+                  T* lse) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     if (targets[n] < 0) {
       losses[n] = 0;
+      if (lse != nullptr) lse[2 * n] = lse[2 * n + 1] = 0;
       continue;
     }
     const T* x = logits + n * V;  // [V]
-    const T m = row_max(x, V);
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < V; ++j) sum += detail::fast_exp(x[j] - m);
+    const std::array<T, 2> z = row_logsumexp(x, V);
     // (m − x_t) first: both are large and close for confident predictions, the log term is small.
-    losses[n] = (m - x[targets[n]]) + std::log(sum);
+    losses[n] = (z[0] - x[targets[n]]) + z[1];
+    if (lse != nullptr) lse[2 * n] = z[0], lse[2 * n + 1] = z[1];
   }
 }
 
 template <typename T>
 void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale, int64_t N,
-                   int64_t V) {
+                   int64_t V, const T* lse) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     T* d = dlogits + n * V;       // [V]
-    const T* x = logits + n * V;  // [V], may be d itself
-    if (targets[n] < 0) {
+    const T* x = logits + n * V;  // [V], may be d itself: each value is read before it is written
+    const int32_t t = targets[n];
+    if (t < 0) {
       std::fill(d, d + V, T(0));
       continue;
     }
-    const T m = row_max(x, V);
-    // Every pass reads x[j] before writing d[j] at the same j, so d == x is safe; the exps are
-    // stored once rather than recomputed (a row of V = 8192 floats stays in L1).
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < V; ++j) {
-      const T e = detail::fast_exp(x[j] - m);
-      d[j] = e;
-      sum += e;
+    const std::array<T, 2> z =
+        lse != nullptr ? std::array<T, 2>{lse[2 * n], lse[2 * n + 1]} : row_logsumexp(x, V);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
+        _mm512_mask_storeu_ps(d + j, mask, v);
+      });
+      continue;
     }
-    const T c = scale / sum;
+#endif
 #pragma omp simd
-    for (int64_t j = 0; j < V; ++j) d[j] *= c;
-    d[targets[n]] -= scale;
+    for (int64_t j = 0; j < V; ++j) d[j] = detail::fast_exp((x[j] - z[0]) - z[1]) * scale;
+    d[t] -= scale;
   }
 }
 
-template void xent_forward<float>(float*, const float*, const int32_t*, int64_t, int64_t);
-template void xent_forward<double>(double*, const double*, const int32_t*, int64_t, int64_t);
-template void xent_backward<float>(float*, const float*, const int32_t*, float, int64_t, int64_t);
+void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
+                        float scale, int64_t N, int64_t V, const float* lse) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    uint16_t* d = dlogits16 + n * V;  // [V]
+    const float* x = logits + n * V;  // [V]
+    const int32_t t = targets[n];
+    if (t < 0) {
+      std::fill(d, d + V, uint16_t{0});
+      continue;
+    }
+    const std::array<float, 2> z = {lse[2 * n], lse[2 * n + 1]};
+#if defined(__AVX512F__)
+    row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
+      _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, to_bf16_16(v));
+    });
+#else
+    const auto p = [&](int64_t j) { return detail::fast_exp((x[j] - z[0]) - z[1]) * scale; };
+    for (int64_t j = 0; j < V; ++j) d[j] = to_bf16(p(j));
+    d[t] = to_bf16(p(t) - scale);
+#endif
+  }
+}
+
+template void xent_forward<float>(float*, const float*, const int32_t*, int64_t, int64_t, float*);
+template void xent_forward<double>(double*, const double*, const int32_t*, int64_t, int64_t,
+                                   double*);
+template void xent_backward<float>(float*, const float*, const int32_t*, float, int64_t, int64_t,
+                                   const float*);
 template void xent_backward<double>(double*, const double*, const int32_t*, double, int64_t,
-                                    int64_t);
+                                    int64_t, const double*);
 
 }  // namespace sy

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
+#include "core/gemm_bf16.h"
 #include "kernels/kernels.h"
 #include "kernels/test_util.h"
 
@@ -70,6 +72,57 @@ TEST(XentTest, FloatMatchesDouble) {
   xent_backward(dlogits_f.data(), logits_f.data(), targets.data(), 1.f, N, V);
   EXPECT_LT(testing::rel_error(losses_f, losses), 1e-5);
   EXPECT_LT(testing::rel_error(dlogits_f, dlogits), 1e-5);
+}
+
+// The forward's logsumexp, kept for the backward: the same gradient as computing it again, to
+// the bit; its two parts add up to the logsumexp and give the loss.
+TEST(XentTest, BackwardFromTheForwardsLogsumexpIsTheSame) {
+  for (const int64_t V : {int64_t{37}, int64_t{8192 + 5}}) {
+    constexpr int64_t N = 5;
+    const std::vector<int32_t> targets = {4, -1, 0, static_cast<int32_t>(V - 1), 20};
+    auto logits = to_float(randn(N * V, 3, 4.0));
+    std::vector<float> losses(N), lse(2 * N, 7.f), d1(N * V), d2(N * V);
+    xent_forward(losses.data(), logits.data(), targets.data(), N, V, lse.data());
+    xent_backward(d1.data(), logits.data(), targets.data(), 0.25f, N, V);
+    xent_backward(d2.data(), logits.data(), targets.data(), 0.25f, N, V, lse.data());
+    EXPECT_EQ(d1, d2) << V;
+    for (int64_t n = 0; n < N; ++n) {
+      if (targets[n] < 0) continue;
+      double z = 0;
+      for (int64_t j = 0; j < V; ++j) z += std::exp(static_cast<double>(logits[n * V + j]));
+      EXPECT_NEAR(lse[2 * n] + lse[2 * n + 1], std::log(z), 1e-5 * std::abs(std::log(z)) + 1e-6)
+          << V << " " << n;
+      EXPECT_EQ(losses[n], (lse[2 * n] - logits[n * V + targets[n]]) + lse[2 * n + 1]);
+    }
+  }
+}
+
+// Under bf16 the LM head's GEMMs read the gradient rounded: written so directly, the rounding of
+// the fp32 gradient bit for bit (tails of a vector width, the target, ignored rows).
+TEST(XentTest, Bf16GradientIsTheRoundedFp32One) {
+  for (const int64_t V : {int64_t{3}, int64_t{37}, int64_t{8192 + 5}}) {
+    constexpr int64_t N = 5;
+    const std::vector<int32_t> targets = {0, -1, 2, static_cast<int32_t>(V - 1), 1};
+    auto logits = to_float(randn(N * V, 4, 4.0));
+    std::vector<float> losses(N), lse(2 * N), d(N * V);
+    std::vector<uint16_t> d16(N * V, 0xffff);
+    xent_forward(losses.data(), logits.data(), targets.data(), N, V, lse.data());
+    xent_backward(d.data(), logits.data(), targets.data(), 0.125f, N, V, lse.data());
+    xent_backward_bf16(d16.data(), logits.data(), targets.data(), 0.125f, N, V, lse.data());
+    for (int64_t i = 0; i < N * V; ++i) ASSERT_EQ(d16[i], to_bf16(d[i])) << V << " " << i;
+  }
+}
+
+// A NaN logit makes the loss NaN (the trainer's divergence check reads the loss).
+TEST(XentTest, NanLogitGivesNanLoss) {
+  for (const int64_t V : {int64_t{37}, int64_t{64}}) {
+    std::vector<float> logits(V, 0.5f);
+    logits[V / 2] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<int32_t> target = {1};
+    float loss = 0;
+    xent_forward(&loss, logits.data(), target.data(), 1, V);
+    EXPECT_TRUE(std::isnan(loss)) << V;
+  }
 }
 
 TEST(XentTest, StableForLargeLogits) {

@@ -188,6 +188,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
   rstdf_.reset(N);
   logits_.reset(N * V_);
   losses_.reset(N);
+  lse_.reset(2 * N);
   tmp_.reset(N * D_);
   dres_.reset(N * D_);
   dln_.reset(N * D_);
@@ -348,7 +349,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   clock.lap();
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
   matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
-  xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_);
+  xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_, lse_.data());
   for (int64_t i = 0; i < N; ++i) {
     if (targets_[i] < 0) continue;
     st.ce_sum += static_cast<double>(losses_[i]);
@@ -357,6 +358,25 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   pt.head_s += clock.lap();
   pt.total_s += whole.lap();
   return st;
+}
+
+template <typename T>
+void Transformer<T>::head_backward(T ce_scale, T* dln) {
+  const int64_t N = b_ * S_, D = D_;
+  const T* P = params_.data();
+  T* G = grads_.data();
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_) {
+      uint16_t* d16 = bf16_->rounded_buffer(N, V_);
+      xent_backward_bf16(d16, logits_.data(), targets_.data(), ce_scale, N, V_, lse_.data());
+      linear_backward(dln, 0.f, G + lm_head_, Bf16Gemm::Rounded{d16, N, V_}, lnf_.data(),
+                      P + lm_head_, N, D, V_, *bf16_);
+      return;
+    }
+  }
+  xent_backward(logits_.data(), logits_.data(), targets_.data(), ce_scale, N, V_, lse_.data());
+  linear_backward(dln, T(0), G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_,
+                  static_cast<const Bf16Gemm*>(nullptr));
 }
 
 template <typename T>
@@ -370,10 +390,9 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
   T* G = grads_.data();
   T* dres = dres_.data();
   T* dln = dln_.data();
-  // Head: cross-entropy → lm_head → final norm.
-  xent_backward(logits_.data(), logits_.data(), targets_.data(), ce_scale, N, V_);
-  std::fill(dln, dln + N * D, T(0));
-  matmul_backward(dln, G + lm_head_, logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
+  // Head: cross-entropy → lm_head → final norm. The gradient of the logits from the forward's
+  // logsumexp (one pass), in place; under bf16 written rounded for the two GEMMs instead.
+  head_backward(ce_scale, dln);
   std::fill(dres, dres + N * D, T(0));
   rmsnorm_backward(dres, G + norm_, dln, res_.back().data(), P + norm_, rstdf_.data(), N, D);
   pt.head_s += clock.lap();

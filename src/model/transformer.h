@@ -192,6 +192,10 @@ class Transformer {
   void reset_phase_times() { forward_times_ = backward_times_ = PhaseTimes{}; }
 
  private:
+  // The head's backward: cross-entropy's gradient, then the LM head's two GEMMs into dln [N, D]
+  // (overwritten) and the LM head's weight gradient.
+  void head_backward(T ce_scale, T* dln);
+
   struct Layer {
     int64_t ln1, qkv, o, ln2;  // parameter offsets
     int64_t router = -1, gate_up = -1, down = -1, shared_gate_up = -1, shared_down = -1;
@@ -236,7 +240,8 @@ class Transformer {
   std::vector<Buffer<T>> dense_hu_, dense_act_;  // dense layers only
   std::vector<MoeActivations<T>> moe_acts_;
   std::vector<RoutingStats> moe_stats_;
-  Buffer<T> lnf_, rstdf_, logits_, losses_;
+  Buffer<T> lnf_, rstdf_, logits_, losses_,
+      lse_;        // lse_ [2N]: each token's logsumexp (xent_forward)
   Buffer<T> tmp_;  // [N, D] projection / FFN output before the residual add
   // Backward scratch.
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
