@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "core/gemm_bf16.h"  // to_bf16
 #include "core/vec_math.h"
@@ -90,6 +91,16 @@ inline __m512i to_bf16_16(__m512 x) {
 }
 #endif
 
+// The row gradient without AVX-512 (or for T = double): one out-of-line function for the fp32
+// and the bf16 outputs, so that both compute each value the same way (the same contractions).
+template <typename T>
+[[gnu::noinline]] void row_gradient(const T* x, std::array<T, 2> z, int32_t t, T scale, int64_t V,
+                                    T* d) {
+#pragma omp simd
+  for (int64_t j = 0; j < V; ++j) d[j] = detail::fast_exp((x[j] - z[0]) - z[1]) * scale;
+  d[t] -= scale;
+}
+
 }  // namespace
 
 template <typename T>
@@ -132,33 +143,36 @@ void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale,
       continue;
     }
 #endif
-#pragma omp simd
-    for (int64_t j = 0; j < V; ++j) d[j] = detail::fast_exp((x[j] - z[0]) - z[1]) * scale;
-    d[t] -= scale;
+    row_gradient(x, z, t, scale, V, d);
   }
 }
 
 void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
                         float scale, int64_t N, int64_t V, const float* lse) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    uint16_t* d = dlogits16 + n * V;  // [V]
-    const float* x = logits + n * V;  // [V]
-    const int32_t t = targets[n];
-    if (t < 0) {
-      std::fill(d, d + V, uint16_t{0});
-      continue;
-    }
-    const std::array<float, 2> z = {lse[2 * n], lse[2 * n + 1]};
-#if defined(__AVX512F__)
-    row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
-      _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, to_bf16_16(v));
-    });
-#else
-    const auto p = [&](int64_t j) { return detail::fast_exp((x[j] - z[0]) - z[1]) * scale; };
-    for (int64_t j = 0; j < V; ++j) d[j] = to_bf16(p(j));
-    d[t] = to_bf16(p(t) - scale);
+#pragma omp parallel
+  {
+#if !defined(__AVX512F__)
+    std::vector<float> row(static_cast<std::size_t>(V));  // this thread's fp32 row
 #endif
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      uint16_t* d = dlogits16 + n * V;  // [V]
+      const float* x = logits + n * V;  // [V]
+      const int32_t t = targets[n];
+      if (t < 0) {
+        std::fill(d, d + V, uint16_t{0});
+        continue;
+      }
+      const std::array<float, 2> z = {lse[2 * n], lse[2 * n + 1]};
+#if defined(__AVX512F__)
+      row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
+        _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, to_bf16_16(v));
+      });
+#else
+      row_gradient(x, z, t, scale, V, row.data());
+      for (int64_t j = 0; j < V; ++j) d[j] = to_bf16(row[j]);
+#endif
+    }
   }
 }
 
