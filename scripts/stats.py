@@ -306,14 +306,11 @@ def load_manifest(path):
 
 
 def metric_order(names):
-    """METRICS first, then specialisation.layer<l> by l, then domain metrics by domain."""
+    """METRICS first, then specialisation.layer<l> by l, then domain metrics by domain name
+    (sorted: `names` may be a set, whose order changes from one process to the next)."""
     base = [k for k in METRICS if k in names]
     layers = sorted((k for k in names if LAYER_RE.match(k)), key=lambda k: int(LAYER_RE.match(k).group(1)))
-    doms = []
-    for k in names:
-        mt = DOMAIN_RE.match(k)
-        if mt and mt.group(1) not in doms:
-            doms.append(mt.group(1))
+    doms = sorted({DOMAIN_RE.match(k).group(1) for k in names if DOMAIN_RE.match(k)})
     dom_keys = [f"domain.{d}.{m}" for d in doms for m in DOMAIN_METRICS if f"domain.{d}.{m}" in names]
     return base + layers + dom_keys
 

@@ -201,6 +201,14 @@ class RunMetricsTest(unittest.TestCase):
         self.assertIsNone(m["seconds_to_target"])
         self.assertIsNone(m["oracle_objective_gap"])
 
+    def test_metric_order_does_not_depend_on_the_order_names_come_in(self):
+        names = ["domain.web.final_loss", "specialisation.layer3", "final_loss", "domain.code.best_loss",
+                 "domain.code.final_loss", "specialisation.layer1", "domain.web.best_loss"]
+        want = ["final_loss", "specialisation.layer1", "specialisation.layer3", "domain.code.final_loss",
+                "domain.code.best_loss", "domain.web.final_loss", "domain.web.best_loss"]
+        self.assertEqual(stats.metric_order(names), want)
+        self.assertEqual(stats.metric_order(list(reversed(names))), want)
+
     def test_the_metric_names_are_those_the_loader_accepts(self):
         with open(os.path.join(HERE, "..", "src", "train", "experiment.h"), encoding="utf-8") as f:
             header = f.read()
