@@ -39,7 +39,16 @@ RULE = ("A claim says that the arm's metric is lower (or higher) than the refere
         "claimed side of 0 (below 0 for lower, above 0 for higher), contradicted if it lies "
         "wholly on the other side, not resolved otherwise (the interval contains 0 or touches "
         "it), and not resolved with fewer than 2 seeds or when a seed lacks the metric in "
-        "either arm (e.g. the target loss never reached).")
+        "either arm. Time to target (*_to_target): a run that trained to its end without "
+        "reaching the target has its length (steps, or training seconds) as a lower bound of "
+        "its value. Where only the arm's runs are censored, each d_k from their bounds is a "
+        "lower bound of the true difference, so an interval wholly above 0 decides (the arm "
+        "is slower); where only the reference's are, the d_k are upper bounds and only an "
+        "interval wholly below 0 decides; otherwise (bounds that do not decide, or a seed "
+        "censored in both arms) not resolved.")
+
+# The time-to-target metrics: a run that never reaches the target has a lower bound instead.
+TARGET_METRICS = ["steps_to_target", "seconds_to_target", "steps_to_target_causal", "seconds_to_target_causal"]
 
 # Metric names (src/train/experiment.h: kClaimMetrics and kDomainMetrics), in table order.
 METRICS = ["final_loss", "final_perplexity", "best_loss", "best_perplexity", "final_loss_causal",
@@ -125,14 +134,32 @@ def time_to_target(train, evals, target, key="loss"):
                 if num(e.get(key)) and e[key] <= target), None)
     if hit is None:
         return None, None
+    return int(hit), training_seconds(train, hit)
+
+
+def training_seconds(train, through_step):
+    """The sum of step_ms through `through_step`, in seconds; an oracle step counts at the
+    run's median step time (see time_to_target)."""
     plain = [t["step_ms"] for t in train if num(t.get("step_ms")) and not has_oracle(t)]
     median = float(np.median(plain)) if plain else 0.0
     ms = 0.0
     for t in train:
-        if t["step"] > hit:
+        if t["step"] > through_step:
             break
         ms += median if has_oracle(t) or not num(t.get("step_ms")) else t["step_ms"]
-    return int(hit), ms / 1000.0
+    return ms / 1000.0
+
+
+def target_bounds(train, evals, metrics, target):
+    """For a finished run that never reached the target: {metric: lower bound} for each
+    *_to_target metric it lacks -- its length, in steps or training seconds (had it trained
+    on, it would have reached the target later than that, if at all). Empty without a target
+    or evaluations."""
+    if target is None or not train or not evals:
+        return {}
+    last = train[-1]["step"]
+    length = {"steps": float(last), "seconds": training_seconds(train, last)}
+    return {k: length[k.split("_")[0]] for k in TARGET_METRICS if metrics.get(k) is None}
 
 
 def has_oracle(t):
@@ -270,6 +297,28 @@ def paired(arm, ref):
     return out
 
 
+def paired_censored(arm, ref, arm_bounds, ref_bounds):
+    """paired() for a time-to-target metric with censored seeds: a missing value is replaced by
+    its run's lower bound (target_bounds). Adds `bound`: "lower" when only arm values were
+    replaced (every d_k is a lower bound of the true difference), "upper" when only ref values
+    were, None when nothing was; `censored`: {"arm": seeds, "reference": seeds}. None when the
+    bounds cannot help: a seed censored in both arms, a value missing without a bound, or both
+    arms censored (in different seeds)."""
+    seeds = sorted(set(arm) | set(ref))
+    arm_c = [k for k in seeds if not num(arm.get(k)) and num(arm_bounds.get(k))]
+    ref_c = [k for k in seeds if not num(ref.get(k)) and num(ref_bounds.get(k))]
+    if arm_c and ref_c:
+        return None
+    a = {k: arm[k] if num(arm.get(k)) else arm_bounds.get(k) for k in seeds}
+    b = {k: ref[k] if num(ref.get(k)) else ref_bounds.get(k) for k in seeds}
+    out = paired(a, b)
+    if out["missing"]:
+        return None
+    out["bound"] = "lower" if arm_c else "upper" if ref_c else None
+    out["censored"] = {"arm": arm_c, "reference": ref_c}
+    return out
+
+
 def verdict(diff, better):
     """(verdict, reason) of a claim from its paired difference (paired()) and side
     ("lower": the arm's metric is claimed below the reference's)."""
@@ -281,6 +330,11 @@ def verdict(diff, better):
         return NOT_RESOLVED, f"{diff['n']} seed(s): an interval needs at least 2"
     lo, hi = diff["ci95"]
     below, above = hi < 0, lo > 0
+    bound = diff.get("bound")
+    if bound == "lower" and not above:
+        return NOT_RESOLVED, "the differences are lower bounds (the arm censored) and their interval is not wholly above 0"
+    if bound == "upper" and not below:
+        return NOT_RESOLVED, "the differences are upper bounds (the reference censored) and their interval is not wholly below 0"
     if (below and better == "lower") or (above and better == "higher"):
         return SUPPORTED, "the 95% interval lies on the claimed side of 0"
     if below or above:
@@ -367,8 +421,10 @@ def summarise(manifest_path):
     for arm in man["arms"]:
         runs = []
         for run, train, evals in records[arm["name"]]:
+            m = run_metrics(train, evals, target)
             runs.append({"seed": run["seed"], "dir": run["dir"], "train_seed": run.get("train_seed"),
-                         "steps": train[-1]["step"], "metrics": run_metrics(train, evals, target)})
+                         "steps": train[-1]["step"], "metrics": m,
+                         "target_bounds": target_bounds(train, evals, m, target)})
         arms[arm["name"]] = {"runs": runs}
     # Every metric some run has, for every arm (an arm without it shows which seeds lack it).
     names = set()
@@ -388,6 +444,9 @@ def summarise(manifest_path):
     def by_seed(name, k):
         return {r["seed"]: r["metrics"].get(k) for r in arms[name]["runs"]}
 
+    def bounds(name, k):
+        return {r["seed"]: r["target_bounds"].get(k) for r in arms[name]["runs"]}
+
     paired_out = {}
     if reference in arms:
         for name in arms:
@@ -405,8 +464,16 @@ def summarise(manifest_path):
         else:
             ref = c["value"] if "value" in c else by_seed(c["reference"], c["metric"])
             diff = paired(by_seed(c["arm"], c["metric"]), ref)
+            if diff["missing"] and c["metric"] in TARGET_METRICS and "value" not in c:
+                diff = paired_censored(by_seed(c["arm"], c["metric"]), ref, bounds(c["arm"], c["metric"]),
+                                       bounds(c["reference"], c["metric"])) or diff
             v, why = verdict(diff, c["better"])
-            if diff["missing"]:
+            if diff.get("bound"):
+                who = c["arm"] if diff["bound"] == "lower" else c["reference"]
+                seeds = diff["censored"]["arm" if diff["bound"] == "lower" else "reference"]
+                why += (f" ({who} never reached the target at seed(s) {', '.join(map(str, seeds))}: "
+                        f"its run length stands in as a lower bound)")
+            elif diff["missing"]:
                 lacking = [(n, sorted(k for k, x in by_seed(n, c["metric"]).items() if not num(x)))
                            for n in (c["arm"], c.get("reference")) if n in arms]
                 why += " (" + "; ".join(f"{n} lacks it at seed(s) {', '.join(map(str, ks))}"
@@ -457,6 +524,8 @@ def fstat(d):
         s += f" [{fnum(d['ci95'][0], m)}, {fnum(d['ci95'][1], m)}]"
     if d.get("missing"):
         s += f" (n={d['n']}, missing seed {', '.join(map(str, d['missing']))})"
+    if d.get("bound"):
+        s += f" ({d['bound']} bounds: a run never reached the target)"
     return s
 
 

@@ -292,6 +292,50 @@ class ExperimentTest(unittest.TestCase):
         self.assertEqual(stats.fstat(worse), "— (no value at any seed)")
         self.assertEqual(s["paired"]["noisy"]["stats"]["steps_to_target"]["missing"], [2])
 
+    def test_a_run_that_never_reaches_the_target_is_a_lower_bound(self):
+        # An arm "slow" of 12 steps whose loss stays above the target 5.25 (evaluations every 2
+        # steps at 5.5 + 0.125 * (12 - step)): its length, 12 steps or 1.2 s, bounds its time
+        # to target from below. ref reaches it at steps 4, 6, 6 (0.4, 0.6, 0.6 s).
+        with open(self.manifest) as f:
+            man = json.load(f)
+        runs = []
+        for k in (1, 2, 3):
+            write_run(os.path.join(self.root, f"slow/seed-{k}"), simple_run(5.5, steps=12))
+            runs.append({"seed": k, "dir": f"slow/seed-{k}"})
+        man["arms"].append({"name": "slow", "runs": runs})
+        man["claims"] = [
+            {"metric": "steps_to_target", "better": "lower", "arm": "slow", "reference": "ref"},
+            {"metric": "seconds_to_target", "better": "higher", "arm": "slow", "reference": "ref"},
+            {"metric": "steps_to_target", "better": "lower", "arm": "ref", "reference": "slow"},
+            {"metric": "steps_to_target", "better": "lower", "arm": "worse", "reference": "ref"},
+            {"metric": "steps_to_target", "better": "lower", "arm": "slow", "reference": "worse"}]
+        with open(self.manifest, "w") as f:
+            json.dump(man, f)
+        s = stats.summarise(self.manifest)
+        self.assertEqual(s["arms"]["slow"]["runs"][0]["target_bounds"],
+                         {"steps_to_target": 12.0, "seconds_to_target": 1.2,
+                          "steps_to_target_causal": 12.0, "seconds_to_target_causal": 1.2})
+        self.assertEqual(s["arms"]["ref"]["runs"][1]["target_bounds"], {})  # reached it
+        c = s["claims"]
+        # slow - ref >= 8, 6, 6 steps: mean 6.667, t-interval [3.80, 9.54], wholly above 0
+        self.assertEqual(c[0]["difference"]["values"], [8.0, 6.0, 6.0])
+        self.assertEqual(c[0]["difference"]["bound"], "lower")
+        self.assertAlmostEqual(c[0]["difference"]["ci95"][0], 20 / 3 - T_975_2 * (2 / math.sqrt(3)) / math.sqrt(3))
+        self.assertEqual(c[0]["verdict"], stats.CONTRADICTED)
+        self.assertIn("slow never reached the target at seed(s) 1, 2, 3", c[0]["reason"])
+        self.assertEqual(c[1]["verdict"], stats.SUPPORTED)  # seconds: >= 0.8, 0.6, 0.6
+        self.assertAlmostEqual(c[1]["difference"]["mean"], 2.0 / 3)
+        # ref - slow <= -8, -6, -6: upper bounds wholly below 0
+        self.assertEqual((c[2]["difference"]["bound"], c[2]["verdict"]), ("upper", stats.SUPPORTED))
+        # worse (6 steps) - ref >= 2, 0, 0: bounds whose interval contains 0 decide nothing
+        self.assertEqual(c[3]["difference"]["values"], [2.0, 0.0, 0.0])
+        self.assertEqual(c[3]["verdict"], stats.NOT_RESOLVED)
+        self.assertIn("lower bounds", c[3]["reason"])
+        # both arms censored: no bound on the difference
+        self.assertEqual(c[4]["verdict"], stats.NOT_RESOLVED)
+        self.assertIn("lack a value", c[4]["reason"])
+        self.assertIn("(lower bounds: a run never reached the target)", stats.markdown(s))
+
     def test_a_run_not_trained_yet_is_left_out_with_a_note(self):
         os.remove(os.path.join(self.root, "noisy", "seed-3", "metrics.jsonl"))
         s = stats.summarise(self.manifest)
