@@ -184,7 +184,7 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
                    "slices on shared machines); the same command resumes")
       ->check(CLI::PositiveNumber);
 
-  std::string ckpt, tokens;
+  std::string ckpt, tokens, eval_batches = "auto";
   int64_t max_sequences = 0, threads = 2;
   CLI::App* eval = app.add_subcommand(
       "eval",
@@ -204,6 +204,13 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
                    "evaluate at most this many sequences (0 = all)")
       ->check(CLI::NonNegativeNumber);
   eval->add_option("--threads", threads, "OpenMP threads")->check(CLI::PositiveNumber);
+  eval->add_option("--batches", eval_batches,
+                   "how micro-batches are composed from the per-domain validation sets: auto (as "
+                   "training's, data.composition), mixed (domains dealt out in turn) or "
+                   "per-domain; changes the losses of routers that route a micro-batch as a whole "
+                   "(Expert Choice, Sinkhorn, optimal), not of token choice")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "mixed", "per-domain"}));
 
   // data: build the demo corpus, or turn your own text into a dataset.
   CLI::App* data = app.add_subcommand(
@@ -366,7 +373,8 @@ int run(int argc, char** argv, sy::StopSignals& signals) {
     return run_experiment(exp_path, exp_opt, command, exp_dry, !exp_no_report, exp_quiet, signals);
   }
   if (*eval) {
-    sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads);
+    sy::EvalResult r = sy::evaluate_checkpoint(ckpt, tokens, max_sequences, threads,
+                                               sy::parse_eval_batches(eval_batches));
     nlohmann::json j = nlohmann::json::parse(r.record_json);
     j["checkpoint"] = ckpt;
     j["data"] = tokens.empty() ? "the checkpoint config's validation data" : tokens;

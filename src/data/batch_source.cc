@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <utility>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -121,6 +122,44 @@ void TokenFileSource::next(int32_t* tokens, int32_t* domains, int64_t B) {
 std::string TokenFileSource::describe() const {
   return fmt::format("{} ({} tokens, {} sequences of {})", path_, tokens_.size(), n_seq_,
                      seq_len_ + 1);
+}
+
+InterleavedSource::InterleavedSource(std::vector<BatchSource*> sources, uint64_t cap,
+                                     int64_t seq_len)
+    : sources_(std::move(sources)), row_(seq_len + 1) {
+  SY_CHECK(sources_.size() < (1ull << 32), "interleaving {} sources: too many", sources_.size());
+  std::vector<uint64_t> count(sources_.size());
+  uint64_t longest = 0;
+  for (size_t k = 0; k < sources_.size(); ++k) {
+    const uint64_t n = sources_[k]->sequences_per_epoch();
+    SY_CHECK(n > 0 || cap > 0, "interleaving {}: an unbounded source needs a cap",
+             sources_[k]->describe());
+    count[k] = n == 0 ? cap : (cap == 0 ? n : std::min(n, cap));
+    longest = std::max(longest, count[k]);
+  }
+  for (uint64_t i = 0; i < longest; ++i)
+    for (size_t k = 0; k < sources_.size(); ++k)
+      if (i < count[k]) order_.push_back({static_cast<uint32_t>(k), i});
+}
+
+void InterleavedSource::next(int32_t* tokens, int32_t* domains, int64_t B) {
+  SY_CHECK(B >= 0 && pos_ + static_cast<uint64_t>(B) <= order_.size(),
+           "interleaved source: {} sequences asked for at position {} of {}", B, pos_,
+           order_.size());
+  for (int64_t q = 0; q < B; ++q) {
+    const Ref& r = order_[pos_ + q];
+    BatchSource& src = *sources_[r.source];
+    src.set_position(r.index);
+    src.next(tokens + q * row_, domains + q, 1);
+  }
+  pos_ += static_cast<uint64_t>(B);
+}
+
+std::string InterleavedSource::describe() const {
+  std::string s = fmt::format("{} sequences dealt in turn from", order_.size());
+  for (size_t k = 0; k < sources_.size(); ++k)
+    s += fmt::format("{} {}", k ? ";" : "", sources_[k]->describe());
+  return s;
 }
 
 namespace {

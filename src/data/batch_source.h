@@ -80,6 +80,34 @@ class TokenFileSource : public BatchSource {
   std::vector<uint64_t> order_;  // permutation of the current epoch
 };
 
+// Several finite sources read as one stream that deals their sequences out in turn: sequence g
+// is the (g / n)-th of source g mod n while every source still has one, then the others go on
+// in turn. Each source contributes its first min(cap, sequences_per_epoch()) sequences
+// (cap 0: all of them), so the stream holds exactly the sequences the sources would give read
+// one by one, in another order. Evaluation uses it to mix the per-domain validation sets into
+// micro-batches of several domains, as training's mixed micro-batches are. Does not own the
+// sources (they must outlive it); moves their positions; not thread-safe.
+class InterleavedSource : public BatchSource {
+ public:
+  // seq_len: S (each sequence is S + 1 tokens). REQUIRES: every source finite, or cap > 0.
+  InterleavedSource(std::vector<BatchSource*> sources, uint64_t cap, int64_t seq_len);
+  void next(int32_t* tokens, int32_t* domains, int64_t B) override;
+  uint64_t position() const override { return pos_; }
+  void set_position(uint64_t p) override { pos_ = p; }
+  uint64_t sequences_per_epoch() const override { return order_.size(); }
+  std::string describe() const override;
+
+ private:
+  struct Ref {
+    uint32_t source;
+    uint64_t index;
+  };
+  std::vector<BatchSource*> sources_;
+  std::vector<Ref> order_;  // the stream: which sequence of which source, in turn
+  int64_t row_;             // tokens per sequence, S + 1
+  uint64_t pos_ = 0;
+};
+
 // The training source a run's [data] section describes.
 std::unique_ptr<BatchSource> make_train_source(const RunConfig& cfg);
 

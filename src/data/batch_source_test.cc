@@ -66,6 +66,55 @@ TEST(TokenFileSourceTest, EpochIsAPermutationAndResumes) {
   EXPECT_EQ(after, again);
 }
 
+// Sequence i of a file made by sequences_file(base, n) is {base + i} * (S + 1), S = 3.
+std::string sequences_file(int32_t base, int n, const std::string& name) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.insert(t.end(), 4, base + i);
+  return write_tokens(t, name);
+}
+
+TEST(InterleavedSourceTest, DealsTheSourcesSequencesInTurnUpToTheCap) {
+  TokenFileSource a(sequences_file(10, 3, "il_a.bin"), 100, 3, false, 0);
+  TokenFileSource b(sequences_file(50, 1, "il_b.bin"), 100, 3, false, 0);
+  TokenFileSource c(sequences_file(70, 2, "il_c.bin"), 100, 3, false, 0);
+  auto firsts = [](BatchSource& s, int64_t B) {
+    std::vector<int32_t> t(B * 4), d(B);
+    s.next(t.data(), d.data(), B);
+    std::vector<int32_t> out;
+    for (int64_t q = 0; q < B; ++q) {
+      for (int j = 1; j < 4; ++j) EXPECT_EQ(t[q * 4 + j], t[q * 4]);  // whole sequences
+      out.push_back(t[q * 4]);
+    }
+    return out;
+  };
+  // All of each: a0 b0 c0 a1 c1 a2 -- every sequence once, in turn while a source lasts.
+  InterleavedSource all({&a, &b, &c}, 0, 3);
+  EXPECT_EQ(all.sequences_per_epoch(), 6u);
+  EXPECT_EQ(firsts(all, 4), (std::vector<int32_t>{10, 50, 70, 11}));
+  EXPECT_EQ(firsts(all, 2), (std::vector<int32_t>{71, 12}));  // the last, partial batch
+  EXPECT_EQ(all.position(), 6u);
+  all.set_position(3);  // resumable: the position is the whole state
+  EXPECT_EQ(firsts(all, 1), (std::vector<int32_t>{11}));
+  EXPECT_THROW(firsts(all, 3), Error);  // past the end: an error, not a wrap
+  // Capped at 1 per source: the first of each.
+  InterleavedSource capped({&a, &b, &c}, 1, 3);
+  EXPECT_EQ(firsts(capped, 3), (std::vector<int32_t>{10, 50, 70}));
+  EXPECT_NE(capped.describe().find("il_b.bin"), std::string::npos);
+}
+
+TEST(InterleavedSourceTest, KeepsEachSequencesDomainAndNeedsACapForAnUnboundedSource) {
+  SyntheticSource x(64, 8, 1), y(64, 8, 2);
+  EXPECT_THROW(InterleavedSource({&x, &y}, 0, 8), Error);
+  InterleavedSource mix({&x, &y}, 3, 8);
+  std::vector<int32_t> t(6 * 9), d(6), want(9);
+  mix.next(t.data(), d.data(), 6);
+  for (int q = 0; q < 6; ++q) {
+    const SyntheticSource& src = q % 2 == 0 ? x : y;
+    EXPECT_EQ(d[q], src.sequence(static_cast<uint64_t>(q / 2), want.data()));
+    EXPECT_EQ(std::vector<int32_t>(t.begin() + q * 9, t.begin() + (q + 1) * 9), want);
+  }
+}
+
 TEST(TokenFileSourceTest, RejectsBadFilesWithClearMessages) {
   auto bad_id = write_tokens({1, 2, 99, 3}, "bad_id.bin");
   try {

@@ -202,19 +202,39 @@ void allreduce(EvalSums& s, Communicator& comm) {
   }
 }
 
+// Whether evaluation micro-batches mix the validation sets' domains: when training's do (a blend
+// with data.composition = "mixed"). Routers that route a micro-batch as a whole (Expert Choice,
+// Sinkhorn, the optimal assignment) then see groups composed as in training; with domain-pure
+// training each evaluation micro-batch holds one domain, as each training one does. Token-choice
+// routing is the same either way (only the order of the sums changes).
+bool eval_mixes_domains(const RunConfig& cfg, EvalBatches batches = EvalBatches::kAsTrained) {
+  if (batches != EvalBatches::kAsTrained) return batches == EvalBatches::kMixed;
+  return cfg.data.source == "blend" && cfg.data.composition == "mixed";
+}
+
 // One evaluation over every validation set, overall and per domain (and, for Expert Choice and
-// Sinkhorn, again with the causal routing). `sums` receives the overall sums of the training-time
-// routing.
+// Sinkhorn, again with the causal routing): the first batches_per_set micro-batches of each set
+// (0: all of it), read set by set, or with mix_domains as one stream dealing the sets' sequences
+// out in turn (the same sequences). `sums` receives the overall sums of the training-time routing.
 json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
                        const std::vector<std::string>& domain_list, int64_t batches_per_set,
-                       Buffer<int32_t>& tokens, Buffer<int32_t>& domains, EvalSums* sums,
-                       Communicator& comm) {
+                       bool mix_domains, Buffer<int32_t>& tokens, Buffer<int32_t>& domains,
+                       EvalSums* sums, Communicator& comm) {
   const int64_t E = model.config().n_experts;
   auto eval_all = [&](ForwardMode mode) {
     EvalSums all = empty_sums(model.n_moe_layers(), E, domain_list.size());
-    for (auto& v : sets)
-      all.add(run_eval(model, *v.source, batches_per_set, tokens, domains, mode, domain_list.size(),
-                       comm));
+    if (mix_domains && sets.size() > 1) {
+      std::vector<BatchSource*> srcs;
+      for (auto& v : sets) srcs.push_back(v.source.get());
+      InterleavedSource mixed(std::move(srcs),
+                              static_cast<uint64_t>(batches_per_set * model.micro_batch()),
+                              model.config().seq_len);
+      all.add(run_eval(model, mixed, 0, tokens, domains, mode, domain_list.size(), comm));
+    } else {
+      for (auto& v : sets)
+        all.add(run_eval(model, *v.source, batches_per_set, tokens, domains, mode,
+                         domain_list.size(), comm));
+    }
     allreduce(all, comm);
     return all;
   };
@@ -223,7 +243,8 @@ json evaluation_record(Transformer<float>& model, std::vector<ValidSet>& sets,
   json j = {{"loss", loss},
             {"perplexity", std::exp(loss)},
             {"tokens", e.tokens},
-            {"sequences", e.sequences}};
+            {"sequences", e.sequences},
+            {"batches", mix_domains && sets.size() > 1 ? "mixed" : "per-domain"}};
   json mv = json::array();
   for (const auto& l : e.load) mv.push_back(maxvio(l.data(), E));
   j["maxvio_global"] = mv;
@@ -695,7 +716,7 @@ double evaluate_step(Run& r, int64_t step) {
   if (r.valid_sets.empty()) return -1;
   EvalSums e;
   json j = evaluation_record(r.model, r.valid_sets, r.domain_list, r.cfg.train.eval_batches,
-                             r.tokens, r.domains, &e, r.comm);
+                             eval_mixes_domains(r.cfg), r.tokens, r.domains, &e, r.comm);
   j["type"] = "eval";
   j["step"] = step;
   const double loss = j["loss"].get<double>();
@@ -828,8 +849,16 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
   return res;
 }
 
+EvalBatches parse_eval_batches(std::string_view name) {
+  if (name == "auto") return EvalBatches::kAsTrained;
+  if (name == "mixed") return EvalBatches::kMixed;
+  if (name == "per-domain") return EvalBatches::kPerDomain;
+  throw Error(fmt::format(
+      "evaluation batches: unknown value \"{}\"; allowed: auto, mixed, per-domain", name));
+}
+
 EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
-                               int64_t max_sequences, int64_t threads) {
+                               int64_t max_sequences, int64_t threads, EvalBatches composition) {
   RunConfig cfg = read_checkpoint_config(checkpoint_dir);
   cfg.system.threads = threads;
   apply_system(cfg.system);
@@ -860,7 +889,9 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
     batches = cfg.train.eval_batches;
   EvalSums s;
   SingleProcessCommunicator single;
-  json j = evaluation_record(model, sets, domain_list, batches, tokens, domains, &s, single);
+  json j = evaluation_record(model, sets, domain_list, batches,
+                             tokens_path.empty() && eval_mixes_domains(cfg, composition), tokens,
+                             domains, &s, single);
   EvalResult r;
   r.tokens = s.tokens;
   r.sequences = s.sequences;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "config/run_config.h"
 #include "dist/communicator.h"
@@ -85,10 +86,23 @@ struct EvalResult {
   std::string record_json;
 };
 
+// How evaluation composes its micro-batches from per-domain validation sets (data.valid of a
+// blend). It matters to routers that route a micro-batch as a whole (Expert Choice, Sinkhorn, the
+// optimal assignment); token-choice routing gives the same losses either way.
+enum class EvalBatches {
+  kAsTrained,  // mixed when training's micro-batches are (data.composition), else per domain
+  kMixed,      // the sets' sequences dealt out in turn: each micro-batch mixes the domains
+  kPerDomain,  // set by set: each micro-batch holds one domain
+};
+// "auto" | "mixed" | "per-domain" (the eval record's and `switchyard eval --batches`' names).
+EvalBatches parse_eval_batches(std::string_view name);
+
 // `switchyard eval`: a checkpoint on a raw int32 token file read as consecutive sequences of
 // S+1 tokens, or (tokens_path empty) on the validation data of the checkpoint's own config, per
-// domain. max_sequences = 0: all of them (per validation set).
+// domain, its micro-batches composed as `batches` says. max_sequences = 0: all of them (per
+// validation set).
 EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
-                               int64_t max_sequences, int64_t threads);
+                               int64_t max_sequences, int64_t threads,
+                               EvalBatches batches = EvalBatches::kAsTrained);
 
 }  // namespace sy
