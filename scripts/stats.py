@@ -28,6 +28,7 @@ import metrics_jsonl  # scripts/metrics_jsonl.py
 CONFIDENCE = 0.95
 EARLY_STEPS = 100  # the *_first100 metrics: training steps 1..100
 LATE_FRACTION = 1 / 3  # the *_last_third metrics: the last third of the training steps
+TARGET_FRACTION = 0.5  # the default target loss: the reference arm's loss half-way through
 WARMUP_STEPS = 3  # steps left out of tokens_per_s (start-up, first allocations), as in report.py
 
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
@@ -160,6 +161,16 @@ def target_bounds(train, evals, metrics, target):
     last = train[-1]["step"]
     length = {"steps": float(last), "seconds": training_seconds(train, last)}
     return {k: length[k.split("_")[0]] for k in TARGET_METRICS if metrics.get(k) is None}
+
+
+def midway_loss(train, evals):
+    """The validation loss of the run's first evaluation at or after TARGET_FRACTION of its
+    steps (its last evaluation if none is), or None without evaluations."""
+    evals = sorted(evals, key=lambda e: e["step"])
+    if not evals or not train:
+        return None
+    at = TARGET_FRACTION * train[-1]["step"]
+    return next((e["loss"] for e in evals if e["step"] >= at), evals[-1]["loss"])
 
 
 def has_oracle(t):
@@ -410,12 +421,13 @@ def summarise(manifest_path):
     if not num(target):
         target, target_source = None, "none: no target_loss and no reference arm"
         if reference and records.get(reference):
-            finals = [run_metrics(t, e)["final_loss"] for _, t, e in records[reference]]
-            finals = [f for f in finals if num(f)]
-            if finals:
-                target = max(finals)
-                target_source = (f"reference arm {reference}: the highest final validation loss over its "
-                                 f"{len(finals)} seed(s), so every reference seed reaches it")
+            mids = [midway_loss(t, e) for _, t, e in records[reference]]
+            mids = [m for m in mids if num(m)]
+            if mids:
+                target = max(mids)
+                target_source = (f"reference arm {reference}: the highest validation loss over its "
+                                 f"{len(mids)} seed(s) at the first evaluation past {TARGET_FRACTION:g} "
+                                 f"of the run, so every reference seed reaches it by then")
 
     arms = {}
     for arm in man["arms"]:

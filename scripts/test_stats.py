@@ -247,7 +247,7 @@ class ExperimentTest(unittest.TestCase):
         with open(self.manifest, "w") as f:
             json.dump({"format": 1, "file": "exp.toml", "description": "fabricated", "claim": "c",
                        "command": "switchyard experiment exp.toml --seeds 3", "seeds": 3, "quick": False,
-                       "reference": "ref", "arms": arms, "claims": claims, "notes": []}, f)
+                       "reference": "ref", "target_loss": 5.25, "arms": arms, "claims": claims, "notes": []}, f)
 
     def tearDown(self):
         self.tmp.cleanup()
@@ -262,8 +262,8 @@ class ExperimentTest(unittest.TestCase):
         self.assertEqual(fl["n"], 3)
         half = T_975_2 * 0.125 / math.sqrt(3)
         self.assertAlmostEqual(fl["ci95"][0], 5.125 - half, places=9)
-        # the target: the reference's highest final loss, which every reference seed reaches
-        self.assertEqual(s["target"]["loss"], 5.25)
+        # the target: the file's (the default is tested below)
+        self.assertEqual(s["target"], {"loss": 5.25, "source": "target_loss in the experiment file"})
         self.assertEqual(s["arms"]["ref"]["stats"]["steps_to_target"]["n"], 3)
         diff = s["paired"]["better"]["stats"]["final_loss"]
         self.assertEqual(diff["values"], [-0.25, -0.25, -0.25])
@@ -291,6 +291,30 @@ class ExperimentTest(unittest.TestCase):
         self.assertEqual((worse["n"], worse["mean"], worse["missing"]), (0, None, [1, 2, 3]))
         self.assertEqual(stats.fstat(worse), "— (no value at any seed)")
         self.assertEqual(s["paired"]["noisy"]["stats"]["steps_to_target"]["missing"], [2])
+
+    def test_the_default_target_is_the_references_loss_half_way(self):
+        with open(self.manifest) as f:
+            man = json.load(f)
+        del man["target_loss"]
+        with open(self.manifest, "w") as f:
+            json.dump(man, f)
+        s = stats.summarise(self.manifest)
+        # ref's evaluations at steps 2/4/6 are final + 0.5/0.25/0 (finals 5, 5.25, 5.125); the
+        # first at or past step 3 is step 4: 5.25, 5.5, 5.375 -> the highest, 5.5, which every
+        # reference seed reaches by step 4 (seed 1 already at step 2).
+        self.assertEqual(s["target"]["loss"], 5.5)
+        self.assertIn("past 0.5 of the run", s["target"]["source"])
+        self.assertEqual(s["arms"]["ref"]["stats"]["steps_to_target"]["values"], {"1": 2.0, "2": 4.0, "3": 4.0})
+        # worse (finals 5.375, 5.625, 5.5) reaches 5.5 at step 6 in seeds 1 and 3; seed 2 never:
+        # its 6 steps are a lower bound, and the differences 4, >= 2, 2 are lower bounds whose
+        # interval (2.667 +- 2.87) contains 0
+        man["claims"] = [{"metric": "steps_to_target", "better": "lower", "arm": "worse", "reference": "ref"}]
+        with open(self.manifest, "w") as f:
+            json.dump(man, f)
+        s = stats.summarise(self.manifest)
+        d = s["claims"][0]["difference"]
+        self.assertEqual((d["values"], d["bound"], d["censored"]), ([4.0, 2.0, 2.0], "lower", {"arm": [2], "reference": []}))
+        self.assertEqual(s["claims"][0]["verdict"], stats.NOT_RESOLVED)
 
     def test_a_run_that_never_reaches_the_target_is_a_lower_bound(self):
         # An arm "slow" of 12 steps whose loss stays above the target 5.25 (evaluations every 2
