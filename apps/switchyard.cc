@@ -22,6 +22,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint_dir.h"
 #include "io/run_lock.h"
+#include "train/evaluation.h"
 #include "train/experiment.h"
 #include "train/trainer.h"
 

@@ -1,6 +1,10 @@
 #include "train/run_options.h"
 
+#include <omp.h>
+
 #include "core/error.h"
+#include "core/gemm.h"
+#include "core/gemm_bf16.h"
 
 namespace sy {
 
@@ -67,6 +71,13 @@ BalancerOptions balancer_options(const RunConfig& cfg) {
   b.bias_freeze_after = cfg.loss_free.freeze_after;
   b.seed = cfg.train.seed;
   return b;
+}
+
+void apply_system(const SystemConfig& s) {
+  omp_set_num_threads(static_cast<int>(s.threads));
+  set_gemm_backend(parse_gemm_backend(s.gemm));
+  if (parse_precision(s.precision) == Precision::kBf16)
+    SY_CHECK(cpu_has_bf16(), "system.precision = \"bf16\": {}", bf16_unsupported_reason());
 }
 
 }  // namespace sy

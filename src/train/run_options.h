@@ -23,4 +23,9 @@ RouterOptions make_router_options(const RouterConfig& r);
 // Balancer options (LBL terms, loss-free bias, batch geometry).
 BalancerOptions balancer_options(const RunConfig& cfg);
 
+// Applies [system] to this process: the OpenMP thread count and the GEMM backend (both
+// process-wide); precision bf16 on a CPU without AVX512-BF16 is an error naming what is missing.
+// Call before any model work, from one thread.
+void apply_system(const SystemConfig& s);
+
 }  // namespace sy

@@ -26,7 +26,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "config/run_config.h"
 #include "dist/communicator.h"
@@ -70,39 +69,5 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg);
 double available_memory_bytes();
 // This process's peak resident set size so far (getrusage), bytes.
 double peak_rss_bytes();
-
-struct EvalResult {
-  double loss = 0;  // mean cross-entropy (nats per token)
-  double perplexity = 0;
-  int64_t tokens = 0;
-  int64_t sequences = 0;
-  std::vector<std::vector<int64_t>> load;  // [MoE layer][E] loads over the whole set
-  std::vector<double> maxvio_global;       // per MoE layer
-  // Expert Choice only: the same with causal routing (thresholds), else -1 / empty.
-  double loss_causal = -1;
-  std::vector<double> maxvio_global_causal;
-  // Everything as one JSON object (the fields of an evaluation record, docs/training.md),
-  // including per-domain loss, F, specialisation and top-10% share.
-  std::string record_json;
-};
-
-// How evaluation composes its micro-batches from per-domain validation sets (data.valid of a
-// blend). It matters to routers that route a micro-batch as a whole (Expert Choice, Sinkhorn, the
-// optimal assignment); token-choice routing gives the same losses either way.
-enum class EvalBatches {
-  kAsTrained,  // mixed when training's micro-batches are (data.composition), else per domain
-  kMixed,      // the sets' sequences dealt out in turn: each micro-batch mixes the domains
-  kPerDomain,  // set by set: each micro-batch holds one domain
-};
-// "auto" | "mixed" | "per-domain" (the eval record's and `switchyard eval --batches`' names).
-EvalBatches parse_eval_batches(std::string_view name);
-
-// `switchyard eval`: a checkpoint on a raw int32 token file read as consecutive sequences of
-// S+1 tokens, or (tokens_path empty) on the validation data of the checkpoint's own config, per
-// domain, its micro-batches composed as `batches` says. max_sequences = 0: all of them (per
-// validation set).
-EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
-                               int64_t max_sequences, int64_t threads,
-                               EvalBatches batches = EvalBatches::kAsTrained);
 
 }  // namespace sy

@@ -16,6 +16,7 @@
 #include "model/transformer.h"
 #include "routing/sinkhorn.h"
 #include "train/checkpoint.h"
+#include "train/evaluation.h"
 #include "train/run_options.h"
 
 namespace sy {
