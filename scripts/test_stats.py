@@ -376,6 +376,26 @@ class ExperimentTest(unittest.TestCase):
         self.assertTrue(any("noisy seed 3: trained to step 6 of 10" in n for n in s["notes"]), s["notes"])
         self.assertEqual(len(s["arms"]["ref"]["runs"]), 3)  # finished runs (no steps planned) stay
 
+    def test_the_verdict_table_is_made_from_the_summaries(self):
+        import verdicts
+        results = os.path.join(self.root, "results")
+        os.makedirs(os.path.join(results, "fab"))
+        stats.write_summary(stats.summarise(self.manifest), os.path.join(results, "fab"))
+        md = os.path.join(self.root, "results.md")
+        with open(md, "w") as f:
+            f.write(f"# R\n\n{verdicts.BEGIN}\nstale\n{verdicts.END}\n\nsee results/fab/summary.md\n")
+        self.assertEqual(verdicts.main([md, "--check"]), 1)
+        self.assertEqual(verdicts.main([md, "--update"]), 0)
+        self.assertEqual(verdicts.main([md, "--check"]), 0)
+        with open(md) as f:
+            text = f.read()
+        self.assertNotIn("stale", text)
+        self.assertTrue(text.endswith("see results/fab/summary.md\n"))
+        # one row per claim, in the file's order: better vs ref, final_loss, -0.25 at every seed
+        self.assertIn("| fab |  | better vs ref (final_loss, lower) | −0.250 [−0.250, −0.250] | 3 | **supported** |", text)
+        self.assertIn("| fab | balances better | better vs ref (avg_maxvio, lower) |", text)
+        self.assertEqual(text.count("| fab |"), 6)
+
     def test_stats_cli_and_report_write_the_same_summary(self):
         out = os.path.join(self.root, "stats_out")
         p = subprocess.run([PY, os.path.join(HERE, "stats.py"), self.manifest, "--out", out],
