@@ -392,7 +392,7 @@ class ExperimentTest(unittest.TestCase):
         self.assertNotIn("stale", text)
         self.assertTrue(text.endswith("see results/fab/summary.md\n"))
         # one row per claim, in the file's order: better vs ref, final_loss, -0.25 at every seed
-        self.assertIn("| fab |  | better vs ref (final_loss, lower) | −0.250 [−0.250, −0.250] | 3 | **supported** |", text)
+        self.assertIn("| fab |  | better vs ref (final_loss, lower) | −0.2500 [−0.2500, −0.2500] | 3 | **supported** |", text)
         self.assertIn("| fab | balances better | better vs ref (avg_maxvio, lower) |", text)
         self.assertEqual(text.count("| fab |"), 6)
 

@@ -22,19 +22,14 @@ import os
 import re
 import sys
 
+import stats  # scripts/stats.py
+
 BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
 
 
 def fnum(x, ref):
-    """x with a precision fitting the magnitude of ref (the mean), signed."""
-    a = abs(ref)
-    if a >= 100:
-        return f"{x:+,.0f}"
-    if a >= 10:
-        return f"{x:+.1f}"
-    if a >= 1:
-        return f"{x:+.2f}"
-    return f"{x:+.3f}"
+    """x signed, with stats.fnum's precision for the magnitude of ref (the mean)."""
+    return ("+" if x >= 0 else "") + stats.fnum(x, ref)
 
 
 def difference(d):
