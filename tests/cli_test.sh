@@ -35,6 +35,8 @@ check "eval" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tok
 check "eval prints perplexity" grep -q '"perplexity"' "$WORK/out"
 check "eval on the run's validation data" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024"
 check "eval reports every domain" grep -q '"synthetic_3"' "$WORK/out"
+check "eval --batches per-domain" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --batches per-domain
+check "eval says how its batches were composed" grep -q '"batches": "per-domain"' "$WORK/out"
 check "report of two runs" "$SY" report "$WORK/run" "$WORK/slice" --out "$WORK/report"
 check "report page written" test -s "$WORK/report/index.html"
 # An experiment of two tiny runs: trains both, writes one report; a second call trains nothing.
@@ -65,6 +67,7 @@ fails_with "unknown key" 'did you mean "model.n_experts"' "$SY" train -c "$SRC/c
 fails_with "K > E" "model.top_k" "$SY" train -c "$SRC/configs/tiny.toml" --set model.top_k=9 --set out_dir="$WORK/x"
 fails_with "K = 1 renorm" "router" "$SY" train -c "$SRC/configs/tiny.toml" --set model.top_k=1 --set out_dir="$WORK/x"
 fails_with "bad enum" "router.score" "$SY" train -c "$SRC/configs/tiny.toml" --set router.score=tanh --set out_dir="$WORK/x"
+usage_error "eval with a bad --batches" "--batches: mixd not in {auto,mixed,per-domain}" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --batches mixd
 printf 'abc' >"$WORK/bad.bin"
 fails_with "bad token file" "multiple of 4" "$SY" eval --checkpoint "$WORK/run/checkpoints/step_00000024" --tokens "$WORK/bad.bin"
 fails_with "different model in out_dir" "model.n_experts: 4 in the checkpoint, 8 given" "$SY" train -c "$SRC/configs/tiny.toml" --set out_dir="$WORK/run" --set model.n_experts=8 --set train.steps=30 --quiet
