@@ -5,6 +5,10 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <dnnl.hpp>
+#include <initializer_list>
+#include <string>
+
 #include "core/buffer.h"
 #include "core/gemm.h"
 
@@ -29,8 +33,40 @@ void BM_Gemm(benchmark::State& st) {
               std::to_string(st.range(6)) + "t");
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  for (int be : {0, 1}) {
+// The same shapes through oneDNN's matmul primitive in fp32 (brgemm kernels; the bf16 GEMMs'
+// path, core/gemm_bf16.cc) instead of dnnl_sgemm: whether the primitive does better on the
+// experts' small, transposed products. The primitive is made once, outside the timed loop, as a
+// cache would keep it. args: (unused), ta, tb, m, n, k, threads.
+void BM_MatmulF32(benchmark::State& st) {
+  const bool ta = st.range(1), tb = st.range(2);
+  const int64_t m = st.range(3), n = st.range(4), k = st.range(5);
+  omp_set_num_threads(static_cast<int>(st.range(6)));
+  sy::Buffer<float> a(m * k), b(k * n), c(m * n);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.001f * static_cast<float>(i % 101);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.001f * static_cast<float>(i % 97);
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const dnnl::memory::desc a_md({m, k}, dt::f32, ta ? tag::ba : tag::ab);
+  const dnnl::memory::desc b_md({k, n}, dt::f32, tb ? tag::ba : tag::ab);
+  const dnnl::memory::desc c_md({m, n}, dt::f32, tag::ab);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+  const dnnl::matmul prim(pd);
+  dnnl::memory am(a_md, engine, a.data()), bm(b_md, engine, b.data()), cm(c_md, engine, c.data());
+  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
+    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.SetItemsProcessed(st.iterations() * 2 * m * n * k);
+  st.SetLabel(std::string("matmul f32 ") + pd.impl_info_str() + (ta ? " T" : " N") +
+              (tb ? "T" : "N") + " " + std::to_string(st.range(6)) + "t");
+}
+
+// Every shape for each of `backends` (0: oneDNN sgemm, 1: OpenBLAS).
+void shapes_of(benchmark::internal::Benchmark* b, std::initializer_list<int> backends) {
+  for (int be : backends) {
     // expert forward gate|up: [512, 256] · [512, 256]ᵀ, down: [512, 256] · [256, 256]ᵀ
     b->Args({be, 0, 1, 512, 512, 256, 2});
     b->Args({be, 0, 1, 512, 256, 256, 2});
@@ -46,7 +82,7 @@ void shapes(benchmark::internal::Benchmark* b) {
   // MEDIUM's experts (≈ 192 rows, D = 512, F = 256) on one thread, as they run side by side:
   // forward gate|up and down (NT); backward dact = dy·W_down, dx = dhu·W_gu (NN), and the weight
   // gradients dW_down = dyᵀ·act, dW_gu = dhuᵀ·x (TN, reducing over the 192 rows).
-  for (int be : {0, 1}) {
+  for (int be : backends) {
     b->Args({be, 0, 1, 192, 512, 512, 1});
     b->Args({be, 0, 1, 192, 512, 256, 1});
     b->Args({be, 0, 0, 192, 256, 512, 1});
@@ -56,9 +92,13 @@ void shapes(benchmark::internal::Benchmark* b) {
   }
 }
 
+void shapes(benchmark::internal::Benchmark* b) { shapes_of(b, {0, 1}); }
+void matmul_shapes(benchmark::internal::Benchmark* b) { shapes_of(b, {0}); }
+
 }  // namespace
 
 BENCHMARK(BM_Gemm)->Apply(shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MatmulF32)->Apply(matmul_shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
