@@ -9,7 +9,9 @@
 #     NAME: an experiment of configs/experiments/ (default: all of them, in the order below)
 #   env: SEEDS (default 3); EXTRA: more `switchyard experiment` options for every experiment,
 #        e.g. EXTRA="--quick --out /tmp/q" (then DEST should change too); DEST (default
-#        docs/results): where the summaries go; PRINT_ONLY=1 lists the commands without running.
+#        docs/results): where the summaries go; RESULTS_MD (default docs/results.md when DEST is
+#        the default, else none): whose verdict table (scripts/verdicts.py) is remade after each
+#        copy; PRINT_ONLY=1 lists the commands without running.
 # Needs the demo corpus (`make demo` builds it) except with --quick. Each experiment takes about an
 # hour on 2 cores (docs/experiments.md, "Running bigger"); run it in the background:
 #   nohup scripts/results.sh build > results.log 2>&1 &
@@ -18,6 +20,7 @@ BUILD=${1:-build}
 shift || true
 SEEDS=${SEEDS:-3}
 DEST=${DEST:-docs/results}
+if [ "$DEST" = docs/results ]; then RESULTS_MD=${RESULTS_MD-docs/results.md}; else RESULTS_MD=${RESULTS_MD-}; fi
 read -ra EXTRA_ARGS <<<"${EXTRA:-}"
 ALL=(global-vs-micro lbl-group-sweep loss-free loss-free-sweep expert-choice bip baselines all)
 NAMES=("$@")
@@ -51,5 +54,8 @@ for name in "${NAMES[@]}"; do
   fi
   mkdir -p "$DEST/$name"
   cp "$report/summary.json" "$report/summary.md" "$DEST/$name/"
+  if [ -n "$RESULTS_MD" ]; then
+    /usr/bin/python3 scripts/verdicts.py --update "$RESULTS_MD" --results "$DEST"
+  fi
   echo "== $(date -u +%FT%TZ) $name: summary in $DEST/$name/ (commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 done

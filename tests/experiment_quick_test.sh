@@ -140,8 +140,10 @@ cat "$WORK/out"
 # scripts/results.sh (how docs/results/ is made) on the finished runs: trains nothing, re-makes
 # the report and copies its summary.
 name=$(basename "$FILE" .toml)
+printf '# r\n\n<!-- verdicts:begin -->\n<!-- verdicts:end -->\n' >"$WORK/results.md"
 check "scripts/results.sh copies the summary" env -C "$SRC" SEEDS=2 DEST="$WORK/dest" \
-  EXTRA="--quick --out $WORK/exp --quiet" scripts/results.sh "$BUILD" "$name"
+  RESULTS_MD="$WORK/results.md" EXTRA="--quick --out $WORK/exp --quiet" scripts/results.sh "$BUILD" "$name"
+check "results.sh: the verdict table is remade" grep -q "^| $name | " "$WORK/results.md"
 check "results.sh: summary.json is the report's" cmp "$WORK/dest/$name/summary.json" \
   "$WORK/exp/report/summary.json"
 fails_with "results.sh: an unknown experiment" "no experiment" env -C "$SRC" \
