@@ -312,9 +312,9 @@ def paired_censored(arm, ref, arm_bounds, ref_bounds):
     """paired() for a time-to-target metric with censored seeds: a missing value is replaced by
     its run's lower bound (target_bounds). Adds `bound`: "lower" when only arm values were
     replaced (every d_k is a lower bound of the true difference), "upper" when only ref values
-    were, None when nothing was; `censored`: {"arm": seeds, "reference": seeds}. None when the
-    bounds cannot help: a seed censored in both arms, a value missing without a bound, or both
-    arms censored (in different seeds)."""
+    were; `censored`: {"arm": seeds, "reference": seeds}. None when the bounds cannot help: a
+    seed censored in both arms, a value missing without a bound, or both arms censored (in
+    different seeds)."""
     seeds = sorted(set(arm) | set(ref))
     arm_c = [k for k in seeds if not num(arm.get(k)) and num(arm_bounds.get(k))]
     ref_c = [k for k in seeds if not num(ref.get(k)) and num(ref_bounds.get(k))]
@@ -325,7 +325,7 @@ def paired_censored(arm, ref, arm_bounds, ref_bounds):
     out = paired(a, b)
     if out["missing"]:
         return None
-    out["bound"] = "lower" if arm_c else "upper" if ref_c else None
+    out["bound"] = "lower" if arm_c else "upper"  # something was missing, and every gap has a bound
     out["censored"] = {"arm": arm_c, "reference": ref_c}
     return out
 

@@ -127,7 +127,6 @@ std::string TokenFileSource::describe() const {
 InterleavedSource::InterleavedSource(std::vector<BatchSource*> sources, uint64_t cap,
                                      int64_t seq_len)
     : sources_(std::move(sources)), row_(seq_len + 1) {
-  SY_CHECK(sources_.size() < (1ull << 32), "interleaving {} sources: too many", sources_.size());
   std::vector<uint64_t> count(sources_.size());
   uint64_t longest = 0;
   for (size_t k = 0; k < sources_.size(); ++k) {
@@ -139,7 +138,7 @@ InterleavedSource::InterleavedSource(std::vector<BatchSource*> sources, uint64_t
   }
   for (uint64_t i = 0; i < longest; ++i)
     for (size_t k = 0; k < sources_.size(); ++k)
-      if (i < count[k]) order_.push_back({static_cast<uint32_t>(k), i});
+      if (i < count[k]) order_.push_back({k, i});
 }
 
 void InterleavedSource::next(int32_t* tokens, int32_t* domains, int64_t B) {

@@ -99,7 +99,7 @@ class InterleavedSource : public BatchSource {
 
  private:
   struct Ref {
-    uint32_t source;
+    size_t source;
     uint64_t index;
   };
   std::vector<BatchSource*> sources_;

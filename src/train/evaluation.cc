@@ -227,7 +227,7 @@ EvalBatches parse_eval_batches(std::string_view name) {
 }
 
 EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::string& tokens_path,
-                               int64_t max_sequences, int64_t threads, EvalBatches composition) {
+                               int64_t max_sequences, int64_t threads, EvalBatches batches) {
   RunConfig cfg = read_checkpoint_config(checkpoint_dir);
   cfg.system.threads = threads;
   apply_system(cfg.system);
@@ -253,12 +253,12 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::str
   Buffer<int32_t> tokens(B * (m.seq_len + 1)), domains(B);
   // Token files and datasets are read whole unless capped; the unbounded synthetic stream is
   // read for train.eval_batches micro-batches.
-  int64_t batches = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
-  if (batches == 0 && cfg.data.source == "synthetic" && tokens_path.empty())
-    batches = cfg.train.eval_batches;
+  int64_t per_set = max_sequences > 0 ? (max_sequences + B - 1) / B : 0;
+  if (per_set == 0 && cfg.data.source == "synthetic" && tokens_path.empty())
+    per_set = cfg.train.eval_batches;
   SingleProcessCommunicator single;
-  json j = evaluation_record(model, sets, domain_list, batches,
-                             tokens_path.empty() && eval_mixes_domains(cfg, composition), tokens,
+  json j = evaluation_record(model, sets, domain_list, per_set,
+                             tokens_path.empty() && eval_mixes_domains(cfg, batches), tokens,
                              domains, single);
   EvalResult r;
   r.tokens = j["tokens"].get<int64_t>();
