@@ -73,10 +73,22 @@ void shapes_of(benchmark::internal::Benchmark* b, std::initializer_list<int> bac
     // expert backward: dX = dY · W (NN), dW = dYᵀ · X (TN)
     b->Args({be, 0, 0, 512, 256, 512, 2});
     b->Args({be, 1, 0, 512, 256, 512, 2});
-    // qkv projection and LM head
+    // qkv projection; LM head forward (NT), its input gradient dX = dlogits · W (NN) and
+    // weight gradient dW = dlogitsᵀ · X (TN)
     b->Args({be, 0, 1, 2048, 768, 256, 2});
     b->Args({be, 0, 1, 2048, 8192, 256, 2});
+    b->Args({be, 0, 0, 2048, 256, 8192, 2});
     b->Args({be, 1, 0, 8192, 256, 2048, 2});
+    // MEDIUM's LM head (D = 512), the same three products
+    b->Args({be, 0, 1, 2048, 8192, 512, 2});
+    b->Args({be, 0, 0, 2048, 512, 8192, 2});
+    b->Args({be, 1, 0, 8192, 512, 2048, 2});
+    // attention's weight gradients (TN over the 2048 tokens): q|k|v and the output projection,
+    // SMALL (D = 256) and MEDIUM (D = 512)
+    b->Args({be, 1, 0, 768, 256, 2048, 2});
+    b->Args({be, 1, 0, 256, 256, 2048, 2});
+    b->Args({be, 1, 0, 1536, 512, 2048, 2});
+    b->Args({be, 1, 0, 512, 512, 2048, 2});
     b->Args({be, 0, 0, 1024, 1024, 1024, 2});
   }
   // MEDIUM's experts (≈ 192 rows, D = 512, F = 256) on one thread, as they run side by side:

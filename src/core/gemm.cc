@@ -4,6 +4,7 @@
 #include <dnnl.h>
 
 #include "core/error.h"
+#include "core/onednn_matmul.h"
 
 namespace sy {
 
@@ -76,6 +77,30 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
               trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
               static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
+}
+
+void gemm_fixed_shape(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t ldc) {
+  if (g_backend != GemmBackend::kOneDnn || m == 0 || n == 0 || k == 0) {
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  using dt = dnnl::memory::data_type;
+  // An engine and a stream are cheap to make (microseconds, against the product's milliseconds);
+  // the compiled kernel comes from oneDNN's primitive cache after the first call of a shape.
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  onednn::matmul(engine, stream, onednn::matrix(m, k, dt::f32, trans_a, lda), a,
+                 onednn::matrix(k, n, dt::f32, trans_b, ldb), b,
+                 onednn::matrix(m, n, dt::f32, false, ldc), c, alpha, beta);
+  stream.wait();
+}
+
+void gemm_fixed_shape(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                      const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
+                      double* c, int64_t ldc) {
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace sy

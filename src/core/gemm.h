@@ -31,6 +31,20 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
           const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
           int64_t ldc);
 
+// gemm() for a product whose shape repeats step after step (the LM head's): under the oneDNN
+// backend (fp32) it runs through oneDNN's fp32 matmul primitive instead of sgemm, which is
+// faster for the LM head's weight gradient Aᵀ·B (1.3–1.5× at 8192 × D × 2048;
+// docs/benchmarks.md); under the others, and for fp64, it is gemm(). oneDNN compiles a kernel
+// per shape (strides and beta included; milliseconds) and keeps it in its primitive cache, so a
+// shape that changes every call (an expert's rows) belongs in gemm(). The same shape gives the
+// same bits every call. Threading: as gemm().
+void gemm_fixed_shape(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t ldc);
+void gemm_fixed_shape(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                      const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
+                      double* c, int64_t ldc);
+
 }  // namespace sy
 
 namespace sy {

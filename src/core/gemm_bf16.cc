@@ -11,6 +11,7 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/onednn_matmul.h"
 
 namespace sy {
 
@@ -189,7 +190,6 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
                          bool pad_k, float alpha, const uint16_t* a16, int64_t lda16,
                          const uint16_t* b16, int64_t ldb16, float beta, float* c,
                          int64_t ldc) const {
-  using dims = dnnl::memory::dims;
   using dt = dnnl::memory::data_type;
   const int64_t kk = pad_k ? padded_k(k) : k;
   // The products, as a few GEMMs of bounded shapes. An expert's row count changes every step,
@@ -213,27 +213,12 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
       if (kp == 0) continue;
       const float piece_beta = first ? beta : 1.f;  // later k pieces add to the first's
       first = false;
-      const dnnl::memory::desc a_md(dims{mp, kp}, dt::bf16,
-                                    trans_a ? dims{1, lda16} : dims{lda16, 1});
-      const dnnl::memory::desc b_md(dims{kp, n}, dt::bf16,
-                                    trans_b ? dims{1, ldb16} : dims{ldb16, 1});
-      const dnnl::memory::desc c_md(dims{mp, n}, dt::f32, dims{ldc, 1});
-      dnnl::primitive_attr attr;
-      if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-      if (piece_beta != 0.f) {
-        dnnl::post_ops po;
-        po.append_sum(piece_beta);
-        attr.set_post_ops(po);
-      }
       // oneDNN's primitive cache returns the compiled kernel of a shape seen before (≈ 2 µs).
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
-      const dnnl::matmul mm(pd);
       const uint16_t* ap = a16 + (trans_a ? k0 * lda16 + m0 : m0 * lda16 + k0);
       const uint16_t* bp = b16 + (trans_b ? k0 : k0 * ldb16);
-      dnnl::memory am(a_md, engine, const_cast<uint16_t*>(ap));
-      dnnl::memory bm(b_md, engine, const_cast<uint16_t*>(bp));
-      dnnl::memory cm(c_md, engine, c + m0 * ldc);
-      mm.execute(st, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+      onednn::matmul(engine, st, onednn::matrix(mp, kp, dt::bf16, trans_a, lda16), ap,
+                     onednn::matrix(kp, n, dt::bf16, trans_b, ldb16), bp,
+                     onednn::matrix(mp, n, dt::f32, false, ldc), c + m0 * ldc, alpha, piece_beta);
       k0 += kp;
     }
     m0 += mp;
