@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "core/gemm.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 
@@ -134,6 +135,87 @@ void BM_MatmulForwardBackward(benchmark::State& state) {
                                                  benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_MatmulForwardBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// MEDIUM's routed experts as the MoE layer runs them (64 experts of 192 rows, D 512, F 256, one
+// expert per thread side by side, each chain single-threaded): the forward and backward GEMM
+// chains with SwiGLU. Arg 0: `distinct` expert weights cycled through (64: every expert its own,
+// 100 MB of weights streamed per pass, as in training; 2: the same two reused, so they stay in
+// cache; the weight gradients stay per expert) — the difference is what fetching the weights
+// costs.
+void BM_ExpertsMedium(benchmark::State& state) {
+  constexpr int64_t kE = 64, kRows = 192, kDm = 512, kFm = 256;
+  const int64_t distinct = state.range(0);
+  auto x = random_floats(kE * kRows * kDm, 1), dy = random_floats(kE * kRows * kDm, 2);
+  auto wgu = random_floats(distinct * 2 * kFm * kDm, 3),
+       wd = random_floats(distinct * kDm * kFm, 4);
+  for (auto& v : wgu) v *= 0.05f;
+  for (auto& v : wd) v *= 0.05f;
+  std::vector<float> y(kE * kRows * kDm), hu(kE * kRows * 2 * kFm), act(kE * kRows * kFm);
+  std::vector<float> dx(kE * kRows * kDm), dhu(hu.size()), dact(act.size());
+  std::vector<float> dwgu(kE * 2 * kFm * kDm), dwd(kE * kDm * kFm);  // per expert
+  const Bf16Gemm* none = nullptr;
+  for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e < kE; ++e) {
+      const int64_t r0 = e * kRows, w = e % distinct;
+      swiglu_ffn_forward(y.data() + r0 * kDm, 0.f, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm,
+                         x.data() + r0 * kDm, wgu.data() + w * 2 * kFm * kDm,
+                         wd.data() + w * kDm * kFm, kRows, kDm, kFm, none);
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e < kE; ++e) {
+      const int64_t r0 = e * kRows, w = e % distinct;
+      swiglu_ffn_backward(
+          dx.data() + r0 * kDm, 0.f, dwgu.data() + w * 2 * kFm * kDm, dwd.data() + w * kDm * kFm,
+          dhu.data() + r0 * 2 * kFm, dact.data() + r0 * kFm, dy.data() + r0 * kDm,
+          x.data() + r0 * kDm, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm,
+          wgu.data() + w * 2 * kFm * kDm, wd.data() + w * kDm * kFm, kRows, kDm, kFm, none);
+    }
+    benchmark::DoNotOptimize(dx.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      3 * 2.0 * kE * kRows * 3 * kDm * kFm * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ExpertsMedium)->Arg(64)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same experts' six GEMMs alone (sy::gemm, no SwiGLU): what the chain would take if the
+// GEMMs were all it did.
+void BM_ExpertsMediumGemmsOnly(benchmark::State& state) {
+  constexpr int64_t kE = 64, kRows = 192, kDm = 512, kFm = 256;
+  auto x = random_floats(kE * kRows * kDm, 1), dy = random_floats(kE * kRows * kDm, 2);
+  auto wgu = random_floats(kE * 2 * kFm * kDm, 3), wd = random_floats(kE * kDm * kFm, 4);
+  std::vector<float> y(kE * kRows * kDm), hu(kE * kRows * 2 * kFm), act(kE * kRows * kFm);
+  std::vector<float> dx(y.size()), dwgu(wgu.size()), dwd(wd.size());
+  for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e < kE; ++e) {
+      const int64_t r0 = e * kRows;
+      float *xe = x.data() + r0 * kDm, *hue = hu.data() + r0 * 2 * kFm;
+      float *acte = act.data() + r0 * kFm, *ye = y.data() + r0 * kDm;
+      const float *gu = wgu.data() + e * 2 * kFm * kDm, *dn = wd.data() + e * kDm * kFm;
+      gemm(false, true, kRows, 2 * kFm, kDm, 1.f, xe, kDm, gu, kDm, 0.f, hue, 2 * kFm);
+      gemm(false, true, kRows, kDm, kFm, 1.f, acte, kFm, dn, kFm, 0.f, ye, kDm);
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e < kE; ++e) {
+      const int64_t r0 = e * kRows;
+      const float *xe = x.data() + r0 * kDm, *dye = dy.data() + r0 * kDm;
+      float *hue = hu.data() + r0 * 2 * kFm, *acte = act.data() + r0 * kFm;
+      const float *gu = wgu.data() + e * 2 * kFm * kDm, *dn = wd.data() + e * kDm * kFm;
+      gemm(false, false, kRows, kFm, kDm, 1.f, dye, kDm, dn, kFm, 0.f, acte, kFm);  // dact
+      gemm(true, false, kDm, kFm, kRows, 1.f, dye, kDm, acte, kFm, 1.f, dwd.data() + e * kDm * kFm,
+           kFm);  // dW_down
+      gemm(false, false, kRows, kDm, 2 * kFm, 1.f, hue, 2 * kFm, gu, kDm, 0.f, dx.data() + r0 * kDm,
+           kDm);  // dx
+      gemm(true, false, 2 * kFm, kDm, kRows, 1.f, hue, 2 * kFm, xe, kDm, 1.f,
+           dwgu.data() + e * 2 * kFm * kDm, kDm);  // dW_gate_up
+    }
+    benchmark::DoNotOptimize(dx.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      3 * 2.0 * kE * kRows * 3 * kDm * kFm * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ExpertsMediumGemmsOnly)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace sy
