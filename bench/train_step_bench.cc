@@ -3,7 +3,8 @@
 // the synthetic corpus, timed after a warm-up. Also
 // measures the sgemm peak of both BLAS backends in the same process (and, with --precision bf16,
 // the bf16 GEMM peak), the MFU denominator, and reports where the forward and backward passes
-// spend their time (per step, by phase).
+// spend their time (per step, by phase) and each phase's loss budget (its ms beside what its model
+// FLOPs take at the peak).
 // Prints one JSON line on stdout (scripts/bench.sh compares it with the PyTorch peer).
 //   train_step_bench [--config configs/small.toml] [--steps 20] [--warmup 3] [--threads 2]
 //                    [--gemm auto|onednn|openblas|mixed] [--precision fp32|bf16]
@@ -115,6 +116,32 @@ int main(int argc, char** argv) {
                             {"other", (p.total_s - named) * k},
                             {"total", p.total_s * k}};
     };
+    // The loss budget: each phase's measured ms per step (forward + backward) beside what its
+    // model FLOPs would take at the measured peak; the excesses (plus the update phase, which
+    // has no model FLOPs) add up to the step's distance from MFU 1.
+    const double peak_used = bf16_peak > 0 ? bf16_peak : best_peak;
+    const sy::PhaseFlops pf = model.flops_per_token_by_phase();
+    const double at_peak_ms = static_cast<double>(B * S) / (peak_used * 1e9) * 1e3;
+    const double k = 1e3 / steps;
+    nlohmann::json budget;
+    auto budget_row = [&](const char* name, double fwd_s, double bwd_s, double phase_flops) {
+      const double ms = (fwd_s + bwd_s) * k, ideal = phase_flops * at_peak_ms;
+      budget[name] = {{"ms", ms}, {"at_peak_ms", ideal}, {"excess_ms", ms - ideal}};
+    };
+    budget_row("attention", fwd_phases.attention_s, bwd_phases.attention_s, pf.attention);
+    budget_row("router", fwd_phases.router_s, bwd_phases.router_s, pf.router);
+    budget_row("experts", fwd_phases.experts_s, bwd_phases.experts_s, pf.experts);
+    budget_row("shared_experts", fwd_phases.shared_s, bwd_phases.shared_s, pf.shared);
+    budget_row("dense_ffn", fwd_phases.dense_s, bwd_phases.dense_s, pf.dense);
+    budget_row("head", fwd_phases.head_s, bwd_phases.head_s, pf.head);
+    budget_row("dispatch_combine", fwd_phases.moe_rest_s, bwd_phases.moe_rest_s, 0);
+    auto rest = [](const sy::PhaseTimes& p) {
+      return p.total_s - (p.attention_s + p.router_s + p.experts_s + p.shared_s + p.moe_rest_s +
+                          p.dense_s + p.head_s);
+    };
+    budget_row("other", rest(fwd_phases), rest(bwd_phases), 0);
+    budget["update"] = {
+        {"ms", median(optim) * 1e3}, {"at_peak_ms", 0}, {"excess_ms", median(optim) * 1e3}};
     nlohmann::json out = {{"engine", "switchyard"},
                           {"config", config},
                           {"threads", threads},
@@ -129,6 +156,7 @@ int main(int argc, char** argv) {
                           {"read_ms", median(read) * 1e3},
                           {"forward_phases_ms", phases(fwd_phases)},
                           {"backward_phases_ms", phases(bwd_phases)},
+                          {"budget_ms", budget},
                           {"flops_per_token", flops},
                           {"model_gflops", tps * flops / 1e9},
                           {"sgemm_peak_gflops", peak},

@@ -500,20 +500,28 @@ void Transformer<T>::end_step(std::vector<std::vector<int64_t>> step_loads) {
 }
 
 template <typename T>
-double Transformer<T>::flops_per_token() const {
+PhaseFlops Transformer<T>::flops_per_token_by_phase() const {
+  // 6 per active parameter: a multiply-add forward, two backward.
   const double d = static_cast<double>(D_);
   const int64_t Fs = cfg_.d_shared > 0 ? cfg_.d_shared : cfg_.d_expert;
-  double active = static_cast<double>(V_) * d;  // LM head
+  PhaseFlops f;
+  f.head = 6.0 * static_cast<double>(V_) * d;  // LM head
   for (const Layer& L : layers_) {
-    active += 4 * d * d;
+    f.attention += 6.0 * 4 * d * d + 12.0 * d * static_cast<double>(S_);
     if (L.moe) {
-      active += d * cfg_.n_experts + 3.0 * cfg_.top_k * d * cfg_.d_expert +
-                3.0 * cfg_.n_shared_experts * d * Fs;
+      f.router += 6.0 * d * cfg_.n_experts;
+      f.experts += 6.0 * 3.0 * cfg_.top_k * d * cfg_.d_expert;
+      f.shared += 6.0 * 3.0 * cfg_.n_shared_experts * d * Fs;
     } else {
-      active += 3.0 * d * Fd_;
+      f.dense += 6.0 * 3.0 * d * Fd_;
     }
   }
-  return 6 * active + 12.0 * cfg_.n_layers * d * S_;
+  return f;
+}
+
+template <typename T>
+double Transformer<T>::flops_per_token() const {
+  return flops_per_token_by_phase().total();
 }
 
 template class Transformer<float>;

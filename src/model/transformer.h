@@ -76,6 +76,14 @@ struct PhaseTimes {
   }
 };
 
+// Model FLOPs per token by phase (the PhaseTimes accounts'): attention holds its projections and
+// the 12·L·D·S of scores and score·value; the router its GEMM; norms, selection, dispatch and
+// combine count none. Forward is a third of each, the backward two thirds.
+struct PhaseFlops {
+  double attention = 0, router = 0, experts = 0, shared = 0, dense = 0, head = 0;
+  double total() const { return attention + router + experts + shared + dense + head; }
+};
+
 template <typename T>
 class Transformer {
  public:
@@ -185,6 +193,9 @@ class Transformer {
 
   // Model FLOPs per trained token (6·N_active + 12·L·D·S; PERF-NOTES.md's definition).
   double flops_per_token() const;
+  // The same FLOPs by phase, as the PhaseTimes accounts split the time; their sum is
+  // flops_per_token().
+  PhaseFlops flops_per_token_by_phase() const;
 
   // The phase accounts of the forward and backward passes since the last reset.
   const PhaseTimes& forward_times() const { return forward_times_; }

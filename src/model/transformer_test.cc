@@ -190,6 +190,21 @@ TEST(TransformerTest, PhaseTimesAccountForThePasses) {
   EXPECT_EQ(model.backward_times().experts_s, 0.0);
 }
 
+// Model FLOPs counted by hand for tiny_model(): 6 per active parameter and 12·L·D·S, by phase.
+TEST(TransformerTest, FlopsPerTokenByPhaseCountTheActiveParameters) {
+  const ModelConfig m = tiny_model();  // layer 0 dense (d_dense 7), layer 1 MoE (4 experts, top-2)
+  Transformer<float> model(m, test_topk(m), test_balancer(m, 4), 4);
+  const double D = 8, S = 5, V = 11;
+  const PhaseFlops f = model.flops_per_token_by_phase();
+  EXPECT_DOUBLE_EQ(f.attention, 2 * (6 * 4 * D * D + 12 * D * S));
+  EXPECT_DOUBLE_EQ(f.dense, 6 * 3 * D * 7);
+  EXPECT_DOUBLE_EQ(f.router, 6 * D * 4);
+  EXPECT_DOUBLE_EQ(f.experts, 6 * 3 * 2 * D * 6);  // top-2 experts of d_expert 6
+  EXPECT_DOUBLE_EQ(f.shared, 6 * 3 * 1 * D * 4);   // one shared expert of d_shared 4
+  EXPECT_DOUBLE_EQ(f.head, 6 * V * D);
+  EXPECT_DOUBLE_EQ(model.flops_per_token(), f.total());
+}
+
 }  // namespace
 }  // namespace sy
 
