@@ -39,6 +39,14 @@ void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
 template <typename T>
 void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
                      int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16);
+// linear_backward for a layer whose shapes are the same every step (the attention projections;
+// not an expert, whose rows change): in fp32 and fp64 the same products, with the weight gradient
+// through gemm_fixed_shape (core/gemm.h: oneDNN's matmul primitive under the oneDNN backend,
+// 1.19× sgemm for MEDIUM's qkv_proj, docs/benchmarks.md); in bf16 linear_backward itself.
+template <typename T>
+void linear_backward_fixed_shape(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp,
+                                 const T* weight, int64_t N, int64_t IC, int64_t OC,
+                                 const Bf16Gemm* bf16);
 // The same with dout already rounded (a kernel wrote it in bf16; precision bf16 only).
 void linear_backward(float* dinp, float dinp_beta, float* dweight, const Bf16Gemm::Rounded& dout,
                      const float* inp, const float* weight, int64_t N, int64_t IC, int64_t OC,

@@ -1,5 +1,6 @@
 #include <type_traits>
 
+#include "core/gemm.h"
 #include "core/gemm_bf16.h"
 #include "kernels/kernels.h"
 
@@ -51,6 +52,25 @@ template void matmul_forward<float>(float*, const float*, const float*, int64_t,
                                     const Bf16Gemm*);
 template void matmul_forward<double>(double*, const double*, const double*, int64_t, int64_t,
                                      int64_t, const Bf16Gemm*);
+template <typename T>
+void linear_backward_fixed_shape(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp,
+                                 const T* weight, int64_t N, int64_t IC, int64_t OC,
+                                 const Bf16Gemm* bf16) {
+  if (bf16 != nullptr || dweight == nullptr) {
+    linear_backward(dinp, dinp_beta, dweight, dout, inp, weight, N, IC, OC, bf16);
+    return;
+  }
+  if (dinp != nullptr)
+    gemm(false, false, N, IC, OC, T(1), dout, OC, weight, IC, dinp_beta, dinp, IC);      // [N,IC]
+  gemm_fixed_shape(true, false, OC, IC, N, T(1), dout, OC, inp, IC, T(1), dweight, IC);  // [OC,IC]
+}
+
+template void linear_backward_fixed_shape<float>(float*, float, float*, const float*, const float*,
+                                                 const float*, int64_t, int64_t, int64_t,
+                                                 const Bf16Gemm*);
+template void linear_backward_fixed_shape<double>(double*, double, double*, const double*,
+                                                  const double*, const double*, int64_t, int64_t,
+                                                  int64_t, const Bf16Gemm*);
 template void linear_backward<float>(float*, float, float*, const float*, const float*,
                                      const float*, int64_t, int64_t, int64_t, const Bf16Gemm*);
 template void linear_backward<double>(double*, double, double*, const double*, const double*,

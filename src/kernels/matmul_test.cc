@@ -64,5 +64,28 @@ TEST(MatmulTest, FloatBackwardMatchesDouble) {
   EXPECT_LT(testing::rel_error(dw_f, dw), 1e-5);
 }
 
+// The fixed-shape variant computes the same products (its weight gradient through another
+// library path in fp32: equal within fp32 rounding; in fp64 bit for bit), overwriting or
+// accumulating dinp by dinp_beta and always accumulating the weight gradient.
+TEST(MatmulTest, FixedShapeBackwardMatchesLinearBackward) {
+  auto inp = randn(kN * kIC, 1), w = randn(kOC * kIC, 2), r = randn(kN * kOC, 3);
+  auto dinp0 = randn(kN * kIC, 4), dw0 = randn(kOC * kIC, 5);
+  for (double beta : {0.0, 1.0}) {
+    auto dinp = dinp0, dw = dw0, dinp_fixed = dinp0, dw_fixed = dw0;
+    linear_backward(dinp.data(), beta, dw.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC,
+                    nullptr);
+    linear_backward_fixed_shape(dinp_fixed.data(), beta, dw_fixed.data(), r.data(), inp.data(),
+                                w.data(), kN, kIC, kOC, nullptr);
+    EXPECT_EQ(dinp_fixed, dinp);
+    EXPECT_EQ(dw_fixed, dw);
+    auto dinp_f = to_float(dinp0), dw_f = to_float(dw0);
+    linear_backward_fixed_shape(dinp_f.data(), static_cast<float>(beta), dw_f.data(),
+                                to_float(r).data(), to_float(inp).data(), to_float(w).data(), kN,
+                                kIC, kOC, nullptr);
+    EXPECT_LT(testing::rel_error(dinp_f, dinp), 1e-5);
+    EXPECT_LT(testing::rel_error(dw_f, dw), 1e-5);
+  }
+}
+
 }  // namespace
 }  // namespace sy

@@ -423,7 +423,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     // Attention: mid = x + o(attn(rope(qkv(norm(x))))).
     T* dattn = dattn_y_.data();
     clock.lap();
-    linear_backward(dattn, T(0), G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D, bf);
+    linear_backward_fixed_shape(dattn, T(0), G + L.o, dres, attn_y_[l].data(), P + L.o, N, D, D,
+                                bf);
     T* dqkv = dqkv_.data();
     const T* qkv = qkv_[l].data();
     std::fill(dqkv, dqkv + N * 3 * D, T(0));
@@ -431,7 +432,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
                        qkv + 2 * D, att_[l].data(), B, S, H_, hd_, 3 * D);
     rope_backward(dqkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
-    linear_backward(dln, T(0), G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D, bf);
+    linear_backward_fixed_shape(dln, T(0), G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D,
+                                bf);
     pt.attention_s += clock.lap();
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }
