@@ -102,10 +102,12 @@ int main(int argc, char** argv) {
     const double flops = model.flops_per_token();
     // Per step, ms: where the passes' time goes (model/transformer.h, PhaseTimes); "other" is
     // the norms, residual adds and embedding.
+    const double k = 1e3 / steps;              // summed seconds → ms per step
+    auto rest = [](const sy::PhaseTimes& p) {  // what the named phases leave of the pass
+      return p.total_s - (p.attention_s + p.router_s + p.experts_s + p.shared_s + p.moe_rest_s +
+                          p.dense_s + p.head_s);
+    };
     auto phases = [&](const sy::PhaseTimes& p) {
-      const double k = 1e3 / steps;
-      const double named = p.attention_s + p.router_s + p.experts_s + p.shared_s + p.moe_rest_s +
-                           p.dense_s + p.head_s;
       return nlohmann::json{{"attention", p.attention_s * k},
                             {"router", p.router_s * k},
                             {"experts", p.experts_s * k},
@@ -113,7 +115,7 @@ int main(int argc, char** argv) {
                             {"moe_dispatch_combine", p.moe_rest_s * k},
                             {"dense_ffn", p.dense_s * k},
                             {"head", p.head_s * k},
-                            {"other", (p.total_s - named) * k},
+                            {"other", rest(p) * k},
                             {"total", p.total_s * k}};
     };
     // The loss budget: each phase's measured ms per step (forward + backward) beside what its
@@ -122,7 +124,6 @@ int main(int argc, char** argv) {
     const double peak_used = bf16_peak > 0 ? bf16_peak : best_peak;
     const sy::PhaseFlops pf = model.flops_per_token_by_phase();
     const double at_peak_ms = static_cast<double>(B * S) / (peak_used * 1e9) * 1e3;
-    const double k = 1e3 / steps;
     nlohmann::json budget;
     auto budget_row = [&](const char* name, double fwd_s, double bwd_s, double phase_flops) {
       const double ms = (fwd_s + bwd_s) * k, ideal = phase_flops * at_peak_ms;
@@ -135,10 +136,6 @@ int main(int argc, char** argv) {
     budget_row("dense_ffn", fwd_phases.dense_s, bwd_phases.dense_s, pf.dense);
     budget_row("head", fwd_phases.head_s, bwd_phases.head_s, pf.head);
     budget_row("dispatch_combine", fwd_phases.moe_rest_s, bwd_phases.moe_rest_s, 0);
-    auto rest = [](const sy::PhaseTimes& p) {
-      return p.total_s - (p.attention_s + p.router_s + p.experts_s + p.shared_s + p.moe_rest_s +
-                          p.dense_s + p.head_s);
-    };
     budget_row("other", rest(fwd_phases), rest(bwd_phases), 0);
     budget["update"] = {
         {"ms", median(optim) * 1e3}, {"at_peak_ms", 0}, {"excess_ms", median(optim) * 1e3}};
