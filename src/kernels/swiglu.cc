@@ -1,7 +1,59 @@
+#include <type_traits>
+
 #include "core/vec_math.h"
 #include "kernels/kernels.h"
 
 namespace sy {
+
+namespace {
+
+#if defined(__AVX512F__)
+// One row of F values, 16 at a time with a masked tail: the loops below written with the AVX-512
+// fast_exp (the scalar one's early NaN return keeps the compiler from vectorising them — they ran
+// one float at a time, ≈ 4% of SMALL's fp32 step). The same expressions, so equal to the scalar
+// loop but for the last ulp where a multiply-add is fused differently.
+template <typename Body>
+inline void for_each_block16(int64_t F, Body&& body) {
+  const int64_t full = F / 16 * 16;
+  for (int64_t i = 0; i < full; i += 16) body(i, static_cast<__mmask16>(0xFFFF));
+  if (full < F) body(full, static_cast<__mmask16>((1u << (F - full)) - 1u));
+}
+
+inline __m512 sigmoid16(__m512 g) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  return _mm512_div_ps(one,
+                       _mm512_add_ps(one, detail::fast_exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+}
+
+void swiglu_forward_row(float* o, const float* g, const float* u, int64_t F) {
+  for_each_block16(F, [&](int64_t i, __mmask16 m) {
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+    _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_mul_ps(gv, sigmoid16(gv)), uv));
+  });
+}
+
+void swiglu_backward_row(float* dg, float* du, const float* go, const float* g, const float* u,
+                         int64_t F, bool accumulate) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for_each_block16(F, [&](int64_t i, __mmask16 m) {
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+    const __m512 gov = _mm512_maskz_loadu_ps(m, go + i);
+    const __m512 sig = sigmoid16(gv);
+    // go·u·σ·(1 + g·(1 − σ)) and go·g·σ
+    __m512 dgv = _mm512_mul_ps(_mm512_mul_ps(gov, uv), sig);
+    dgv = _mm512_mul_ps(dgv, _mm512_fmadd_ps(gv, _mm512_sub_ps(one, sig), one));
+    __m512 duv = _mm512_mul_ps(_mm512_mul_ps(gov, gv), sig);
+    if (accumulate) {
+      dgv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dg + i), dgv);
+      duv = _mm512_add_ps(_mm512_maskz_loadu_ps(m, du + i), duv);
+    }
+    _mm512_mask_storeu_ps(dg + i, m, dgv);
+    _mm512_mask_storeu_ps(du + i, m, duv);
+  });
+}
+#endif
+
+}  // namespace
 
 template <typename T>
 void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F) {
@@ -10,6 +62,12 @@ void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F) {
     const T* g = hu + n * 2 * F;  // [F] gate
     const T* u = g + F;           // [F] up
     T* o = out + n * F;           // [F]
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      swiglu_forward_row(o, g, u, F);
+      continue;
+    }
+#endif
 #pragma omp simd
     for (int64_t i = 0; i < F; ++i) {
       const T sig = T(1) / (T(1) + detail::fast_exp(-g[i]));
@@ -29,6 +87,12 @@ void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F, b
     const T* go = dout + n * F;   // [F]
     T* dg = dhu + n * 2 * F;      // [F]
     T* du = dg + F;               // [F]
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      swiglu_backward_row(dg, du, go, g, u, F, accumulate);
+      continue;
+    }
+#endif
 #pragma omp simd
     for (int64_t i = 0; i < F; ++i) {
       const T sig = T(1) / (T(1) + detail::fast_exp(-g[i]));

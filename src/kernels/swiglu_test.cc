@@ -56,6 +56,32 @@ TEST(SwigluTest, BackwardAccumulatesAndFloatMatchesDouble) {
   EXPECT_EQ(written, dhu);
 }
 
+// fp32 runs 16 values at a time (AVX-512) with a masked tail: F = 40 is two full blocks and a
+// tail of 8; every value against the fp64 path, accumulating too, and a NaN gate stays NaN.
+TEST(SwigluTest, FloatBlocksAndTailMatchDouble) {
+  constexpr int64_t N = 3, F = 40;
+  auto hu = randn(N * 2 * F, 5, 4.0), r = randn(N * F, 6);
+  std::vector<double> out(N * F), dhu(hu.size(), 0.5);
+  swiglu_forward(out.data(), hu.data(), N, F);
+  swiglu_backward(dhu.data(), r.data(), hu.data(), N, F, /*accumulate=*/true);
+  auto hu_f = to_float(hu);
+  hu_f[2 * F + 37] = std::nanf("");  // row 1, gate 37 (in the tail)
+  std::vector<float> out_f(N * F), dhu_f(hu.size(), 0.5f);
+  swiglu_forward(out_f.data(), hu_f.data(), N, F);
+  swiglu_backward(dhu_f.data(), to_float(r).data(), hu_f.data(), N, F, /*accumulate=*/true);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < F; ++i) {
+      const int64_t o = n * F + i, g = n * 2 * F + i;
+      if (n == 1 && i == 37) {
+        EXPECT_TRUE(std::isnan(out_f[o]) && std::isnan(dhu_f[g]) && std::isnan(dhu_f[g + F]));
+        continue;
+      }
+      EXPECT_NEAR(out_f[o], out[o], 1e-5 * (1 + std::abs(out[o]))) << n << "," << i;
+      EXPECT_NEAR(dhu_f[g], dhu[g], 1e-5 * (1 + std::abs(dhu[g]))) << n << "," << i;
+      EXPECT_NEAR(dhu_f[g + F], dhu[g + F], 1e-5 * (1 + std::abs(dhu[g + F]))) << n << "," << i;
+    }
+}
+
 TEST(SwigluTest, StaysFiniteForLargeGates) {
   const std::vector<float> hu = {-1000.f, -90.f, 90.f, 1000.f, 1.f, 1.f, 1.f, 1.f};  // N=1, F=4
   std::vector<float> out(4), dhu(8);
