@@ -31,17 +31,23 @@ double sum_of_squares(const float* g, int64_t n) {
     const int tid = omp_get_thread_num(), tn = omp_get_num_threads();
     const int64_t chunk = (n + tn - 1) / tn;
     const int64_t lo = std::min(n, tid * chunk), hi = std::min(n, lo + chunk);
-    // 16 running sums, so the loop is not one chain of dependent additions (it would run at
-    // the adder's latency, 4x slower than memory: 167 ms for MEDIUM's 218 M gradients); they
-    // are added in a fixed order, so the result is the same for a given thread count.
-    constexpr int kLanes = 16;
-    std::array<double, kLanes> acc{};
-    int64_t i = lo;
-    for (; i + kLanes <= hi; i += kLanes)
-      for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(g[i + j]) * g[i + j];
+    // The thread's share read as kStreams interleaved sequential streams (one stream per core
+    // reads ≈ 15 GB/s here, four ≈ 25: MEDIUM's 218 M gradients 58 -> 35 ms), each with 16
+    // running sums, so the loop is not one chain of dependent additions (it would run at the
+    // adder's latency: 167 ms). The sums are added in a fixed order, so the result is the same
+    // for a given thread count.
+    constexpr int kStreams = 4, kLanes = 16;
+    const int64_t len = (hi - lo) / (kStreams * kLanes) * kLanes;  // per stream
+    std::array<std::array<double, kLanes>, kStreams> acc{};
+    for (int64_t i = 0; i < len; i += kLanes)
+      for (int k = 0; k < kStreams; ++k) {
+        const float* x = g + lo + k * len + i;
+        for (int j = 0; j < kLanes; ++j) acc[k][j] += static_cast<double>(x[j]) * x[j];
+      }
     double s = 0;
-    for (; i < hi; ++i) s += static_cast<double>(g[i]) * g[i];
-    for (int j = 0; j < kLanes; ++j) s += acc[j];
+    for (int64_t i = lo + kStreams * len; i < hi; ++i) s += static_cast<double>(g[i]) * g[i];
+    for (const auto& a : acc)
+      for (double x : a) s += x;
     part[tid * 8] = s;
   }
   double total = 0;

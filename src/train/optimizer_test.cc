@@ -97,5 +97,16 @@ TEST(GradNormTest, IsTheEuclideanNorm) {
   EXPECT_DOUBLE_EQ(global_grad_norm(g.data(), static_cast<int64_t>(g.size())), 5.0);
 }
 
+// Every element counted once whatever the size: the thread shares, their streams and the tails.
+TEST(GradNormTest, SumOfSquaresCountsEveryElementOnce) {
+  for (int64_t n : {0, 1, 63, 64, 127, 129, 1000, 4 * 64 * 2 + 5, 100003}) {
+    std::vector<float> g(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) g[i] = static_cast<float>((i * 37) % 101) - 50.f + 0.25f;
+    double want = 0;
+    for (float x : g) want += static_cast<double>(x) * x;
+    EXPECT_NEAR(sum_of_squares(g.data(), n), want, 1e-12 * want) << n;
+  }
+}
+
 }  // namespace
 }  // namespace sy
