@@ -76,10 +76,12 @@ void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int64
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k,
                         const T* v, const T* att, int64_t B, int64_t S, int64_t H, int64_t hd,
-                        int64_t ld) {
+                        int64_t ld, bool accumulate) {
   SY_DCHECK(ld >= H * hd);
   const int64_t D = H * hd;
   const T scale = T(1) / std::sqrt(static_cast<T>(hd));
+  // Each block of dv, dq, dk below is one GEMM's output, written once: beta 0 overwrites.
+  const T beta = accumulate ? T(1) : T(0);
 #pragma omp parallel for schedule(static)
   for (int64_t bh = 0; bh < B * H; ++bh) {
     const int64_t b = bh / H;
@@ -94,7 +96,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T*
       // dV[c0:c1] += P[c0:S, c0:c1]ᵀ · dO[c0:S]  (P[t, j] = 0 for t < j)
       for (int64_t c0 = 0; c0 < S; c0 += kRowBlock) {
         const int64_t c1 = std::min(S, c0 + kRowBlock);
-        gemm(true, false, c1 - c0, hd, S - c0, T(1), a + c0 * S + c0, S, go + c0 * D, D, T(1),
+        gemm(true, false, c1 - c0, hd, S - c0, T(1), a + c0 * S + c0, S, go + c0 * D, D, beta,
              dv + off + c0 * ld, ld);
       }
     }
@@ -118,14 +120,14 @@ void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T*
     if (dq != nullptr) {
       for (int64_t r0 = 0; r0 < S; r0 += kRowBlock) {
         const int64_t r1 = std::min(S, r0 + kRowBlock);
-        gemm(false, false, r1 - r0, hd, r1, scale, dz + r0 * S, S, kb, ld, T(1), dq + off + r0 * ld,
+        gemm(false, false, r1 - r0, hd, r1, scale, dz + r0 * S, S, kb, ld, beta, dq + off + r0 * ld,
              ld);
       }
     }
     if (dk != nullptr) {
       for (int64_t c0 = 0; c0 < S; c0 += kRowBlock) {
         const int64_t c1 = std::min(S, c0 + kRowBlock);
-        gemm(true, false, c1 - c0, hd, S - c0, scale, dz + c0 * S + c0, S, qb + c0 * ld, ld, T(1),
+        gemm(true, false, c1 - c0, hd, S - c0, scale, dz + c0 * S + c0, S, qb + c0 * ld, ld, beta,
              dk + off + c0 * ld, ld);
       }
     }
@@ -138,9 +140,9 @@ template void attention_forward<double>(double*, double*, const double*, const d
                                         const double*, int64_t, int64_t, int64_t, int64_t, int64_t);
 template void attention_backward<float>(float*, float*, float*, float*, const float*, const float*,
                                         const float*, const float*, const float*, int64_t, int64_t,
-                                        int64_t, int64_t, int64_t);
+                                        int64_t, int64_t, int64_t, bool);
 template void attention_backward<double>(double*, double*, double*, double*, const double*,
                                          const double*, const double*, const double*, const double*,
-                                         int64_t, int64_t, int64_t, int64_t, int64_t);
+                                         int64_t, int64_t, int64_t, int64_t, int64_t, bool);
 
 }  // namespace sy

@@ -116,6 +116,17 @@ TEST(AttentionTest, BackwardAccumulatesAndSkipsNullGradients) {
   backward(s, dqkv2, r, qkv, att);
   testing::expect_doubled("dqkv", dqkv, dqkv2);
 
+  // accumulate = false overwrites whatever was there: the values of accumulating into zeros.
+  std::vector<double> written(qkv.size(), 123.0);
+  {
+    std::vector<double> scratch(attention_scratch_size(s.S, omp_get_max_threads()));
+    attention_backward(written.data(), written.data() + s.D(), written.data() + 2 * s.D(),
+                       scratch.data(), r.data(), qkv.data(), qkv.data() + s.D(),
+                       qkv.data() + 2 * s.D(), att.data(), s.B, s.S, s.H, s.hd, s.ld(),
+                       /*accumulate=*/false);
+  }
+  EXPECT_EQ(written, dqkv);
+
   // Only dk requested: dq and dv columns stay zero, dk is the same.
   std::vector<double> dk_only(qkv.size());
   std::vector<double> scratch(attention_scratch_size(s.S, omp_get_max_threads()));

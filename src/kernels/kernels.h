@@ -80,11 +80,13 @@ void rope_backward(T* dx, const T* cos, const T* sin, int64_t B, int64_t S, int6
 template <typename T>
 void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int64_t B, int64_t S,
                        int64_t H, int64_t hd, int64_t ld);
-// dq, dk, dv accumulate with row stride ld. scratch: attention_scratch_size() elements.
+// dq, dk, dv (null: not computed) accumulate with row stride ld, or with accumulate false are
+// overwritten (each element is written once: no zero-fill needed). scratch:
+// attention_scratch_size() elements.
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k,
                         const T* v, const T* att, int64_t B, int64_t S, int64_t H, int64_t hd,
-                        int64_t ld);
+                        int64_t ld, bool accumulate = true);
 // Elements of scratch attention_backward needs when run with up to max_threads OpenMP threads.
 int64_t attention_scratch_size(int64_t S, int max_threads);
 

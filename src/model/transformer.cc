@@ -425,9 +425,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
                                 bf);
     T* dqkv = dqkv_.data();
     const T* qkv = qkv_[l].data();
-    std::fill(dqkv, dqkv + N * 3 * D, T(0));
     attention_backward(dqkv, dqkv + D, dqkv + 2 * D, attn_scratch_.data(), dattn, qkv, qkv + D,
-                       qkv + 2 * D, att_[l].data(), B, S, H_, hd_, 3 * D);
+                       qkv + 2 * D, att_[l].data(), B, S, H_, hd_, 3 * D, /*accumulate=*/false);
     rope_backward(dqkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     linear_backward_fixed_shape(dln, T(0), G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D,
