@@ -116,6 +116,18 @@ void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* da
                          const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
                          int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16 = nullptr);
 
+// ---- rows by index (the MoE dispatch and combine; src/kernels/rows.cc) ----
+// out[r, :] = src[index[r], :] for r in [0, rows), D wide; out must not overlap src. fp32 rows
+// of whole aligned cache lines are written with streaming stores (out is for a later pass).
+template <typename T>
+void gather_rows(T* out, const T* src, const int32_t* index, int64_t rows, int64_t D);
+// One row of a gated combine's backward, y_t += g·y_row: writes dy_row = g·dy_t and returns
+// ∂loss/∂g = dy_t · y_row (summed in vector lanes: a fixed order, whatever the thread count).
+// Called per row from inside a parallel loop (no parallelism of its own); dy_row streamed as
+// gather_rows' output.
+template <typename T>
+T gated_row_backward(const T* dyt, T g, const T* yr, T* dyr, int64_t D);
+
 // ---- token embedding ----
 // out[N,D] = wte[tokens[n], :]; tokens in [0, V) (validated by the caller).
 template <typename T>

@@ -330,21 +330,6 @@ void return_tokens(const MoeDims& dims, const MoeActivations<T>& a, ExpertParall
 
 // ---- The stages of one layer ------------------------------------------------------------------
 
-// One row of the combine's backward, y_t += g·y_row: dy_row = g·dy_t (written), returns
-// ∂loss/∂g = dy_t · y_row. The dot product is summed in vector lanes (the simd reduction lets the
-// compiler reassociate; a single chain of dependent adds was ≈ 2% of MEDIUM's step): the order
-// is fixed by the code, not by the thread count.
-template <typename T>
-T gate_backward(const T* dyt, T g, const T* yr, T* dyr, int64_t D) {
-  T dot = 0;
-#pragma omp simd reduction(+ : dot)
-  for (int64_t j = 0; j < D; ++j) {
-    dot += dyt[j] * yr[j];
-    dyr[j] = g * dyt[j];
-  }
-  return dot;
-}
-
 // Dispatch, experts, combine on one rank: rows gathered in expert order, combined token-major,
 // a token's rows in expert order (the summation order is fixed).
 template <typename T>
@@ -353,9 +338,7 @@ void routed_forward(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int
   const int64_t D = dims.d;
   const RoutingPlan<T>& p = a.plan;
   T* xs = a.xs.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < p.rows; ++row)
-    std::copy_n(h + static_cast<int64_t>(p.token_of_row[row]) * D, D, xs + row * D);
+  gather_rows(xs, h, p.token_of_row.data(), p.rows, D);
   a.forward_times.experts_s = experts_forward(dims, w, p.expert_offsets.data(), xs, a, a.ys.data());
   const T* ys = a.ys.data();
 #pragma omp parallel for schedule(static)
@@ -411,8 +394,8 @@ void routed_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads
   T* dgate_row = s.dgate_row.data();
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < p.rows; ++row) {
-    dgate_row[row] = gate_backward(dy + static_cast<int64_t>(p.token_of_row[row]) * D,
-                                   p.gate_of_row[row], ys + row * D, dys + row * D, D);
+    dgate_row[row] = gated_row_backward(dy + static_cast<int64_t>(p.token_of_row[row]) * D,
+                                        p.gate_of_row[row], ys + row * D, dys + row * D, D);
   }
   a.backward_times.experts_s =
       experts_backward(dims, w, g, p.expert_offsets.data(), a.xs.data(), a, s, dys, s.dxs.data());
@@ -449,7 +432,7 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < ml; ++r) {
     dgate[a.recv_pair[r]] =
-        gate_backward(recv + a.recv_row[r] * D, a.gate_local[r], ys + r * D, dyl + r * D, D);
+        gated_row_backward(recv + a.recv_row[r] * D, a.gate_local[r], ys + r * D, dyl + r * D, D);
   }
   a.exchange.exchange_s += clock.lap();
   a.backward_times.experts_s =
