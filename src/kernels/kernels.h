@@ -8,7 +8,9 @@
 //  * forward functions overwrite their outputs;
 //  * backward functions ACCUMULATE (+=) into every gradient they produce, activations and
 //    parameters alike — the caller zeroes what must start at zero. Exceptions, named in their
-//    comments: rope_backward (in place) and xent_backward (overwrites, may alias its input).
+//    comments: rope_backward (in place), xent_backward (overwrites, may alias its input),
+//    gated_row_backward (writes its row), and the kernels with an `accumulate` or beta argument
+//    when asked to overwrite (swiglu_backward, attention_backward, linear_backward).
 //  * A null gradient pointer means "not needed": that gradient is skipped.
 //  * T is float (training) or double (finite-difference tests); both are instantiated.
 //  * Kernels parallelise internally with OpenMP; call them from outside a parallel region.
