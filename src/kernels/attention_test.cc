@@ -154,6 +154,27 @@ TEST(AttentionTest, FloatBackwardMatchesDouble) {
   EXPECT_LT(testing::rel_error(dqkv_f, dqkv), 1e-5);
 }
 
+// A NaN query makes its rows of probabilities and output NaN (a diverged model's loss is NaN),
+// and leaves the other rows as they were. Row 37 of S = 70: two 16-wide blocks and a tail.
+TEST(AttentionTest, NanQueryPoisonsOnlyItsRows) {
+  const Shape s = kBlocked;
+  auto qkv = to_float(randn(s.qkv_size(), 1));
+  std::vector<float> out, att, out_nan, att_nan;
+  forward(s, out, att, qkv);
+  const int64_t t = 37;
+  qkv[t * s.ld() + 1] = std::nanf("");  // head 0's query at position t
+  forward(s, out_nan, att_nan, qkv);
+  for (int64_t r = 0; r < s.S; ++r)
+    for (int64_t j = 0; j <= r; ++j) {
+      const float a = att_nan[r * s.S + j];  // head 0
+      if (r == t)
+        ASSERT_TRUE(std::isnan(a)) << j;
+      else
+        ASSERT_EQ(a, att[r * s.S + j]) << r << "," << j;
+    }
+  for (int64_t i = 0; i < s.hd; ++i) EXPECT_TRUE(std::isnan(out_nan[t * s.D() + i])) << i;
+}
+
 TEST(AttentionTest, OutputIsCausal) {
   const Shape s = kBlocked;
   const int64_t t = 40;
