@@ -70,6 +70,39 @@ void causal_softmax_row(T* p, int64_t t, int64_t S) {
   std::fill(p + t + 1, p + S, T(0));
 }
 
+// d[0..n) ← p ⊙ (d − Σ p ⊙ d) for one row of probabilities p and their gradient d (the softmax's
+// backward), fp32 16 values at a time in AVX-512 like causal_softmax_row.
+template <typename T>
+void softmax_row_backward(const T* p, T* d, int64_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t full = n / 16 * 16;
+    const auto tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < full; j += 16)
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(d + j), acc);
+    if (tail)
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, p + full),
+                            _mm512_maskz_loadu_ps(tail, d + full), acc);
+    const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc));
+    for (int64_t j = 0; j < full; j += 16)
+      _mm512_storeu_ps(
+          d + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), _mm512_sub_ps(_mm512_loadu_ps(d + j), dot)));
+    if (tail)
+      _mm512_mask_storeu_ps(
+          d + full, tail,
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, p + full),
+                        _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, d + full), dot)));
+    return;
+  }
+#endif
+  T dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < n; ++j) dot += p[j] * d[j];
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) d[j] = p[j] * (d[j] - dot);
+}
+
 }  // namespace
 
 int64_t attention_scratch_size(int64_t S, int max_threads) {
@@ -142,11 +175,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T*
       for (int64_t t = r0; t < r1; ++t) {
         const T* p = a + t * S;
         T* d = dz + t * S;
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j <= t; ++j) dot += p[j] * d[j];
-#pragma omp simd
-        for (int64_t j = 0; j <= t; ++j) d[j] = p[j] * (d[j] - dot);
+        softmax_row_backward(p, d, t + 1);
         // The blocked GEMMs below read this row up to the end of its diagonal block.
         std::fill(d + t + 1, d + r1, T(0));
       }
