@@ -26,30 +26,23 @@ template <typename T>
 void causal_softmax_row(T* p, int64_t t, int64_t S) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t n = t + 1, full = n / 16 * 16;
-    const auto tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
+    const int64_t n = t + 1;
     __m512 vm = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int64_t j = 0; j < full; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(p + j));
-    if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, p + full));
+    detail::for_each_block16(n, [&](int64_t j, __mmask16 k) {
+      vm = _mm512_mask_max_ps(vm, k, vm, _mm512_maskz_loadu_ps(k, p + j));
+    });
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
     __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < full; j += 16) {
-      const __m512 e = detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p + j), m));
-      _mm512_storeu_ps(p + j, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    if (tail) {
+    detail::for_each_block16(n, [&](int64_t j, __mmask16 k) {
       const __m512 e =
-          detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + full), m));
-      _mm512_mask_storeu_ps(p + full, tail, e);
-      sum = _mm512_mask_add_ps(sum, tail, sum, e);
-    }
+          detail::fast_exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), m));
+      _mm512_mask_storeu_ps(p + j, k, e);
+      sum = _mm512_mask_add_ps(sum, k, sum, e);
+    });
     const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
-    for (int64_t j = 0; j < full; j += 16)
-      _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
-    if (tail)
-      _mm512_mask_storeu_ps(p + full, tail,
-                            _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, p + full), inv));
+    detail::for_each_block16(n, [&](int64_t j, __mmask16 k) {
+      _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
+    });
     std::fill(p + n, p + S, 0.f);
     return;
   }
@@ -76,23 +69,16 @@ template <typename T>
 void softmax_row_backward(const T* p, T* d, int64_t n) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t full = n / 16 * 16;
-    const auto tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t j = 0; j < full; j += 16)
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(d + j), acc);
-    if (tail)
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, p + full),
-                            _mm512_maskz_loadu_ps(tail, d + full), acc);
+    detail::for_each_block16(n, [&](int64_t j, __mmask16 k) {
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, p + j), _mm512_maskz_loadu_ps(k, d + j), acc);
+    });
     const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc));
-    for (int64_t j = 0; j < full; j += 16)
-      _mm512_storeu_ps(
-          d + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), _mm512_sub_ps(_mm512_loadu_ps(d + j), dot)));
-    if (tail)
-      _mm512_mask_storeu_ps(
-          d + full, tail,
-          _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, p + full),
-                        _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, d + full), dot)));
+    detail::for_each_block16(n, [&](int64_t j, __mmask16 k) {
+      const __m512 pj = _mm512_maskz_loadu_ps(k, p + j);
+      _mm512_mask_storeu_ps(d + j, k,
+                            _mm512_mul_ps(pj, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, d + j), dot)));
+    });
     return;
   }
 #endif

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/kernels.h"
 
@@ -12,10 +11,7 @@ constexpr int64_t kColumnBlock = 64;
 
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, int64_t N, int64_t D) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    std::memcpy(out + n * D, wte + static_cast<int64_t>(tokens[n]) * D, sizeof(T) * D);
-  }
+  gather_rows(out, wte, tokens, N, D);  // rows of wte by token
 }
 
 template <typename T>

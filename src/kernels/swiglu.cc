@@ -12,13 +12,6 @@ namespace {
 // fast_exp (the scalar one's early NaN return keeps the compiler from vectorising them — they ran
 // one float at a time, ≈ 4% of SMALL's fp32 step). The same expressions, so equal to the scalar
 // loop but for the last ulp where a multiply-add is fused differently.
-template <typename Body>
-inline void for_each_block16(int64_t F, Body&& body) {
-  const int64_t full = F / 16 * 16;
-  for (int64_t i = 0; i < full; i += 16) body(i, static_cast<__mmask16>(0xFFFF));
-  if (full < F) body(full, static_cast<__mmask16>((1u << (F - full)) - 1u));
-}
-
 inline __m512 sigmoid16(__m512 g) {
   const __m512 one = _mm512_set1_ps(1.f);
   return _mm512_div_ps(one,
@@ -26,7 +19,7 @@ inline __m512 sigmoid16(__m512 g) {
 }
 
 void swiglu_forward_row(float* o, const float* g, const float* u, int64_t F) {
-  for_each_block16(F, [&](int64_t i, __mmask16 m) {
+  detail::for_each_block16(F, [&](int64_t i, __mmask16 m) {
     const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
     _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_mul_ps(gv, sigmoid16(gv)), uv));
   });
@@ -35,7 +28,7 @@ void swiglu_forward_row(float* o, const float* g, const float* u, int64_t F) {
 void swiglu_backward_row(float* dg, float* du, const float* go, const float* g, const float* u,
                          int64_t F, bool accumulate) {
   const __m512 one = _mm512_set1_ps(1.f);
-  for_each_block16(F, [&](int64_t i, __mmask16 m) {
+  detail::for_each_block16(F, [&](int64_t i, __mmask16 m) {
     const __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
     const __m512 gov = _mm512_maskz_loadu_ps(m, go + i);
     const __m512 sig = sigmoid16(gv);

@@ -8,6 +8,8 @@
 // thereby also provides <immintrin.h>.
 #pragma once
 
+#include <cstdint>
+
 // GCC 12 warns that the intrinsics' internal _mm512_undefined_* values are used uninitialised
 // (GCC bug 105593, a false positive at the header's own lines): silence it for the header only.
 #pragma GCC diagnostic push
@@ -99,6 +101,15 @@ inline __m512d fast_log(__m512d x) {
   const __m512d lo = _mm512_fmadd_pd(k, _mm512_set1_pd(1.9082149292705877e-10), p);
   return _mm512_fmadd_pd(k, _mm512_set1_pd(0.6931471803691238),
                          _mm512_fmadd_pd(s, _mm512_set1_pd(2.0), lo));
+}
+
+// body(i, mask) over a row of n floats, 16 at a time: full blocks with all lanes, then the tail
+// (if any) with only its lanes in the mask — for row kernels written with masked loads/stores.
+template <typename Body>
+inline void for_each_block16(int64_t n, Body&& body) {
+  const int64_t full = n / 16 * 16;
+  for (int64_t i = 0; i < full; i += 16) body(i, static_cast<__mmask16>(0xFFFF));
+  if (full < n) body(full, static_cast<__mmask16>((1u << (n - full)) - 1u));
 }
 
 }  // namespace sy::detail
