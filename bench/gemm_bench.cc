@@ -91,6 +91,16 @@ void shapes_of(benchmark::internal::Benchmark* b, std::initializer_list<int> bac
     b->Args({be, 1, 0, 512, 512, 2048, 2});
     b->Args({be, 0, 0, 1024, 1024, 1024, 2});
   }
+  // SMALL's experts (≈ 512 rows, D = F = 256) on one thread, as they run side by side: forward
+  // gate|up and down (NT), backward dx and dact (NN), the weight gradients (TN over 512 rows).
+  for (int be : backends) {
+    b->Args({be, 0, 1, 512, 512, 256, 1});
+    b->Args({be, 0, 1, 512, 256, 256, 1});
+    b->Args({be, 0, 0, 512, 256, 256, 1});
+    b->Args({be, 0, 0, 512, 256, 512, 1});
+    b->Args({be, 1, 0, 256, 256, 512, 1});
+    b->Args({be, 1, 0, 512, 256, 512, 1});
+  }
   // MEDIUM's experts (≈ 192 rows, D = 512, F = 256) on one thread, as they run side by side:
   // forward gate|up and down (NT); backward dact = dy·W_down, dx = dhu·W_gu (NN), and the weight
   // gradients dW_down = dyᵀ·act, dW_gu = dhuᵀ·x (TN, reducing over the 192 rows).

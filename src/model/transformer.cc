@@ -201,6 +201,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const TopKOptions& router,
     ddense_hu_.reset(N * 2 * Fd_);
   }
   if (!moe_layer_index_.empty()) moe_scratch_.resize(moe_dims_);
+  expert_sum_sq_.assign(moe_layer_index_.size() * static_cast<size_t>(moe_dims_.e_local()), 0.0);
 }
 
 template <typename T>
@@ -231,6 +232,7 @@ template <typename T>
 void Transformer<T>::zero_grad() {
   if (grads_zero_) return;
   grads_zero_ = true;
+  expert_sum_sq_valid_ = false;
   T* g = grads_.data();
   const int64_t n = n_params_;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
@@ -383,8 +385,19 @@ void Transformer<T>::head_backward(T ce_scale, T* dln) {
 }
 
 template <typename T>
+std::optional<double> Transformer<T>::expert_grad_sum_of_squares() const {
+  if (!expert_sum_sq_valid_) return std::nullopt;
+  double s = 0;
+  for (double x : expert_sum_sq_) s += x;
+  return s;
+}
+
+template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
+  // Onto zeroed gradients, the experts' sums of squares are those of their final gradients.
+  const bool fresh = grads_zero_;
   grads_zero_ = false;
+  expert_sum_sq_valid_ = false;
   const int64_t B = b_, S = S_, D = D_, N = B * S;
   Stopwatch whole, clock;
   PhaseTimes& pt = backward_times_;
@@ -407,8 +420,10 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     clock.lap();
     if (L.moe) {
       --mi;
-      moe_backward(moe_dims_, moe_weights(L), moe_grads(L), *routers_[mi], ln2_[l].data(), N,
-                   moe_acts_[mi], moe_scratch_, dres, aux_scale, dln, &ep_);
+      MoeGrads<T> g = moe_grads(L);
+      if (fresh) g.expert_sum_sq = expert_sum_sq_.data() + mi * moe_dims_.e_local();
+      moe_backward(moe_dims_, moe_weights(L), g, *routers_[mi], ln2_[l].data(), N, moe_acts_[mi],
+                   moe_scratch_, dres, aux_scale, dln, &ep_);
       add_moe_times(pt, moe_acts_[mi].backward_times);
     } else {
       swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
@@ -435,6 +450,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }
   embedding_backward(G + wte_, dres, inputs_.data(), N, D);
+  expert_sum_sq_valid_ = fresh;
   pt.total_s += whole.lap();
 }
 

@@ -119,6 +119,7 @@ class Transformer {
   // Non-const access may change the gradients: zero_grad() then zeroes them again.
   T* grads() {
     grads_zero_ = false;
+    expert_sum_sq_valid_ = false;
     return grads_.data();
   }
   const T* grads() const { return grads_.data(); }
@@ -130,8 +131,16 @@ class Transformer {
   // train_step.cc): they count as zero afterwards, so the next zero_grad() has nothing to do.
   T* grads_for_zeroing_update() {
     grads_zero_ = true;
+    expert_sum_sq_valid_ = false;
     return grads_.data();
   }
+  // Σ g² over the routed experts' gradients (expert_ranges()), summed expert by expert in the
+  // backward while each one's gradient was still in cache — so a gradient-norm pass need only
+  // read the rest (train_step.cc; MEDIUM's experts are 92% of its parameters). Present only while
+  // the gradients are exactly what one backward() wrote onto zeroed gradients: empty after a
+  // second backward() (accumulation) or any non-const grads() access (e.g. an all-reduce).
+  // Deterministic: the experts' sums are added in layer and expert order.
+  std::optional<double> expert_grad_sum_of_squares() const;
 
   // The precision of the weight GEMMs — attention projections, dense and expert FFNs, LM head
   // (docs/model.md says what runs in which precision): fp32, the default, or bf16 (bf16
@@ -239,7 +248,11 @@ class Transformer {
   // precision bf16: the weights' bf16 copy and GEMMs; stale after any non-const params() access.
   std::unique_ptr<Bf16Gemm> bf16_;
   bool bf16_stale_ = true;
-  bool grads_zero_ = true;         // grads_ known to be all zero (zero_grad() may skip its pass)
+  bool grads_zero_ = true;  // grads_ known to be all zero (zero_grad() may skip its pass)
+  // Each MoE layer's local experts' Σ g² [n_moe_layers × E_local], written by a backward() that
+  // began on zeroed gradients; valid until the gradients change otherwise.
+  std::vector<double> expert_sum_sq_;
+  bool expert_sum_sq_valid_ = false;
   const Bf16Gemm* bf16_weights();  // the copy, re-made first if stale (null: fp32)
 
   // Activations (N = B·S rows), sized for micro_batch.

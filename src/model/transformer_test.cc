@@ -160,6 +160,49 @@ TEST(TransformerTest, ZeroGradZeroesWhatABackwardWrote) {
   EXPECT_EQ(grads()[0], 3.f);
 }
 
+// The experts' Σ g² summed in the backward (for the gradient norm) is the sum over the expert
+// ranges of the gradients it leaves — experts without rows included — and is offered only while
+// those gradients are one backward's onto zeros.
+TEST(TransformerTest, ExpertGradSumOfSquaresIsTheExpertsOwn) {
+  ModelConfig m = tiny_model();
+  m.n_experts = 8;  // 5 tokens × top-1 over 8 experts: at least 3 experts without rows
+  m.top_k = 1;
+  Transformer<double> model(m, test_topk(m), test_balancer(m, 1), 1);
+  model.init(4);
+  auto tokens = random_tokens(1, m.seq_len, m.vocab_size, 5);
+  const auto experts_sum_sq = [&] {
+    const Transformer<double>& cm = model;
+    double s = 0;
+    for (const ParamRange& r : cm.expert_ranges())
+      for (int64_t i = 0; i < r.numel; ++i)
+        s += cm.grads()[r.offset + i] * cm.grads()[r.offset + i];
+    return s;
+  };
+  int64_t empty = 0;
+  EXPECT_FALSE(model.expert_grad_sum_of_squares().has_value());  // nothing computed yet
+  model.balancer().begin_step(0);
+  model.forward(tokens.data(), 1);
+  for (int64_t e = 0; e < m.n_experts; ++e)
+    empty += model.layer_plan(0).expert_offsets[e + 1] == model.layer_plan(0).expert_offsets[e];
+  EXPECT_GE(empty, 3);
+  model.backward(0.2, 1.0);
+  ASSERT_TRUE(model.expert_grad_sum_of_squares().has_value());
+  const double want = experts_sum_sq();
+  EXPECT_GT(want, 0);
+  EXPECT_NEAR(*model.expert_grad_sum_of_squares(), want, 1e-12 * want);
+  // Accumulating a second backward: the sums no longer describe the gradients.
+  model.forward(tokens.data(), 1);
+  model.backward(0.2, 1.0);
+  EXPECT_FALSE(model.expert_grad_sum_of_squares().has_value());
+  model.zero_grad();
+  model.forward(tokens.data(), 1);
+  model.backward(0.2, 1.0);
+  ASSERT_TRUE(model.expert_grad_sum_of_squares().has_value());
+  EXPECT_NEAR(*model.expert_grad_sum_of_squares(), want, 1e-12 * want);
+  model.grads()[model.expert_ranges()[0].offset] += 1;  // a write access (e.g. an all-reduce)
+  EXPECT_FALSE(model.expert_grad_sum_of_squares().has_value());
+}
+
 // The phase accounts: every phase this model has takes time, the named phases fit in the pass's
 // total, passes add up until the reset, and the reset clears them.
 TEST(TransformerTest, PhaseTimesAccountForThePasses) {

@@ -9,6 +9,7 @@
 
 #include "core/gemm.h"
 #include "core/stopwatch.h"
+#include "core/sum_of_squares.h"
 #include "kernels/kernels.h"
 
 namespace sy {
@@ -129,13 +130,23 @@ template <typename T>
 double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                         const int64_t* offsets, const T* x, const MoeActivations<T>& a,
                         MoeScratch<T>& s, const T* dy, T* dx) {
-  const int64_t D = dims.d, F = dims.f;
-  return for_each_expert(dims.e_local(), offsets, [&](int64_t e, int64_t r0, int64_t ne) {
+  const int64_t D = dims.d, F = dims.f, El = dims.e_local();
+  // Σ g² of expert e's gradient (gate|up, then down), on the thread that just wrote it.
+  const auto sum_sq = [&](int64_t e) {
+    return sum_of_squares_serial(g.gate_up + e * 2 * F * D, 2 * F * D) +
+           sum_of_squares_serial(g.down + e * D * F, D * F);
+  };
+  const double seconds = for_each_expert(El, offsets, [&](int64_t e, int64_t r0, int64_t ne) {
     swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
                         s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
                         w.down + e * D * F, ne, D, F, w.bf16);
+    if (g.expert_sum_sq != nullptr) g.expert_sum_sq[e] = sum_sq(e);
   });
+  if (g.expert_sum_sq != nullptr)  // the experts without rows (their gradients untouched)
+    for (int64_t e = 0; e < El; ++e)
+      if (offsets[e + 1] == offsets[e]) g.expert_sum_sq[e] = sum_sq(e);
+  return seconds;
 }
 
 // ---- Expert parallelism: the exchange stages --------------------------------------------------

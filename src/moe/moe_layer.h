@@ -60,6 +60,11 @@ struct MoeGrads {  // accumulated into (+=)
   T* down = nullptr;
   T* shared_gate_up = nullptr;
   T* shared_down = nullptr;
+  // If set, [E_local]: each local routed expert's Σ g² over its gate|up and down gradients,
+  // written by moe_backward right after the expert's GEMMs (while its gradient is in cache; an
+  // expert without rows gets Σ of what its gradient holds, untouched). Equal to the sum over its
+  // final gradient only when nothing else adds to it (Transformer: a backward from zero).
+  double* expert_sum_sq = nullptr;
 };
 
 // Expert parallelism as measured on this rank for one micro-batch (the forward and its backward;

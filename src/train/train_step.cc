@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -35,11 +36,19 @@ void reduce_gradients(Transformer<float>& model, Communicator& all, Communicator
 }
 
 // The norm of the whole model's gradient, each expert counted once: under expert parallelism
-// the replicated part (the same on every rank) plus the experts' sum over the group.
+// the replicated part (the same on every rank) plus the experts' sum over the group. Where the
+// backward already summed the experts' squares (one micro-batch, nothing reduced), only the rest
+// is read here.
 double model_grad_norm(const Transformer<float>& model, Communicator* ep_group) {
   const float* g = model.grads();
-  if (ep_group == nullptr) return global_grad_norm(g, model.num_params());
   double replicated = 0, experts = 0;
+  if (ep_group == nullptr) {
+    const std::optional<double> summed = model.expert_grad_sum_of_squares();
+    if (!summed) return global_grad_norm(g, model.num_params());
+    for (const ParamRange& r : model.replicated_ranges())
+      replicated += sum_of_squares(g + r.offset, r.numel);
+    return std::sqrt(replicated + *summed);
+  }
   for (const ParamRange& r : model.replicated_ranges())
     replicated += sum_of_squares(g + r.offset, r.numel);
   for (const ParamRange& r : model.expert_ranges())
