@@ -74,9 +74,9 @@ TEST_F(KernelsBf16Test, SwigluFfnForwardAndBackward) {
   std::vector<float> dx32(N * D), dx16(N * D), dwgu32(2 * F * D), dwgu16(2 * F * D), dwd32(D * F),
       dwd16(D * F), dhu(N * 2 * F), dact(N * F);
   // Both backward passes from the fp32 forward's activations: the backward's own error only.
-  swiglu_ffn_backward(dx32.data(), 0.f, dwgu32.data(), dwd32.data(), dhu.data(), dact.data(),
+  swiglu_ffn_backward(dx32.data(), 0.f, dwgu32.data(), dwd32.data(), 1.f, dhu.data(), dact.data(),
                       dy.data(), x.data(), hu32.data(), act32.data(), wgu, wd, N, D, F);
-  swiglu_ffn_backward(dx16.data(), 0.f, dwgu16.data(), dwd16.data(), dhu.data(), dact.data(),
+  swiglu_ffn_backward(dx16.data(), 0.f, dwgu16.data(), dwd16.data(), 1.f, dhu.data(), dact.data(),
                       dy.data(), x.data(), hu32.data(), act32.data(), wgu, wd, N, D, F, &bf);
   expect_bf16_close(dx16, dx32, "dx");
   expect_bf16_close(dwgu16, dwgu32, "dw_gate_up");

@@ -16,18 +16,19 @@ void swiglu_ffn_forward(T* y, T beta, T* hu, T* act, const T* x, const T* w_gate
 }
 
 template <typename T>
-void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* dact, const T* dy,
-                         const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
-                         int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16) {
-  linear_backward(dact, T(0), dw_down, dy, act, w_down, N, F, D, bf16);         // dact [N,F]
-  swiglu_backward(dhu, dact, hu, N, F, /*accumulate=*/false);                   // dhu [N,2F]
-  linear_backward(dx, beta, dw_gate_up, dhu, x, w_gate_up, N, D, 2 * F, bf16);  // dx [N,D]
+void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T dw_beta, T* dhu, T* dact,
+                         const T* dy, const T* x, const T* hu, const T* act, const T* w_gate_up,
+                         const T* w_down, int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16) {
+  linear_backward(dact, T(0), dw_down, dw_beta, dy, act, w_down, N, F, D, bf16);  // dact [N,F]
+  swiglu_backward(dhu, dact, hu, N, F, /*accumulate=*/false);                     // dhu [N,2F]
+  linear_backward(dx, beta, dw_gate_up, dw_beta, dhu, x, w_gate_up, N, D, 2 * F,
+                  bf16);  // dx [N,D]
 }
 
 #define SY_INSTANTIATE(T)                                                                       \
   template void swiglu_ffn_forward<T>(T*, T, T*, T*, const T*, const T*, const T*, int64_t,     \
                                       int64_t, int64_t, const Bf16Gemm*);                       \
-  template void swiglu_ffn_backward<T>(T*, T, T*, T*, T*, T*, const T*, const T*, const T*,     \
+  template void swiglu_ffn_backward<T>(T*, T, T*, T*, T, T*, T*, const T*, const T*, const T*,  \
                                        const T*, const T*, const T*, int64_t, int64_t, int64_t, \
                                        const Bf16Gemm*);
 SY_INSTANTIATE(float)

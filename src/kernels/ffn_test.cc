@@ -63,24 +63,25 @@ TEST(SwigluFfnTest, GradientMatchesFiniteDifferences) {
   loss();  // hu, act of the unperturbed inputs
   std::vector<double> dx(kN * kD, 0.0), dwgu(f.wgu.size(), 0.0), dwd(f.wd.size(), 0.0);
   std::vector<double> dhu(kN * 2 * kF, 7.0), dact(kN * kF, 7.0);  // scratch: overwritten
-  swiglu_ffn_backward(dx.data(), 0.0, dwgu.data(), dwd.data(), dhu.data(), dact.data(), r.data(),
-                      f.x.data(), f.hu.data(), f.act.data(), f.wgu.data(), f.wd.data(), kN, kD, kF);
+  swiglu_ffn_backward(dx.data(), 0.0, dwgu.data(), dwd.data(), 1.0, dhu.data(), dact.data(),
+                      r.data(), f.x.data(), f.hu.data(), f.act.data(), f.wgu.data(), f.wd.data(),
+                      kN, kD, kF);
   testing::expect_gradient("dx", loss, f.x, dx);
   testing::expect_gradient("dw_gate_up", loss, f.wgu, dwgu);
   testing::expect_gradient("dw_down", loss, f.wd, dwd);
 }
 
-// dx: beta 0 overwrites, beta 1 adds; the weight gradients always accumulate.
+// dx by beta and the weight gradients by dw_beta: 0 overwrites, 1 adds.
 TEST(SwigluFfnTest, BackwardOverwritesOrAccumulatesAsDocumented) {
   Ffn f;
   f.forward(0.0, std::vector<double>(kN * kD));
   const auto r = randn(kN * kD, 4);
-  std::vector<double> dx(kN * kD, 1e30), dwgu(f.wgu.size(), 0.0), dwd(f.wd.size(), 0.0);
+  std::vector<double> dx(kN * kD, 1e30), dwgu(f.wgu.size(), 1e30), dwd(f.wd.size(), 1e30);
   std::vector<double> dhu(kN * 2 * kF), dact(kN * kF);
   auto backward = [&](double beta) {
-    swiglu_ffn_backward(dx.data(), beta, dwgu.data(), dwd.data(), dhu.data(), dact.data(), r.data(),
-                        f.x.data(), f.hu.data(), f.act.data(), f.wgu.data(), f.wd.data(), kN, kD,
-                        kF);
+    swiglu_ffn_backward(dx.data(), beta, dwgu.data(), dwd.data(), beta, dhu.data(), dact.data(),
+                        r.data(), f.x.data(), f.hu.data(), f.act.data(), f.wgu.data(), f.wd.data(),
+                        kN, kD, kF);
   };
   backward(0.0);
   const auto dx1 = dx, dwgu1 = dwgu, dwd1 = dwd;

@@ -36,11 +36,14 @@ void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int64_t N,
                      int64_t IC, int64_t OC, const Bf16Gemm* bf16 = nullptr);
-// The same with dinp = dout · weight + dinp_beta · dinp (0 overwrites, 1 accumulates). In bf16,
-// dout is rounded once for both GEMMs.
+// The same with dinp = dout · weight + dinp_beta · dinp and dweight = doutᵀ · inp +
+// dweight_beta · dweight (0 overwrites, 1 accumulates). Overwriting a weight gradient known to be
+// zero gives the same values as accumulating onto it without reading it: for a weight GEMM of
+// few rows (an expert's) the read of the cold gradient costs more than the products (bf16:
+// 1.6x, docs/benchmarks.md). In bf16, dout is rounded once for both GEMMs.
 template <typename T>
-void linear_backward(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp, const T* weight,
-                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16);
+void linear_backward(T* dinp, T dinp_beta, T* dweight, T dweight_beta, const T* dout, const T* inp,
+                     const T* weight, int64_t N, int64_t IC, int64_t OC, const Bf16Gemm* bf16);
 // linear_backward for a layer whose shapes are the same every step (the attention projections;
 // not an expert, whose rows change): in fp32 and fp64 the same products, with the weight gradient
 // through gemm_fixed_shape (core/gemm.h: oneDNN's matmul primitive under the oneDNN backend,
@@ -50,9 +53,9 @@ void linear_backward_fixed_shape(T* dinp, T dinp_beta, T* dweight, const T* dout
                                  const T* weight, int64_t N, int64_t IC, int64_t OC,
                                  const Bf16Gemm* bf16);
 // The same with dout already rounded (a kernel wrote it in bf16; precision bf16 only).
-void linear_backward(float* dinp, float dinp_beta, float* dweight, const Bf16Gemm::Rounded& dout,
-                     const float* inp, const float* weight, int64_t N, int64_t IC, int64_t OC,
-                     const Bf16Gemm& bf16);
+void linear_backward(float* dinp, float dinp_beta, float* dweight, float dweight_beta,
+                     const Bf16Gemm::Rounded& dout, const float* inp, const float* weight,
+                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm& bf16);
 
 // ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
 template <typename T>
@@ -111,12 +114,14 @@ void swiglu_ffn_forward(T* y, T beta, T* hu, T* act, const T* x, const T* w_gate
                         const T* w_down, int64_t N, int64_t D, int64_t F,
                         const Bf16Gemm* bf16 = nullptr);
 // Backward: dx[N,D] = dy·∂y/∂x + beta·dx (beta 0 overwrites — the exception to "backward
-// accumulates" — beta 1 accumulates); dw_gate_up[2F,D] and dw_down[D,F] accumulate (+=).
-// dhu[N,2F] and dact[N,F] are scratch, overwritten.
+// accumulates" — beta 1 accumulates); dw_gate_up[2F,D] and dw_down[D,F] likewise by dw_beta (0
+// only where they are known to be zero: linear_backward). dhu[N,2F] and dact[N,F] are scratch,
+// overwritten.
 template <typename T>
-void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T* dhu, T* dact, const T* dy,
-                         const T* x, const T* hu, const T* act, const T* w_gate_up, const T* w_down,
-                         int64_t N, int64_t D, int64_t F, const Bf16Gemm* bf16 = nullptr);
+void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T dw_beta, T* dhu, T* dact,
+                         const T* dy, const T* x, const T* hu, const T* act, const T* w_gate_up,
+                         const T* w_down, int64_t N, int64_t D, int64_t F,
+                         const Bf16Gemm* bf16 = nullptr);
 
 // ---- rows by index (the MoE dispatch and combine; src/kernels/rows.cc) ----
 // out[r, :] = src[index[r], :] for r in [0, rows), D wide; out must not overlap src. fp32 rows

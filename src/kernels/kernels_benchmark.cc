@@ -167,7 +167,7 @@ void BM_ExpertsMedium(benchmark::State& state) {
       const int64_t r0 = e * kRows, w = e % distinct;
       swiglu_ffn_backward(
           dx.data() + r0 * kDm, 0.f, dwgu.data() + w * 2 * kFm * kDm, dwd.data() + w * kDm * kFm,
-          dhu.data() + r0 * 2 * kFm, dact.data() + r0 * kFm, dy.data() + r0 * kDm,
+          1.f, dhu.data() + r0 * 2 * kFm, dact.data() + r0 * kFm, dy.data() + r0 * kDm,
           x.data() + r0 * kDm, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm,
           wgu.data() + w * 2 * kFm * kDm, wd.data() + w * kDm * kFm, kRows, kDm, kFm, none);
     }

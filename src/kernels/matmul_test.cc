@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <vector>
+
 #include "kernels/kernels.h"
 #include "kernels/test_util.h"
 
@@ -72,7 +75,7 @@ TEST(MatmulTest, FixedShapeBackwardMatchesLinearBackward) {
   auto dinp0 = randn(kN * kIC, 4), dw0 = randn(kOC * kIC, 5);
   for (double beta : {0.0, 1.0}) {
     auto dinp = dinp0, dw = dw0, dinp_fixed = dinp0, dw_fixed = dw0;
-    linear_backward(dinp.data(), beta, dw.data(), r.data(), inp.data(), w.data(), kN, kIC, kOC,
+    linear_backward(dinp.data(), beta, dw.data(), 1.0, r.data(), inp.data(), w.data(), kN, kIC, kOC,
                     nullptr);
     linear_backward_fixed_shape(dinp_fixed.data(), beta, dw_fixed.data(), r.data(), inp.data(),
                                 w.data(), kN, kIC, kOC, nullptr);
@@ -85,6 +88,20 @@ TEST(MatmulTest, FixedShapeBackwardMatchesLinearBackward) {
     EXPECT_LT(testing::rel_error(dinp_f, dinp), 1e-5);
     EXPECT_LT(testing::rel_error(dw_f, dw), 1e-5);
   }
+}
+
+// dweight_beta 0 writes the weight gradient: the same bits as accumulating onto zeros, the old
+// contents (NaN here) never read.
+TEST(MatmulTest, LinearBackwardWeightBetaZeroOverwrites) {
+  const auto inp = to_float(randn(kN * kIC, 1)), w = to_float(randn(kOC * kIC, 2)),
+             r = to_float(randn(kN * kOC, 3));
+  std::vector<float> dinp(inp.size()), added(w.size(), 0.f),
+      written(w.size(), std::numeric_limits<float>::quiet_NaN());
+  linear_backward(dinp.data(), 0.f, added.data(), 1.f, r.data(), inp.data(), w.data(), kN, kIC, kOC,
+                  nullptr);
+  linear_backward(dinp.data(), 0.f, written.data(), 0.f, r.data(), inp.data(), w.data(), kN, kIC,
+                  kOC, nullptr);
+  EXPECT_EQ(written, added);
 }
 
 }  // namespace

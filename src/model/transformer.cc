@@ -372,7 +372,7 @@ void Transformer<T>::head_backward(T ce_scale, T* dln) {
     if (bf16_) {
       uint16_t* d16 = bf16_->rounded_buffer(N, V_);
       xent_backward_bf16(d16, logits_.data(), targets_.data(), ce_scale, N, V_, lse_.data());
-      linear_backward(dln, 0.f, G + lm_head_, Bf16Gemm::Rounded{d16, N, V_}, lnf_.data(),
+      linear_backward(dln, 0.f, G + lm_head_, 1.f, Bf16Gemm::Rounded{d16, N, V_}, lnf_.data(),
                       P + lm_head_, N, D, V_, *bf16_);
       return;
     }
@@ -394,7 +394,8 @@ std::optional<double> Transformer<T>::expert_grad_sum_of_squares() const {
 
 template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
-  // Onto zeroed gradients, the experts' sums of squares are those of their final gradients.
+  // Onto zeroed gradients, the experts' sums of squares are those of their final gradients, and
+  // their weight GEMMs write instead of add (MoeGrads::experts_zero).
   const bool fresh = grads_zero_;
   grads_zero_ = false;
   expert_sum_sq_valid_ = false;
@@ -422,11 +423,12 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
       --mi;
       MoeGrads<T> g = moe_grads(L);
       if (fresh) g.expert_sum_sq = expert_sum_sq_.data() + mi * moe_dims_.e_local();
+      g.experts_zero = fresh;
       moe_backward(moe_dims_, moe_weights(L), g, *routers_[mi], ln2_[l].data(), N, moe_acts_[mi],
                    moe_scratch_, dres, aux_scale, dln, &ep_);
       add_moe_times(pt, moe_acts_[mi].backward_times);
     } else {
-      swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, ddense_hu_.data(),
+      swiglu_ffn_backward(dln, T(1), G + L.dense_gate_up, G + L.dense_down, T(1), ddense_hu_.data(),
                           ddense_act_.data(), dres, ln2_[l].data(), dense_hu_[l].data(),
                           dense_act_[l].data(), P + L.dense_gate_up, P + L.dense_down, N, D, Fd_,
                           bf);

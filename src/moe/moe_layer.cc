@@ -124,20 +124,21 @@ double experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_
   });
 }
 
-// dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g.
-// Returns the seconds it took.
+// dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g (or are
+// written, g.experts_zero). Returns the seconds it took.
 template <typename T>
 double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                         const int64_t* offsets, const T* x, const MoeActivations<T>& a,
                         MoeScratch<T>& s, const T* dy, T* dx) {
   const int64_t D = dims.d, F = dims.f, El = dims.e_local();
+  const T dw_beta = g.experts_zero ? T(0) : T(1);
   // Σ g² of expert e's gradient (gate|up, then down), on the thread that just wrote it.
   const auto sum_sq = [&](int64_t e) {
     return sum_of_squares_serial(g.gate_up + e * 2 * F * D, 2 * F * D) +
            sum_of_squares_serial(g.down + e * D * F, D * F);
   };
   const double seconds = for_each_expert(El, offsets, [&](int64_t e, int64_t r0, int64_t ne) {
-    swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F,
+    swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F, dw_beta,
                         s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
                         w.down + e * D * F, ne, D, F, w.bf16);
@@ -145,7 +146,7 @@ double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGr
   });
   if (g.expert_sum_sq != nullptr)  // the experts without rows (their gradients untouched)
     for (int64_t e = 0; e < El; ++e)
-      if (offsets[e + 1] == offsets[e]) g.expert_sum_sq[e] = sum_sq(e);
+      if (offsets[e + 1] == offsets[e]) g.expert_sum_sq[e] = g.experts_zero ? 0.0 : sum_sq(e);
   return seconds;
 }
 
@@ -515,7 +516,7 @@ void moe_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>
   // Shared experts backward.
   for (int64_t j = 0; j < dims.n_shared; ++j) {
     swiglu_ffn_backward(
-        dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs,
+        dh, T(1), g.shared_gate_up + j * 2 * Fs * D, g.shared_down + j * D * Fs, T(1),
         s.dshared_hu.data(), s.dshared_act.data(), dy, h,
         a.shared_hu.data() + j * dims.n_max * 2 * Fs, a.shared_act.data() + j * dims.n_max * Fs,
         w.shared_gate_up + j * 2 * Fs * D, w.shared_down + j * D * Fs, n, D, Fs, w.bf16);

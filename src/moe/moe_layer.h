@@ -54,7 +54,7 @@ struct MoeWeights {
 };
 
 template <typename T>
-struct MoeGrads {  // accumulated into (+=)
+struct MoeGrads {  // accumulated into (+=), but see experts_zero
   T* router = nullptr;
   T* gate_up = nullptr;
   T* down = nullptr;
@@ -65,6 +65,10 @@ struct MoeGrads {  // accumulated into (+=)
   // expert without rows gets Σ of what its gradient holds, untouched). Equal to the sum over its
   // final gradient only when nothing else adds to it (Transformer: a backward from zero).
   double* expert_sum_sq = nullptr;
+  // The routed experts' gradients (gate_up, down) are zero on entry — nothing added since they
+  // were zeroed: their weight-gradient GEMMs then write instead of add (the same values, without
+  // reading the cold gradients; kernels.h linear_backward).
+  bool experts_zero = false;
 };
 
 // Expert parallelism as measured on this rank for one micro-batch (the forward and its backward;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -190,59 +191,102 @@ TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
   }
 }
 
-// bf16: the expert GEMMs on a bf16 copy of the expert weights (core/gemm_bf16.h).
-void check_thread_count_independence(bool bf16) {
-  MoeDims dims{256, 16, 8, 2, 32, 0, 0};
-  TopKOptions opt;
-  opt.n_experts = 8;
-  opt.top_k = 2;
-  std::vector<double> hd(256 * 16), rd(8 * 16), gud(8 * 64 * 16), dd(8 * 16 * 32);
-  fill_normal(hd, 1);
-  fill_normal(rd, 2);
-  fill_normal(gud, 3, 0.3);
-  fill_normal(dd, 4, 0.3);
-  std::vector<float> h(hd.begin(), hd.end()), rw(rd.begin(), rd.end()), gu(gud.begin(), gud.end()),
-      dn(dd.begin(), dd.end());
-  // The expert weights as one block (gate|up, then down), as the model holds them.
-  std::vector<float> block(gu);
-  block.insert(block.end(), dn.begin(), dn.end());
-  std::unique_ptr<Bf16Gemm> copy;
-  if (bf16) {
-    copy = std::make_unique<Bf16Gemm>(block.data(), static_cast<int64_t>(block.size()));
-    copy->refresh();
+// 8 experts of 16 wide over 256 tokens (top-2): enough experts for two threads to run them side
+// by side. bf16: the expert GEMMs on a bf16 copy of the expert weights (core/gemm_bf16.h).
+struct SideBySideMoe {
+  struct Result {
+    std::vector<int64_t> loads;
+    std::vector<float> y, input_grad, expert_grads;  // expert_grads: gate|up, then down
+  };
+
+  explicit SideBySideMoe(bool bf16) {
+    opt.n_experts = 8;
+    opt.top_k = 2;
+    std::vector<double> hd(256 * 16), rd(8 * 16), gud(8 * 64 * 16), dd(8 * 16 * 32);
+    fill_normal(hd, 1);
+    fill_normal(rd, 2);
+    fill_normal(gud, 3, 0.3);
+    fill_normal(dd, 4, 0.3);
+    h.assign(hd.begin(), hd.end());
+    rw.assign(rd.begin(), rd.end());
+    // The expert weights as one block (gate|up, then down), as the model holds them.
+    block.assign(gud.begin(), gud.end());
+    block.insert(block.end(), dd.begin(), dd.end());
+    n_gate_up = static_cast<int64_t>(gud.size());
+    if (bf16) {
+      copy = std::make_unique<Bf16Gemm>(block.data(), static_cast<int64_t>(block.size()));
+      copy->refresh();
+    }
   }
-  MoeWeights<float> w{rw.data(), block.data(), block.data() + gu.size(),
-                      nullptr,   nullptr,      copy.get()};
-  std::vector<std::vector<int64_t>> loads;
-  std::vector<std::vector<float>> outs, input_grads, expert_grads;
-  const int saved = omp_get_max_threads();
-  // With 2 threads the 8 experts run side by side (one per thread); with 1, one after another.
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
+
+  // One forward and backward on the current OpenMP thread count, the experts' gradients filled
+  // with `grad_fill` on entry.
+  Result run(float grad_fill, bool experts_zero) const {
+    const MoeWeights<float> w{rw.data(), block.data(), block.data() + n_gate_up,
+                              nullptr,   nullptr,      copy.get()};
     MoeActivations<float> a;
     MoeScratch<float> s;
     a.resize(dims);
     s.resize(dims);
     const std::unique_ptr<Router<float>> router = make_router<float>(RouterOptions{}, opt, 256);
-    std::vector<float> y(256 * 16);
-    moe_forward(dims, w, *router, RouteCall<float>{}, h.data(), 256, a, y.data());
-    loads.push_back(a.plan.load);
-    outs.push_back(y);
-    std::vector<float> dh(256 * 16, 0.f), dr(rw.size(), 0.f), dgu(gu.size(), 0.f),
-        ddown(dn.size(), 0.f);
-    MoeGrads<float> g{dr.data(), dgu.data(), ddown.data(), nullptr, nullptr};
-    moe_backward(dims, w, g, *router, h.data(), 256, a, s, y.data(), 1.f, dh.data());
-    input_grads.push_back(dh);
-    dgu.insert(dgu.end(), ddown.begin(), ddown.end());
-    expert_grads.push_back(dgu);
+    Result r;
+    r.y.resize(256 * 16);
+    moe_forward(dims, w, *router, RouteCall<float>{}, h.data(), 256, a, r.y.data());
+    r.loads = a.plan.load;
+    r.input_grad.assign(256 * 16, 0.f);
+    std::vector<float> dr(rw.size(), 0.f);
+    r.expert_grads.assign(block.size(), grad_fill);
+    MoeGrads<float> g{dr.data(), r.expert_grads.data(), r.expert_grads.data() + n_gate_up, nullptr,
+                      nullptr};
+    g.experts_zero = experts_zero;
+    moe_backward(dims, w, g, *router, h.data(), 256, a, s, r.y.data(), 1.f, r.input_grad.data());
+    return r;
+  }
+
+  MoeDims dims{256, 16, 8, 2, 32, 0, 0};
+  TopKOptions opt;
+  std::vector<float> h, rw, block;
+  int64_t n_gate_up = 0;
+  std::unique_ptr<Bf16Gemm> copy;
+};
+
+void check_thread_count_independence(bool bf16) {
+  const SideBySideMoe moe(bf16);
+  std::vector<SideBySideMoe::Result> runs;
+  const int saved = omp_get_max_threads();
+  // With 2 threads the 8 experts run side by side (one per thread); with 1, one after another.
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    runs.push_back(moe.run(0.f, false));
   }
   omp_set_num_threads(saved);
-  EXPECT_EQ(loads[0], loads[1]);
-  for (size_t i = 0; i < outs[0].size(); ++i) ASSERT_NEAR(outs[0][i], outs[1][i], 1e-5);
-  for (size_t i = 0; i < input_grads[0].size(); ++i)
-    ASSERT_NEAR(input_grads[0][i], input_grads[1][i], 1e-4);
-  for (size_t i = 0; i < expert_grads[0].size(); ++i)
-    ASSERT_NEAR(expert_grads[0][i], expert_grads[1][i], 1e-4 * (1 + std::abs(expert_grads[0][i])));
+  EXPECT_EQ(runs[0].loads, runs[1].loads);
+  for (size_t i = 0; i < runs[0].y.size(); ++i) ASSERT_NEAR(runs[0].y[i], runs[1].y[i], 1e-5);
+  for (size_t i = 0; i < runs[0].input_grad.size(); ++i)
+    ASSERT_NEAR(runs[0].input_grad[i], runs[1].input_grad[i], 1e-4);
+  const std::vector<float>& g0 = runs[0].expert_grads;
+  for (size_t i = 0; i < g0.size(); ++i)
+    ASSERT_NEAR(g0[i], runs[1].expert_grads[i], 1e-4 * (1 + std::abs(g0[i])));
+}
+
+// MoeGrads::experts_zero: the experts' weight gradients written instead of added are the same
+// bits as added onto zeros, and the old contents are never read (NaN there would show).
+void check_experts_zero_overwrites(bool bf16) {
+  const SideBySideMoe moe(bf16);
+  const SideBySideMoe::Result added = moe.run(0.f, false);
+  const SideBySideMoe::Result written = moe.run(std::numeric_limits<float>::quiet_NaN(), true);
+  for (int64_t load : added.loads) ASSERT_GT(load, 0) << "every expert must write its gradient";
+  EXPECT_EQ(written.expert_grads, added.expert_grads);
+  EXPECT_EQ(written.input_grad, added.input_grad);
+}
+
+TEST(MoeLayerTest, ExpertsZeroWritesTheSameGradientsWithoutReadingThem) {
+  check_experts_zero_overwrites(false);
+}
+
+TEST(MoeLayerTest, Bf16ExpertsZeroWritesTheSameGradientsWithoutReadingThem) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  check_experts_zero_overwrites(true);
 }
 
 TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {
