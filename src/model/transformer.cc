@@ -422,7 +422,8 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     if (L.moe) {
       --mi;
       MoeGrads<T> g = moe_grads(L);
-      if (fresh) g.expert_sum_sq = expert_sum_sq_.data() + mi * moe_dims_.e_local();
+      if (fresh && expert_sums_wanted_)
+        g.expert_sum_sq = expert_sum_sq_.data() + mi * moe_dims_.e_local();
       g.experts_zero = fresh;
       moe_backward(moe_dims_, moe_weights(L), g, *routers_[mi], ln2_[l].data(), N, moe_acts_[mi],
                    moe_scratch_, dres, aux_scale, dln, &ep_);
@@ -452,7 +453,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     rmsnorm_backward(dres, G + L.ln1, dln, res_[l].data(), P + L.ln1, rstd1_[l].data(), N, D);
   }
   embedding_backward(G + wte_, dres, inputs_.data(), N, D);
-  expert_sum_sq_valid_ = fresh;
+  expert_sum_sq_valid_ = fresh && expert_sums_wanted_;
   pt.total_s += whole.lap();
 }
 

@@ -141,6 +141,9 @@ class Transformer {
   // second backward() (accumulation) or any non-const grads() access (e.g. an all-reduce).
   // Deterministic: the experts' sums are added in layer and expert order.
   std::optional<double> expert_grad_sum_of_squares() const;
+  // Whether backward() sums the experts' squares at all (default yes): a caller that will
+  // accumulate or all-reduce the gradients before their norm turns it off and saves the reads.
+  void set_expert_grad_sums(bool on) { expert_sums_wanted_ = on; }
 
   // The precision of the weight GEMMs — attention projections, dense and expert FFNs, LM head
   // (docs/model.md says what runs in which precision): fp32, the default, or bf16 (bf16
@@ -253,7 +256,8 @@ class Transformer {
   // began on zeroed gradients; valid until the gradients change otherwise.
   std::vector<double> expert_sum_sq_;
   bool expert_sum_sq_valid_ = false;
-  const Bf16Gemm* bf16_weights();  // the copy, re-made first if stale (null: fp32)
+  bool expert_sums_wanted_ = true;  // set_expert_grad_sums
+  const Bf16Gemm* bf16_weights();   // the copy, re-made first if stale (null: fp32)
 
   // Activations (N = B·S rows), sized for micro_batch.
   int64_t b_ = 0;                     // B of the last forward

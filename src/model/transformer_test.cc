@@ -201,6 +201,13 @@ TEST(TransformerTest, ExpertGradSumOfSquaresIsTheExpertsOwn) {
   EXPECT_NEAR(*model.expert_grad_sum_of_squares(), want, 1e-12 * want);
   model.grads()[model.expert_ranges()[0].offset] += 1;  // a write access (e.g. an all-reduce)
   EXPECT_FALSE(model.expert_grad_sum_of_squares().has_value());
+  // Turned off (a caller that accumulates or all-reduces first): not summed; the same gradients.
+  model.set_expert_grad_sums(false);
+  model.zero_grad();
+  model.forward(tokens.data(), 1);
+  model.backward(0.2, 1.0);
+  EXPECT_FALSE(model.expert_grad_sum_of_squares().has_value());
+  EXPECT_NEAR(experts_sum_sq(), want, 1e-12 * want);
 }
 
 // The phase accounts: every phase this model has takes time, the named phases fit in the pass's

@@ -70,6 +70,9 @@ StepResult train_step(const StepContext& c, int64_t step, const std::string& on_
   Clock::time_point t = Clock::now();
   res.lr = lr_at(tc, step);
   model.zero_grad();
+  // The backward's per-expert sums of squares serve the norm only when nothing is added to the
+  // gradients after one backward: one micro-batch, one rank (model_grad_norm).
+  model.set_expert_grad_sums(M == 1 && R == 1);
   c.metrics->reset();
   Balancer<float>& balancer = model.balancer();
   balancer.begin_step(step);
