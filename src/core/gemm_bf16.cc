@@ -61,6 +61,10 @@ struct Bf16Gemm::Impl {
   mutable std::vector<dnnl::stream> streams;
   mutable std::vector<Buffer<uint16_t>> scratch_a, scratch_b;
   mutable std::vector<Buffer<uint16_t>> kept;  // round_once's, per slot
+  // Rows of a non-transposed A that a split into pieces would leave a tail of run as one GEMM
+  // compiled for any row count (run()); not with AMX, whose tile kernels exist only in oneDNN's
+  // fixed-shape brgemm.
+  bool any_rows = dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::avx512_core_amx;
 
   int slot() const {
     const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
@@ -199,6 +203,18 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
   // pieces are views of the same operands (fixed strides), each still large enough for the matrix
   // units. The split depends on the shape only: the same call gives the same bits.
   dnnl::stream& st = streams[static_cast<std::size_t>(slot)];
+  // Without AMX, an m that is not a multiple of 32 (an expert's rows) runs as one GEMM through a
+  // primitive compiled for any m (oneDNN's gemm:jit, one kernel for every m): measured on one
+  // Zen 5 thread at MEDIUM's expert shapes (docs/benchmarks.md), 14–20% faster than the pieces
+  // for 190–300 rows, whose tail of < 32 rows runs at half the rate. Multiples of 32 (and
+  // m ≤ 32) stay on the fixed shapes, faster there.
+  if (any_rows && !trans_a && m > 32 && m % 32 != 0) {
+    onednn::matmul_any_rows(engine, st, m, kk, a16, dt::bf16, lda16,
+                            onednn::matrix(kk, n, dt::bf16, trans_b, ldb16), b16, n, c, ldc, alpha,
+                            beta);
+    st.wait();
+    return;
+  }
   const auto pieces = [](int64_t x) {
     return std::array<int64_t, 3>{x / 256 * 256, x % 256 / 32 * 32, x % 32};
   };

@@ -91,40 +91,43 @@ void reference(bool ta, bool tb, int m, int n, int k, double alpha, const float*
 }
 
 // Every transpose pair, padded strides, alpha and beta; B inside the weight block (read from the
-// copy) and outside it (rounded per call).
+// copy) and outside it (rounded per call); m a multiple of 32 (fixed-shape pieces) and not (without
+// AMX: one GEMM for any m).
 TEST_F(Bf16GemmTest, MatchesTheRoundedProductAndTheFp32OneWithinBf16Error) {
   Rng rng(7);
-  const int m = 37, n = 29, k = 131;
-  for (int in_block = 0; in_block < 2; ++in_block)
-    for (int ta = 0; ta < 2; ++ta)
-      for (int tb = 0; tb < 2; ++tb) {
-        const int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
-        std::vector<float> a((ta ? k : m) * lda), b((tb ? n : k) * ldb), c(m * ldc);
-        for (auto& v : a) v = static_cast<float>(rng.normal());
-        for (auto& v : b) v = static_cast<float>(rng.normal());
-        for (auto& v : c) v = static_cast<float>(rng.normal());
-        std::vector<float> other(16);
-        Bf16Gemm g(in_block ? b.data() : other.data(),
-                   in_block ? static_cast<int64_t>(b.size()) : 16);
-        g.refresh();
-        const float alpha = 0.5f, beta = 1.f;
-        std::vector<double> exact(c.begin(), c.end()), rounded(c.begin(), c.end()), mag(c.size());
-        reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, exact, ldc, false,
-                  &mag);
-        reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, rounded, ldc, true,
-                  nullptr);
-        g.gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-        for (int i = 0; i < m; ++i)
-          for (int j = 0; j < n; ++j) {
-            const int at = i * ldc + j;
-            // Against the product of the rounded operands only fp32 accumulation differs:
-            // ≤ k·2⁻²⁴·Σ|a·b| (a generous bound on any summation order), plus C's own rounding.
-            const double acc = k * std::ldexp(1.0, -24) * mag[at] + 1e-6 * std::abs(rounded[at]);
-            EXPECT_NEAR(c[at], rounded[at], acc) << ta << tb << in_block << " " << i << "," << j;
-            // Against the exact product: each operand moves ≤ u, each term ≤ (2u + u²)|a·b|.
-            EXPECT_NEAR(c[at], exact[at], (2 * kU + kU * kU) * mag[at] + acc);
-          }
-      }
+  const int n = 29, k = 131;
+  for (const int m : {37, 64})
+    for (int in_block = 0; in_block < 2; ++in_block)
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+          const int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
+          std::vector<float> a((ta ? k : m) * lda), b((tb ? n : k) * ldb), c(m * ldc);
+          for (auto& v : a) v = static_cast<float>(rng.normal());
+          for (auto& v : b) v = static_cast<float>(rng.normal());
+          for (auto& v : c) v = static_cast<float>(rng.normal());
+          std::vector<float> other(16);
+          Bf16Gemm g(in_block ? b.data() : other.data(),
+                     in_block ? static_cast<int64_t>(b.size()) : 16);
+          g.refresh();
+          const float alpha = 0.5f, beta = 1.f;
+          std::vector<double> exact(c.begin(), c.end()), rounded(c.begin(), c.end()), mag(c.size());
+          reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, exact, ldc, false,
+                    &mag);
+          reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, rounded, ldc, true,
+                    nullptr);
+          g.gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          for (int i = 0; i < m; ++i)
+            for (int j = 0; j < n; ++j) {
+              const int at = i * ldc + j;
+              // Against the product of the rounded operands only fp32 accumulation differs:
+              // ≤ k·2⁻²⁴·Σ|a·b| (a generous bound on any summation order), plus C's own rounding.
+              const double acc = k * std::ldexp(1.0, -24) * mag[at] + 1e-6 * std::abs(rounded[at]);
+              EXPECT_NEAR(c[at], rounded[at], acc)
+                  << "m " << m << ": " << ta << tb << in_block << " " << i << "," << j;
+              // Against the exact product: each operand moves ≤ u, each term ≤ (2u + u²)|a·b|.
+              EXPECT_NEAR(c[at], exact[at], (2 * kU + kU * kU) * mag[at] + acc);
+            }
+        }
 }
 
 TEST_F(Bf16GemmTest, WeightsAreReadFromTheCopyUntilRefreshed) {
