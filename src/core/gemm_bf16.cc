@@ -61,10 +61,9 @@ struct Bf16Gemm::Impl {
   mutable std::vector<dnnl::stream> streams;
   mutable std::vector<Buffer<uint16_t>> scratch_a, scratch_b;
   mutable std::vector<Buffer<uint16_t>> kept;  // round_once's, per slot
-  // Rows of a non-transposed A that a split into pieces would leave a tail of run as one GEMM
-  // compiled for any row count (run()); not with AMX, whose tile kernels exist only in oneDNN's
-  // fixed-shape brgemm.
-  bool any_rows = dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::avx512_core_amx;
+  // Whether dimensions that change every step may be left to run time (run()): not with AMX,
+  // whose tile kernels exist only in oneDNN's fixed-shape brgemm.
+  bool runtime_dims = dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::avx512_core_amx;
 
   int slot() const {
     const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
@@ -203,15 +202,24 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
   // pieces are views of the same operands (fixed strides), each still large enough for the matrix
   // units. The split depends on the shape only: the same call gives the same bits.
   dnnl::stream& st = streams[static_cast<std::size_t>(slot)];
-  // Without AMX, an m that is not a multiple of 32 (an expert's rows) runs as one GEMM through a
-  // primitive compiled for any m (oneDNN's gemm:jit, one kernel for every m): measured on one
+  // Without AMX, a dimension that changes every step and is not a multiple of 32 — an expert's
+  // rows m (A not transposed), or the rows k a weight gradient sums over — is left to run time
+  // instead (one GEMM through oneDNN's gemm:jit, one kernel for every value): measured on one
   // Zen 5 thread at MEDIUM's expert shapes (docs/benchmarks.md), 14–20% faster than the pieces
-  // for 190–300 rows, whose tail of < 32 rows runs at half the rate. Multiples of 32 (and
-  // m ≤ 32) stay on the fixed shapes, faster there.
-  if (any_rows && !trans_a && m > 32 && m % 32 != 0) {
-    onednn::matmul_any_rows(engine, st, m, kk, a16, dt::bf16, lda16,
-                            onednn::matrix(kk, n, dt::bf16, trans_b, ldb16), b16, n, c, ldc, alpha,
-                            beta);
+  // for 190–300 rows, whose tail of < 32 rows runs at half the rate, and 6–16% faster than k
+  // padded with zeros. Multiples of 32 (and ≤ 32) stay on the fixed shapes, faster there.
+  const bool any_m = runtime_dims && !trans_a && m > 32 && m % 32 != 0;
+  const bool any_k = runtime_dims && pad_k && k > 32 && k % 32 != 0;
+  if (any_m || any_k) {
+    constexpr int64_t kAny = DNNL_RUNTIME_DIM_VAL;
+    const int64_t m_any = any_m ? kAny : m, k_any = any_k ? kAny : kk;
+    const int64_t k_run = any_k ? k : kk;  // the padded rows are zeros: either is exact
+    onednn::matmul_compiled_for(engine, st, onednn::matrix(m_any, k_any, dt::bf16, trans_a, lda16),
+                                onednn::matrix(m, k_run, dt::bf16, trans_a, lda16), a16,
+                                onednn::matrix(k_any, n, dt::bf16, trans_b, ldb16),
+                                onednn::matrix(k_run, n, dt::bf16, trans_b, ldb16), b16,
+                                onednn::matrix(m_any, n, dt::f32, false, ldc),
+                                onednn::matrix(m, n, dt::f32, false, ldc), c, alpha, beta);
     st.wait();
     return;
   }

@@ -33,11 +33,17 @@ inline dnnl::primitive_attr scale_and_sum(float alpha, float beta) {
   return attr;
 }
 
-// C = alpha · A·B + beta · C.
-inline void matmul(const dnnl::engine& engine, dnnl::stream& stream, const dnnl::memory::desc& a_md,
-                   const void* a, const dnnl::memory::desc& b_md, const void* b,
-                   const dnnl::memory::desc& c_md, float* c, float alpha, float beta) {
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md),
+// C = alpha · A·B + beta · C through a primitive compiled for a_any, b_any, c_any: the operands'
+// descriptors a_md, b_md, c_md, or the same with some dimensions DNNL_RUNTIME_DIM_VAL — one
+// kernel for whatever they are at run time (oneDNN's gemm:jit), where a primitive of fixed shape
+// compiles one per shape (brgemm).
+inline void matmul_compiled_for(const dnnl::engine& engine, dnnl::stream& stream,
+                                const dnnl::memory::desc& a_any, const dnnl::memory::desc& a_md,
+                                const void* a, const dnnl::memory::desc& b_any,
+                                const dnnl::memory::desc& b_md, const void* b,
+                                const dnnl::memory::desc& c_any, const dnnl::memory::desc& c_md,
+                                float* c, float alpha, float beta) {
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_any, b_any, c_any),
                                         scale_and_sum(alpha, beta), engine);
   dnnl::memory am(a_md, engine, const_cast<void*>(a));
   dnnl::memory bm(b_md, engine, const_cast<void*>(b));
@@ -46,24 +52,11 @@ inline void matmul(const dnnl::engine& engine, dnnl::stream& stream, const dnnl:
                            {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
 }
 
-// The same for a row-major A [m, k] (row stride lda) and C [m, n] (row stride ldc) through a
-// primitive compiled for any m (DNNL_RUNTIME_DIM_VAL rows: one kernel whatever m is, where a
-// primitive of fixed shape compiles one per m).
-inline void matmul_any_rows(const dnnl::engine& engine, dnnl::stream& stream, int64_t m, int64_t k,
-                            const void* a, dnnl::memory::data_type a_type, int64_t lda,
-                            const dnnl::memory::desc& b_md, const void* b, int64_t n, float* c,
-                            int64_t ldc, float alpha, float beta) {
-  using dt = dnnl::memory::data_type;
-  constexpr int64_t kAny = DNNL_RUNTIME_DIM_VAL;
-  const dnnl::matmul::primitive_desc pd(
-      dnnl::matmul::desc(matrix(kAny, k, a_type, false, lda), b_md,
-                         matrix(kAny, n, dt::f32, false, ldc)),
-      scale_and_sum(alpha, beta), engine);
-  dnnl::memory am(matrix(m, k, a_type, false, lda), engine, const_cast<void*>(a));
-  dnnl::memory bm(b_md, engine, const_cast<void*>(b));
-  dnnl::memory cm(matrix(m, n, dt::f32, false, ldc), engine, c);
-  dnnl::matmul(pd).execute(stream,
-                           {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+// C = alpha · A·B + beta · C, compiled for these shapes.
+inline void matmul(const dnnl::engine& engine, dnnl::stream& stream, const dnnl::memory::desc& a_md,
+                   const void* a, const dnnl::memory::desc& b_md, const void* b,
+                   const dnnl::memory::desc& c_md, float* c, float alpha, float beta) {
+  matmul_compiled_for(engine, stream, a_md, a_md, a, b_md, b_md, b, c_md, c_md, c, alpha, beta);
 }
 
 }  // namespace sy::onednn
