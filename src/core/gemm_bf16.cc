@@ -63,7 +63,7 @@ struct Bf16Gemm::Impl {
   mutable std::vector<Buffer<uint16_t>> kept;  // round_once's, per slot
   // Whether dimensions that change every step may be left to run time (run()): not with AMX,
   // whose tile kernels exist only in oneDNN's fixed-shape brgemm.
-  bool runtime_dims = dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::avx512_core_amx;
+  const bool runtime_dims = dnnl::get_effective_cpu_isa() != dnnl::cpu_isa::avx512_core_amx;
 
   int slot() const {
     const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
@@ -195,12 +195,6 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
                          int64_t ldc) const {
   using dt = dnnl::memory::data_type;
   const int64_t kk = pad_k ? padded_k(k) : k;
-  // The products, as a few GEMMs of bounded shapes. An expert's row count changes every step,
-  // and oneDNN compiles a kernel per shape (strides included): m — and k where A is transposed
-  // and k was not padded above — is split into a multiple of 256, then of 32, then the rest
-  // (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes (a padded k, x/32); the
-  // pieces are views of the same operands (fixed strides), each still large enough for the matrix
-  // units. The split depends on the shape only: the same call gives the same bits.
   dnnl::stream& st = streams[static_cast<std::size_t>(slot)];
   // Without AMX, a dimension that changes every step and is not a multiple of 32 — an expert's
   // rows m (A not transposed), or the rows k a weight gradient sums over — is left to run time
@@ -223,6 +217,12 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
     st.wait();
     return;
   }
+  // Otherwise the products as a few GEMMs of bounded shapes. An expert's row count changes every
+  // step, and oneDNN compiles a kernel per shape (strides included): m — and k where A is
+  // transposed and k was not padded above — is split into a multiple of 256, then of 32, then the
+  // rest (< 32), so a dimension of up to x takes at most x/256 + 7 + 31 shapes (a padded k,
+  // x/32); the pieces are views of the same operands (fixed strides), each still large enough for
+  // the matrix units. The split depends on the shape only: the same call gives the same bits.
   const auto pieces = [](int64_t x) {
     return std::array<int64_t, 3>{x / 256 * 256, x % 256 / 32 * 32, x % 32};
   };

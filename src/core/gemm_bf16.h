@@ -3,9 +3,10 @@
 // bf16 is fp32 with the low 16 bits of the mantissa dropped (8 significant bits, the same
 // exponent range). Operands are rounded to bf16 (round to nearest, ties to even); products
 // accumulate in fp32 and C stays fp32. oneDNN's matmul primitive runs the products (AMX or
-// AVX512-BF16 kernels, `brg:avx512_core_*bf16` in DNNL_VERBOSE; without AMX, a row count that
-// is not a multiple of 32 through `gemm:jit`, compiled for any row count); docs/model.md lists
-// which GEMMs of the model run here and which stay fp32.
+// AVX512-BF16 kernels, `brg:avx512_core_*bf16` in DNNL_VERBOSE; without AMX, an expert's row
+// count, or a weight gradient's summed rows, that is not a multiple of 32 through `gemm:jit`,
+// compiled for any count); docs/model.md lists which GEMMs of the model run here and which stay
+// fp32.
 #pragma once
 
 #include <bit>
