@@ -119,6 +119,19 @@ for name in micro loss-free bip expert-choice; do
     compare "$name: ep 2 = 1 process" "$WORK/$name-ep2" "$WORK/$name-1" exact
   fi
 done
+# The same in bf16 (the experts' rows, SwiGLU outputs and output gradients kept in bf16 on the
+# rank that runs them): ep 2 = data parallelism on 2 ranks, to rounding (rows grouped differently
+# per GEMM can flip a near-tie).
+if grep -q avx512_bf16 /proc/cpuinfo; then
+  for ep in 1 2; do
+    "${MPIRUN[@]}" "$SY" train "${BASE[@]}" --set train.grad_accum=1 --set parallel.ep=$ep \
+      --set system.precision=bf16 --set out_dir="$WORK/bf16-ep$ep" >"$WORK/log" 2>&1 \
+      || { fail "bf16: ep $ep"; cat "$WORK/log"; }
+  done
+  compare "bf16: ep 2 = data parallel 2" "$WORK/bf16-ep2" "$WORK/bf16-ep1" close
+else
+  echo "skip: bf16 under expert parallelism (this CPU lacks AVX512-BF16)"
+fi
 /usr/bin/python3 - "$WORK/micro-ep2/metrics.jsonl" <<'PY' || fail "ep 2: the step records measure the exchange"
 import json, sys
 for r in map(json.loads, open(sys.argv[1])):

@@ -93,9 +93,17 @@ struct Bf16Gemm::Impl {
     return scratch.data();
   }
 
+  // What a GEMM's k is: a fixed dimension (of a weight), or the rows a weight gradient sums over
+  // (Aᵀ·B of two activations; a different count every step), with both operands holding zero
+  // rows past k up to a multiple of 32 (padded) or not.
+  enum class KRows { kFixed, kSummedPadded, kSummed };
+  static KRows summed_rows(bool summed, bool padded) {
+    return !summed ? KRows::kFixed : padded ? KRows::kSummedPadded : KRows::kSummed;
+  }
+
   // The products C = alpha · op(A) · op(B) + beta · C on operands in bf16 (row strides lda16,
-  // ldb16); where pad_k, both hold k rounded up to a multiple of 32 in rows (zeros past k).
-  void run(int slot, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, bool pad_k,
+  // ldb16), k as `k_rows` says.
+  void run(int slot, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, KRows k_rows,
            float alpha, const uint16_t* a16, int64_t lda16, const uint16_t* b16, int64_t ldb16,
            float beta, float* c, int64_t ldc) const;
 };
@@ -139,13 +147,14 @@ void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
   // A and B in bf16 as stored: A [m, k] (strides {ld, 1}) or, transposed, [k, m] (strides
   // {1, ld}); B likewise [k, n] or [n, k].
   const bool pad_k = trans_a && !trans_b && !s.in_block(a) && !s.in_block(b);
-  const int64_t kk = pad_k ? padded_k(k) : k;
+  const int64_t kk = pad_k ? padded_k(k) : k;  // both rounded below with the zero rows
   int64_t lda16 = 0, ldb16 = 0;
   const uint16_t* a16 =
       s.operand(a, trans_a ? k : m, trans_a ? m : k, lda, s.scratch_a[slot], &lda16, kk);
   const uint16_t* b16 =
       s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16, kk);
-  s.run(slot, trans_a, trans_b, m, n, k, pad_k, alpha, a16, lda16, b16, ldb16, beta, c, ldc);
+  s.run(slot, trans_a, trans_b, m, n, k, Impl::summed_rows(pad_k, true), alpha, a16, lda16, b16,
+        ldb16, beta, c, ldc);
 }
 
 Bf16Gemm::Rounded Bf16Gemm::round_once(const float* x, int64_t rows, int64_t cols,
@@ -181,19 +190,44 @@ void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
   }
   const Impl& s = *impl_;
   const int slot = s.slot();
-  const bool pad_k = trans_a && !trans_b && !s.in_block(b);
-  const int64_t kk = pad_k ? padded_k(k) : k;  // round_once padded A's rows already
+  // B is rounded with zero rows past k where A has them (round_once's).
+  const bool summed = trans_a && !trans_b && !s.in_block(b);
+  const int64_t kk = summed && a.zero_padded ? padded_k(k) : k;
   int64_t ldb16 = 0;
   const uint16_t* b16 =
       s.operand(b, trans_b ? n : k, trans_b ? k : n, ldb, s.scratch_b[slot], &ldb16, kk);
-  s.run(slot, trans_a, trans_b, m, n, k, pad_k, alpha, a.data, a.cols, b16, ldb16, beta, c, ldc);
+  s.run(slot, trans_a, trans_b, m, n, k, Impl::summed_rows(summed, a.zero_padded), alpha, a.data,
+        a.cols, b16, ldb16, beta, c, ldc);
+}
+
+void Bf16Gemm::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const Rounded& a, const Rounded& b, float beta, float* c, int64_t ldc) const {
+  SY_CHECK(a.rows == (trans_a ? k : m) && a.cols == (trans_a ? m : k),
+           "bf16 GEMM: the rounded A is [{}, {}], the GEMM reads [{}, {}]", a.rows, a.cols,
+           trans_a ? k : m, trans_a ? m : k);
+  SY_CHECK(b.rows == (trans_b ? n : k) && b.cols == (trans_b ? k : n),
+           "bf16 GEMM: the rounded B is [{}, {}], the GEMM reads [{}, {}]", b.rows, b.cols,
+           trans_b ? n : k, trans_b ? k : n);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // as sy::gemm: C = beta·C
+    sy::gemm(false, false, m, n, 0, alpha, c, ldc, c, ldc, beta, c, ldc);
+    return;
+  }
+  const Impl& s = *impl_;
+  const bool summed = trans_a && !trans_b;
+  s.run(s.slot(), trans_a, trans_b, m, n, k,
+        Impl::summed_rows(summed, a.zero_padded && b.zero_padded), alpha, a.data, a.cols, b.data,
+        b.cols, beta, c, ldc);
 }
 
 void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                         bool pad_k, float alpha, const uint16_t* a16, int64_t lda16,
+                         KRows k_rows, float alpha, const uint16_t* a16, int64_t lda16,
                          const uint16_t* b16, int64_t ldb16, float beta, float* c,
                          int64_t ldc) const {
   using dt = dnnl::memory::data_type;
+  // Summed rows run as one GEMM over k rounded up to a multiple of 32 — which needs no zero rows
+  // when k is a multiple already.
+  const bool pad_k = k_rows == KRows::kSummedPadded || (k_rows == KRows::kSummed && k % 32 == 0);
   const int64_t kk = pad_k ? padded_k(k) : k;
   dnnl::stream& st = streams[static_cast<std::size_t>(slot)];
   // Without AMX, a dimension that changes every step and is not a multiple of 32 — an expert's
@@ -203,7 +237,7 @@ void Bf16Gemm::Impl::run(int slot, bool trans_a, bool trans_b, int64_t m, int64_
   // for 190–300 rows, whose tail of < 32 rows runs at half the rate, and 6–16% faster than k
   // padded with zeros. Multiples of 32 (and ≤ 32) stay on the fixed shapes, faster there.
   const bool any_m = runtime_dims && !trans_a && m > 32 && m % 32 != 0;
-  const bool any_k = runtime_dims && pad_k && k > 32 && k % 32 != 0;
+  const bool any_k = runtime_dims && k_rows != KRows::kFixed && k > 32 && k % 32 != 0;
   if (any_m || any_k) {
     constexpr int64_t kAny = DNNL_RUNTIME_DIM_VAL;
     const int64_t m_any = any_m ? kAny : m, k_any = any_k ? kAny : kk;

@@ -70,24 +70,31 @@ class Bf16Gemm {
             const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
             int64_t ldc) const;
 
-  // An activation or gradient rounded once for several GEMMs that read it (a linear layer's
-  // backward reads its output gradient twice): `rows` × `cols` as stored, row stride `cols`,
-  // followed by zero rows up to a multiple of 32 (a weight gradient's padded k).
+  // An activation or gradient in bf16, rounded once for several GEMMs that read it (a linear
+  // layer's backward reads its output gradient twice), or kept in bf16 (an expert's inputs):
+  // `rows` × `cols` as stored, row stride `cols`. zero_padded: followed by zero rows up to a
+  // multiple of 32 (a weight gradient's padded k) — what round_once and rounded_buffer give;
+  // a caller's own array has none.
   struct Rounded {
     const uint16_t* data = nullptr;
     int64_t rows = 0, cols = 0;
+    bool zero_padded = false;
   };
   // Rounds x [rows, cols] (row stride ld; not a weight of the block) into the calling thread's
   // own buffer. Valid until the same thread's next round_once.
   Rounded round_once(const float* x, int64_t rows, int64_t cols, int64_t ld) const;
   // The same buffer for a kernel that writes its output in bf16 itself: [rows, cols] to fill,
-  // the zero rows after them already there; then Rounded{buffer, rows, cols} reads it. Valid
-  // until the same thread's next round_once or rounded_buffer.
+  // the zero rows after them already there; then Rounded{buffer, rows, cols, true} reads it.
+  // Valid until the same thread's next round_once or rounded_buffer.
   uint16_t* rounded_buffer(int64_t rows, int64_t cols) const;
   // gemm() with A already rounded: op(A) is a.data [m, k] (trans_a false: a.rows = m, a.cols = k)
   // or its transpose (a.rows = k, a.cols = m). The same bits as gemm() on the fp32 A.
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
             const Rounded& a, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) const;
+  // gemm() with both operands already rounded: op(B) is b.data [k, n] (trans_b false: b.rows =
+  // k, b.cols = n) or its transpose. The same bits as gemm() on the fp32 operands.
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const Rounded& a, const Rounded& b, float beta, float* c, int64_t ldc) const;
 
  private:
   struct Impl;

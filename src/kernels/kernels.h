@@ -103,6 +103,11 @@ void swiglu_forward(T* out, const T* hu, int64_t N, int64_t F);
 template <typename T>
 void swiglu_backward(T* dhu, const T* dout, const T* hu, int64_t N, int64_t F,
                      bool accumulate = true);
+// The same values rounded to bf16 (to_bf16 of what swiglu_forward / swiglu_backward with
+// accumulate false write), for outputs only bf16 GEMMs read: act16[N, F], dhu16[N, 2F].
+void swiglu_forward_bf16(uint16_t* act16, const float* hu, int64_t N, int64_t F);
+void swiglu_backward_bf16(uint16_t* dhu16, const float* dout, const float* hu, int64_t N,
+                          int64_t F);
 
 // ---- the SwiGLU feed-forward: y = silu(x·W_gᵀ) ⊙ (x·W_uᵀ) · W_dᵀ ----
 // w_gate_up[2F,D] is W_g then W_u (one GEMM), w_down[D,F]. The one chain of every FFN: a dense
@@ -122,18 +127,41 @@ void swiglu_ffn_backward(T* dx, T beta, T* dw_gate_up, T* dw_down, T dw_beta, T*
                          const T* dy, const T* x, const T* hu, const T* act, const T* w_gate_up,
                          const T* w_down, int64_t N, int64_t D, int64_t F,
                          const Bf16Gemm* bf16 = nullptr);
+// The chain under bf16 with the activations its GEMMs read kept in bf16 only: x16[N,D] is x
+// and dy16[N,D] is dy already rounded (to_bf16), act16[N,F] is written rounded, hu stays fp32
+// (SwiGLU's backward reads it). The same results as the calls above with `bf16`, which round x,
+// act and dy inside their GEMMs, in half the bytes and without the rounding passes. Backward:
+// dact[N,F] is scratch; the gate|up gradient is written in bf16 into bf16's per-thread buffer
+// (Bf16Gemm::rounded_buffer).
+void swiglu_ffn_forward_bf16(float* y, float beta, float* hu, uint16_t* act16, const uint16_t* x16,
+                             const float* w_gate_up, const float* w_down, int64_t N, int64_t D,
+                             int64_t F, const Bf16Gemm& bf16);
+void swiglu_ffn_backward_bf16(float* dx, float beta, float* dw_gate_up, float* dw_down,
+                              float dw_beta, float* dact, const uint16_t* dy16, const uint16_t* x16,
+                              const float* hu, const uint16_t* act16, const float* w_gate_up,
+                              const float* w_down, int64_t N, int64_t D, int64_t F,
+                              const Bf16Gemm& bf16);
 
 // ---- rows by index (the MoE dispatch and combine; src/kernels/rows.cc) ----
 // out[r, :] = src[index[r], :] for r in [0, rows), D wide; out must not overlap src. fp32 rows
 // of whole aligned cache lines are written with streaming stores (out is for a later pass).
 template <typename T>
 void gather_rows(T* out, const T* src, const int32_t* index, int64_t rows, int64_t D);
+// The same rows rounded to bf16, out[r, :] = to_bf16(src[index[r], :]): the dispatch when the
+// experts read their rows in bf16 only (MoeDims::bf16_activations). Rows of whole aligned cache
+// lines (D a multiple of 32) are streamed as above.
+void gather_rows_bf16(uint16_t* out, const float* src, const int32_t* index, int64_t rows,
+                      int64_t D);
 // One row of a gated combine's backward, y_t += g·y_row: writes dy_row = g·dy_t and returns
 // ∂loss/∂g = dy_t · y_row (summed in vector lanes: a fixed order, whatever the thread count).
 // Called per row from inside a parallel loop (no parallelism of its own); dy_row streamed as
 // gather_rows' output.
 template <typename T>
 T gated_row_backward(const T* dyt, T g, const T* yr, T* dyr, int64_t D);
+// The same with dy_row written rounded to bf16 (to_bf16 of g·dy_t; the same returned dot), for
+// experts that read their output gradients in bf16 only (MoeDims::bf16_activations).
+float gated_row_backward_bf16(const float* dyt, float g, const float* yr, uint16_t* dyr16,
+                              int64_t D);
 
 // ---- token embedding ----
 // out[N,D] = wte[tokens[n], :]; tokens in [0, V) (validated by the caller).

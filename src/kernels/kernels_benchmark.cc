@@ -183,7 +183,10 @@ BENCHMARK(BM_ExpertsMedium)->Arg(64)->Arg(2)->Unit(benchmark::kMillisecond)->Use
 // weight gradients written, as in the first backward of a step), every expert with `rows` rows
 // (arg 0): 192 is a multiple of 32 (fixed-shape kernels); 190 and 200 are not — with AMX they
 // run as a multiple of 32 plus a tail piece, without it as one GEMM for any row count
-// (core/gemm_bf16.cc). Items are expert rows.
+// (core/gemm_bf16.cc). Arg 1: 1 keeps the inputs, SwiGLU outputs and output gradients in bf16
+// as the model does (swiglu_ffn_forward_bf16; here with a rounding pass over the inputs and
+// output gradients, which the model's dispatch and combine write in bf16 directly), 0 keeps them
+// in fp32 and rounds them in each GEMM. Items are expert rows.
 void BM_ExpertsMediumBf16(benchmark::State& state) {
   if (!cpu_has_bf16()) {
     state.SkipWithError(bf16_unsupported_reason().c_str());
@@ -191,6 +194,7 @@ void BM_ExpertsMediumBf16(benchmark::State& state) {
   }
   constexpr int64_t kE = 64, kDm = 512, kFm = 256;
   const int64_t rows = state.range(0);
+  const bool kept = state.range(1) != 0;
   auto x = random_floats(kE * rows * kDm, 1), dy = random_floats(kE * rows * kDm, 2);
   auto w = random_floats(kE * 3 * kFm * kDm, 3);  // per expert: gate|up [2F, D], then down [D, F]
   for (auto& v : w) v *= 0.05f;
@@ -198,23 +202,40 @@ void BM_ExpertsMediumBf16(benchmark::State& state) {
   bf16.refresh();
   std::vector<float> y(kE * rows * kDm), hu(kE * rows * 2 * kFm), act(kE * rows * kFm);
   std::vector<float> dx(y.size()), dhu(hu.size()), dact(act.size()), dw(w.size());
+  std::vector<uint16_t> x16(kept ? x.size() : 0), dy16(x16.size()), act16(kept ? act.size() : 0);
   for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t e = 0; e < kE; ++e) {
       const int64_t r0 = e * rows;
       const float* we = w.data() + e * 3 * kFm * kDm;
-      swiglu_ffn_forward(y.data() + r0 * kDm, 0.f, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm,
-                         x.data() + r0 * kDm, we, we + 2 * kFm * kDm, rows, kDm, kFm, &bf16);
+      if (kept) {
+        to_bf16(x.data() + r0 * kDm, x16.data() + r0 * kDm, rows * kDm);
+        swiglu_ffn_forward_bf16(y.data() + r0 * kDm, 0.f, hu.data() + r0 * 2 * kFm,
+                                act16.data() + r0 * kFm, x16.data() + r0 * kDm, we,
+                                we + 2 * kFm * kDm, rows, kDm, kFm, bf16);
+      } else {
+        swiglu_ffn_forward(y.data() + r0 * kDm, 0.f, hu.data() + r0 * 2 * kFm,
+                           act.data() + r0 * kFm, x.data() + r0 * kDm, we, we + 2 * kFm * kDm, rows,
+                           kDm, kFm, &bf16);
+      }
     }
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t e = 0; e < kE; ++e) {
       const int64_t r0 = e * rows;
       const float* we = w.data() + e * 3 * kFm * kDm;
       float* dwe = dw.data() + e * 3 * kFm * kDm;
-      swiglu_ffn_backward(dx.data() + r0 * kDm, 0.f, dwe, dwe + 2 * kFm * kDm, 0.f,
-                          dhu.data() + r0 * 2 * kFm, dact.data() + r0 * kFm, dy.data() + r0 * kDm,
-                          x.data() + r0 * kDm, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm, we,
-                          we + 2 * kFm * kDm, rows, kDm, kFm, &bf16);
+      if (kept) {
+        to_bf16(dy.data() + r0 * kDm, dy16.data() + r0 * kDm, rows * kDm);
+        swiglu_ffn_backward_bf16(
+            dx.data() + r0 * kDm, 0.f, dwe, dwe + 2 * kFm * kDm, 0.f, dact.data() + r0 * kFm,
+            dy16.data() + r0 * kDm, x16.data() + r0 * kDm, hu.data() + r0 * 2 * kFm,
+            act16.data() + r0 * kFm, we, we + 2 * kFm * kDm, rows, kDm, kFm, bf16);
+      } else {
+        swiglu_ffn_backward(dx.data() + r0 * kDm, 0.f, dwe, dwe + 2 * kFm * kDm, 0.f,
+                            dhu.data() + r0 * 2 * kFm, dact.data() + r0 * kFm, dy.data() + r0 * kDm,
+                            x.data() + r0 * kDm, hu.data() + r0 * 2 * kFm, act.data() + r0 * kFm,
+                            we, we + 2 * kFm * kDm, rows, kDm, kFm, &bf16);
+      }
     }
     benchmark::DoNotOptimize(dx.data());
   }
@@ -223,9 +244,7 @@ void BM_ExpertsMediumBf16(benchmark::State& state) {
       3 * 2.0 * kE * rows * 3 * kDm * kFm * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ExpertsMediumBf16)
-    ->Arg(192)
-    ->Arg(190)
-    ->Arg(200)
+    ->ArgsProduct({{192, 190}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/gemm_bf16.h"
 #include "kernels/kernels.h"
 #include "kernels/test_util.h"
 
@@ -35,6 +37,43 @@ TEST(RowsTest, GatherCopiesTheIndexedRows) {
   gather_rows(out.data(), src.data(), kIndex.data(), kRows, 24);
   for (int64_t r = 0; r < kRows; ++r)
     for (int64_t j = 0; j < 24; ++j) ASSERT_EQ(out[r * 24 + j], src[kIndex[r] * 24 + j]);
+}
+
+// The bf16 gather is to_bf16 of the gathered rows, bit for bit: streamed (D a multiple of 32,
+// out aligned), and through masked stores (D = 40, and out off its alignment); NaN stays NaN.
+TEST(RowsTest, GatherBf16RoundsTheIndexedRows) {
+  for (int64_t D : {int64_t{64}, int64_t{40}}) {
+    for (int64_t shift : {int64_t{0}, int64_t{1}}) {
+      auto src = to_float(randn(5 * D, 5));
+      src[3] = std::numeric_limits<float>::quiet_NaN();
+      src[2 * D + 1] = 1e-39f;  // a denormal: rounded, not flushed
+      Buffer<uint16_t> out;
+      out.reset(kRows * D + 1);
+      gather_rows_bf16(out.data() + shift, src.data(), kIndex.data(), kRows, D);
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t j = 0; j < D; ++j)
+          ASSERT_EQ(out.data()[shift + r * D + j], to_bf16(src[kIndex[r] * D + j]))
+              << "D=" << D << " shift=" << shift << " row " << r;
+    }
+  }
+}
+
+// The bf16 version writes to_bf16(g·dy_t) and returns the fp32 version's dot bit for bit:
+// streamed (D = 64), 16 at a time (D = 48), and scalar (D = 19).
+TEST(RowsTest, GatedRowBackwardBf16RoundsTheGradientAndKeepsTheDot) {
+  for (int64_t D : {int64_t{64}, int64_t{48}, int64_t{19}}) {
+    const auto dyt = to_float(randn(D, 6)), yr = to_float(randn(D, 7));
+    Buffer<float> dyr;
+    Buffer<uint16_t> dyr16;
+    dyr.reset(D);
+    dyr16.reset(D);
+    const float g = 0.6f;
+    const float want = gated_row_backward(dyt.data(), g, yr.data(), dyr.data(), D);
+    EXPECT_EQ(gated_row_backward_bf16(dyt.data(), g, yr.data(), dyr16.data(), D), want)
+        << "D=" << D;
+    for (int64_t j = 0; j < D; ++j)
+      ASSERT_EQ(dyr16.data()[j], to_bf16(dyr.data()[j])) << "D=" << D << " j=" << j;
+  }
 }
 
 // dy_row = g·dy_t exactly; the returned dot product against fp64, both paths.

@@ -77,18 +77,6 @@ void row_gradient16(const float* x, std::array<float, 2> lse, int32_t target, fl
   if (tail) block(full, tail);
 }
 
-// to_bf16 on 16 floats, in the low 16 bits of each lane (the scalar's rounding: to nearest even,
-// NaN stays NaN).
-inline __m512i to_bf16_16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r =
-      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return r;
-}
 #endif
 
 // The row gradient without AVX-512 (or for T = double): one out-of-line function for the fp32
@@ -166,7 +154,7 @@ void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t*
       const std::array<float, 2> z = {lse[2 * n], lse[2 * n + 1]};
 #if defined(__AVX512F__)
       row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
-        _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, to_bf16_16(v));
+        _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, detail::to_bf16_16(v));
       });
 #else
       row_gradient(x, z, t, scale, V, row.data());

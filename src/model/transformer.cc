@@ -243,13 +243,18 @@ template <typename T>
 void Transformer<T>::set_precision(Precision p) {
   if (p == Precision::kFp32) {
     bf16_.reset();
-    return;
-  }
-  if constexpr (std::is_same_v<T, float>) {
+  } else if constexpr (std::is_same_v<T, float>) {
     bf16_ = std::make_unique<Bf16Gemm>(params_.data(), n_params_);
     bf16_stale_ = true;
   } else {
     fail("precision bf16 is for fp32 models (fp64 runs the finite-difference tests)");
+  }
+  // The routed experts keep what their backward reads in the precision their GEMMs read it in.
+  const bool bf16_activations = bf16_ != nullptr;
+  if (moe_dims_.bf16_activations != bf16_activations) {
+    moe_dims_.bf16_activations = bf16_activations;
+    for (auto& a : moe_acts_) a.resize(moe_dims_);
+    if (!moe_layer_index_.empty()) moe_scratch_.resize(moe_dims_);
   }
 }
 
@@ -372,7 +377,8 @@ void Transformer<T>::head_backward(T ce_scale, T* dln) {
     if (bf16_) {
       uint16_t* d16 = bf16_->rounded_buffer(N, V_);
       xent_backward_bf16(d16, logits_.data(), targets_.data(), ce_scale, N, V_, lse_.data());
-      linear_backward(dln, 0.f, G + lm_head_, 1.f, Bf16Gemm::Rounded{d16, N, V_}, lnf_.data(),
+      linear_backward(dln, 0.f, G + lm_head_, 1.f,
+                      Bf16Gemm::Rounded{d16, N, V_, /*zero_padded=*/true}, lnf_.data(),
                       P + lm_head_, N, D, V_, *bf16_);
       return;
     }

@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
+#include "core/error.h"
 #include "core/gemm.h"
+#include "core/gemm_bf16.h"
 #include "core/stopwatch.h"
 #include "core/sum_of_squares.h"
 #include "kernels/kernels.h"
@@ -23,15 +26,17 @@ void MoeActivations<T>::resize(const MoeDims& d) {
   const bool ep = d.ep > 1;
   plan.resize(d.n_max, d.e, m);
   logits.reset(d.n_max * d.e);
-  xs.reset(ep ? 0 : m * d.d);
+  xs.reset(ep || d.bf16_activations ? 0 : m * d.d);
   ys.reset(ml * d.d);
   hu.reset(ml * 2 * d.f);
-  act.reset(ml * d.f);
+  act.reset(d.bf16_activations ? 0 : ml * d.f);
+  x16.reset(d.bf16_activations ? ml * d.d : 0);
+  act16.reset(d.bf16_activations ? ml * d.f : 0);
   local_offsets.assign(d.e_local() + 1, 0);
   send_counts.assign(ep ? d.ep * (d.e_local() + 1) : 0, 0);
   sent_tokens.assign(ep ? d.ep * d.n_max : 0, 0);
   recv_counts.assign(ep ? d.ep * (d.e_local() + 1) : 0, 0);
-  xl.reset(ep ? ml * d.d : 0);
+  xl.reset(ep && !d.bf16_activations ? ml * d.d : 0);
   recv_row.assign(ep ? ml : 0, 0);  // the [Ml] ones grow with the buffers
   recv_pair.assign(ep ? ml : 0, 0);
   gate_local.reset(ep ? ml : 0);
@@ -56,12 +61,13 @@ template <typename T>
 void MoeScratch<T>::resize(const MoeDims& d) {
   const int64_t m = d.max_rows(), ml = m;  // the expert-parallel rows grow (ensure_rows)
   const bool ep = d.ep > 1;
-  dys.reset(ep ? 0 : m * d.d);
+  dys.reset(ep || d.bf16_activations ? 0 : m * d.d);
   dxs.reset(ep ? 0 : m * d.d);
-  dyl.reset(ep ? ml * d.d : 0);
+  dyl.reset(ep && !d.bf16_activations ? ml * d.d : 0);
   dxl.reset(ep ? ml * d.d : 0);
+  dy16.reset(d.bf16_activations ? ml * d.d : 0);
   dact.reset(ml * d.f);
-  dhu.reset(ml * 2 * d.f);
+  dhu.reset(d.bf16_activations ? 0 : ml * 2 * d.f);
   dgate_row.reset(m);
   dz.reset(d.n_max * d.e);
   dshared_act.reset(d.n_shared > 0 ? d.n_max * d.f_shared : 0);
@@ -113,19 +119,29 @@ double for_each_expert(int64_t n_experts, const int64_t* offsets, Run&& run) {
 }
 
 // y[rows, D] = expert_e(x) for local expert e's rows [offsets[e], offsets[e+1]), one GEMM chain
-// per expert; hu/act keep what the backward needs. Returns the seconds it took.
+// per expert; hu/act keep what the backward needs. x: the rows, or with bf16_activations a.x16
+// (x unread). Returns the seconds it took.
 template <typename T>
 double experts_forward(const MoeDims& dims, const MoeWeights<T>& w, const int64_t* offsets,
                        const T* x, MoeActivations<T>& a, T* y) {
   const int64_t D = dims.d, F = dims.f;
   return for_each_expert(dims.e_local(), offsets, [&](int64_t e, int64_t r0, int64_t ne) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (dims.bf16_activations) {
+        swiglu_ffn_forward_bf16(y + r0 * D, 0.f, a.hu.data() + r0 * 2 * F, a.act16.data() + r0 * F,
+                                a.x16.data() + r0 * D, w.gate_up + e * 2 * F * D,
+                                w.down + e * D * F, ne, D, F, *w.bf16);
+        return;
+      }
+    }
     swiglu_ffn_forward(y + r0 * D, T(0), a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F,
                        x + r0 * D, w.gate_up + e * 2 * F * D, w.down + e * D * F, ne, D, F, w.bf16);
   });
 }
 
-// dx[rows, D] (overwritten) from dy of the same rows; expert gradients accumulate into g (or are
-// written, g.experts_zero). Returns the seconds it took.
+// dx[rows, D] (overwritten) from dy of the same rows (with bf16_activations: from s.dy16, and x
+// from a.x16; x and dy unread); expert gradients accumulate into g (or are written,
+// g.experts_zero). Returns the seconds it took.
 template <typename T>
 double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads<T>& g,
                         const int64_t* offsets, const T* x, const MoeActivations<T>& a,
@@ -138,6 +154,17 @@ double experts_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGr
            sum_of_squares_serial(g.down + e * D * F, D * F);
   };
   const double seconds = for_each_expert(El, offsets, [&](int64_t e, int64_t r0, int64_t ne) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (dims.bf16_activations) {
+        swiglu_ffn_backward_bf16(dx + r0 * D, 0.f, g.gate_up + e * 2 * F * D, g.down + e * D * F,
+                                 dw_beta, s.dact.data() + r0 * F, s.dy16.data() + r0 * D,
+                                 a.x16.data() + r0 * D, a.hu.data() + r0 * 2 * F,
+                                 a.act16.data() + r0 * F, w.gate_up + e * 2 * F * D,
+                                 w.down + e * D * F, ne, D, F, *w.bf16);
+        if (g.expert_sum_sq != nullptr) g.expert_sum_sq[e] = sum_sq(e);
+        return;
+      }
+    }
     swiglu_ffn_backward(dx + r0 * D, T(0), g.gate_up + e * 2 * F * D, g.down + e * D * F, dw_beta,
                         s.dhu.data() + r0 * 2 * F, s.dact.data() + r0 * F, dy + r0 * D, x + r0 * D,
                         a.hu.data() + r0 * 2 * F, a.act.data() + r0 * F, w.gate_up + e * 2 * F * D,
@@ -253,9 +280,15 @@ void plan_exchange(const MoeDims& dims, MoeActivations<T>& a, ExpertParallel<T>&
   exchange_geometry(dims, a, ep);
   const int64_t ml = ep.pro[R - 1] + ep.prc[R - 1];
   const int64_t us = (ep.so[R - 1] + ep.sc[R - 1]) / D, ur = tokens_received(dims, ep);
-  for (Buffer<T>* b : {&a.xl, &a.ys}) ensure_rows(dims, *b, ml, D);
+  ensure_rows(dims, a.ys, ml, D);
   ensure_rows(dims, a.hu, ml, 2 * dims.f);
-  ensure_rows(dims, a.act, ml, dims.f);
+  if (dims.bf16_activations) {
+    ensure_rows(dims, a.x16, ml, D);
+    ensure_rows(dims, a.act16, ml, dims.f);
+  } else {
+    ensure_rows(dims, a.xl, ml, D);
+    ensure_rows(dims, a.act, ml, dims.f);
+  }
   ensure_rows(dims, a.gate_local, ml, 1);
   ensure_rows(dims, ep.pairs, ml, 1);
   ensure_rows(dims, ep.sent, us, D);
@@ -340,6 +373,19 @@ void return_tokens(const MoeDims& dims, const MoeActivations<T>& a, ExpertParall
   }
 }
 
+// Row `row` of the experts' output gradients from its token's dy_t and gate g (gated_row_backward):
+// written to dy_rows (fp32), or with bf16_activations to s.dy16 in bf16. Returns ∂loss/∂g.
+template <typename T>
+T gated_row_backward_to(const MoeDims& dims, const T* dyt, T g, const T* ys, MoeScratch<T>& s,
+                        T* dy_rows, int64_t row) {
+  const int64_t D = dims.d;
+  if constexpr (std::is_same_v<T, float>) {
+    if (dims.bf16_activations)
+      return gated_row_backward_bf16(dyt, g, ys + row * D, s.dy16.data() + row * D, D);
+  }
+  return gated_row_backward(dyt, g, ys + row * D, dy_rows + row * D, D);
+}
+
 // ---- The stages of one layer ------------------------------------------------------------------
 
 // Dispatch, experts, combine on one rank: rows gathered in expert order, combined token-major,
@@ -350,7 +396,9 @@ void routed_forward(const MoeDims& dims, const MoeWeights<T>& w, const T* h, int
   const int64_t D = dims.d;
   const RoutingPlan<T>& p = a.plan;
   T* xs = a.xs.data();
-  gather_rows(xs, h, p.token_of_row.data(), p.rows, D);
+  if constexpr (std::is_same_v<T, float>)
+    if (dims.bf16_activations) gather_rows_bf16(a.x16.data(), h, p.token_of_row.data(), p.rows, D);
+  if (!dims.bf16_activations) gather_rows(xs, h, p.token_of_row.data(), p.rows, D);
   a.forward_times.experts_s = experts_forward(dims, w, p.expert_offsets.data(), xs, a, a.ys.data());
   const T* ys = a.ys.data();
 #pragma omp parallel for schedule(static)
@@ -379,7 +427,16 @@ void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const 
   const T* recv = ep.recv.data();
   T* xl = a.xl.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < ml; ++r) std::copy_n(recv + a.recv_row[r] * D, D, xl + r * D);
+  for (int64_t r = 0; r < ml; ++r) {
+    const T* src = recv + a.recv_row[r] * D;
+    if constexpr (std::is_same_v<T, float>) {
+      if (dims.bf16_activations) {
+        to_bf16(src, a.x16.data() + r * D, D);
+        continue;
+      }
+    }
+    std::copy_n(src, D, xl + r * D);
+  }
   a.exchange.exchange_s += clock.lap();
   a.forward_times.experts_s = experts_forward(dims, w, a.local_offsets.data(), xl, a, a.ys.data());
   clock.lap();
@@ -406,8 +463,8 @@ void routed_backward(const MoeDims& dims, const MoeWeights<T>& w, const MoeGrads
   T* dgate_row = s.dgate_row.data();
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < p.rows; ++row) {
-    dgate_row[row] = gated_row_backward(dy + static_cast<int64_t>(p.token_of_row[row]) * D,
-                                        p.gate_of_row[row], ys + row * D, dys + row * D, D);
+    dgate_row[row] = gated_row_backward_to(dims, dy + static_cast<int64_t>(p.token_of_row[row]) * D,
+                                           p.gate_of_row[row], ys, s, dys, row);
   }
   a.backward_times.experts_s =
       experts_backward(dims, w, g, p.expert_offsets.data(), a.xs.data(), a, s, dys, s.dxs.data());
@@ -433,9 +490,14 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
   Stopwatch clock;
   exchange_geometry(dims, a, ep);
   const int64_t ml = a.local_offsets[dims.e_local()];
-  for (Buffer<T>* b : {&s.dyl, &s.dxl}) ensure_rows(dims, *b, ml, D);
+  ensure_rows(dims, s.dxl, ml, D);
   ensure_rows(dims, s.dact, ml, F);
-  ensure_rows(dims, s.dhu, ml, 2 * F);
+  if (dims.bf16_activations) {
+    ensure_rows(dims, s.dy16, ml, D);
+  } else {
+    ensure_rows(dims, s.dyl, ml, D);
+    ensure_rows(dims, s.dhu, ml, 2 * F);
+  }
   send_tokens(dims, a, ep, dy);
   const T* recv = ep.recv.data();
   const T* ys = a.ys.data();
@@ -444,7 +506,7 @@ void routed_backward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < ml; ++r) {
     dgate[a.recv_pair[r]] =
-        gated_row_backward(recv + a.recv_row[r] * D, a.gate_local[r], ys + r * D, dyl + r * D, D);
+        gated_row_backward_to(dims, recv + a.recv_row[r] * D, a.gate_local[r], ys, s, dyl, r);
   }
   a.exchange.exchange_s += clock.lap();
   a.backward_times.experts_s =
@@ -467,6 +529,8 @@ RoutingStats moe_forward(const MoeDims& dims, const MoeWeights<T>& w, Router<T>&
                          const RouteCall<T>& call, const T* h, int64_t n, MoeActivations<T>& a,
                          T* y, ExpertParallel<T>* ep) {
   const int64_t D = dims.d, E = dims.e, Fs = dims.f_shared;
+  SY_CHECK(!dims.bf16_activations || w.bf16 != nullptr,
+           "moe_forward: bf16 activations need the bf16 expert GEMMs (MoeWeights::bf16)");
   Stopwatch clock;
   MoeTimes& tm = a.forward_times;
   tm = MoeTimes{};

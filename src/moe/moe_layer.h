@@ -34,6 +34,12 @@ struct MoeDims {
   // Expert parallelism: this rank is rank ep_rank of a group of ep ranks, and holds the experts
   // [ep_rank·E/ep, (ep_rank+1)·E/ep) — the only ones in MoeWeights/MoeGrads. ep = 1: all.
   int64_t ep = 1, ep_rank = 0;
+  // The routed experts' GEMMs run in bf16 (MoeWeights::bf16, required) and the activations
+  // they read — their input rows, SwiGLU outputs and output gradients — are written in bf16
+  // only, by the passes that make them (dispatch, SwiGLU, combine backward): half the bytes and
+  // no rounding pass per GEMM, the same results (kernels.h swiglu_ffn_forward_bf16). Without it,
+  // bf16 GEMMs round fp32 activations as they read them.
+  bool bf16_activations = false;
   int64_t max_rows() const { return n_max * (max_per_token > 0 ? max_per_token : k); }
   int64_t e_local() const { return e / ep; }
   int64_t e_first() const { return ep_rank * e_local(); }
@@ -105,8 +111,11 @@ struct MoeActivations {
   // The expert outputs, in the order this rank's experts ran them: [M, D] in the plan's expert
   // order when ep = 1; with expert parallelism [Ml, D], the Ml rows received from the group.
   Buffer<T> ys;
-  Buffer<T> hu;                        // [Ml, 2F] gate|up pre-activations
-  Buffer<T> act;                       // [Ml, F]  silu(gate)·up
+  Buffer<T> hu;   // [Ml, 2F] gate|up pre-activations
+  Buffer<T> act;  // [Ml, F]  silu(gate)·up (not with bf16_activations)
+  // With MoeDims::bf16_activations, instead of xs or xl, and act: in bf16.
+  Buffer<uint16_t> x16;                // [Ml, D]
+  Buffer<uint16_t> act16;              // [Ml, F]
   std::vector<int64_t> local_offsets;  // [E_local+1] rows of local expert j
   // Expert parallelism (ep > 1). Ml depends on the routing: the [Ml] buffers start at M rows and
   // grow when a call receives more (at most ep·M, max_local_rows) — the one allocation a forward
@@ -149,9 +158,10 @@ struct ExpertParallel {
 template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
-  Buffer<T> dys, dxs;                 // [M, D] rows in expert order (ep = 1)
-  Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1)
-  Buffer<T> dact, dhu;                // [Ml, F], [Ml, 2F]
+  Buffer<T> dys, dxs;                 // [M, D] rows in expert order (ep = 1; dys: in fp32)
+  Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1; dyl: in fp32)
+  Buffer<uint16_t> dy16;              // [Ml, D] dys or dyl, with bf16_activations
+  Buffer<T> dact, dhu;                // [Ml, F], [Ml, 2F] (dhu: not with bf16_activations)
   Buffer<T> dgate_row;                // [rows] per row
   Buffer<T> dz;                       // [N, E]
   Buffer<T> dshared_act, dshared_hu;  // [N, Fs], [N, 2Fs]

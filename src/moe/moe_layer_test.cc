@@ -192,14 +192,17 @@ TEST(MoeLayerTest, ExpertChoiceGradientsAndExactLoads) {
 }
 
 // 8 experts of 16 wide over 256 tokens (top-2): enough experts for two threads to run them side
-// by side. bf16: the expert GEMMs on a bf16 copy of the expert weights (core/gemm_bf16.h).
+// by side. bf16: the expert GEMMs on a bf16 copy of the expert weights (core/gemm_bf16.h), with
+// the experts' activations kept in bf16 (MoeDims::bf16_activations, as the model runs them) or,
+// bf16_activations false, in fp32 and rounded by each GEMM.
 struct SideBySideMoe {
   struct Result {
     std::vector<int64_t> loads;
     std::vector<float> y, input_grad, expert_grads;  // expert_grads: gate|up, then down
   };
 
-  explicit SideBySideMoe(bool bf16) {
+  explicit SideBySideMoe(bool bf16, bool bf16_activations = true) {
+    dims.bf16_activations = bf16 && bf16_activations;
     opt.n_experts = 8;
     opt.top_k = 2;
     std::vector<double> hd(256 * 16), rd(8 * 16), gud(8 * 64 * 16), dd(8 * 16 * 32);
@@ -287,6 +290,24 @@ TEST(MoeLayerTest, ExpertsZeroWritesTheSameGradientsWithoutReadingThem) {
 TEST(MoeLayerTest, Bf16ExpertsZeroWritesTheSameGradientsWithoutReadingThem) {
   if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
   check_experts_zero_overwrites(true);
+}
+
+// Keeping the experts' inputs and SwiGLU outputs in bf16 changes no bit: the GEMMs read the
+// same rounded values, without a rounding pass each (both schedules: one and two threads).
+TEST(MoeLayerTest, Bf16ActivationsGiveTheSameBitsAsRoundingInEachGemm) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  const SideBySideMoe kept(true, true), rounded(true, false);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    const SideBySideMoe::Result a = kept.run(0.f, false), b = rounded.run(0.f, false);
+    for (int64_t load : a.loads) ASSERT_GT(load, 0) << "every expert must run";
+    EXPECT_EQ(a.loads, b.loads);
+    EXPECT_EQ(a.y, b.y) << threads << " threads";
+    EXPECT_EQ(a.input_grad, b.input_grad) << threads << " threads";
+    EXPECT_EQ(a.expert_grads, b.expert_grads) << threads << " threads";
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(MoeLayerTest, LoadsOutputsAndGradientsIndependentOfThreadCount) {

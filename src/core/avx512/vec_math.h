@@ -1,8 +1,8 @@
 // Internal: the AVX-512 versions of core/vec_math.h's elementwise math, on 16 floats (8 doubles)
 // for loops written with intrinsics (the routers' kernels): fast_exp, fast_exp_nonpositive,
-// fast_log. The scalar fast_exp(float) is the reference: the same reduction and polynomial, equal
-// but for the last ulp where a multiply-add is fused differently; fast_log is within 2 ulp of
-// std::log.
+// fast_log; and to_bf16_16, the bf16 rounding of 16 floats. The scalar fast_exp(float) is the
+// reference: the same reduction and polynomial, equal but for the last ulp where a multiply-add
+// is fused differently; fast_log is within 2 ulp of std::log.
 //
 // Included by core/vec_math.h inside `#if defined(__AVX512F__)`: include that header, which
 // thereby also provides <immintrin.h>.
@@ -110,6 +110,20 @@ inline void for_each_block16(int64_t n, Body&& body) {
   const int64_t full = n / 16 * 16;
   for (int64_t i = 0; i < full; i += 16) body(i, static_cast<__mmask16>(0xFFFF));
   if (full < n) body(full, static_cast<__mmask16>((1u << (n - full)) - 1u));
+}
+
+// to_bf16 (core/gemm_bf16.h) on 16 floats, in the low 16 bits of each lane: the same bits (to
+// nearest even, NaN stays NaN); _mm512_mask_cvtepi32_storeu_epi16 stores them. (The instruction
+// vcvtneps2bf16 would be shorter but flushes denormal inputs to zero.)
+inline __m512i to_bf16_16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return r;
 }
 
 }  // namespace sy::detail
