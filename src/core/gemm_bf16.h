@@ -37,6 +37,11 @@ inline float from_bf16(uint16_t h) { return std::bit_cast<float>(static_cast<uin
 // dst[i] = to_bf16(src[i]); parallel over the OpenMP threads when called outside a parallel
 // region (and n is large), on the calling thread inside one.
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
+// The same on the calling thread, inline: for a row inside a parallel loop (where to_bf16's own
+// parallel region, even one that does not fork, costs more than a short row).
+inline void to_bf16_row(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
+}
 
 // A bf16 copy of one fp32 weight block, and the GEMMs that read it.
 //

@@ -431,7 +431,7 @@ void routed_forward_parallel(const MoeDims& dims, const MoeWeights<T>& w, const 
     const T* src = recv + a.recv_row[r] * D;
     if constexpr (std::is_same_v<T, float>) {
       if (dims.bf16_activations) {
-        to_bf16(src, a.x16.data() + r * D, D);
+        to_bf16_row(src, a.x16.data() + r * D, D);
         continue;
       }
     }
