@@ -48,12 +48,17 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
                       (Ld > 0 ? 3 * N * Fd : 0);
   // precision bf16: the weights' bf16 copy (2 B each), and the rounded GEMM operands of the
   // largest GEMM (the LM head's backward: the logits' gradient and the final norm's output).
+  // The routed experts' inputs, SwiGLU outputs and output gradients exist in bf16 only, half an
+  // element each, and their fp32 gate|up gradient not at all (MoeDims::bf16_activations): per
+  // MoE layer half of rows·D and Ml·F less, once (the backward's scratch) half of rows·D and
+  // Ml·2F less.
   const bool bf16 = cfg.system.precision == "bf16";
+  const double bf16_experts = bf16 ? Lm * (rows * D + Ml * F) / 2 + rows * D / 2 + Ml * 2 * F : 0;
   MemoryEstimate e;
   e.params_bytes = (bf16 ? 6 : 4) * params;
   e.grads_bytes = 4 * params;
   e.moments_bytes = 8 * params;
-  e.activations_bytes = 4 * acts + (bf16 ? 2 * (N * V + N * D) : 0);
+  e.activations_bytes = 4 * (acts - bf16_experts) + (bf16 ? 2 * (N * V + N * D) : 0);
   e.total_bytes = e.params_bytes + e.grads_bytes + e.moments_bytes + e.activations_bytes +
                   MemoryEstimate::kOverhead;
   return e;
