@@ -52,10 +52,11 @@ template <typename T>
 void linear_backward_fixed_shape(T* dinp, T dinp_beta, T* dweight, const T* dout, const T* inp,
                                  const T* weight, int64_t N, int64_t IC, int64_t OC,
                                  const Bf16Gemm* bf16);
-// The same with dout already rounded (a kernel wrote it in bf16; precision bf16 only).
+// The same with dout already rounded (a kernel wrote it in bf16; precision bf16 only), and the
+// gradients of alpha · that output: dinp = alpha · dout·W (+ beta), dweight likewise.
 void linear_backward(float* dinp, float dinp_beta, float* dweight, float dweight_beta,
                      const Bf16Gemm::Rounded& dout, const float* inp, const float* weight,
-                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm& bf16);
+                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm& bf16, float alpha = 1.f);
 
 // ---- RMSNorm: out = inp · rstd · weight, rstd[N] = 1/sqrt(mean_D(inp²) + eps) (HF Llama) ----
 template <typename T>
@@ -190,5 +191,11 @@ void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale,
 // it under precision bf16).
 void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
                         float scale, int64_t N, int64_t V, const float* lse);
+// xent_forward and xent_backward_bf16 with scale 1 in one pass over the logits (each row read
+// from memory once, its gradient computed while it is in cache): the LM head of a training
+// forward under bf16, whose backward GEMMs apply the loss scale (linear_backward's alpha). The
+// same losses and lse as xent_forward, the same dlogits16 as xent_backward_bf16 with scale 1.
+void xent_forward_backward_bf16(float* losses, uint16_t* dlogits16, const float* logits,
+                                const int32_t* targets, int64_t N, int64_t V, float* lse);
 
 }  // namespace sy

@@ -15,9 +15,9 @@ void matmul_forward(T* out, const T* inp, const T* weight, int64_t N, int64_t IC
 
 void linear_backward(float* dinp, float dinp_beta, float* dweight, float dweight_beta,
                      const Bf16Gemm::Rounded& dout, const float* inp, const float* weight,
-                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm& bf16) {
-  bf16.gemm(false, false, N, IC, OC, 1.f, dout, weight, IC, dinp_beta, dinp, IC);    // [N,IC]
-  bf16.gemm(true, false, OC, IC, N, 1.f, dout, inp, IC, dweight_beta, dweight, IC);  // [OC,IC]
+                     int64_t N, int64_t IC, int64_t OC, const Bf16Gemm& bf16, float alpha) {
+  bf16.gemm(false, false, N, IC, OC, alpha, dout, weight, IC, dinp_beta, dinp, IC);    // [N,IC]
+  bf16.gemm(true, false, OC, IC, N, alpha, dout, inp, IC, dweight_beta, dweight, IC);  // [OC,IC]
 }
 
 template <typename T>

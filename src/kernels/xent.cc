@@ -164,6 +164,40 @@ void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t*
   }
 }
 
+void xent_forward_backward_bf16(float* losses, uint16_t* dlogits16, const float* logits,
+                                const int32_t* targets, int64_t N, int64_t V, float* lse) {
+#pragma omp parallel
+  {
+#if !defined(__AVX512F__)
+    std::vector<float> row(static_cast<std::size_t>(V));  // this thread's fp32 row
+#endif
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      uint16_t* d = dlogits16 + n * V;  // [V]
+      const float* x = logits + n * V;  // [V]
+      const int32_t t = targets[n];
+      if (t < 0) {
+        losses[n] = 0;
+        lse[2 * n] = lse[2 * n + 1] = 0;
+        std::fill(d, d + V, uint16_t{0});
+        continue;
+      }
+      // xent_forward's row, then xent_backward_bf16's from the row still in cache.
+      const std::array<float, 2> z = row_logsumexp(x, V);
+      losses[n] = (z[0] - x[t]) + z[1];
+      lse[2 * n] = z[0], lse[2 * n + 1] = z[1];
+#if defined(__AVX512F__)
+      row_gradient16(x, z, t, 1.f, V, [d](int64_t j, __m512 v, __mmask16 mask) {
+        _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, detail::to_bf16_16(v));
+      });
+#else
+      row_gradient(x, z, t, 1.f, V, row.data());
+      for (int64_t j = 0; j < V; ++j) d[j] = to_bf16(row[j]);
+#endif
+    }
+  }
+}
+
 template void xent_forward<float>(float*, const float*, const int32_t*, int64_t, int64_t, float*);
 template void xent_forward<double>(double*, const double*, const int32_t*, int64_t, int64_t,
                                    double*);

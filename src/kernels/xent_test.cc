@@ -113,6 +113,29 @@ TEST(XentTest, Bf16GradientIsTheRoundedFp32One) {
   }
 }
 
+// The fused pass of a bf16 training forward: xent_forward's losses and lse, and
+// xent_backward_bf16's gradient with scale 1, bit for bit (the model's backward GEMMs apply the
+// scale; a power of two here, so that the scaled gradient is exactly the same too).
+TEST(XentTest, Bf16ForwardBackwardIsTheForwardAndTheRoundedGradient) {
+  for (const int64_t V : {int64_t{3}, int64_t{37}, int64_t{8192 + 5}}) {
+    constexpr int64_t N = 5;
+    const std::vector<int32_t> targets = {0, -1, 2, static_cast<int32_t>(V - 1), 1};
+    auto logits = to_float(randn(N * V, 5, 4.0));
+    std::vector<float> losses(N), lse(2 * N), fused_losses(N, -1.f), fused_lse(2 * N, -1.f);
+    std::vector<uint16_t> d16(N * V), fused16(N * V, 0xffff), scaled16(N * V);
+    xent_forward(losses.data(), logits.data(), targets.data(), N, V, lse.data());
+    xent_backward_bf16(d16.data(), logits.data(), targets.data(), 1.f, N, V, lse.data());
+    xent_forward_backward_bf16(fused_losses.data(), fused16.data(), logits.data(), targets.data(),
+                               N, V, fused_lse.data());
+    EXPECT_EQ(fused_losses, losses) << V;
+    EXPECT_EQ(fused_lse, lse) << V;
+    EXPECT_EQ(fused16, d16) << V;
+    xent_backward_bf16(scaled16.data(), logits.data(), targets.data(), 0.125f, N, V, lse.data());
+    for (int64_t i = 0; i < N * V; ++i)
+      ASSERT_EQ(from_bf16(scaled16[i]), 0.125f * from_bf16(fused16[i])) << V << " " << i;
+  }
+}
+
 // A NaN logit makes the loss NaN (the trainer's divergence check reads the loss).
 TEST(XentTest, NanLogitGivesNanLoss) {
   for (const int64_t V : {int64_t{37}, int64_t{64}}) {

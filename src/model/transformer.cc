@@ -249,6 +249,9 @@ void Transformer<T>::set_precision(Precision p) {
   } else {
     fail("precision bf16 is for fp32 models (fp64 runs the finite-difference tests)");
   }
+  // A training forward's bf16 loss gradient (xent_forward_backward_bf16).
+  dlogits16_.reset(bf16_ != nullptr ? n_max_ * V_ : 0);
+  dlogits16_ready_ = false;
   // The routed experts keep what their backward reads in the precision their GEMMs read it in.
   const bool bf16_activations = bf16_ != nullptr;
   if (moe_dims_.bf16_activations != bf16_activations) {
@@ -357,7 +360,17 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   clock.lap();
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
   matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
-  xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_, lse_.data());
+  dlogits16_ready_ = false;
+  if constexpr (std::is_same_v<T, float>) {
+    // Training under bf16: the loss's gradient in the same pass, while each row is in cache.
+    if (bf != nullptr && mode == ForwardMode::kTrain) {
+      xent_forward_backward_bf16(losses_.data(), dlogits16_.data(), logits_.data(), targets_.data(),
+                                 N, V_, lse_.data());
+      dlogits16_ready_ = true;
+    }
+  }
+  if (!dlogits16_ready_)
+    xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_, lse_.data());
   for (int64_t i = 0; i < N; ++i) {
     if (targets_[i] < 0) continue;
     st.ce_sum += static_cast<double>(losses_[i]);
@@ -374,6 +387,11 @@ void Transformer<T>::head_backward(T ce_scale, T* dln) {
   const T* P = params_.data();
   T* G = grads_.data();
   if constexpr (std::is_same_v<T, float>) {
+    if (bf16_ && dlogits16_ready_) {  // the training forward's gradient, scaled by the GEMMs
+      linear_backward(dln, 0.f, G + lm_head_, 1.f, Bf16Gemm::Rounded{dlogits16_.data(), N, V_},
+                      lnf_.data(), P + lm_head_, N, D, V_, *bf16_, ce_scale);
+      return;
+    }
     if (bf16_) {
       uint16_t* d16 = bf16_->rounded_buffer(N, V_);
       xent_backward_bf16(d16, logits_.data(), targets_.data(), ce_scale, N, V_, lse_.data());

@@ -273,6 +273,10 @@ class Transformer {
   Buffer<T> tmp_;  // [N, D] projection / FFN output before the residual add
   // Backward scratch.
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
+  // Precision bf16: the last training forward's loss gradient per logit, unscaled, in bf16 (its
+  // backward's LM head GEMMs read it; ready says the last forward wrote it).
+  Buffer<uint16_t> dlogits16_;
+  bool dlogits16_ready_ = false;
   MoeScratch<T> moe_scratch_;
   ExpertParallel<T> ep_;
   PhaseTimes forward_times_, backward_times_;
