@@ -135,8 +135,13 @@ void xent_backward(T* dlogits, const T* logits, const int32_t* targets, T scale,
   }
 }
 
-void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
-                        float scale, int64_t N, int64_t V, const float* lse) {
+namespace {
+
+// The rows of a bf16 gradient: for each row with a target, z = row_lse(n, x) (read, or computed
+// there), then to_bf16 of its gradient with `scale`; an ignored row is zeros, after ignored(n).
+template <typename RowLse, typename Ignored>
+void bf16_gradient_rows(uint16_t* dlogits16, const float* logits, const int32_t* targets,
+                        float scale, int64_t N, int64_t V, RowLse&& row_lse, Ignored&& ignored) {
 #pragma omp parallel
   {
 #if !defined(__AVX512F__)
@@ -148,10 +153,11 @@ void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t*
       const float* x = logits + n * V;  // [V]
       const int32_t t = targets[n];
       if (t < 0) {
+        ignored(n);
         std::fill(d, d + V, uint16_t{0});
         continue;
       }
-      const std::array<float, 2> z = {lse[2 * n], lse[2 * n + 1]};
+      const std::array<float, 2> z = row_lse(n, x);
 #if defined(__AVX512F__)
       row_gradient16(x, z, t, scale, V, [d](int64_t j, __m512 v, __mmask16 mask) {
         _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, detail::to_bf16_16(v));
@@ -164,38 +170,30 @@ void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t*
   }
 }
 
+}  // namespace
+
+void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t* targets,
+                        float scale, int64_t N, int64_t V, const float* lse) {
+  bf16_gradient_rows(
+      dlogits16, logits, targets, scale, N, V,
+      [lse](int64_t n, const float*) {
+        return std::array<float, 2>{lse[2 * n], lse[2 * n + 1]};
+      },
+      [](int64_t) {});
+}
+
 void xent_forward_backward_bf16(float* losses, uint16_t* dlogits16, const float* logits,
                                 const int32_t* targets, int64_t N, int64_t V, float* lse) {
-#pragma omp parallel
-  {
-#if !defined(__AVX512F__)
-    std::vector<float> row(static_cast<std::size_t>(V));  // this thread's fp32 row
-#endif
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      uint16_t* d = dlogits16 + n * V;  // [V]
-      const float* x = logits + n * V;  // [V]
-      const int32_t t = targets[n];
-      if (t < 0) {
-        losses[n] = 0;
-        lse[2 * n] = lse[2 * n + 1] = 0;
-        std::fill(d, d + V, uint16_t{0});
-        continue;
-      }
-      // xent_forward's row, then xent_backward_bf16's from the row still in cache.
-      const std::array<float, 2> z = row_logsumexp(x, V);
-      losses[n] = (z[0] - x[t]) + z[1];
-      lse[2 * n] = z[0], lse[2 * n + 1] = z[1];
-#if defined(__AVX512F__)
-      row_gradient16(x, z, t, 1.f, V, [d](int64_t j, __m512 v, __mmask16 mask) {
-        _mm512_mask_cvtepi32_storeu_epi16(d + j, mask, detail::to_bf16_16(v));
-      });
-#else
-      row_gradient(x, z, t, 1.f, V, row.data());
-      for (int64_t j = 0; j < V; ++j) d[j] = to_bf16(row[j]);
-#endif
-    }
-  }
+  // xent_forward's row, then the gradient from the row still in cache.
+  bf16_gradient_rows(
+      dlogits16, logits, targets, 1.f, N, V,
+      [&](int64_t n, const float* x) {
+        const std::array<float, 2> z = row_logsumexp(x, V);
+        losses[n] = (z[0] - x[targets[n]]) + z[1];
+        lse[2 * n] = z[0], lse[2 * n + 1] = z[1];
+        return z;
+      },
+      [&](int64_t n) { losses[n] = 0, lse[2 * n] = lse[2 * n + 1] = 0; });
 }
 
 template void xent_forward<float>(float*, const float*, const int32_t*, int64_t, int64_t, float*);
