@@ -107,7 +107,7 @@ struct MoeActivations {
   void resize(const MoeDims& dims);
   RoutingPlan<T> plan;  // the router's plan of the last forward
   Buffer<T> logits;     // [N, E] router logits z
-  Buffer<T> xs;         // [M, D]  inputs gathered in expert order (ep = 1)
+  Buffer<T> xs;         // [M, D]  inputs gathered in expert order (ep = 1; bf16: x16)
   // The expert outputs, in the order this rank's experts ran them: [M, D] in the plan's expert
   // order when ep = 1; with expert parallelism [Ml, D], the Ml rows received from the group.
   Buffer<T> ys;
@@ -129,7 +129,7 @@ struct MoeActivations {
   // (recv_row, into the received tokens rank by rank), its place among the received pairs
   // (recv_pair, rank by rank in the source's expert order) and its gate.
   std::vector<int64_t> recv_counts;        // [ep·(E_local+1)]
-  Buffer<T> xl;                            // [Ml, D] the rows this rank's experts ran
+  Buffer<T> xl;                            // [Ml, D] the rows this rank's experts ran (bf16: x16)
   std::vector<int64_t> recv_row;           // [Ml]
   std::vector<int64_t> recv_pair;          // [Ml]
   Buffer<T> gate_local;                    // [Ml]
@@ -158,9 +158,9 @@ struct ExpertParallel {
 template <typename T>
 struct MoeScratch {
   void resize(const MoeDims& dims);
-  Buffer<T> dys, dxs;                 // [M, D] rows in expert order (ep = 1; dys: in fp32)
-  Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1; dyl: in fp32)
-  Buffer<uint16_t> dy16;              // [Ml, D] dys or dyl, with bf16_activations
+  Buffer<T> dys, dxs;                 // [M, D] rows in expert order (ep = 1; dys, bf16: dy16)
+  Buffer<T> dyl, dxl;                 // [Ml, D] this rank's experts' rows (ep > 1; dyl, bf16: dy16)
+  Buffer<uint16_t> dy16;              // [Ml, D] with bf16_activations: dys or dyl in bf16
   Buffer<T> dact, dhu;                // [Ml, F], [Ml, 2F] (dhu: not with bf16_activations)
   Buffer<T> dgate_row;                // [rows] per row
   Buffer<T> dz;                       // [N, E]
