@@ -1,12 +1,15 @@
-// The bf16 paths of the kernels with weight GEMMs (matmul, the SwiGLU FFN), forward and backward,
-// against their fp32 paths on the same inputs.
+// The bf16 paths of the kernels with weight GEMMs (matmul, the SwiGLU FFN) and of the attention
+// core, forward and backward, against their fp32 paths on the same inputs.
 //
 // Tolerance: bf16 keeps 8 significant bits, unit roundoff u = 2⁻⁸. A GEMM on rounded operands
 // moves each product by ≤ (2u + u²)|a·b|, so its output by ≤ ≈ 2u relative to Σ|a·b|; the FFN
 // chains two GEMMs and SiLU between them, so its outputs and gradients carry ≈ 2–3 such
-// roundings. The checks ask for a norm-wise relative error (max |got − want| / max |want|) of
-// ≤ 4u ≈ 1.6% — and at least u/8, so that a bf16 path that silently ran in fp32 fails.
+// roundings; the attention core likewise rounds both operands of each of its two chained
+// products (scores then P·V; dP then dQ or dK). The checks ask for a norm-wise relative error (max
+// |got − want| / max |want|) of ≤ 4u ≈ 1.6% — and at least u/8, so that a bf16 path that silently
+// ran in fp32 fails.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <vector>
 
@@ -81,6 +84,106 @@ TEST_F(KernelsBf16Test, SwigluFfnForwardAndBackward) {
   expect_bf16_close(dx16, dx32, "dx");
   expect_bf16_close(dwgu16, dwgu32, "dw_gate_up");
   expect_bf16_close(dwd16, dwd32, "dw_down");
+}
+
+// q, k, v side by side in one buffer [B, S, 3·H·hd], as the model stores them.
+struct AttentionCase {
+  int64_t B, S, H, hd;
+  int64_t D() const { return H * hd; }
+  int64_t ld() const { return 3 * D(); }
+};
+
+struct AttentionResult {
+  std::vector<float> out, att, dqkv;
+};
+
+// Forward and backward with the fp32 core (bf16 false) or the bf16 one; the backward of both
+// starts from the fp32 forward's probabilities (its own error only). `parts` masks which of
+// dq, dk, dv (bits 0, 1, 2) the backward computes; dqkv starts at `init`.
+AttentionResult run_attention(const AttentionCase& c, bool bf16, int parts = 7, float init = 0.f,
+                              bool accumulate = false) {
+  const int64_t D = c.D(), ld = c.ld(), N = c.B * c.S;
+  const auto qkv = to_float(randn(N * ld, 21)), dout = to_float(randn(N * D, 22));
+  AttentionResult r;
+  r.out.assign(N * D, 0.f);
+  r.att.assign(c.B * c.H * c.S * c.S, -1.f);
+  std::vector<float> att32(r.att.size()), out32(N * D);
+  std::vector<float> scratch(attention_scratch_size(c.S, omp_get_max_threads()));
+  std::vector<uint32_t> scratch16(attention_bf16_scratch_size(c.S, c.hd, omp_get_max_threads()));
+  attention_forward(out32.data(), att32.data(), qkv.data(), qkv.data() + D, qkv.data() + 2 * D, c.B,
+                    c.S, c.H, c.hd, ld);
+  if (bf16)
+    attention_forward_bf16(r.out.data(), r.att.data(), qkv.data(), qkv.data() + D,
+                           qkv.data() + 2 * D, c.B, c.S, c.H, c.hd, ld, scratch16.data());
+  else
+    r.out = out32, r.att = att32;
+  r.dqkv.assign(N * ld, init);
+  float* dq = (parts & 1) != 0 ? r.dqkv.data() : nullptr;
+  float* dk = (parts & 2) != 0 ? r.dqkv.data() + D : nullptr;
+  float* dv = (parts & 4) != 0 ? r.dqkv.data() + 2 * D : nullptr;
+  if (bf16)
+    attention_backward_bf16(dq, dk, dv, scratch.data(), scratch16.data(), dout.data(), qkv.data(),
+                            qkv.data() + D, qkv.data() + 2 * D, att32.data(), c.B, c.S, c.H, c.hd,
+                            ld, accumulate);
+  else
+    attention_backward(dq, dk, dv, scratch.data(), dout.data(), qkv.data(), qkv.data() + D,
+                       qkv.data() + 2 * D, att32.data(), c.B, c.S, c.H, c.hd, ld, accumulate);
+  return r;
+}
+
+// One of q, k, v's gradients (0, 1, 2) out of dqkv.
+std::vector<float> part(const AttentionCase& c, const std::vector<float>& dqkv, int which) {
+  std::vector<float> g;
+  for (int64_t n = 0; n < c.B * c.S; ++n)
+    g.insert(g.end(), dqkv.begin() + n * c.ld() + which * c.D(),
+             dqkv.begin() + n * c.ld() + (which + 1) * c.D());
+  return g;
+}
+
+// Shapes: a few rows; S = 100 crosses the 48-row blocks with a partial one and hd = 80 two
+// 64-column tiles; odd S and hd need the zero pair padding; 256 × 64 is the models' head.
+constexpr AttentionCase kAttentionCases[] = {
+    {2, 5, 2, 4}, {1, 100, 2, 80}, {1, 53, 1, 7}, {2, 256, 2, 64}};
+
+TEST_F(KernelsBf16Test, AttentionForwardAndBackward) {
+  for (const AttentionCase& c : kAttentionCases) {
+    SCOPED_TRACE("S=" + std::to_string(c.S) + " hd=" + std::to_string(c.hd));
+    const AttentionResult r32 = run_attention(c, false), r16 = run_attention(c, true);
+    expect_bf16_close(r16.out, r32.out, "out");
+    expect_bf16_close(r16.att, r32.att, "att");
+    for (int64_t bh = 0; bh < c.B * c.H; ++bh)  // the causal zeros are written, not left
+      for (int64_t t = 0; t < c.S; ++t)
+        for (int64_t j = t + 1; j < c.S; ++j) ASSERT_EQ(r16.att[(bh * c.S + t) * c.S + j], 0.f);
+    const char* names[] = {"dq", "dk", "dv"};
+    for (int which = 0; which < 3; ++which)
+      expect_bf16_close(part(c, r16.dqkv, which), part(c, r32.dqkv, which), names[which]);
+  }
+}
+
+TEST_F(KernelsBf16Test, AttentionBackwardPartsAndAccumulate) {
+  const AttentionCase c{1, 100, 2, 80};
+  const AttentionResult all = run_attention(c, true);
+  for (int which = 0; which < 3; ++which) {  // one gradient alone: the same bits
+    const AttentionResult one = run_attention(c, true, 1 << which);
+    EXPECT_EQ(part(c, one.dqkv, which), part(c, all.dqkv, which)) << which;
+  }
+  const AttentionResult acc = run_attention(c, true, 7, 0.5f, /*accumulate=*/true);
+  for (int which = 0; which < 3; ++which) {
+    const auto got = part(c, acc.dqkv, which), want = part(c, all.dqkv, which);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i] + 0.5f, 1e-5f) << i;
+  }
+}
+
+TEST_F(KernelsBf16Test, AttentionIsIndependentOfThreadCount) {
+  const AttentionCase c{2, 100, 3, 64};
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const AttentionResult one = run_attention(c, true);
+  omp_set_num_threads(2);
+  const AttentionResult two = run_attention(c, true);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one.out, two.out);
+  EXPECT_EQ(one.dqkv, two.dqkv);
 }
 
 }  // namespace

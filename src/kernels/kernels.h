@@ -95,6 +95,20 @@ void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T*
                         int64_t ld, bool accumulate = true);
 // Elements of scratch attention_backward needs when run with up to max_threads OpenMP threads.
 int64_t attention_scratch_size(int64_t S, int max_threads);
+// The same core under precision bf16 (attention_bf16.cc): q, k, v, dout, the probabilities and
+// dZ rounded to bf16 for the products, which accumulate in fp32; softmax, its backward, att and
+// the outputs in fp32. scratch16: attention_bf16_scratch_size() words, for both passes; scratch
+// as attention_backward's. Built without AVX512-BF16 (SY_NATIVE off on such a CPU) these run
+// the fp32 core.
+void attention_forward_bf16(float* out, float* att, const float* q, const float* k, const float* v,
+                            int64_t B, int64_t S, int64_t H, int64_t hd, int64_t ld,
+                            uint32_t* scratch16);
+void attention_backward_bf16(float* dq, float* dk, float* dv, float* scratch, uint32_t* scratch16,
+                             const float* dout, const float* q, const float* k, const float* v,
+                             const float* att, int64_t B, int64_t S, int64_t H, int64_t hd,
+                             int64_t ld, bool accumulate = true);
+// 32-bit words of scratch16 the bf16 core needs with up to max_threads OpenMP threads.
+int64_t attention_bf16_scratch_size(int64_t S, int64_t hd, int max_threads);
 
 // ---- SwiGLU: hu[N, 2F] holds gate in columns [0, F) and up in [F, 2F) ----
 // out[N,F] = silu(gate) · up, silu(x) = x · sigmoid(x)

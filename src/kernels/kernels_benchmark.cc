@@ -22,36 +22,58 @@ std::vector<float> random_floats(int64_t n, uint64_t seed) {
   return v;
 }
 
+// Arg: 0 the fp32 core, 1 the bf16 one (attention_forward_bf16; skipped without AVX512-BF16).
+bool attention_bf16_arg(benchmark::State& state) {
+  const bool bf16 = state.range(0) != 0;
+  if (bf16 && !cpu_has_bf16()) state.SkipWithError(bf16_unsupported_reason().c_str());
+  return bf16;
+}
+
 void BM_AttentionForward(benchmark::State& state) {
+  const bool bf16 = attention_bf16_arg(state);
+  if (state.error_occurred()) return;
   const int64_t ld = 3 * kD;
   auto qkv = random_floats(kN * ld, 1);
   std::vector<float> out(kN * kD), att(kB * kH * kS * kS);
+  std::vector<uint32_t> scratch16(attention_bf16_scratch_size(kS, kHd, omp_get_max_threads()));
   for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
-    attention_forward(out.data(), att.data(), qkv.data(), qkv.data() + kD, qkv.data() + 2 * kD, kB,
-                      kS, kH, kHd, ld);
+    if (bf16)
+      attention_forward_bf16(out.data(), att.data(), qkv.data(), qkv.data() + kD,
+                             qkv.data() + 2 * kD, kB, kS, kH, kHd, ld, scratch16.data());
+    else
+      attention_forward(out.data(), att.data(), qkv.data(), qkv.data() + kD, qkv.data() + 2 * kD,
+                        kB, kS, kH, kHd, ld);
     benchmark::DoNotOptimize(out.data());
   }
   state.SetItemsProcessed(state.iterations() * kN);
 }
-BENCHMARK(BM_AttentionForward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionForward)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_AttentionBackward(benchmark::State& state) {
+  const bool bf16 = attention_bf16_arg(state);
+  if (state.error_occurred()) return;
   const int64_t ld = 3 * kD;
   auto qkv = random_floats(kN * ld, 1);
   auto dout = random_floats(kN * kD, 2);
   std::vector<float> out(kN * kD), att(kB * kH * kS * kS), dqkv(kN * ld);
   std::vector<float> scratch(attention_scratch_size(kS, omp_get_max_threads()));
+  std::vector<uint32_t> scratch16(attention_bf16_scratch_size(kS, kHd, omp_get_max_threads()));
   attention_forward(out.data(), att.data(), qkv.data(), qkv.data() + kD, qkv.data() + 2 * kD, kB,
                     kS, kH, kHd, ld);
   for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
-    attention_backward(dqkv.data(), dqkv.data() + kD, dqkv.data() + 2 * kD, scratch.data(),
-                       dout.data(), qkv.data(), qkv.data() + kD, qkv.data() + 2 * kD, att.data(),
-                       kB, kS, kH, kHd, ld);
+    if (bf16)
+      attention_backward_bf16(dqkv.data(), dqkv.data() + kD, dqkv.data() + 2 * kD, scratch.data(),
+                              scratch16.data(), dout.data(), qkv.data(), qkv.data() + kD,
+                              qkv.data() + 2 * kD, att.data(), kB, kS, kH, kHd, ld);
+    else
+      attention_backward(dqkv.data(), dqkv.data() + kD, dqkv.data() + 2 * kD, scratch.data(),
+                         dout.data(), qkv.data(), qkv.data() + kD, qkv.data() + 2 * kD, att.data(),
+                         kB, kS, kH, kHd, ld);
     benchmark::DoNotOptimize(dqkv.data());
   }
   state.SetItemsProcessed(state.iterations() * kN);
 }
-BENCHMARK(BM_AttentionBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionBackward)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_XentForwardBackward(benchmark::State& state) {
   auto logits = random_floats(kN * kV, 1);

@@ -252,6 +252,9 @@ void Transformer<T>::set_precision(Precision p) {
   // A training forward's bf16 loss gradient (xent_forward_backward_bf16).
   dlogits16_.reset(bf16_ != nullptr ? n_max_ * V_ : 0);
   dlogits16_ready_ = false;
+  // The attention core's bf16 operands, laid out per thread (attention_forward_bf16).
+  attn_scratch16_.reset(
+      bf16_ != nullptr ? attention_bf16_scratch_size(S_, hd_, omp_get_max_threads()) : 0);
   // The routed experts keep what their backward reads in the precision their GEMMs read it in.
   const bool bf16_activations = bf16_ != nullptr;
   if (moe_dims_.bf16_activations != bf16_activations) {
@@ -259,6 +262,35 @@ void Transformer<T>::set_precision(Precision p) {
     for (auto& a : moe_acts_) a.resize(moe_dims_);
     if (!moe_layer_index_.empty()) moe_scratch_.resize(moe_dims_);
   }
+}
+
+template <typename T>
+void Transformer<T>::attention_core_forward(T* out, T* att, const T* qkv, int64_t B) {
+  const int64_t D = D_, S = S_;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_ != nullptr) {
+      attention_forward_bf16(out, att, qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_, 3 * D,
+                             attn_scratch16_.data());
+      return;
+    }
+  }
+  attention_forward(out, att, qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_, 3 * D);
+}
+
+template <typename T>
+void Transformer<T>::attention_core_backward(T* dqkv, const T* dout, const T* qkv, const T* att,
+                                             int64_t B) {
+  const int64_t D = D_, S = S_;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_ != nullptr) {
+      attention_backward_bf16(dqkv, dqkv + D, dqkv + 2 * D, attn_scratch_.data(),
+                              attn_scratch16_.data(), dout, qkv, qkv + D, qkv + 2 * D, att, B, S,
+                              H_, hd_, 3 * D, /*accumulate=*/false);
+      return;
+    }
+  }
+  attention_backward(dqkv, dqkv + D, dqkv + 2 * D, attn_scratch_.data(), dout, qkv, qkv + D,
+                     qkv + 2 * D, att, B, S, H_, hd_, 3 * D, /*accumulate=*/false);
 }
 
 template <typename T>
@@ -318,8 +350,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
     matmul_forward(qkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D, bf);
     rope_forward(qkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_forward(qkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
-    attention_forward(attn_y_[l].data(), att_[l].data(), qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_,
-                      3 * D);
+    attention_core_forward(attn_y_[l].data(), att_[l].data(), qkv, B);
     matmul_forward(tmp_.data(), attn_y_[l].data(), P + L.o, N, D, D, bf);
     pt.attention_s += clock.lap();
     T* mid = res_mid_[l].data();
@@ -467,8 +498,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
                                 bf);
     T* dqkv = dqkv_.data();
     const T* qkv = qkv_[l].data();
-    attention_backward(dqkv, dqkv + D, dqkv + 2 * D, attn_scratch_.data(), dattn, qkv, qkv + D,
-                       qkv + 2 * D, att_[l].data(), B, S, H_, hd_, 3 * D, /*accumulate=*/false);
+    attention_core_backward(dqkv, dattn, qkv, att_[l].data(), B);
     rope_backward(dqkv, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     rope_backward(dqkv + D, rope_cos_.data(), rope_sin_.data(), B, S, H_, hd_, 3 * D);
     linear_backward_fixed_shape(dln, T(0), G + L.qkv, dqkv, ln1_[l].data(), P + L.qkv, N, D, 3 * D,

@@ -258,6 +258,10 @@ class Transformer {
   bool expert_sum_sq_valid_ = false;
   bool expert_sums_wanted_ = true;  // set_expert_grad_sums
   const Bf16Gemm* bf16_weights();   // the copy, re-made first if stale (null: fp32)
+  // The attention core over qkv [B·S, 3D] in the model's precision (the bf16 core under bf16):
+  // out and att written; the backward overwrites dqkv.
+  void attention_core_forward(T* out, T* att, const T* qkv, int64_t B);
+  void attention_core_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int64_t B);
 
   // Activations (N = B·S rows), sized for micro_batch.
   int64_t b_ = 0;                     // B of the last forward
@@ -273,6 +277,7 @@ class Transformer {
   Buffer<T> tmp_;  // [N, D] projection / FFN output before the residual add
   // Backward scratch.
   Buffer<T> dres_, dln_, dqkv_, dattn_y_, attn_scratch_, ddense_act_, ddense_hu_;
+  Buffer<uint32_t> attn_scratch16_;  // precision bf16: attention_bf16_scratch_size() words
   // Precision bf16: the last training forward's loss gradient per logit, unscaled, in bf16 (its
   // backward's LM head GEMMs read it; ready says the last forward wrote it).
   Buffer<uint16_t> dlogits16_;

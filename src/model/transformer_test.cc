@@ -464,7 +464,12 @@ TEST(TransformerBf16Test, LossGradientsAndRoutingFollowFp32) {
   fp32.backward(1.f / a.n_tokens, 1.f);
   bf16.backward(1.f / b.n_tokens, 1.f);
   // Per tensor, except a routed expert's: one token routed elsewhere changes that expert's
-  // gradient by its whole contribution — checked only in the whole model's.
+  // gradient by its whole contribution — checked only in the whole model's. So does such a token
+  // move the router's weight gradient and that of the norm before it (its expert outputs, hence
+  // its gradient, differ): those are checked per tensor only when every assignment agreed (with
+  // the attention core in bf16 one of the 256 assignments here flips, moving the router's
+  // gradient by 9% and the norm's by 5%; every other tensor stays within 1.6%).
+  const bool routing_alike = same == total;
   double all_diff = 0, all_norm = 0;
   for (const ParamInfo& p : fp32.param_table()) {
     double diff = 0, norm = 0;
@@ -475,7 +480,11 @@ TEST(TransformerBf16Test, LossGradientsAndRoutingFollowFp32) {
     }
     all_diff += diff;
     all_norm += norm;
-    if (p.name.find("mlp.experts.") == std::string::npos) {
+    const bool moved_by_a_flip =
+        p.name.find("mlp.experts.") != std::string::npos ||
+        (!routing_alike && (p.name.find("mlp.gate.") != std::string::npos ||
+                            p.name.find("post_attention_layernorm") != std::string::npos));
+    if (!moved_by_a_flip) {
       EXPECT_LE(std::sqrt(diff), 0.05 * std::sqrt(norm) + 1e-7) << p.name;
     }
   }

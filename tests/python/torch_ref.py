@@ -58,7 +58,8 @@ class RefConfig:
     drop_policy: str = "probs"   # probs | position
     z_loss_coef: float = 0.0
     lbl_coef: float = 0.0        # Σ coef of balance terms with type "lbl", scope "micro"
-    bf16_gemms: bool = False     # system.precision = "bf16": the weight GEMMs on bf16 operands
+    bf16_gemms: bool = False     # system.precision = "bf16": the weight GEMMs and the attention
+                                 # core's products on bf16 operands
 
     @property
     def head_dim(self) -> int:
@@ -176,6 +177,40 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return (att @ vh).transpose(1, 2).reshape(B, S, H * hd)
 
 
+class Bf16CausalAttention(torch.autograd.Function):
+    """causal_attention as switchyard's precision "bf16" runs its core (attention_forward_bf16,
+    docs/model.md): each of the products rounds both operands to bf16 and sums in the reference's
+    dtype — scores = bf16(q)·bf16(k)ᵀ, out = bf16(P)·bf16(v); backward dP = bf16(dO)·bf16(v)ᵀ,
+    dV = bf16(P)ᵀ·bf16(dO), dQ = bf16(dZ)·bf16(k), dK = bf16(dZ)ᵀ·bf16(q) — while the softmax and
+    its backward run on the unrounded P and dP. q, k, v [B, H, S, hd] -> [B, H, S, hd]."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        S, hd = q.shape[-2], q.shape[-1]
+        att = bf16_round(q) @ bf16_round(k).transpose(-1, -2) / math.sqrt(hd)
+        mask = torch.ones(S, S, dtype=torch.bool).triu(1)
+        p = att.masked_fill(mask, float("-inf")).softmax(dim=-1)
+        ctx.save_for_backward(q, k, v, p)
+        return bf16_round(p) @ bf16_round(v)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        q, k, v, p = ctx.saved_tensors
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        g16 = bf16_round(g)
+        dp = g16 @ bf16_round(v).transpose(-1, -2)
+        dz = bf16_round(p * (dp - (p * dp).sum(-1, keepdim=True)))
+        dv = bf16_round(p).transpose(-1, -2) @ g16
+        return scale * (dz @ bf16_round(k)), scale * (dz.transpose(-1, -2) @ bf16_round(q)), dv
+
+
+def causal_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """causal_attention with switchyard's bf16 core (Bf16CausalAttention)."""
+    B, S, H, hd = q.shape
+    out = Bf16CausalAttention.apply(*(t.transpose(1, 2) for t in (q, k, v)))
+    return out.transpose(1, 2).reshape(B, S, H * hd)
+
+
 def bf16_round(t: torch.Tensor) -> torch.Tensor:
     """t rounded to bfloat16 (to nearest, ties to even, from its float32 value), in t's dtype."""
     return t.to(torch.float32).to(torch.bfloat16).to(t.dtype)
@@ -282,6 +317,7 @@ class TorchRef:
         self.dtype = dtype
         # The weight GEMMs (attention projections, FFNs, LM head); the router's stays in dtype.
         self.linear = Bf16Linear.apply if cfg.bf16_gemms else linear_fp
+        self.attention = causal_attention_bf16 if cfg.bf16_gemms else causal_attention
         want = expected_shapes(cfg)
         missing = [n for n in want if n not in params]
         extra = [n for n in params if n not in want]
@@ -369,7 +405,7 @@ class TorchRef:
             k = lin(h, P[pre + "self_attn.k_proj.weight"]).reshape(B, S, H, hd)
             v = lin(h, P[pre + "self_attn.v_proj.weight"]).reshape(B, S, H, hd)
             q, k = rope(q, c.rope_theta), rope(k, c.rope_theta)
-            a = causal_attention(q, k, v).reshape(N, D)
+            a = self.attention(q, k, v).reshape(N, D)
             x = x + lin(a, P[pre + "self_attn.o_proj.weight"])
             h = rmsnorm(x, P[pre + "post_attention_layernorm.weight"], c.norm_eps)
             if l < c.n_dense_layers:
