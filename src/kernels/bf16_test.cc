@@ -160,6 +160,24 @@ TEST_F(KernelsBf16Test, AttentionForwardAndBackward) {
   }
 }
 
+// One position per sequence: P = 1, so out is v rounded, dv is dout rounded and dq = dk = 0,
+// exactly (the products' only terms are 1 × a bf16 value).
+TEST_F(KernelsBf16Test, AttentionOfOnePositionIsTheRoundedValue) {
+  const AttentionCase c{3, 1, 2, 6};
+  const int64_t D = c.D(), N = c.B * c.S;
+  // run_attention's inputs.
+  const auto qkv = to_float(randn(N * c.ld(), 21)), dout = to_float(randn(N * D, 22));
+  const AttentionResult r = run_attention(c, true);
+  const auto rounded = [](float x) { return from_bf16(to_bf16(x)); };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < D; ++i) {
+      EXPECT_EQ(r.out[n * D + i], rounded(qkv[n * c.ld() + 2 * D + i]));
+      EXPECT_EQ(r.dqkv[n * c.ld() + i], 0.f);
+      EXPECT_EQ(r.dqkv[n * c.ld() + D + i], 0.f);
+      EXPECT_EQ(r.dqkv[n * c.ld() + 2 * D + i], rounded(dout[n * D + i]));
+    }
+}
+
 TEST_F(KernelsBf16Test, AttentionBackwardPartsAndAccumulate) {
   const AttentionCase c{1, 100, 2, 80};
   const AttentionResult all = run_attention(c, true);
