@@ -269,6 +269,9 @@ void Transformer<T>::attention_core_forward(T* out, T* att, const T* qkv, int64_
   const int64_t D = D_, S = S_;
   if constexpr (std::is_same_v<T, float>) {
     if (bf16_ != nullptr) {
+      // Sized in set_precision for the thread count then; more threads now would overrun it.
+      SY_DCHECK(static_cast<int64_t>(attn_scratch16_.size()) >=
+                attention_bf16_scratch_size(S, hd_, omp_get_max_threads()));
       attention_forward_bf16(out, att, qkv, qkv + D, qkv + 2 * D, B, S, H_, hd_, 3 * D,
                              attn_scratch16_.data());
       return;
