@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <sstream>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "core/console.h"
 #include "core/error.h"
@@ -56,10 +58,46 @@ std::string format_duration(double s) {
   return fmt::format("{}s", t);
 }
 
-// The MFU denominator: the measured GEMM peak of the precision the weight GEMMs run in.
-double measure_peak(Precision p) {
-  return p == Precision::kBf16 ? measure_bf16_gemm_peak() : measure_sgemm_peak();
-}
+// MFU's denominator: the job's GEMM peak in the precision the weight GEMMs run in, the sum of
+// every rank's measurement (each measures its own at the same time). Measured at start-up, where
+// other load on the machine during those 0.4 s makes it too low and every MFU too high; so the
+// first step whose MFU exceeds 100% on any rank measures it again, once, and keeps the larger.
+class JobPeak {
+ public:
+  JobPeak(Communicator& comm, Precision precision, std::function<double()> measure)
+      : comm_(comm), measure_(std::move(measure)) {
+    if (!measure_)
+      measure_ = [precision] {
+        return precision == Precision::kBf16 ? measure_bf16_gemm_peak() : measure_sgemm_peak();
+      };
+    gflops_ = measure_job();
+  }
+  double gflops() const { return gflops_; }
+  double mfu(double flops_per_s) const { return flops_per_s / (gflops_ * 1e9); }
+
+  // Called by every rank after each step with its own MFU. Returns true when it measured again
+  // (every rank agrees: the decision is taken on the largest MFU over ranks).
+  bool remeasure_if_implausible(double mfu) {
+    if (remeasured_) return false;
+    const std::vector<double> all = per_rank(comm_, mfu);
+    if (*std::max_element(all.begin(), all.end()) <= 1.0) return false;
+    remeasured_ = true;
+    gflops_ = std::max(gflops_, measure_job());
+    return true;
+  }
+
+ private:
+  double measure_job() {
+    double peak = measure_();
+    comm_.allreduce_sum(&peak, 1);
+    return peak;
+  }
+
+  Communicator& comm_;
+  std::function<double()> measure_;
+  double gflops_ = 0;
+  bool remeasured_ = false;
+};
 
 // A 64-bit digest of bytes, chained from h (the same on every rank for the same bytes).
 uint64_t digest_bytes(uint64_t h, const void* data, size_t bytes) {
@@ -269,7 +307,8 @@ struct StepRecordInfo {  // what the step record holds besides the step's result
   int64_t tokens_seen = 0;
   int64_t ranks = 1;
   double tokens_per_s = 0, step_ms = 0, mfu = 0;
-  double peak_rss = 0;  // bytes: the largest over ranks of each process's peak resident set
+  double gemm_peak = 0;  // GFLOP/s: MFU's denominator (the job's)
+  double peak_rss = 0;   // bytes: the largest over ranks of each process's peak resident set
 };
 
 // The step's {"type": "train", ...} record (docs/training.md, "Metrics"): the losses, schedule
@@ -337,6 +376,7 @@ json step_record(const RunConfig& cfg, const Transformer<float>& model, const St
               {"tokens_per_s", info.tokens_per_s},
               {"step_ms", info.step_ms},
               {"mfu", info.mfu},
+              {"gemm_peak_gflops", info.gemm_peak},
               {"precision", precision_name(model.precision())},
               {"peak_rss_mb", std::round(info.peak_rss / 1e6)},
               {"balance_bsz", balance_bsz},
@@ -546,11 +586,9 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
       say("{}: already trained to step {} (train.steps = {})\n", r.out, r.state.step, tc.steps);
     return res;
   }
-  // Every rank measures its own peak at the same time; their sum is the job's peak.
-  double peak = measure_peak(r.model.precision());
-  comm.allreduce_sum(&peak, 1);
+  JobPeak peak(comm, r.model.precision(), opts.measure_peak);
   const double flops_tok = r.model.flops_per_token();
-  if (!quiet) print_start(r, peak);
+  if (!quiet) print_start(r, peak.gflops());
 
   // The step loop: train_step, its record, the console line, evaluation, checkpoints, stops.
   const auto run_t0 = Clock::now();
@@ -587,7 +625,17 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     ++steps_this_run;
     r.state.tokens_seen += sr.tokens;
     const double tps = static_cast<double>(sr.tokens) / dt;
-    const double mfu = tps * flops_tok / (peak * 1e9);
+    double mfu = peak.mfu(tps * flops_tok);
+    if (const double before = peak.gflops(); peak.remeasure_if_implausible(mfu)) {
+      mfu = peak.mfu(tps * flops_tok);
+      if (!quiet)
+        say("step {}: MFU above 100% against the GEMM peak measured at start-up ({:.0f} GFLOP/s): "
+            "measured again, {:.0f} GFLOP/s{}\n",
+            step + 1, before, peak.gflops(),
+            mfu > 1.0 ? "; MFU is still above 100%: the machine's speed varies (other load?), "
+                        "so this run's MFU figures are not meaningful"
+                      : "");
+    }
     const std::vector<double> rss = per_rank(comm, peak_rss_bytes());
     const json rec = step_record(cfg, r.model, r.sm, sr, oracle,
                                  {.step = step + 1,
@@ -596,6 +644,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
                                   .tokens_per_s = tps,
                                   .step_ms = dt * 1e3,
                                   .mfu = mfu,
+                                  .gemm_peak = peak.gflops(),
                                   .peak_rss = *std::max_element(rss.begin(), rss.end())});
     if (r.log) r.log->append(rec.dump());
     res.final_loss = sr.loss;

@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,10 @@ struct TrainOptions {
   // training finish the current step, save a checkpoint and return with interrupted = true.
   // Polled before the first step and after each step; may be set from any thread.
   const std::atomic<int>* stop = nullptr;
+  // This rank's GEMM peak in GFLOP/s, MFU's denominator (null = measure it: core/gemm.h's
+  // measure_sgemm_peak, or measure_bf16_gemm_peak under precision bf16). Called once at start-up
+  // and at most once more (see "MFU" in docs/training.md); tests pass a stand-in.
+  std::function<double()> measure_peak = nullptr;
 };
 
 struct TrainResult {

@@ -93,6 +93,43 @@ TEST(TrainerTest, LossDecreasesAndEveryStepIsLogged) {
   EXPECT_GE(records(c.out_dir, "eval").size(), 3u);
 }
 
+// A start-up peak measured too low (other load on the machine) gives an MFU above 100%: the first
+// such step measures the peak again, once, and the records show the denominator each step used.
+TEST(TrainerTest, ImplausibleMfuMeasuresThePeakAgainOnce) {
+  RunConfig c = tiny("mfu_peak");
+  c.train.steps = 4;
+  std::vector<double> answers = {1e-9, 1e6, 1e-9};  // GFLOP/s: start-up, again, (never asked)
+  int calls = 0;
+  TrainResult r = train(c, {.quiet = true, .measure_peak = [&] { return answers.at(calls++); }});
+  EXPECT_EQ(r.last_step, 4);
+  EXPECT_EQ(calls, 2);
+  auto recs = records(c.out_dir, "train");
+  ASSERT_EQ(recs.size(), 4u);
+  for (const auto& rec : recs) {
+    EXPECT_EQ(rec["gemm_peak_gflops"].get<double>(), 1e6);  // step 1 re-measured before logging
+    EXPECT_GT(rec["mfu"].get<double>(), 0.0);
+    EXPECT_LT(rec["mfu"].get<double>(), 1.0);
+  }
+
+  // Still implausible after measuring again: no third measurement, the records keep the larger.
+  RunConfig c2 = tiny("mfu_peak_twice");
+  c2.train.steps = 3;
+  answers = {1e-9, 2e-9, 1e6};
+  calls = 0;
+  testing::internal::CaptureStderr();
+  train(c2, {.measure_peak = [&] { return answers.at(calls++); }});
+  const std::string console = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(calls, 2);
+  EXPECT_NE(console.find("step 1: MFU above 100% against the GEMM peak measured at start-up"),
+            std::string::npos)
+      << console;
+  EXPECT_NE(console.find("this run's MFU figures are not meaningful"), std::string::npos);
+  for (const auto& rec : records(c2.out_dir, "train")) {
+    EXPECT_EQ(rec["gemm_peak_gflops"].get<double>(), 2e-9);
+    EXPECT_GT(rec["mfu"].get<double>(), 1.0);
+  }
+}
+
 TEST(TrainerTest, ResumeIsBitExact) {
   RunConfig straight = tiny("straight");
   train(straight, {.quiet = true});
