@@ -32,6 +32,11 @@ namespace sy {
 
 namespace {
 
+// Query rows per block: the scores of a block are computed, normalised, rounded and multiplied by
+// V while in L1 (48 rows × 256 fp32 = 48 KB at S = 256). A multiple of the micro-kernel's rows,
+// and even: a block's rows pair up into whole VNNI words.
+constexpr int64_t kRows = 48;
+
 // Layout of one thread's scratch, in 32-bit words. Pairs along hd: hdp; along S: Sp. Columns of
 // VNNI arrays padded to whole vectors: hdn, Sn.
 struct Bf16AttentionLayout {
@@ -50,17 +55,11 @@ struct Bf16AttentionLayout {
   int64_t vnni_t() const { return hdp * Sn; }
   int64_t vnni_hd() const { return Sp * hdn; }
   int64_t vnni_s() const { return Sp * Sn; }
-  int64_t block() const;
+  int64_t block() const { return kRows * Sp; }
   int64_t words() const {
     return 2 * rows_hd() + vnni_t() + 3 * vnni_hd() + 2 * vnni_s() + block();
   }
 };
-
-// Query rows per block: the scores of a block are computed, normalised, rounded and multiplied by
-// V while in L1 (48 rows × 256 fp32 = 48 KB at S = 256). A multiple of the micro-kernel's rows,
-// and even: a block's rows pair up into whole VNNI words.
-constexpr int64_t kRows = 48;
-int64_t Bf16AttentionLayout::block() const { return kRows * Sp; }
 
 #if defined(__AVX512BF16__)
 
@@ -123,12 +122,10 @@ void product(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t a_rs, 
              const uint32_t* b, int64_t ldb, float* c, int64_t ldc, float alpha, bool accumulate) {
   for (int64_t j0 = 0; j0 < n; j0 += 16 * kNv) {
     const int64_t nn = std::min<int64_t>(16 * kNv, n - j0);
-    const TileFn* row = kTiles[0];
     for (int64_t i0 = 0; i0 < m; i0 += kMr) {
       const int64_t mr = std::min<int64_t>(kMr, m - i0);
-      row = kTiles[mr - 1];
-      row[(nn + 15) / 16 - 1](kp, a + i0 * a_rs, a_rs, a_ps, b + j0, ldb, c + i0 * ldc + j0, ldc,
-                              nn, alpha, accumulate);
+      kTiles[mr - 1][(nn + 15) / 16 - 1](kp, a + i0 * a_rs, a_rs, a_ps, b + j0, ldb,
+                                         c + i0 * ldc + j0, ldc, nn, alpha, accumulate);
     }
   }
 }
