@@ -3,7 +3,8 @@
 # in fp32 and (where the CPU has AVX512-BF16) in bf16 against PyTorch's bf16 autocast, measured in
 # the same run (the machine is noisy: compare ratios, not absolute figures).
 # Then the GEMM backends on the model's shapes. Results: $BUILD/bench-results.json.
-# Then MEDIUM, one round per engine (env MEDIUM_STEPS, default 3).
+# Then MEDIUM, one round per engine (env MEDIUM_STEPS, default 3), and whether the machine held
+# still (the GEMM peaks every run measured at its start; a warning when they or the steps spread).
 # Usage: scripts/bench.sh [BUILD_DIR]     (env: STEPS, PEER_STEPS, THREADS, ROUNDS, MEDIUM_STEPS)
 # The two sides alternate for ROUNDS rounds (default 2: switchyard, PyTorch, switchyard, PyTorch)
 # and each keeps its best round: noise from other tenants only slows a round, and alternating
@@ -126,6 +127,32 @@ res["medium"] = {"switchyard": ours, "pytorch": peer}
 if bf16:
     res["medium"].update({"switchyard_bf16": o16, "pytorch_bf16_autocast": p16})
 json.dump(res, open(out, "w"), indent=2)
+PYEOF
+
+# Was the machine steady? Every train_step_bench run above measured the sgemm peak at its start
+# (and the bf16 runs the bf16 peak): other load on the machine shows as a spread between them.
+"$PY" - "$BUILD/bench-results.json" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+res = json.load(open(out))
+runs = [o for key in ("switchyard", "switchyard_bf16") for o in res.get(key, [])]
+runs += [o for key, o in res["medium"].items() if key.startswith("switchyard")]
+sgemm = [max(o["sgemm_peak_gflops"].values()) for o in runs]
+bf16 = [o["bf16_peak_gflops"] for o in runs if o.get("bf16_peak_gflops", 0) > 0]
+spread = max(max(v) / min(v) for v in (sgemm, bf16) if v)
+res["peak_spread"] = spread
+print("\nGEMM peaks measured at the start of each run: sgemm %s GFLOP/s%s" %
+      (", ".join("%.0f" % g for g in sgemm),
+       "; bf16 " + ", ".join("%.0f" % g for g in bf16) if bf16 else ""))
+# and within each run, the timed steps (the same work every step)
+steps = max(o["step_ms_median"] / o["step_ms_min"] for o in runs)
+res["step_spread"] = steps
+json.dump(res, open(out, "w"), indent=2)
+if spread > 1.15 or steps > 1.2:
+    print("WARNING: the machine's speed changed during this benchmark (other load?): the peaks "
+          "differ by %.0f%% between runs, a run's median step is %.0f%% above its fastest. Its "
+          "ratios and MFU figures are not reliable; run it again when nothing else runs."
+          % (100 * (spread - 1), 100 * (steps - 1)))
 PYEOF
 
 echo
