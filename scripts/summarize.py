@@ -59,7 +59,12 @@ def main() -> int:
             print(f"  {'':>16}  causal routing: loss {e['loss_causal']:.3f}, perplexity "
                   f"{e['perplexity_causal']:.2f}, MaxVio_global per layer "
                   f"{', '.join(f'{v:.2f}' for v in e['maxvio_global_causal'])}")
-    print(f"  speed          {tps:,.0f} tokens/s (median), MFU {100 * mfu:.0f}% of the measured sgemm peak")
+    # MFU's denominator: the GEMM peak of the run's precision (gemm_peak_gflops in newer records)
+    peak_name = "bf16 GEMM" if last.get("precision") == "bf16" else "sgemm"
+    peak = last.get("gemm_peak_gflops")
+    peak_text = f" ({peak:,.0f} GFLOP/s)" if isinstance(peak, (int, float)) else ""
+    print(f"  speed          {tps:,.0f} tokens/s (median), MFU {100 * mfu:.0f}% of the measured "
+          f"{peak_name} peak{peak_text}")
     print(f"  balance        AvgMaxVio {avg_mv:.3f} over the run, SupMaxVio {sup_mv:.3f} (max over steps)")
     print("  last step per layer: load (token-slots per expert), MaxVio")
     for l in last["layers"]:
