@@ -129,31 +129,8 @@ if bf16:
 json.dump(res, open(out, "w"), indent=2)
 PYEOF
 
-# Was the machine steady? Every train_step_bench run above measured the sgemm peak at its start
-# (and the bf16 runs the bf16 peak): other load on the machine shows as a spread between them.
-"$PY" - "$BUILD/bench-results.json" <<'PYEOF'
-import json, sys
-out = sys.argv[1]
-res = json.load(open(out))
-runs = [o for key in ("switchyard", "switchyard_bf16") for o in res.get(key, [])]
-runs += [o for key, o in res["medium"].items() if key.startswith("switchyard")]
-sgemm = [max(o["sgemm_peak_gflops"].values()) for o in runs]
-bf16 = [o["bf16_peak_gflops"] for o in runs if o.get("bf16_peak_gflops", 0) > 0]
-spread = max(max(v) / min(v) for v in (sgemm, bf16) if v)
-res["peak_spread"] = spread
-print("\nGEMM peaks measured at the start of each run: sgemm %s GFLOP/s%s" %
-      (", ".join("%.0f" % g for g in sgemm),
-       "; bf16 " + ", ".join("%.0f" % g for g in bf16) if bf16 else ""))
-# and within each run, the timed steps (the same work every step)
-steps = max(o["step_ms_median"] / o["step_ms_min"] for o in runs)
-res["step_spread"] = steps
-json.dump(res, open(out, "w"), indent=2)
-if spread > 1.15 or steps > 1.2:
-    print("WARNING: the machine's speed changed during this benchmark (other load?): the peaks "
-          "differ by %.0f%% between runs, a run's median step is %.0f%% above its fastest. Its "
-          "ratios and MFU figures are not reliable; run it again when nothing else runs."
-          % (100 * (spread - 1), 100 * (steps - 1)))
-PYEOF
+# Was the machine steady? (the GEMM peaks each run measured, its steps; a warning if not)
+"$PY" scripts/bench_steady.py "$BUILD/bench-results.json"
 
 echo
 echo "== GEMM backends on the model's shapes (items/s = FLOP/s)"
