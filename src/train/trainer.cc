@@ -628,7 +628,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     double mfu = peak.mfu(tps * flops_tok);
     if (const double before = peak.gflops(); peak.remeasure_if_implausible(mfu)) {
       mfu = peak.mfu(tps * flops_tok);
-      if (!quiet)
+      if (!quiet && !stop_requested())  // as the progress line below: nothing after a stop
         say("step {}: MFU above 100% against the GEMM peak measured at start-up ({:.0f} GFLOP/s): "
             "measured again, {:.0f} GFLOP/s{}\n",
             step + 1, before, peak.gflops(),
