@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
                                  sy::make_router_options(cfg.router));
     model.init(cfg.train.seed);
     model.set_precision(sy::parse_precision(cfg.system.precision));  // config.json records it
+    model.set_keep_logits(true);  // a bf16 training forward keeps none otherwise
     sy::save_checkpoint(out + "/checkpoint", cfg, model, nullptr, sy::TrainerState{});
 
     std::vector<int32_t> tokens(B * (S + 1));

@@ -211,5 +211,17 @@ void xent_backward_bf16(uint16_t* dlogits16, const float* logits, const int32_t*
 // same losses and lse as xent_forward, the same dlogits16 as xent_backward_bf16 with scale 1.
 void xent_forward_backward_bf16(float* losses, uint16_t* dlogits16, const float* logits,
                                 const int32_t* targets, int64_t N, int64_t V, float* lse);
+// The LM head of a training forward under bf16 with its loss: logits = inp · weightᵀ (inp
+// [N, D], weight [V, D], through `bf16`), then xent_forward_backward_bf16 — by blocks of
+// `block_rows` rows, one block per thread at a time, each block's logits written into the
+// thread's part of `scratch` (block_rows × V floats per thread, by omp_get_thread_num()) and
+// read back while they are in cache: the N × V logits never travel through memory. With
+// `logits` non-null they are written there instead ([N, V], kept). block_rows >= N: one GEMM
+// and one pass, each on all threads (the same as matmul_forward then xent_forward_backward_bf16).
+// The block GEMM's shape does not depend on the thread count, nor do the results.
+void lm_head_xent_bf16(float* losses, uint16_t* dlogits16, float* lse, float* logits,
+                       float* scratch, const float* inp, const float* weight,
+                       const int32_t* targets, int64_t N, int64_t D, int64_t V,
+                       const Bf16Gemm& bf16, int64_t block_rows);
 
 }  // namespace sy

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -194,6 +196,28 @@ void xent_forward_backward_bf16(float* losses, uint16_t* dlogits16, const float*
         return z;
       },
       [&](int64_t n) { losses[n] = 0, lse[2 * n] = lse[2 * n + 1] = 0; });
+}
+
+void lm_head_xent_bf16(float* losses, uint16_t* dlogits16, float* lse, float* logits,
+                       float* scratch, const float* inp, const float* weight,
+                       const int32_t* targets, int64_t N, int64_t D, int64_t V,
+                       const Bf16Gemm& bf16, int64_t block_rows) {
+  if (block_rows >= N) {  // one block: the GEMM and the pass use the threads themselves
+    float* z = logits != nullptr ? logits : scratch;
+    bf16.gemm(false, true, N, V, D, 1.f, inp, D, weight, D, 0.f, z, V);
+    xent_forward_backward_bf16(losses, dlogits16, z, targets, N, V, lse);
+    return;
+  }
+  const int64_t blocks = (N + block_rows - 1) / block_rows;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r0 = b * block_rows, rows = std::min(block_rows, N - r0);
+    float* z = logits != nullptr ? logits + r0 * V
+                                 : scratch + omp_get_thread_num() * block_rows * V;  // [rows, V]
+    bf16.gemm(false, true, rows, V, D, 1.f, inp + r0 * D, D, weight, D, 0.f, z, V);
+    xent_forward_backward_bf16(losses + r0, dlogits16 + r0 * V, z, targets + r0, rows, V,
+                               lse + 2 * r0);
+  }
 }
 
 template void xent_forward<float>(float*, const float*, const int32_t*, int64_t, int64_t, float*);

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "core/gemm_bf16.h"
 #include "kernels/kernels.h"
@@ -133,6 +136,39 @@ TEST(XentTest, Bf16ForwardBackwardIsTheForwardAndTheRoundedGradient) {
     xent_backward_bf16(scaled16.data(), logits.data(), targets.data(), 0.125f, N, V, lse.data());
     for (int64_t i = 0; i < N * V; ++i)
       ASSERT_EQ(from_bf16(scaled16[i]), 0.125f * from_bf16(fused16[i])) << V << " " << i;
+  }
+}
+
+// The LM head by row blocks whose logits stay in cache (lm_head_xent_bf16) against one GEMM over
+// all rows then the fused pass: the same losses, lse and gradient bit for bit, and the same
+// logits when they are kept — at row counts that are multiples of 32 (the model's N = B·S at
+// its shapes; the bf16 GEMM's kernel for other row counts is oneDNN's generic one, whose
+// summation order may differ) and for a last block that is shorter, on the threads there are.
+TEST(XentTest, LmHeadByRowBlocksIsTheWholeHeadBitForBit) {
+  if (!cpu_has_bf16()) GTEST_SKIP() << bf16_unsupported_reason();
+  constexpr int64_t D = 64, V = 1000 + 3;
+  for (const auto& [N, block] : {std::pair<int64_t, int64_t>{256, 64}, {224, 64}, {128, 128}}) {
+    auto inp = to_float(randn(N * D, 6, 1.0)), w = to_float(randn(V * D, 7, 0.2));
+    const Bf16Gemm bf16(w.data(), V * D);
+    const_cast<Bf16Gemm&>(bf16).refresh();
+    std::vector<int32_t> targets(N);
+    for (int64_t n = 0; n < N; ++n) targets[n] = n % 7 == 3 ? -1 : static_cast<int32_t>(n * 13 % V);
+    std::vector<float> logits(N * V), losses(N), lse(2 * N);
+    std::vector<uint16_t> d16(N * V);
+    matmul_forward(logits.data(), inp.data(), w.data(), N, D, V, &bf16);
+    xent_forward_backward_bf16(losses.data(), d16.data(), logits.data(), targets.data(), N, V,
+                               lse.data());
+    std::vector<float> scratch(block * V * omp_get_max_threads()), kept(N * V);
+    for (float* keep : {static_cast<float*>(nullptr), kept.data()}) {
+      std::vector<float> b_losses(N, -1.f), b_lse(2 * N, -1.f);
+      std::vector<uint16_t> b16(N * V, 0xffff);
+      lm_head_xent_bf16(b_losses.data(), b16.data(), b_lse.data(), keep, scratch.data(), inp.data(),
+                        w.data(), targets.data(), N, D, V, bf16, block);
+      EXPECT_EQ(b_losses, losses) << N << " " << block;
+      EXPECT_EQ(b_lse, lse) << N << " " << block;
+      EXPECT_EQ(b16, d16) << N << " " << block;
+    }
+    EXPECT_EQ(kept, logits) << N << " " << block;
   }
 }
 

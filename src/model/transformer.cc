@@ -252,6 +252,8 @@ void Transformer<T>::set_precision(Precision p) {
   // A training forward's bf16 loss gradient (xent_forward_backward_bf16).
   dlogits16_.reset(bf16_ != nullptr ? n_max_ * V_ : 0);
   dlogits16_ready_ = false;
+  const int threads = omp_get_max_threads();
+  head_block_.reset(bf16_ != nullptr && threads > 1 ? threads * kHeadRows * V_ : 0);
   // The attention core's bf16 operands, laid out per thread (attention_forward_bf16).
   attn_scratch16_.reset(
       bf16_ != nullptr ? attention_bf16_scratch_size(S_, hd_, omp_get_max_threads()) : 0);
@@ -393,18 +395,7 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   }
   clock.lap();
   rmsnorm_forward(lnf_.data(), rstdf_.data(), res_.back().data(), P + norm_, N, D, eps);
-  matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V_, bf);
-  dlogits16_ready_ = false;
-  if constexpr (std::is_same_v<T, float>) {
-    // Training under bf16: the loss's gradient in the same pass, while each row is in cache.
-    if (bf != nullptr && mode == ForwardMode::kTrain) {
-      xent_forward_backward_bf16(losses_.data(), dlogits16_.data(), logits_.data(), targets_.data(),
-                                 N, V_, lse_.data());
-      dlogits16_ready_ = true;
-    }
-  }
-  if (!dlogits16_ready_)
-    xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V_, lse_.data());
+  head_forward(mode, N);
   for (int64_t i = 0; i < N; ++i) {
     if (targets_[i] < 0) continue;
     st.ce_sum += static_cast<double>(losses_[i]);
@@ -413,6 +404,36 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
   pt.head_s += clock.lap();
   pt.total_s += whole.lap();
   return st;
+}
+
+// The LM head and the per-token losses from lnf_. A training forward under bf16 also writes the
+// loss's gradient (dlogits16_); on several threads by blocks of kHeadRows rows whose logits stay
+// in cache (lm_head_xent_bf16: the N × V logits, 67 MB on SMALL, are not written to memory and
+// read back). On one thread, one GEMM over all rows into logits_ is faster: each block's GEMM
+// also repacks the whole weight, which one thread's share of the bandwidth does not repay
+// (docs/benchmarks.md). Both give the same bits at the model's shapes (xent_test.cc).
+template <typename T>
+void Transformer<T>::head_forward(ForwardMode mode, int64_t N) {
+  const int64_t D = D_, V = V_;
+  const T* P = params_.data();
+  const Bf16Gemm* bf = bf16_.get();
+  dlogits16_ready_ = false;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf != nullptr && mode == ForwardMode::kTrain) {
+      const int threads = omp_get_max_threads();
+      const bool blocks = threads > 1 && !keep_logits_;
+      SY_CHECK(!blocks || static_cast<int64_t>(head_block_.size()) >= threads * kHeadRows * V,
+               "head_forward: more threads ({}) than set_precision sized the head's blocks for",
+               threads);
+      lm_head_xent_bf16(losses_.data(), dlogits16_.data(), lse_.data(),
+                        blocks ? nullptr : logits_.data(), head_block_.data(), lnf_.data(),
+                        P + lm_head_, targets_.data(), N, D, V, *bf, blocks ? kHeadRows : N);
+      dlogits16_ready_ = true;
+      return;
+    }
+  }
+  matmul_forward(logits_.data(), lnf_.data(), P + lm_head_, N, D, V, bf);
+  xent_forward(losses_.data(), logits_.data(), targets_.data(), N, V, lse_.data());
 }
 
 template <typename T>

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 
+#include "model/transformer.h"
 #include "train/trainer.h"
 
 namespace sy {
@@ -46,8 +47,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
                       7 * N * D +                                // backward scratch
                       rows * (2 * D + 1) + Ml * 3 * F + exchange + N * (K + E + 3 * ns * Fs) +
                       (Ld > 0 ? 3 * N * Fd : 0);
-  // precision bf16: the weights' bf16 copy (2 B each), and the rounded GEMM operands of the
-  // largest GEMM (the LM head's backward: the logits' gradient and the final norm's output).
+  // precision bf16: the weights' bf16 copy (2 B each), the rounded GEMM operands of the
+  // largest GEMM (the LM head's backward: the logits' gradient and the final norm's output),
+  // and on several threads each thread's block of the LM head's logits (head_forward).
   // The routed experts' inputs, SwiGLU outputs and output gradients exist in bf16 only, half an
   // element each, and their fp32 gate|up gradient not at all (MoeDims::bf16_activations): per
   // MoE layer half of rows·D and Ml·F less, once (the backward's scratch) half of rows·D and
@@ -58,7 +60,9 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
   e.params_bytes = (bf16 ? 6 : 4) * params;
   e.grads_bytes = 4 * params;
   e.moments_bytes = 8 * params;
-  e.activations_bytes = 4 * (acts - bf16_experts) + (bf16 ? 2 * (N * V + N * D) : 0);
+  const double threads = static_cast<double>(cfg.system.threads);
+  const double head_blocks = bf16 && threads > 1 ? threads * Transformer<float>::kHeadRows * V : 0;
+  e.activations_bytes = 4 * (acts - bf16_experts + head_blocks) + (bf16 ? 2 * (N * V + N * D) : 0);
   e.total_bytes = e.params_bytes + e.grads_bytes + e.moments_bytes + e.activations_bytes +
                   MemoryEstimate::kOverhead;
   return e;
