@@ -89,16 +89,17 @@ void BM_XentForwardBackward(benchmark::State& state) {
 }
 BENCHMARK(BM_XentForwardBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The LM head of a bf16 training forward with its loss. Arg: 0 one GEMM over all N rows, then
-// xent_forward_backward_bf16 over the logits in memory (as before lm_head_xent_bf16); else
-// lm_head_xent_bf16 with blocks of that many rows.
+// The LM head of a bf16 training forward with its loss, N = 2048, V = 8192. Args: rows per
+// block — 0: one GEMM over all N rows, then xent_forward_backward_bf16 over the logits in memory
+// (as before lm_head_xent_bf16), else lm_head_xent_bf16 with blocks of that many rows — and D
+// (256 SMALL, 512 MEDIUM).
 void BM_LmHeadXentBf16(benchmark::State& state) {
   if (!cpu_has_bf16()) return state.SkipWithError(bf16_unsupported_reason().c_str());
-  const int64_t block = state.range(0);
-  auto inp = random_floats(kN * kD, 1), w = random_floats(kV * kD, 2);
+  const int64_t block = state.range(0), D = state.range(1);
+  auto inp = random_floats(kN * D, 1), w = random_floats(kV * D, 2);
   for (auto& x : w) x *= 0.05f;
-  const Bf16Gemm bf16(w.data(), kV * kD);
-  const_cast<Bf16Gemm&>(bf16).refresh();
+  Bf16Gemm bf16(w.data(), kV * D);
+  bf16.refresh();
   std::vector<int32_t> targets(kN);
   for (int64_t n = 0; n < kN; ++n) targets[n] = static_cast<int32_t>((n * 7919) % kV);
   std::vector<float> losses(kN), lse(2 * kN), logits(block == 0 ? kN * kV : 0),
@@ -106,22 +107,19 @@ void BM_LmHeadXentBf16(benchmark::State& state) {
   std::vector<uint16_t> d16(kN * kV);
   for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
     if (block == 0) {
-      matmul_forward(logits.data(), inp.data(), w.data(), kN, kD, kV, &bf16);
+      matmul_forward(logits.data(), inp.data(), w.data(), kN, D, kV, &bf16);
       xent_forward_backward_bf16(losses.data(), d16.data(), logits.data(), targets.data(), kN, kV,
                                  lse.data());
     } else {
       lm_head_xent_bf16(losses.data(), d16.data(), lse.data(), nullptr, scratch.data(), inp.data(),
-                        w.data(), targets.data(), kN, kD, kV, bf16, block);
+                        w.data(), targets.data(), kN, D, kV, bf16, block);
     }
     benchmark::DoNotOptimize(d16.data());
   }
   state.SetItemsProcessed(state.iterations() * kN);
 }
 BENCHMARK(BM_LmHeadXentBf16)
-    ->Arg(0)
-    ->Arg(128)
-    ->Arg(256)
-    ->Arg(384)
+    ->ArgsProduct({{0, 128, 256, 512}, {256, 512}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

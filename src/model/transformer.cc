@@ -253,7 +253,7 @@ void Transformer<T>::set_precision(Precision p) {
   dlogits16_.reset(bf16_ != nullptr ? n_max_ * V_ : 0);
   dlogits16_ready_ = false;
   const int threads = omp_get_max_threads();
-  head_block_.reset(bf16_ != nullptr && threads > 1 ? threads * kHeadRows * V_ : 0);
+  head_block_.reset(bf16_ != nullptr && threads > 1 ? threads * head_block_rows(D_) * V_ : 0);
   // The attention core's bf16 operands, laid out per thread (attention_forward_bf16).
   attn_scratch16_.reset(
       bf16_ != nullptr ? attention_bf16_scratch_size(S_, hd_, omp_get_max_threads()) : 0);
@@ -407,10 +407,10 @@ ForwardStats Transformer<T>::forward(const int32_t* tokens, int64_t B, ForwardMo
 }
 
 // The LM head and the per-token losses from lnf_. A training forward under bf16 also writes the
-// loss's gradient (dlogits16_); on several threads by blocks of kHeadRows rows whose logits stay
-// in cache (lm_head_xent_bf16: the N × V logits, 67 MB on SMALL, are not written to memory and
-// read back). On one thread, one GEMM over all rows into logits_ is faster: each block's GEMM
-// also repacks the whole weight, which one thread's share of the bandwidth does not repay
+// loss's gradient (dlogits16_); on several threads by blocks of head_block_rows(D) rows whose
+// logits stay in cache (lm_head_xent_bf16: the N × V logits, 67 MB on SMALL, are not written to
+// memory and read back). On one thread, one GEMM over all rows into logits_ is faster: each block's
+// GEMM also repacks the whole weight, which one thread's share of the bandwidth does not repay
 // (docs/benchmarks.md). Both give the same bits at the model's shapes (xent_test.cc).
 template <typename T>
 void Transformer<T>::head_forward(ForwardMode mode, int64_t N) {
@@ -422,12 +422,14 @@ void Transformer<T>::head_forward(ForwardMode mode, int64_t N) {
     if (bf != nullptr && mode == ForwardMode::kTrain) {
       const int threads = omp_get_max_threads();
       const bool blocks = threads > 1 && !keep_logits_;
-      SY_CHECK(!blocks || static_cast<int64_t>(head_block_.size()) >= threads * kHeadRows * V,
-               "head_forward: more threads ({}) than set_precision sized the head's blocks for",
-               threads);
+      SY_CHECK(
+          !blocks || static_cast<int64_t>(head_block_.size()) >= threads * head_block_rows(D) * V,
+          "head_forward: more threads ({}) than set_precision sized the head's blocks for",
+          threads);
       lm_head_xent_bf16(losses_.data(), dlogits16_.data(), lse_.data(),
                         blocks ? nullptr : logits_.data(), head_block_.data(), lnf_.data(),
-                        P + lm_head_, targets_.data(), N, D, V, *bf, blocks ? kHeadRows : N);
+                        P + lm_head_, targets_.data(), N, D, V, *bf,
+                        blocks ? head_block_rows(D) : N);
       dlogits16_ready_ = true;
       return;
     }

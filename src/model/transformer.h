@@ -10,6 +10,7 @@
 // caller at a time; kernels inside use the OpenMP pool. T = float (training) or double (tests).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -179,8 +180,10 @@ class Transformer {
   const T* logits() const { return logits_.data(); }
   void set_keep_logits(bool on) { keep_logits_ = on; }
   // Under bf16 on several threads, the rows of the LM head's logits a thread holds at a time in
-  // a training forward (head_forward; 256 measured fastest on SMALL: 8 MB per thread at V 8192).
-  static constexpr int64_t kHeadRows = 256;
+  // a training forward (head_forward): as many as d_model, at least 256. Each block's GEMM
+  // repacks the V × d_model weight, so wider models take taller blocks; measured fastest at
+  // 256 on SMALL (8 MB per thread at V 8192) and 512 on MEDIUM (docs/benchmarks.md).
+  static int64_t head_block_rows(int64_t d_model) { return std::max<int64_t>(256, d_model); }
   // Per-token cross-entropy of the last forward, [B·S] (not after a pre-pass forward).
   const T* token_losses() const { return losses_.data(); }
   int64_t n_moe_layers() const { return static_cast<int64_t>(moe_layer_index_.size()); }
@@ -290,7 +293,7 @@ class Transformer {
   // backward's LM head GEMMs read it; ready says the last forward wrote it).
   Buffer<uint16_t> dlogits16_;
   bool dlogits16_ready_ = false;
-  Buffer<float> head_block_;  // precision bf16, several threads: kHeadRows × V per thread
+  Buffer<float> head_block_;  // bf16, several threads: head_block_rows(D) × V per thread
   bool keep_logits_ = false;
   MoeScratch<T> moe_scratch_;
   ExpertParallel<T> ep_;

@@ -61,7 +61,10 @@ MemoryEstimate estimate_training_memory(const RunConfig& cfg) {
   e.grads_bytes = 4 * params;
   e.moments_bytes = 8 * params;
   const double threads = static_cast<double>(cfg.system.threads);
-  const double head_blocks = bf16 && threads > 1 ? threads * Transformer<float>::kHeadRows * V : 0;
+  const double head_blocks =
+      bf16 && threads > 1
+          ? threads * static_cast<double>(Transformer<float>::head_block_rows(m.d_model)) * V
+          : 0;
   e.activations_bytes = 4 * (acts - bf16_experts + head_blocks) + (bf16 ? 2 * (N * V + N * D) : 0);
   e.total_bytes = e.params_bytes + e.grads_bytes + e.moments_bytes + e.activations_bytes +
                   MemoryEstimate::kOverhead;
