@@ -149,8 +149,8 @@ TEST(XentTest, LmHeadByRowBlocksIsTheWholeHeadBitForBit) {
   constexpr int64_t D = 64, V = 1000 + 3;
   for (const auto& [N, block] : {std::pair<int64_t, int64_t>{256, 64}, {224, 64}, {128, 128}}) {
     auto inp = to_float(randn(N * D, 6, 1.0)), w = to_float(randn(V * D, 7, 0.2));
-    const Bf16Gemm bf16(w.data(), V * D);
-    const_cast<Bf16Gemm&>(bf16).refresh();
+    Bf16Gemm bf16(w.data(), V * D);
+    bf16.refresh();
     std::vector<int32_t> targets(N);
     for (int64_t n = 0; n < N; ++n) targets[n] = n % 7 == 3 ? -1 : static_cast<int32_t>(n * 13 % V);
     std::vector<float> logits(N * V), losses(N), lse(2 * N);
