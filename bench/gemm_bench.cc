@@ -64,6 +64,60 @@ void BM_MatmulF32(benchmark::State& st) {
               (tb ? "T" : "N") + " " + std::to_string(st.range(6)) + "t");
 }
 
+// The bf16 GEMMs' primitive (bf16 operands, fp32 destination, as core/gemm_bf16.cc runs them)
+// on the LM head's and attention's fixed shapes. args: ta, tb, m, n, k, threads, sum (beta 1
+// through a sum post-op, as a gradient that accumulates). (A destination stored transposed —
+// dWᵀ = Xᵀ·G through strides — falls to oneDNN 2.6's reference kernel, > 1,000× slower: not here.)
+void BM_MatmulBf16(benchmark::State& st) {
+  const bool ta = st.range(0), tb = st.range(1);
+  const int64_t m = st.range(2), n = st.range(3), k = st.range(4);
+  omp_set_num_threads(static_cast<int>(st.range(5)));
+  const bool sum = st.range(6) != 0;
+  sy::Buffer<uint16_t> a(m * k), b(k * n);
+  sy::Buffer<float> c(m * n);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint16_t>(0x3c00 + i % 101);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint16_t>(0x3c00 + i % 97);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = 0.f;
+  using dt = dnnl::memory::data_type;
+  using dims = dnnl::memory::dims;
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const dnnl::memory::desc a_md({m, k}, dt::bf16, ta ? dims{1, m} : dims{k, 1});
+  const dnnl::memory::desc b_md({k, n}, dt::bf16, tb ? dims{1, k} : dims{n, 1});
+  const dnnl::memory::desc c_md({m, n}, dt::f32, dims{n, 1});
+  dnnl::primitive_attr attr;
+  if (sum) {
+    dnnl::post_ops po;
+    po.append_sum(1.f);
+    attr.set_post_ops(po);
+  }
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
+  const dnnl::matmul prim(pd);
+  dnnl::memory am(a_md, engine, a.data()), bm(b_md, engine, b.data()), cm(c_md, engine, c.data());
+  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
+    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.SetItemsProcessed(st.iterations() * 2 * m * n * k);
+  st.SetLabel(std::string("matmul bf16 ") + pd.impl_info_str() + (ta ? " T" : " N") +
+              (tb ? "T" : "N") + " " + std::to_string(st.range(5)) + "t");
+}
+
+void bf16_shapes(benchmark::internal::Benchmark* b) {
+  // LM head, SMALL (D = 256) and MEDIUM (D = 512): dW = dlogitsᵀ·X (TN, accumulating),
+  // dX = dlogits·W (NN), the forward (NT)
+  for (int64_t d : {256, 512}) {
+    b->Args({1, 0, 8192, d, 2048, 2, 1});
+    b->Args({0, 0, 2048, d, 8192, 2, 0});
+    b->Args({0, 1, 2048, 8192, d, 2, 0});
+  }
+  // attention's weight gradients, SMALL: q|k|v and the output projection (TN, accumulating)
+  b->Args({1, 0, 768, 256, 2048, 2, 1});
+  b->Args({1, 0, 256, 256, 2048, 2, 1});
+  b->Args({0, 0, 1024, 1024, 1024, 2, 0});
+}
+
 // Every shape for each of `backends` (0: oneDNN sgemm, 1: OpenBLAS).
 void shapes_of(benchmark::internal::Benchmark* b, std::initializer_list<int> backends) {
   for (int be : backends) {
@@ -121,6 +175,7 @@ void matmul_shapes(benchmark::internal::Benchmark* b) { shapes_of(b, {0}); }
 
 BENCHMARK(BM_Gemm)->Apply(shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MatmulF32)->Apply(matmul_shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MatmulBf16)->Apply(bf16_shapes)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
