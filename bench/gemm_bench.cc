@@ -33,10 +33,31 @@ void BM_Gemm(benchmark::State& st) {
               std::to_string(st.range(6)) + "t");
 }
 
+// Times one oneDNN matmul primitive, made once outside the timed loop (as oneDNN's primitive
+// cache keeps it): C[m, n] = A[m, k]·B[k, n] (+ C when attr has a sum post-op). Labelled with
+// the kernel oneDNN chose and the operands' orientations.
+void time_matmul(benchmark::State& st, const std::string& what, const dnnl::memory::desc& a_md,
+                 void* a, const dnnl::memory::desc& b_md, void* b, const dnnl::memory::desc& c_md,
+                 float* c, const dnnl::primitive_attr& attr, bool ta, bool tb, int64_t threads) {
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
+  const dnnl::matmul prim(pd);
+  dnnl::memory am(a_md, engine, a), bm(b_md, engine, b), cm(c_md, engine, c);
+  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
+    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+    benchmark::DoNotOptimize(c);
+  }
+  const int64_t m = a_md.dims()[0], k = a_md.dims()[1], n = c_md.dims()[1];
+  st.SetItemsProcessed(st.iterations() * 2 * m * n * k);
+  st.SetLabel("matmul " + what + " " + pd.impl_info_str() + (ta ? " T" : " N") + (tb ? "T" : "N") +
+              " " + std::to_string(threads) + "t");
+}
+
 // The same shapes through oneDNN's matmul primitive in fp32 (brgemm kernels; the bf16 GEMMs'
 // path, core/gemm_bf16.cc) instead of dnnl_sgemm: whether the primitive does better on the
-// experts' small, transposed products. The primitive is made once, outside the timed loop, as a
-// cache would keep it. args: (unused), ta, tb, m, n, k, threads.
+// experts' small, transposed products. args: (unused), ta, tb, m, n, k, threads.
 void BM_MatmulF32(benchmark::State& st) {
   const bool ta = st.range(1), tb = st.range(2);
   const int64_t m = st.range(3), n = st.range(4), k = st.range(5);
@@ -46,22 +67,9 @@ void BM_MatmulF32(benchmark::State& st) {
   for (size_t i = 0; i < b.size(); ++i) b[i] = 0.001f * static_cast<float>(i % 97);
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
-  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  dnnl::stream stream(engine);
-  const dnnl::memory::desc a_md({m, k}, dt::f32, ta ? tag::ba : tag::ab);
-  const dnnl::memory::desc b_md({k, n}, dt::f32, tb ? tag::ba : tag::ab);
-  const dnnl::memory::desc c_md({m, n}, dt::f32, tag::ab);
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
-  const dnnl::matmul prim(pd);
-  dnnl::memory am(a_md, engine, a.data()), bm(b_md, engine, b.data()), cm(c_md, engine, c.data());
-  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
-    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    stream.wait();
-    benchmark::DoNotOptimize(c.data());
-  }
-  st.SetItemsProcessed(st.iterations() * 2 * m * n * k);
-  st.SetLabel(std::string("matmul f32 ") + pd.impl_info_str() + (ta ? " T" : " N") +
-              (tb ? "T" : "N") + " " + std::to_string(st.range(6)) + "t");
+  time_matmul(st, "f32", {{m, k}, dt::f32, ta ? tag::ba : tag::ab}, a.data(),
+              {{k, n}, dt::f32, tb ? tag::ba : tag::ab}, b.data(), {{m, n}, dt::f32, tag::ab},
+              c.data(), dnnl::primitive_attr(), ta, tb, st.range(6));
 }
 
 // The bf16 GEMMs' primitive (bf16 operands, fp32 destination, as core/gemm_bf16.cc runs them)
@@ -72,36 +80,21 @@ void BM_MatmulBf16(benchmark::State& st) {
   const bool ta = st.range(0), tb = st.range(1);
   const int64_t m = st.range(2), n = st.range(3), k = st.range(4);
   omp_set_num_threads(static_cast<int>(st.range(5)));
-  const bool sum = st.range(6) != 0;
   sy::Buffer<uint16_t> a(m * k), b(k * n);
   sy::Buffer<float> c(m * n);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint16_t>(0x3c00 + i % 101);
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint16_t>(0x3c00 + i % 97);
-  for (size_t i = 0; i < c.size(); ++i) c[i] = 0.f;
   using dt = dnnl::memory::data_type;
   using dims = dnnl::memory::dims;
-  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  dnnl::stream stream(engine);
-  const dnnl::memory::desc a_md({m, k}, dt::bf16, ta ? dims{1, m} : dims{k, 1});
-  const dnnl::memory::desc b_md({k, n}, dt::bf16, tb ? dims{1, k} : dims{n, 1});
-  const dnnl::memory::desc c_md({m, n}, dt::f32, dims{n, 1});
   dnnl::primitive_attr attr;
-  if (sum) {
+  if (st.range(6) != 0) {
     dnnl::post_ops po;
     po.append_sum(1.f);
     attr.set_post_ops(po);
   }
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine);
-  const dnnl::matmul prim(pd);
-  dnnl::memory am(a_md, engine, a.data()), bm(b_md, engine, b.data()), cm(c_md, engine, c.data());
-  for (auto _ : st) {  // NOLINT(clang-analyzer-deadcode.DeadStores): benchmark loop
-    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    stream.wait();
-    benchmark::DoNotOptimize(c.data());
-  }
-  st.SetItemsProcessed(st.iterations() * 2 * m * n * k);
-  st.SetLabel(std::string("matmul bf16 ") + pd.impl_info_str() + (ta ? " T" : " N") +
-              (tb ? "T" : "N") + " " + std::to_string(st.range(5)) + "t");
+  time_matmul(st, "bf16", {{m, k}, dt::bf16, ta ? dims{1, m} : dims{k, 1}}, a.data(),
+              {{k, n}, dt::bf16, tb ? dims{1, k} : dims{n, 1}}, b.data(),
+              {{m, n}, dt::f32, dims{n, 1}}, c.data(), attr, ta, tb, st.range(5));
 }
 
 void bf16_shapes(benchmark::internal::Benchmark* b) {
