@@ -76,6 +76,7 @@ std::vector<Section> sections(RunConfig& c) {
         {"eval_every", &t.eval_every},
         {"eval_batches", &t.eval_batches},
         {"checkpoint_every", &t.checkpoint_every},
+        {"checkpoint_mode", &t.checkpoint_mode},
         {"log_every", &t.log_every}}},
       {"data",
        {{"source", &d.source},

@@ -87,7 +87,11 @@ struct TrainConfig {
   int64_t eval_every = 50;       // steps between evaluations; 0 = only at the end
   int64_t eval_batches = 4;      // micro-batches per evaluation
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0 = only at the end
-  int64_t log_every = 1;         // steps between terminal progress lines
+  // "async": a periodic checkpoint's files are written at its step and reach the disk (fsync,
+  // checksums, commit, `latest`) while training goes on; "sync": training waits for all of it.
+  // The last checkpoint of a run (its end, a stop signal, --stop-after) always waits.
+  std::string checkpoint_mode = "async";
+  int64_t log_every = 1;  // steps between terminal progress lines
 };
 
 struct DataConfig {

@@ -382,6 +382,8 @@ TEST(RunConfigTest, RejectsOutOfRangeValues) {
       {"train.grad_accum=0", "train.grad_accum must be >= 1, got 0"},
       {"train.eval_every=-1", "train.eval_every must be >= 0, got -1"},
       {"train.checkpoint_every=-5", "train.checkpoint_every must be >= 0, got -5"},
+      {"train.checkpoint_mode=background",
+       "train.checkpoint_mode must be one of \"async\", \"sync\", got \"background\""},
       {"system.threads=0", "system.threads must be >= 1, got 0"},
       {"system.gemm=mkl",
        "system.gemm must be one of \"auto\", \"onednn\", \"openblas\", \"mixed\", got \"mkl\""},

@@ -33,6 +33,7 @@ constexpr std::string_view kBiasUpdates[] = {"off", "sign", "proportional"};
 constexpr std::string_view kBiasCenters[] = {"none", "mean"};
 constexpr std::string_view kDataSources[] = {"synthetic", "tokens", "blend"};
 constexpr std::string_view kCompositions[] = {"mixed", "domain-pure"};
+constexpr std::string_view kCheckpointModes[] = {"async", "sync"};
 constexpr std::string_view kGemmBackends[] = {"auto", "onednn", "openblas", "mixed"};
 constexpr std::string_view kPrecisions[] = {"fp32", "bf16"};
 
@@ -216,6 +217,7 @@ void check_train(const Checker& c, const TrainConfig& t) {
   c.at_least("train.eval_every", t.eval_every, 0, "0 evaluates only at the end");
   c.at_least("train.eval_batches", t.eval_batches, 1);
   c.at_least("train.checkpoint_every", t.checkpoint_every, 0, "0 checkpoints only at the end");
+  c.one_of("train.checkpoint_mode", t.checkpoint_mode, kCheckpointModes);
   c.at_least("train.log_every", t.log_every, 1);
 }
 

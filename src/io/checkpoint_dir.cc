@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <signal.h>  // NOLINT(modernize-deprecated-headers): POSIX kill()
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -253,6 +255,58 @@ void CheckpointWriter::commit() {
   replace_dir(tmp_, final_);
   fsync_path(parent_of(final_), true);
   committed_ = true;
+}
+
+// ---- BackgroundCommitter ---------------------------------------------------------------------
+
+BackgroundCommitter::BackgroundCommitter(std::string run_dir, int keep_last)
+    : run_dir_(fs::path(std::move(run_dir)).lexically_normal().string()), keep_last_(keep_last) {
+  SY_CHECK(keep_last >= 1, "BackgroundCommitter: keep_last must be >= 1, got {}", keep_last);
+}
+
+BackgroundCommitter::~BackgroundCommitter() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+}
+
+void BackgroundCommitter::start(std::unique_ptr<CheckpointWriter> w) {
+  SY_CHECK(w != nullptr, "BackgroundCommitter::start: a writer must be given, got none");
+  wait();
+  SY_CHECK(fs::path(parent_of(w->final_dir())).lexically_normal().string() == run_dir_,
+           "BackgroundCommitter: checkpoint {} must be in the run directory {}", w->final_dir(),
+           run_dir_);
+  pending_ = w->final_dir();
+  thread_ = std::thread([this, w = std::move(w)] {
+    // Below the training threads (nice is per thread on Linux); failing to lower it is harmless.
+    errno = 0;
+    const int nice_now = ::getpriority(PRIO_PROCESS, 0);
+    if (errno == 0) (void)::setpriority(PRIO_PROCESS, 0, std::min(nice_now + 10, 19));
+    try {
+      w->commit();
+      write_latest_pointer(run_dir_, fs::path(w->final_dir()).filename().string());
+      prune_checkpoints(run_dir_, keep_last_);
+    } catch (...) {
+      error_ = std::current_exception();  // read by wait() after the join
+    }
+  });
+}
+
+void BackgroundCommitter::wait() {
+  if (thread_.joinable()) thread_.join();
+  const std::string name = std::exchange(pending_, std::string());
+  const std::exception_ptr error = std::exchange(error_, nullptr);
+  if (!error) return;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    fail(
+        fmt::format("{}: the checkpoint's commit failed: {}; the checkpoint before it stays the "
+                    "latest",
+                    name, e.what()));
+  }
 }
 
 // ---- verification ----------------------------------------------------------------------------

@@ -19,9 +19,12 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace sy::io {
@@ -58,6 +61,46 @@ class CheckpointWriter {
   std::string final_;
   std::string tmp_;
   bool committed_ = false;
+};
+
+// Commits a run directory's checkpoints on a thread of its own, so that training goes on while
+// their bytes reach the disk: CheckpointWriter::commit (fsync, checksums, manifest, the atomic
+// rename), then `latest` names the checkpoint and prune_checkpoints keeps the newest keep_last.
+// The files must be written when a writer is handed over: they are the state at that moment.
+// One commit at a time, in order: start() first waits for the previous one. Until a commit ends,
+// `latest` names the one before it, so a kill -9 meanwhile resumes from that one (its temp
+// directory is debris the next prune removes). A failed background commit's error is rethrown
+// by the next start() or wait(), naming the checkpoint.
+//
+// The thread runs at a lower scheduling priority (nice +10): on a machine whose cores the
+// training threads fill, the checksums yield to them. It inherits the creating thread's signal
+// mask (core/signals.h: every stop signal blocked).
+//
+// Threading: one owner thread calls start(), wait() and the destructor; the background thread
+// touches only the writer it was given and run_dir's `latest` and old checkpoints.
+class BackgroundCommitter {
+ public:
+  BackgroundCommitter(std::string run_dir, int keep_last);
+  // Waits for a pending commit; its error, if any, is printed to stderr (a destructor cannot
+  // throw): the previous checkpoint then stays the latest.
+  ~BackgroundCommitter();
+  BackgroundCommitter(const BackgroundCommitter&) = delete;
+  BackgroundCommitter& operator=(const BackgroundCommitter&) = delete;
+
+  // Waits for the previous commit (rethrowing its error), then commits `w` in the background.
+  // REQUIRES: w's final directory is a child of run_dir; w not committed.
+  void start(std::unique_ptr<CheckpointWriter> w);
+  // Returns when no commit is pending; rethrows the error of one that failed.
+  void wait();
+  // The final directory of the commit started last and not yet waited for ("" if none).
+  const std::string& pending() const { return pending_; }
+
+ private:
+  std::string run_dir_;
+  int keep_last_;
+  std::thread thread_;
+  std::exception_ptr error_;
+  std::string pending_;
 };
 
 struct ManifestEntry {

@@ -346,5 +346,66 @@ TEST_F(CheckpointDirTest, PruneRemovesDebrisOfDeadPidAndKeepsDebrisOfLivePid) {
   EXPECT_EQ(entries(), (std::vector<std::string>{"latest", live, "step_3"}));
 }
 
+// A writer holding weights.safetensors ([value, value]) and state.json, not yet committed.
+std::unique_ptr<CheckpointWriter> written(const std::string& dir, float value) {
+  auto w = std::make_unique<CheckpointWriter>(dir);
+  const float data[2] = {value, value};
+  write_safetensors(w->path("weights.safetensors"), {{"w", "F32", {2}, data}});
+  w->write_text("state.json", R"({"step": 1})");
+  return w;
+}
+
+TEST_F(CheckpointDirTest, BackgroundCommitsInOrderPointLatestAndPrune) {
+  BackgroundCommitter c(run_, 2);
+  for (int i = 1; i <= 5; ++i) {
+    const std::string name = "step_" + std::to_string(i);
+    c.start(written(run_ + "/" + name, static_cast<float>(i)));
+    EXPECT_EQ(c.pending(), run_ + "/" + name);
+  }
+  c.wait();
+  EXPECT_EQ(c.pending(), "");
+  EXPECT_EQ(read_latest_pointer(run_), "step_5");
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_4", "step_5"}));
+  for (const char* name : {"step_4", "step_5"}) verify_checkpoint(run_ + "/" + name);
+  EXPECT_EQ(load("step_4"), 4.0f);
+  EXPECT_EQ(load("step_5"), 5.0f);
+  c.wait();  // nothing pending: returns at once
+}
+
+TEST_F(CheckpointDirTest, BackgroundCommitErrorSurfacesNamingTheCheckpointAndLatestStays) {
+  BackgroundCommitter c(run_, 3);
+  c.start(written(run_ + "/step_1", 1.0f));
+  c.wait();
+  auto w = written(run_ + "/step_2", 2.0f);
+  fs::create_directory(w->temp_dir() + "/sub");  // commit() refuses subdirectories
+  c.start(std::move(w));
+  const std::string msg = error_of([&] { c.start(written(run_ + "/step_3", 3.0f)); });
+  EXPECT_HAS(msg, run_ + "/step_2: the checkpoint's commit failed: ");
+  EXPECT_HAS(msg, "must be regular files, got 'sub'");
+  EXPECT_HAS(msg, "the checkpoint before it stays the latest");
+  EXPECT_EQ(read_latest_pointer(run_), "step_1");
+  // The failed writer removed its temp directory; step_3 was not started (its writer too).
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_1"}));
+  c.wait();  // the error was reported once
+}
+
+TEST_F(CheckpointDirTest, BackgroundCommitterDestructorFinishesThePendingCommit) {
+  {
+    BackgroundCommitter c(run_, 3);
+    c.start(written(run_ + "/step_7", 7.0f));
+  }
+  EXPECT_EQ(read_latest_pointer(run_), "step_7");
+  EXPECT_EQ(load("step_7"), 7.0f);
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_7"}));
+}
+
+TEST_F(CheckpointDirTest, BackgroundCommitterRejectsACheckpointOutsideItsRunDir) {
+  fs::create_directories(run_ + "/a");
+  BackgroundCommitter c(run_ + "/a", 3);
+  EXPECT_HAS(error_of([&] { c.start(written(run_ + "/step_1", 1.0f)); }),
+             "checkpoint " + run_ + "/step_1 must be in the run directory " + run_ + "/a");
+  EXPECT_HAS(error_of([&] { BackgroundCommitter(run_, 0); }), "keep_last must be >= 1, got 0");
+}
+
 }  // namespace
 }  // namespace sy::io

@@ -179,9 +179,9 @@ OtherExperts gather_experts(const Transformer<float>& model, const AdamW* opt, E
   return out;
 }
 
-void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
-                     const AdamW* opt, const TrainerState& st, const OtherExperts* others) {
-  io::CheckpointWriter w(dir);
+void write_checkpoint_files(io::CheckpointWriter& w, const RunConfig& cfg,
+                            const Transformer<float>& model, const AdamW* opt,
+                            const TrainerState& st, const OtherExperts* others) {
   std::vector<io::TensorView> tensors;
   tensors.reserve(model.param_table().size());
   for (const ParamInfo& p : model.param_table())
@@ -216,6 +216,12 @@ void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transfo
   w.write_text("trainer_state.json", trainer_state_json({st, opt ? opt->steps_taken() : 0}));
   w.write_text("config.json", hf_config_json(cfg));
   w.write_text("config.toml", to_toml(cfg));
+}
+
+void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
+                     const AdamW* opt, const TrainerState& st, const OtherExperts* others) {
+  io::CheckpointWriter w(dir);
+  write_checkpoint_files(w, cfg, model, opt, st, others);
   w.commit();
 }
 

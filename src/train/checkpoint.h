@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config/run_config.h"
+#include "io/checkpoint_dir.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
 #include "train/trainer_state.h"
@@ -36,8 +37,15 @@ struct OtherExperts {
 // A collective of the model's expert-parallel group (every rank of it calls it); opt may be null.
 OtherExperts gather_experts(const Transformer<float>& model, const AdamW* opt, Exchange& ep_group);
 
-// Writes dir atomically (replacing an existing one). opt may be null (weights-only export).
-// `others`: the rest of the experts under expert parallelism (gather_experts).
+// Writes every file of a checkpoint into w's temporary directory: the state as it is now, which
+// may change once this returns; w.commit() (or an io::BackgroundCommitter) makes it visible.
+// opt may be null (weights-only export). `others`: the rest of the experts under expert
+// parallelism (gather_experts).
+void write_checkpoint_files(io::CheckpointWriter& w, const RunConfig& cfg,
+                            const Transformer<float>& model, const AdamW* opt,
+                            const TrainerState& st, const OtherExperts* others = nullptr);
+
+// Writes dir atomically (replacing an existing one): write_checkpoint_files, then commit.
 void save_checkpoint(const std::string& dir, const RunConfig& cfg, const Transformer<float>& model,
                      const AdamW* opt, const TrainerState& st,
                      const OtherExperts* others = nullptr);

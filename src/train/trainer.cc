@@ -44,6 +44,9 @@ using nlohmann::json;
 
 namespace {
 
+// The newest checkpoints a run keeps (docs/training.md, "Retention").
+constexpr int kKeepCheckpoints = 3;
+
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -412,7 +415,8 @@ struct Run {
         valid_sets(make_valid_sources(c, &domain_list)),
         tokens(c.train.micro_batch * (c.model.seq_len + 1)),
         domains(c.train.micro_batch),
-        sm(model.n_moe_layers(), c.model.n_experts) {
+        sm(model.n_moe_layers(), c.model.n_experts),
+        committer(ckpt_root, kKeepCheckpoints) {
     model.set_precision(parse_precision(c.system.precision));
   }
 
@@ -433,6 +437,9 @@ struct Run {
   std::string last_saved;         // the newest checkpoint on disk ("" if none)
   Buffer<int32_t> tokens, domains;
   StepMetrics sm;
+  // Rank 0's checkpoint commits (train.checkpoint_mode "async": on a thread of their own). Last
+  // member, so destroyed first: a pending commit ends while the run directory is still locked.
+  io::BackgroundCommitter committer;
 
   std::string diverged() const { return diverged_hint(last_saved, ckpt_root, cfg.train.lr); }
 };
@@ -515,9 +522,11 @@ void print_start(const Run& r, double peak) {
 }
 
 // The checkpoint of `step` (steps completed): never of non-finite weights (they would become
-// `latest` and poison every resume), only when every replica holds the same bits; rank 0 writes
-// it, points `latest` at it and prunes to the newest 3; every rank waits until it is complete.
-void save_step(Run& r, int64_t step) {
+// `latest` and poison every resume), only when every replica holds the same bits. Rank 0 writes
+// its files; then its commit, `latest` pointing at it and pruning to the newest 3 follow either
+// in the background (train.checkpoint_mode "async", unless `wait`: the run's last checkpoint) or
+// before this returns. Every rank waits until the files are written.
+void save_step(Run& r, int64_t step, bool wait) {
   const int64_t bad = count_non_finite(r.model.params(), r.model.num_params());
   SY_CHECK(bad == 0,
            "step {}: {} of {} weights are not finite after the optimizer update: training "
@@ -529,13 +538,13 @@ void save_step(Run& r, int64_t step) {
   OtherExperts others;  // every expert in one checkpoint, whatever the layout
   if (r.ep_group) others = gather_experts(r.model, &r.opt, *r.ep_group);
   if (r.lead) {
-    save_checkpoint(r.ckpt_root + "/" + step_dir_name(step), r.cfg, r.model, &r.opt, r.state,
-                    r.ep_group ? &others : nullptr);
-    io::write_latest_pointer(r.ckpt_root, step_dir_name(step));
-    io::prune_checkpoints(r.ckpt_root, 3);
+    auto w = std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + step_dir_name(step));
+    write_checkpoint_files(*w, r.cfg, r.model, &r.opt, r.state, r.ep_group ? &others : nullptr);
+    r.committer.start(std::move(w));  // after the previous commit: its error is thrown here
+    if (wait || r.cfg.train.checkpoint_mode == "sync") r.committer.wait();
   }
   r.last_saved = step_dir_name(step);
-  r.comm.barrier();  // no rank goes on (or exits) before the checkpoint is complete
+  r.comm.barrier();  // no rank goes on (or exits) before the checkpoint's files are written
 }
 
 // The evaluation after `step`: its {"type": "eval"} record (all validation sets, split over the
@@ -671,7 +680,7 @@ TrainResult train(const RunConfig& cfg_in, const TrainOptions& opts) {
     comm.allreduce_sum(&stop_votes, 1);
     const bool stop = stop_votes > 0;
     if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last || stop)
-      save_step(r, step + 1);
+      save_step(r, step + 1, /*wait=*/last || stop);
     if (stop && !last) {
       res.interrupted = true;
       if (!quiet)

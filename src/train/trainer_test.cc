@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "core/gemm_bf16.h"
 #include "core/rng.h"
 #include "data/indexed_dataset.h"
+#include "io/checkpoint_dir.h"
 #include "io/safetensors.h"
 #include "model/transformer.h"
 #include "routing/sinkhorn.h"
@@ -149,6 +151,46 @@ TEST(TrainerTest, ResumeIsBitExact) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>());
     EXPECT_EQ(a[i]["layers"][0]["load"], b[i]["layers"][0]["load"]);
   }
+}
+
+// train.checkpoint_mode "async" commits periodic checkpoints on a thread of its own: they hold
+// the same bits as "sync" ones, `latest` and pruning follow them, and a run resumed from one
+// (as after a kill -9 before the checkpoints that follow it) continues bit-exactly.
+TEST(TrainerTest, AsyncCheckpointsHoldTheBitsOfSyncOnesAndResumeBitExactly) {
+  auto file_sums = [](const std::string& out, int64_t step) {
+    const std::string dir = out + "/checkpoints/" + fmt::format("step_{:08}", step);
+    std::map<std::string, std::string> sums;
+    for (const auto& [name, e] : io::verify_checkpoint(dir))
+      if (name != "config.toml") sums[name] = e.sha256;  // config.toml names out_dir and mode
+    return sums;
+  };
+  RunConfig sync = tiny("ckpt_sync");
+  sync.train.checkpoint_every = 5;
+  sync.train.checkpoint_mode = "sync";
+  train(sync, {.quiet = true});
+  RunConfig async = tiny("ckpt_async");
+  async.train.checkpoint_every = 5;
+  ASSERT_EQ(async.train.checkpoint_mode, "async");  // the default
+  train(async, {.quiet = true});
+  EXPECT_EQ(io::list_checkpoints(async.out_dir + "/checkpoints"),
+            (std::vector<std::string>{"step_00000010", "step_00000015", "step_00000020"}));
+  EXPECT_EQ(io::read_latest_pointer(async.out_dir + "/checkpoints"), "step_00000020");
+  for (int64_t step : {10, 15, 20}) {
+    const auto a = file_sums(async.out_dir, step);
+    EXPECT_EQ(a.size(), 4u) << "step " << step;  // weights, moments, state, config.json
+    EXPECT_EQ(a, file_sums(sync.out_dir, step)) << "step " << step;
+  }
+
+  // Resume from the periodic step-10 checkpoint, written in the background.
+  RunConfig resumed = tiny("ckpt_async_resumed");
+  resumed.train.checkpoint_every = 5;
+  EXPECT_EQ(train(resumed, {.quiet = true, .stop_after = 12}).last_step, 12);
+  const std::string root = resumed.out_dir + "/checkpoints";
+  fs::remove_all(root + "/step_00000012");
+  io::write_latest_pointer(root, "step_00000010");
+  EXPECT_EQ(train(resumed, {.quiet = true}).first_step, 10);
+  EXPECT_EQ(weights(resumed.out_dir, 20), weights(sync.out_dir, 20));
+  EXPECT_EQ(records(resumed.out_dir, "train").size(), 20u);
 }
 
 // precision bf16 (the short version of scripts/bf16_parity.sh): a resume continues bit-exactly,
