@@ -49,6 +49,7 @@ class Run:
         self.name = name
         self.train = []
         self.evals = []
+        self.checkpoints = []  # {"type": "checkpoint"} records: how long each paused training
         self.config = {}
         self.config_note = None
         self.skipped = {}  # record type -> count of records this script does not read
@@ -79,6 +80,8 @@ def load_run(path, name):
                 if not isinstance(r.get(key), (int, float)):
                     raise ReportError(f"{metrics}:{lineno}: eval record without a numeric '{key}'")
             run.evals.append(r)
+        elif kind == "checkpoint":
+            run.checkpoints.append(r)
         else:  # a record type newer than this script: skipped, said on the page
             run.skipped[kind] = run.skipped.get(kind, 0) + 1
     if not run.train:
@@ -518,6 +521,7 @@ def table_row(run):
         vals = [v for d in ev_dom["domains"].values() if isinstance(d, dict)
                 for v in (d.get("specialisation") or []) if isinstance(v, (int, float))]
         spec = mean(vals) if vals else None
+    stalls = [c["stall_s"] for c in run.checkpoints if isinstance(c.get("stall_s"), (int, float))]
     causal = None
     if ev and isinstance(ev.get("loss_causal"), (int, float)):
         causal = f"{ev['loss_causal']:.3f} / {fmt(ev.get('perplexity_causal'), '.2f')}"
@@ -531,6 +535,7 @@ def table_row(run):
         "causal eval loss / ppl": causal or "—",
         "tokens/s (mean)": fmt(mean([x.get("tokens_per_s") for x in steady]), ",.0f"),
         "MFU": f"{100 * mfu:.1f}%" if mfu is not None else "—",
+        "checkpoints (training paused)": f"{len(stalls)} ({sum(stalls):.1f} s)" if stalls else "—",
         "AvgMaxVio mean / max": f"{fmt(mean(avg))} / {fmt(max(avg) if avg else None)}",
         "SupMaxVio mean / max": f"{fmt(mean(sup))} / {fmt(max(sup) if sup else None)}",
         "dead experts (per layer)": (f"{sum(dead)} ({' + '.join(map(str, dead))})" if dead else "—"),

@@ -65,7 +65,7 @@ def eval_record(step, n_layers, E, K, domains, ec):
 
 
 def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False, evals=True,
-             oracle=False, ep=False):
+             oracle=False, ep=False, checkpoints=False):
     d = os.path.join(root, name)
     os.makedirs(d)
     with open(os.path.join(d, "config.toml"), "w") as f:
@@ -87,6 +87,9 @@ def make_run(root, name, steps=12, n_layers=2, E=8, K=2, domains=False, ec=False
                 for li, l in enumerate(rec["layers"]):
                     l["bip_prices"] = [0.001 * s * ((i + li) % 3) for i in range(E)]
             f.write(json.dumps(rec) + "\n")
+            if checkpoints and s % 5 == 0:  # a checkpoint every 5 steps, training paused 1.5 s for each
+                f.write(json.dumps({"type": "checkpoint", "step": s, "name": f"step_{s:08}", "bytes": 4096,
+                                    "write_s": 1.0, "stall_s": 1.5, "background": True}) + "\n")
             if evals and s % 5 == 0 or (evals and s == steps):
                 f.write(json.dumps(eval_record(s, n_layers, E, K, domains, ec)) + "\n")
     return d
@@ -98,7 +101,7 @@ def run_report(*args):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        plain = make_run(tmp, "plain_run")
+        plain = make_run(tmp, "plain_run", checkpoints=True)
         dom = make_run(tmp, "domain_ec", domains=True, ec=True, n_layers=3)
         noeval = make_run(tmp, "no_evals", evals=False)
         out = os.path.join(tmp, "report")
@@ -128,6 +131,8 @@ def main():
         check(not any(f.startswith("heatmap_plain_run") or f.startswith("eval_domains_plain_run") for f in pngs),
               "no per-domain plots for the run without domains")
         check('<table id="summary">' in page, "index.html has the summary table")
+        check("<td>2 (3.0 s)</td>" in page, "the summary table counts checkpoints and the time they paused training")
+        check("'checkpoint'" not in page, "checkpoint records are read, not listed as skipped")
         check("plain_run" in page and "domain_ec" in page, "table names both runs")
         check("causal eval loss" in page, "table has the causal eval column when a run reports loss_causal")
         check("no per-domain results" in page, "page notes the missing per-domain data")

@@ -47,6 +47,15 @@ namespace {
 // The newest checkpoints a run keeps (docs/training.md, "Retention").
 constexpr int kKeepCheckpoints = 3;
 
+// The bytes of the regular files directly in `dir` (a checkpoint's temp directory).
+int64_t directory_bytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
+  return total;
+}
+
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -525,7 +534,8 @@ void print_start(const Run& r, double peak) {
 // `latest` and poison every resume), only when every replica holds the same bits. Rank 0 writes
 // its files; then its commit, `latest` pointing at it and pruning to the newest 3 follow either
 // in the background (train.checkpoint_mode "async", unless `wait`: the run's last checkpoint) or
-// before this returns. Every rank waits until the files are written.
+// before this returns; its {"type": "checkpoint"} record says how long training paused, and so
+// does a console line for a periodic one. Every rank waits until the files are written.
 void save_step(Run& r, int64_t step, bool wait) {
   const int64_t bad = count_non_finite(r.model.params(), r.model.num_params());
   SY_CHECK(bad == 0,
@@ -538,10 +548,33 @@ void save_step(Run& r, int64_t step, bool wait) {
   OtherExperts others;  // every expert in one checkpoint, whatever the layout
   if (r.ep_group) others = gather_experts(r.model, &r.opt, *r.ep_group);
   if (r.lead) {
+    const auto t0 = Clock::now();
     auto w = std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + step_dir_name(step));
     write_checkpoint_files(*w, r.cfg, r.model, &r.opt, r.state, r.ep_group ? &others : nullptr);
+    const double write_s = seconds_since(t0);
+    const int64_t bytes = directory_bytes(w->temp_dir());
     r.committer.start(std::move(w));  // after the previous commit: its error is thrown here
-    if (wait || r.cfg.train.checkpoint_mode == "sync") r.committer.wait();
+    const bool background = !wait && r.cfg.train.checkpoint_mode == "async";
+    if (!background) r.committer.wait();
+    const double stall_s = seconds_since(t0);
+    if (r.log)
+      r.log->append(json{
+          {"type", "checkpoint"},
+          {"step", step},
+          {"name", step_dir_name(step)},
+          {"bytes", bytes},
+          {"write_s", write_s},
+          {"stall_s", stall_s},
+          {"background",
+           background}}.dump());
+    if (!r.quiet && !wait)  // the run's last checkpoint has its own line
+      say("checkpoint {}: {} written in {:.1f} s{}\n", step_dir_name(step),
+          bytes >= 1e9 ? fmt::format("{:.2f} GB", bytes / 1e9)
+                       : fmt::format("{:.1f} MB", bytes / 1e6),
+          write_s,
+          background
+              ? fmt::format(", training paused {:.1f} s; committing in the background", stall_s)
+              : fmt::format(", committed; training paused {:.1f} s", stall_s));
   }
   r.last_saved = step_dir_name(step);
   r.comm.barrier();  // no rank goes on (or exits) before the checkpoint's files are written

@@ -175,6 +175,22 @@ TEST(TrainerTest, AsyncCheckpointsHoldTheBitsOfSyncOnesAndResumeBitExactly) {
   EXPECT_EQ(io::list_checkpoints(async.out_dir + "/checkpoints"),
             (std::vector<std::string>{"step_00000010", "step_00000015", "step_00000020"}));
   EXPECT_EQ(io::read_latest_pointer(async.out_dir + "/checkpoints"), "step_00000020");
+  // Each checkpoint's record: periodic ones committed in the background, the last one waited for.
+  const auto async_records = records(async.out_dir, "checkpoint");
+  const auto sync_records = records(sync.out_dir, "checkpoint");
+  ASSERT_EQ(async_records.size(), 4u);
+  ASSERT_EQ(sync_records.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(async_records[i]["step"], 5 * (i + 1));
+    EXPECT_EQ(async_records[i]["name"], fmt::format("step_{:08}", 5 * (i + 1)));
+    EXPECT_EQ(async_records[i]["background"], i < 3);
+    EXPECT_EQ(sync_records[i]["background"], false);
+    EXPECT_GE(async_records[i]["stall_s"].get<double>(), async_records[i]["write_s"].get<double>());
+  }
+  int64_t bytes_20 = 0;
+  for (const auto& [name, e] : io::verify_checkpoint(async.out_dir + "/checkpoints/step_00000020"))
+    bytes_20 += e.bytes;  // every file but manifest.json, which the commit writes
+  EXPECT_EQ(async_records[3]["bytes"].get<int64_t>(), bytes_20);
   for (int64_t step : {10, 15, 20}) {
     const auto a = file_sums(async.out_dir, step);
     EXPECT_EQ(a.size(), 4u) << "step " << step;  // weights, moments, state, config.json
@@ -191,6 +207,10 @@ TEST(TrainerTest, AsyncCheckpointsHoldTheBitsOfSyncOnesAndResumeBitExactly) {
   EXPECT_EQ(train(resumed, {.quiet = true}).first_step, 10);
   EXPECT_EQ(weights(resumed.out_dir, 20), weights(sync.out_dir, 20));
   EXPECT_EQ(records(resumed.out_dir, "train").size(), 20u);
+  std::vector<int64_t> checkpoint_steps;  // step 12's record went with its checkpoint
+  for (const auto& c : records(resumed.out_dir, "checkpoint"))
+    checkpoint_steps.push_back(c["step"]);
+  EXPECT_EQ(checkpoint_steps, (std::vector<int64_t>{5, 10, 15, 20}));
 }
 
 // precision bf16 (the short version of scripts/bf16_parity.sh): a resume continues bit-exactly,
