@@ -155,6 +155,12 @@ bool is_own_name(const std::string& name, const std::string& prefix) {
                      [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// A checkpoint the caller writes: `<prefix><digits>`, a directory (not a symlink to one).
+bool is_own_dir(const fs::path& p, const std::string& prefix) {
+  std::error_code ec;
+  return is_own_name(p.filename().string(), prefix) && fs::is_directory(fs::symlink_status(p, ec));
+}
+
 bool process_alive(int64_t pid) {
   if (pid == ::getpid()) return true;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
@@ -190,7 +196,7 @@ bool natural_less(const std::string& a, const std::string& b) {
 
 // ---- CheckpointWriter ----------------------------------------------------------------------
 
-CheckpointWriter::CheckpointWriter(const std::string& final_dir) {
+CheckpointWriter::CheckpointWriter(const std::string& final_dir, const std::string& recycle) {
   fs::path p = fs::path(final_dir).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();  // "a/b/" -> "a/b"
   SY_CHECK(!p.empty() && p.filename() != "." && p.filename() != "..",
@@ -202,8 +208,24 @@ CheckpointWriter::CheckpointWriter(const std::string& final_dir) {
   SY_CHECK(!ec, "{}: cannot create directory: {}", parent_of(final_), ec.message());
   fs::remove_all(tmp_, ec);
   SY_CHECK(!ec, "{}: cannot remove stale temp dir: {}", tmp_, ec.message());
-  // 0755, not 0777, before umask: a checkpoint is written by one user and read by any.
-  SY_CHECK(::mkdir(tmp_.c_str(), 0755) == 0, "{}: cannot create temp dir: {}", tmp_, errno_str());
+  if (recycle.empty()) {
+    // 0755, not 0777, before umask: a checkpoint is written by one user and read by any.
+    SY_CHECK(::mkdir(tmp_.c_str(), 0755) == 0, "{}: cannot create temp dir: {}", tmp_, errno_str());
+    return;
+  }
+  SY_CHECK(is_plain_name(recycle) && recycle != p.filename().string(),
+           "{}: the checkpoint to recycle must be a plain directory name other than the one "
+           "being written, got '{}'",
+           final_, recycle);
+  const std::string old = parent_of(final_) + "/" + recycle;
+  SY_CHECK(fs::is_regular_file(old + "/" + kManifestName, ec),
+           "{}: the checkpoint to recycle must be a committed checkpoint (with {}), got none", old,
+           kManifestName);
+  // From here on it is a temp dir: readers ignore it, and a crash leaves debris for pruning.
+  SY_CHECK(::rename(old.c_str(), tmp_.c_str()) == 0, "{}: rename to {} failed: {}", old, tmp_,
+           errno_str());
+  fs::remove(tmp_ + "/" + kManifestName, ec);
+  SY_CHECK(!ec, "{}: cannot remove the recycled manifest: {}", tmp_, ec.message());
 }
 
 CheckpointWriter::~CheckpointWriter() {
@@ -213,16 +235,17 @@ CheckpointWriter::~CheckpointWriter() {
   }
 }
 
-std::string CheckpointWriter::path(const std::string& name) const {
+std::string CheckpointWriter::path(const std::string& name) {
   SY_CHECK(!committed_, "{}: path({}) must be called before commit(), got a committed writer",
            final_, name);
   SY_CHECK(is_plain_name(name) && name != kManifestName,
            "{}: checkpoint file name must be a plain name (no '/') other than {}, got '{}'", final_,
            kManifestName, name);
+  named_.insert(name);
   return tmp_ + "/" + name;
 }
 
-void CheckpointWriter::write_text(const std::string& name, const std::string& text) const {
+void CheckpointWriter::write_text(const std::string& name, const std::string& text) {
   const std::string p = path(name);
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out << text;
@@ -238,6 +261,12 @@ void CheckpointWriter::commit() {
     if (name == kManifestName) continue;
     SY_CHECK(e.is_regular_file(), "{}: checkpoint entries must be regular files, got '{}'", final_,
              name);
+    if (named_.count(name) == 0) {  // a recycled checkpoint's file, not written again
+      std::error_code ec;
+      fs::remove(e.path(), ec);
+      SY_CHECK(!ec, "{}: cannot remove the recycled file {}: {}", final_, name, ec.message());
+      continue;
+    }
     names.push_back(name);
   }
   std::sort(names.begin(), names.end());
@@ -426,6 +455,27 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
   return out;
 }
 
+namespace {
+// The committed checkpoints of ours in run_dir, oldest first.
+std::vector<std::string> own_checkpoints(const std::string& run_dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const std::string& name : list_checkpoints(run_dir))
+    if (is_own_dir(fs::path(run_dir) / name, prefix)) out.push_back(name);
+  return out;
+}
+}  // namespace
+
+std::string recyclable_checkpoint(const std::string& run_dir, int keep_last,
+                                  const std::string& except, const std::string& prefix) {
+  SY_CHECK(keep_last >= 1, "recyclable_checkpoint: keep_last must be >= 1, got {}", keep_last);
+  const std::vector<std::string> cps = own_checkpoints(run_dir, prefix);
+  if (cps.size() < static_cast<size_t>(keep_last)) return "";
+  const std::optional<std::string> latest = read_latest_pointer(run_dir);
+  for (const std::string& name : cps)
+    if (name != latest && name != except) return name;
+  return "";
+}
+
 std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last,
                                            const std::string& prefix) {
   SY_CHECK(keep_last >= 1, "prune_checkpoints: keep_last must be >= 1, got {}", keep_last);
@@ -451,12 +501,6 @@ std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_
              "by hand",
              to.string(), rec.message());
     removed.push_back(name);
-  };
-  // A checkpoint we wrote: `<prefix><digits>`, a directory (not a symlink to one).
-  auto is_own_dir = [&](const fs::path& p) {
-    std::error_code sec;
-    return is_own_name(p.filename().string(), prefix) &&
-           fs::is_directory(fs::symlink_status(p, sec));
   };
 
   // Debris of interrupted writes and removals, if the process that left it is gone.
@@ -487,14 +531,12 @@ std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_
   // ours without it is what a removal killed half-way left (before removals went by rename).
   for (const fs::path& p : entries) {
     const std::string name = p.filename().string();
-    if (!is_own_dir(p) || (latest && name == *latest)) continue;
+    if (!is_own_dir(p, prefix) || (latest && name == *latest)) continue;
     std::error_code mec;
     if (!fs::exists(p / kManifestName, mec) && !mec) remove_checkpoint(name);
   }
 
-  std::vector<std::string> cps;
-  for (const std::string& name : list_checkpoints(run_dir))
-    if (is_own_dir(fs::path(run_dir) / name)) cps.push_back(name);
+  const std::vector<std::string> cps = own_checkpoints(run_dir, prefix);
   const size_t n_old = cps.size() > static_cast<size_t>(keep_last) ? cps.size() - keep_last : 0;
   for (size_t i = 0; i < n_old; ++i) {
     if (latest && cps[i] == *latest) continue;

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,19 +40,26 @@ class CheckpointWriter {
  public:
   // Creates `<final_dir>.tmp-<pid>` (and final_dir's parent if missing); a leftover temp dir
   // of the same name, from a crashed process that had our pid, is removed first.
-  explicit CheckpointWriter(const std::string& final_dir);
+  // `recycle`: a committed checkpoint beside final_dir that is no longer wanted (what pruning
+  // would remove next: recyclable_checkpoint), renamed to be the temp dir instead of creating
+  // one; its files are overwritten in place, so their cached pages are reused rather than new
+  // memory taken for the page cache (docs/training.md, "Asynchronous commits"). From the rename
+  // on it is no longer a checkpoint; files of it that are not written again are removed at
+  // commit. "" creates a new directory.
+  explicit CheckpointWriter(const std::string& final_dir, const std::string& recycle = "");
   ~CheckpointWriter();
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
-  // Where to write file `name` (a plain file name: no '/', not "manifest.json").
-  // REQUIRES: commit() not yet called.
-  std::string path(const std::string& name) const;
+  // Where to write file `name` (a plain file name: no '/', not "manifest.json"); the file is
+  // part of the checkpoint from then on. REQUIRES: commit() not yet called.
+  std::string path(const std::string& name);
   // Writes `text` to path(name).
-  void write_text(const std::string& name, const std::string& text) const;
+  void write_text(const std::string& name, const std::string& text);
 
-  // Checksums every file, writes manifest.json, fsyncs files and directory, then replaces
-  // final_dir atomically and fsyncs its parent. Subdirectories are an error.
+  // Removes the files no path() named (a recycled checkpoint's leftovers), checksums every file,
+  // writes manifest.json, fsyncs files and directory, then replaces final_dir atomically and
+  // fsyncs its parent. Subdirectories are an error.
   void commit();
 
   const std::string& final_dir() const { return final_; }
@@ -60,6 +68,7 @@ class CheckpointWriter {
  private:
   std::string final_;
   std::string tmp_;
+  std::set<std::string> named_;  // the files path() handed out
   bool committed_ = false;
 };
 
@@ -124,6 +133,13 @@ std::optional<std::string> read_latest_pointer(const std::string& run_dir);
 // Committed checkpoints in run_dir (subdirectories holding manifest.json, not debris),
 // oldest first by name with digit runs compared as numbers ("step_99" < "step_100").
 std::vector<std::string> list_checkpoints(const std::string& run_dir);
+
+// The checkpoint prune_checkpoints(run_dir, keep_last, prefix) would remove once one more is
+// committed — the oldest `<prefix><digits>` one other than `latest`, when there are keep_last or
+// more — for a CheckpointWriter to recycle; "" when there is none. Never `except` (the name about
+// to be written).
+std::string recyclable_checkpoint(const std::string& run_dir, int keep_last,
+                                  const std::string& except, const std::string& prefix = "step_");
 
 // Removes all but the newest `keep_last` of the checkpoints named `<prefix><digits>` (never the
 // one `latest` names); any other directory, such as a user's copy `keep_best`, is never touched.

@@ -346,6 +346,57 @@ TEST_F(CheckpointDirTest, PruneRemovesDebrisOfDeadPidAndKeepsDebrisOfLivePid) {
   EXPECT_EQ(entries(), (std::vector<std::string>{"latest", live, "step_3"}));
 }
 
+// A checkpoint recycled for the next one: renamed to be its temp dir (no longer a checkpoint),
+// its files overwritten in place (same inodes), the ones not written again removed at commit.
+TEST_F(CheckpointDirTest, RecycledCheckpointIsOverwrittenInPlace) {
+  save("step_1", 1.0f, "only_in_old.txt");
+  save("step_2", 2.0f);
+  write_latest_pointer(run_, "step_2");
+  struct stat old_file {};
+  ASSERT_EQ(::stat((run_ + "/step_1/weights.safetensors").c_str(), &old_file), 0);
+  CheckpointWriter w(run_ + "/step_3", "step_1");
+  EXPECT_EQ(list_checkpoints(run_), std::vector<std::string>{"step_2"});
+  const float data[2] = {3.0f, 3.0f};
+  write_safetensors(w.path("weights.safetensors"), {{"w", "F32", {2}, data}});
+  w.write_text("state.json", "{}");
+  w.commit();
+  struct stat new_file {};
+  ASSERT_EQ(::stat((run_ + "/step_3/weights.safetensors").c_str(), &new_file), 0);
+  EXPECT_EQ(new_file.st_ino, old_file.st_ino);
+  EXPECT_EQ(load("step_3"), 3.0f);
+  EXPECT_EQ(read_all(run_ + "/step_3/state.json"), "{}");
+  const auto files = verify_checkpoint(run_ + "/step_3");
+  EXPECT_EQ(files.size(), 2u);
+  EXPECT_FALSE(fs::exists(run_ + "/step_3/only_in_old.txt"));
+  EXPECT_EQ(entries(), (std::vector<std::string>{"latest", "step_2", "step_3"}));
+}
+
+TEST_F(CheckpointDirTest, RecyclableIsWhatPruningWouldRemoveNext) {
+  EXPECT_EQ(recyclable_checkpoint(run_, 2, "step_9"), "");
+  save("step_10", 1.0f);
+  EXPECT_EQ(recyclable_checkpoint(run_, 2, "step_20"), "");  // fewer than keep_last
+  save("step_2", 1.0f);
+  save("keep_best", 1.0f);  // a user's copy: never recycled
+  EXPECT_EQ(recyclable_checkpoint(run_, 2, "step_20"), "step_2");
+  write_latest_pointer(run_, "step_2");  // resumed from the older one
+  EXPECT_EQ(recyclable_checkpoint(run_, 2, "step_20"), "step_10");
+  EXPECT_EQ(recyclable_checkpoint(run_, 2, "step_10"), "");  // never the one being written
+  EXPECT_EQ(recyclable_checkpoint(run_, 3, "step_20"), "");
+  EXPECT_HAS(error_of([&] { recyclable_checkpoint(run_, 0, "step_20"); }),
+             "keep_last must be >= 1, got 0");
+}
+
+TEST_F(CheckpointDirTest, RecycleMustNameAnotherCommittedCheckpoint) {
+  save("step_1", 1.0f);
+  EXPECT_HAS(error_of([&] { CheckpointWriter w(run_ + "/step_1", "step_1"); }),
+             "the checkpoint to recycle must be a plain directory name other than the one being "
+             "written, got 'step_1'");
+  EXPECT_HAS(error_of([&] { CheckpointWriter w(run_ + "/step_2", "step_7"); }),
+             "step_7: the checkpoint to recycle must be a committed checkpoint (with "
+             "manifest.json), got none");
+  EXPECT_EQ(entries(), std::vector<std::string>{"step_1"});
+}
+
 // A writer holding weights.safetensors ([value, value]) and state.json, not yet committed.
 std::unique_ptr<CheckpointWriter> written(const std::string& dir, float value) {
   auto w = std::make_unique<CheckpointWriter>(dir);

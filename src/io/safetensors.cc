@@ -154,7 +154,13 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   }
   json.append((8 - json.size() % 8) % 8, ' ');  // 8 + N, hence the data buffer, 8-aligned
 
-  std::unique_ptr<FILE, FileCloser> f(std::fopen(path.c_str(), "wb"));
+  // Not truncated when opened: an existing file's cached pages are overwritten in place (a
+  // recycled checkpoint's, CheckpointWriter), then the file is cut to its new length. Fresh
+  // page-cache memory can cost far more than the copy (docs/training.md, "Asynchronous commits").
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  SY_CHECK(fd >= 0, "{}: cannot open for writing: {}", path, errno_str());
+  std::unique_ptr<FILE, FileCloser> f(::fdopen(fd, "wb"));
+  if (!f) ::close(fd);
   SY_CHECK(f, "{}: cannot open for writing: {}", path, errno_str());
   std::vector<char> iobuf(1 << 20);
   std::setvbuf(f.get(), iobuf.data(), _IOFBF, iobuf.size());
@@ -167,6 +173,9 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   }
   ok = ok && std::fflush(f.get()) == 0;
   SY_CHECK(ok, "{}: write failed: {}", path, errno_str());
+  const auto length = static_cast<off_t>(8 + json.size() + static_cast<size_t>(offset));
+  SY_CHECK(::ftruncate(fd, length) == 0, "{}: cannot set the file's length to {} bytes: {}", path,
+           length, errno_str());
   SY_CHECK(std::fclose(f.release()) == 0, "{}: close failed: {}", path, errno_str());
 }
 

@@ -55,7 +55,8 @@ struct TensorView {
   const void* data = nullptr;
 };
 
-// Writes `tensors` and `metadata` to `path` (replacing it) with one buffered stream.
+// Writes `tensors` and `metadata` to `path` (replacing it) with one buffered stream. An existing
+// file is overwritten in place and then cut to the new length (its cached pages are reused).
 // Not atomic by itself: write into a CheckpointWriter directory for that.
 // REQUIRES: names unique, non-empty, not "__metadata__"; dtypes among the written ones.
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,

@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bit>
@@ -146,6 +147,30 @@ TEST_F(SafetensorsTest, WritesTheExactByteLayout) {
   const std::string got = read_all(path);
   ASSERT_EQ(got.size(), 155u);
   EXPECT_EQ(got, expected);
+}
+
+// An existing file is overwritten in place (same inode, so its cached pages are reused) and cut
+// to the new length: a longer old file leaves no tail behind.
+TEST_F(SafetensorsTest, OverwritesALongerFileInPlaceAndCutsItToLength) {
+  const std::string path = file("w.safetensors");
+  const std::vector<float> big(1000, 7.0f);
+  write_safetensors(path, {{"big", "F32", {1000}, big.data()}, {"x", "F32", {1}, big.data()}});
+  struct stat before {};
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+  const float small[2] = {1.0f, -2.0f};
+  write_safetensors(path, {{"a", "F32", {2}, small}});
+  struct stat after {};
+  ASSERT_EQ(::stat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  const std::string got = read_all(path);
+  const std::string json = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  ASSERT_EQ(got.size(), 8 + json.size() + (8 - json.size() % 8) % 8 + 8);
+  SafetensorsReader r(path);
+  EXPECT_EQ(r.names(), std::vector<std::string>{"a"});
+  float back[2] = {};
+  r.read("a", {2}, back);
+  EXPECT_EQ(back[0], 1.0f);
+  EXPECT_EQ(back[1], -2.0f);
 }
 
 TEST_F(SafetensorsTest, OrdersByElementSizeSoEveryTensorIsAligned) {

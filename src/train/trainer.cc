@@ -549,24 +549,25 @@ void save_step(Run& r, int64_t step, bool wait) {
   if (r.ep_group) others = gather_experts(r.model, &r.opt, *r.ep_group);
   if (r.lead) {
     const auto t0 = Clock::now();
-    auto w = std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + step_dir_name(step));
+    r.committer.wait();  // the previous commit (and its pruning) first; its error is thrown here
+    // The checkpoint pruning would remove after this one: its files are overwritten in place.
+    const std::string recycle =
+        io::recyclable_checkpoint(r.ckpt_root, kKeepCheckpoints, step_dir_name(step));
+    const auto t_write = Clock::now();
+    auto w =
+        std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + step_dir_name(step), recycle);
     write_checkpoint_files(*w, r.cfg, r.model, &r.opt, r.state, r.ep_group ? &others : nullptr);
-    const double write_s = seconds_since(t0);
+    const double write_s = seconds_since(t_write);
     const int64_t bytes = directory_bytes(w->temp_dir());
-    r.committer.start(std::move(w));  // after the previous commit: its error is thrown here
+    r.committer.start(std::move(w));
     const bool background = !wait && r.cfg.train.checkpoint_mode == "async";
     if (!background) r.committer.wait();
     const double stall_s = seconds_since(t0);
-    if (r.log)
-      r.log->append(json{
-          {"type", "checkpoint"},
-          {"step", step},
-          {"name", step_dir_name(step)},
-          {"bytes", bytes},
-          {"write_s", write_s},
-          {"stall_s", stall_s},
-          {"background",
-           background}}.dump());
+    const json rec = {{"type", "checkpoint"},        {"step", step},
+                      {"name", step_dir_name(step)}, {"bytes", bytes},
+                      {"write_s", write_s},          {"stall_s", stall_s},
+                      {"background", background},    {"recycled", recycle}};
+    if (r.log) r.log->append(rec.dump());
     if (!r.quiet && !wait)  // the run's last checkpoint has its own line
       say("checkpoint {}: {} written in {:.1f} s{}\n", step_dir_name(step),
           bytes >= 1e9 ? fmt::format("{:.2f} GB", bytes / 1e9)

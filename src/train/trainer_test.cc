@@ -155,7 +155,8 @@ TEST(TrainerTest, ResumeIsBitExact) {
 
 // train.checkpoint_mode "async" commits periodic checkpoints on a thread of its own: they hold
 // the same bits as "sync" ones, `latest` and pruning follow them, and a run resumed from one
-// (as after a kill -9 before the checkpoints that follow it) continues bit-exactly.
+// (as after a kill -9 before the checkpoints that follow it) continues bit-exactly. A checkpoint
+// written over a recycled one's files holds the bits of one written afresh.
 TEST(TrainerTest, AsyncCheckpointsHoldTheBitsOfSyncOnesAndResumeBitExactly) {
   auto file_sums = [](const std::string& out, int64_t step) {
     const std::string dir = out + "/checkpoints/" + fmt::format("step_{:08}", step);
@@ -187,6 +188,12 @@ TEST(TrainerTest, AsyncCheckpointsHoldTheBitsOfSyncOnesAndResumeBitExactly) {
     EXPECT_EQ(sync_records[i]["background"], false);
     EXPECT_GE(async_records[i]["stall_s"].get<double>(), async_records[i]["write_s"].get<double>());
   }
+  // The fourth checkpoint overwrote the first's files (pruning would have removed it next).
+  EXPECT_EQ(async_records[2]["recycled"], "");
+  EXPECT_EQ(async_records[3]["recycled"], "step_00000005");
+  RunConfig fresh = tiny("ckpt_fresh");  // no periodic checkpoints: step 20's files are new
+  train(fresh, {.quiet = true});
+  EXPECT_EQ(weights(async.out_dir, 20), weights(fresh.out_dir, 20));
   int64_t bytes_20 = 0;
   for (const auto& [name, e] : io::verify_checkpoint(async.out_dir + "/checkpoints/step_00000020"))
     bytes_20 += e.bytes;  // every file but manifest.json, which the commit writes
