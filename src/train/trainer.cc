@@ -530,12 +530,44 @@ void print_start(const Run& r, double peak) {
         r.model.num_params());
 }
 
+// Rank 0's part of a checkpoint: after the previous commit, write the files (over the
+// checkpoint pruning would remove next, when there is one), then commit them in the background
+// or, when `wait` or train.checkpoint_mode is "sync", before returning. Returns its
+// {"type": "checkpoint"} record: how long training paused, and for what.
+json write_and_commit(Run& r, int64_t step, const OtherExperts* others, bool wait) {
+  const auto t0 = Clock::now();
+  r.committer.wait();  // the previous commit (and its pruning) first; its error is thrown here
+  const std::string name = step_dir_name(step);
+  const std::string recycle = io::recyclable_checkpoint(r.ckpt_root, kKeepCheckpoints, name);
+  const auto t_write = Clock::now();
+  auto w = std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + name, recycle);
+  write_checkpoint_files(*w, r.cfg, r.model, &r.opt, r.state, others);
+  const double write_s = seconds_since(t_write);
+  const int64_t bytes = directory_bytes(w->temp_dir());
+  r.committer.start(std::move(w));
+  const bool background = !wait && r.cfg.train.checkpoint_mode == "async";
+  if (!background) r.committer.wait();
+  return {{"type", "checkpoint"},     {"step", step},       {"name", name},
+          {"bytes", bytes},           {"write_s", write_s}, {"stall_s", seconds_since(t0)},
+          {"background", background}, {"recycled", recycle}};
+}
+
+// The console line of a periodic checkpoint, from its record.
+void say_checkpoint(const json& rec) {
+  const auto bytes = rec["bytes"].get<double>();
+  const auto stall_s = rec["stall_s"].get<double>();
+  say("checkpoint {}: {} written in {:.1f} s{}\n", rec["name"].get<std::string>(),
+      bytes >= 1e9 ? fmt::format("{:.2f} GB", bytes / 1e9) : fmt::format("{:.1f} MB", bytes / 1e6),
+      rec["write_s"].get<double>(),
+      rec["background"].get<bool>()
+          ? fmt::format(", training paused {:.1f} s; committing in the background", stall_s)
+          : fmt::format(", committed; training paused {:.1f} s", stall_s));
+}
+
 // The checkpoint of `step` (steps completed): never of non-finite weights (they would become
-// `latest` and poison every resume), only when every replica holds the same bits. Rank 0 writes
-// its files; then its commit, `latest` pointing at it and pruning to the newest 3 follow either
-// in the background (train.checkpoint_mode "async", unless `wait`: the run's last checkpoint) or
-// before this returns; its {"type": "checkpoint"} record says how long training paused, and so
-// does a console line for a periodic one. Every rank waits until the files are written.
+// `latest` and poison every resume), only when every replica holds the same bits; every expert
+// in it whatever the layout. Rank 0 writes it (write_and_commit: `wait` for the run's last) and
+// logs its record; every rank waits until its files are written.
 void save_step(Run& r, int64_t step, bool wait) {
   const int64_t bad = count_non_finite(r.model.params(), r.model.num_params());
   SY_CHECK(bad == 0,
@@ -545,37 +577,12 @@ void save_step(Run& r, int64_t step, bool wait) {
   if (r.comm.size() > 1) check_replicas_agree(r.model, r.comm, r.expert_replicas.get(), step);
   r.state.step = step;
   r.state.data_position = r.train_src->position();
-  OtherExperts others;  // every expert in one checkpoint, whatever the layout
+  OtherExperts others;
   if (r.ep_group) others = gather_experts(r.model, &r.opt, *r.ep_group);
   if (r.lead) {
-    const auto t0 = Clock::now();
-    r.committer.wait();  // the previous commit (and its pruning) first; its error is thrown here
-    // The checkpoint pruning would remove after this one: its files are overwritten in place.
-    const std::string recycle =
-        io::recyclable_checkpoint(r.ckpt_root, kKeepCheckpoints, step_dir_name(step));
-    const auto t_write = Clock::now();
-    auto w =
-        std::make_unique<io::CheckpointWriter>(r.ckpt_root + "/" + step_dir_name(step), recycle);
-    write_checkpoint_files(*w, r.cfg, r.model, &r.opt, r.state, r.ep_group ? &others : nullptr);
-    const double write_s = seconds_since(t_write);
-    const int64_t bytes = directory_bytes(w->temp_dir());
-    r.committer.start(std::move(w));
-    const bool background = !wait && r.cfg.train.checkpoint_mode == "async";
-    if (!background) r.committer.wait();
-    const double stall_s = seconds_since(t0);
-    const json rec = {{"type", "checkpoint"},        {"step", step},
-                      {"name", step_dir_name(step)}, {"bytes", bytes},
-                      {"write_s", write_s},          {"stall_s", stall_s},
-                      {"background", background},    {"recycled", recycle}};
+    const json rec = write_and_commit(r, step, r.ep_group ? &others : nullptr, wait);
     if (r.log) r.log->append(rec.dump());
-    if (!r.quiet && !wait)  // the run's last checkpoint has its own line
-      say("checkpoint {}: {} written in {:.1f} s{}\n", step_dir_name(step),
-          bytes >= 1e9 ? fmt::format("{:.2f} GB", bytes / 1e9)
-                       : fmt::format("{:.1f} MB", bytes / 1e6),
-          write_s,
-          background
-              ? fmt::format(", training paused {:.1f} s; committing in the background", stall_s)
-              : fmt::format(", committed; training paused {:.1f} s", stall_s));
+    if (!r.quiet && !wait) say_checkpoint(rec);  // the run's last checkpoint has its own line
   }
   r.last_saved = step_dir_name(step);
   r.comm.barrier();  // no rank goes on (or exits) before the checkpoint's files are written
