@@ -156,7 +156,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
 
   // Not truncated when opened: an existing file's cached pages are overwritten in place (a
   // recycled checkpoint's, CheckpointWriter), then the file is cut to its new length. Fresh
-  // page-cache memory can cost far more than the copy (docs/training.md, "Asynchronous commits").
+  // page-cache memory can cost far more than the copy (docs/training.md, "Recycling").
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   SY_CHECK(fd >= 0, "{}: cannot open for writing: {}", path, errno_str());
   std::unique_ptr<FILE, FileCloser> f(::fdopen(fd, "wb"));
